@@ -1,0 +1,188 @@
+//! The queue client: validates work against the catalogue and limits, then
+//! hands it to the store. Everything that enqueues (API, scheduler, CLI,
+//! benchmarks) goes through here, so bad input is refused the same way
+//! everywhere and nothing invalid is ever written.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::config::validate_queue_name;
+use crate::error::{Error, Result};
+use crate::ids::JobId;
+use crate::job::{Attempt, Enqueued, Job, JobEvent, NewJob};
+use crate::kinds::Catalogue;
+use crate::store::JobStore;
+
+/// Params larger than this (serialized JSON) are refused.
+pub const MAX_PARAMS_BYTES: usize = 64 * 1024;
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i16> = 0..=9;
+pub const DEFAULT_PRIORITY: i16 = 5;
+pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<i32> = 1..=100;
+
+/// A request to run one job. Unset fields take the kind's defaults.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EnqueueRequest {
+    pub tenant_id: String,
+    pub kind: String,
+    pub params: Value,
+    pub queue: Option<String>,
+    /// 0 (most urgent) to 9; default 5.
+    pub priority: Option<i16>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: Option<i32>,
+    pub idempotency_key: Option<String>,
+}
+
+impl EnqueueRequest {
+    pub fn new(tenant_id: impl Into<String>, kind: impl Into<String>, params: Value) -> Self {
+        EnqueueRequest {
+            tenant_id: tenant_id.into(),
+            kind: kind.into(),
+            params,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobClient {
+    store: Arc<dyn JobStore>,
+    catalogue: Arc<Catalogue>,
+}
+
+impl JobClient {
+    pub fn new(store: Arc<dyn JobStore>, catalogue: Arc<Catalogue>) -> Self {
+        JobClient { store, catalogue }
+    }
+
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    pub fn catalogue(&self) -> &Arc<Catalogue> {
+        &self.catalogue
+    }
+
+    /// Validates a request into a job ready to store (no I/O).
+    pub fn prepare(&self, request: EnqueueRequest) -> Result<NewJob> {
+        validate_tenant_id(&request.tenant_id)?;
+        let spec = self
+            .catalogue
+            .get(&request.kind)
+            .ok_or_else(|| Error::UnknownKind(request.kind.clone()))?;
+        let size = serde_json::to_vec(&request.params)
+            .map_err(|e| Error::validation("params", e.to_string()))?
+            .len();
+        if size > MAX_PARAMS_BYTES {
+            return Err(Error::PayloadTooLarge {
+                size,
+                limit: MAX_PARAMS_BYTES,
+            });
+        }
+        (spec.validate)(&request.params).map_err(|message| Error::validation("params", message))?;
+        let queue = request.queue.unwrap_or_else(|| spec.queue.clone());
+        validate_queue_name(&queue).map_err(|message| Error::validation("queue", message))?;
+        let priority = request.priority.unwrap_or(DEFAULT_PRIORITY);
+        if !PRIORITY_RANGE.contains(&priority) {
+            return Err(Error::validation("priority", "must be from 0 (most urgent) to 9"));
+        }
+        let max_attempts = request.max_attempts.unwrap_or(spec.max_attempts);
+        if !MAX_ATTEMPTS_RANGE.contains(&max_attempts) {
+            return Err(Error::validation("max_attempts", "must be from 1 to 100"));
+        }
+        if let Some(key) = &request.idempotency_key {
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
+                return Err(Error::validation(
+                    "idempotency_key",
+                    "must be 1-255 characters without control characters",
+                ));
+            }
+        }
+        Ok(NewJob {
+            id: JobId::new(),
+            tenant_id: request.tenant_id,
+            kind: request.kind,
+            queue,
+            priority,
+            params: request.params,
+            run_at: request.run_at,
+            max_attempts,
+            idempotency_key: request.idempotency_key,
+        })
+    }
+
+    /// Stores one job (or finds the one its idempotency key already names).
+    pub async fn enqueue(&self, request: EnqueueRequest) -> Result<Enqueued> {
+        let job = self.prepare(request)?;
+        let mut stored = self.store.enqueue(std::slice::from_ref(&job)).await?;
+        stored
+            .pop()
+            .ok_or_else(|| Error::corrupt("enqueue", "the store answered no job"))
+    }
+
+    /// Stores a batch atomically: if any request is invalid, nothing is written
+    /// and the error names the request's index.
+    pub async fn enqueue_many(&self, requests: Vec<EnqueueRequest>) -> Result<Vec<Enqueued>> {
+        let jobs = requests
+            .into_iter()
+            .enumerate()
+            .map(|(index, request)| self.prepare(request).map_err(|e| at_index(index, e)))
+            .collect::<Result<Vec<_>>>()?;
+        self.store.enqueue(&jobs).await
+    }
+
+    pub async fn get(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+        self.store.get_job(tenant_id, id).await
+    }
+
+    pub async fn attempts(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {
+        self.store.job_attempts(tenant_id, id).await
+    }
+
+    pub async fn events(&self, tenant_id: &str, id: JobId, after: i64, limit: u32) -> Result<Vec<JobEvent>> {
+        self.store.job_events(tenant_id, id, after, limit).await
+    }
+
+    /// Queued → cancelled at once; running → cancel requested (cooperative).
+    pub async fn cancel(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+        self.store.cancel(tenant_id, id).await
+    }
+
+    /// Failed or cancelled → queued again with a fresh attempt budget.
+    pub async fn retry(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+        self.store.retry(tenant_id, id).await
+    }
+}
+
+fn at_index(index: usize, error: Error) -> Error {
+    match error {
+        Error::Validation { field, message } => Error::Validation {
+            field: format!("jobs[{index}].{field}"),
+            message,
+        },
+        Error::UnknownKind(kind) => Error::validation(format!("jobs[{index}].kind"), format!("unknown job kind {kind:?}")),
+        Error::PayloadTooLarge { size, limit } => Error::validation(
+            format!("jobs[{index}].params"),
+            format!("params are {size} bytes, larger than the {limit}-byte limit"),
+        ),
+        other => other,
+    }
+}
+
+/// Tenant ids: 1–64 characters of `A-Z a-z 0-9 _ -`.
+pub fn validate_tenant_id(tenant_id: &str) -> Result<()> {
+    let ok = !tenant_id.is_empty()
+        && tenant_id.len() <= 64
+        && tenant_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::validation(
+            "tenant_id",
+            format!("{tenant_id:?} must be 1-64 characters of A-Z, a-z, 0-9, '_', '-'"),
+        ))
+    }
+}

@@ -1,0 +1,255 @@
+//! One typed configuration, read from `LONGHAUL_*` environment variables and
+//! validated at start: every bad value gets its own line in the error, and an
+//! unknown `LONGHAUL_*` name is an error too (a typo must not be ignored).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `postgres://…` or `sqlite://…`. Default: a SQLite file under `data_dir`.
+    pub database_url: String,
+    /// Where the embedded mode keeps its SQLite file and local artifacts.
+    pub data_dir: PathBuf,
+    pub database_max_connections: u32,
+    /// How long a claim holds a job without a heartbeat (heartbeats every third of it).
+    pub lease: Duration,
+    /// How often an idle worker polls when no wake-up arrives.
+    pub poll_interval: Duration,
+    /// How long a stopping worker lets running jobs finish before handing them back.
+    pub shutdown_grace: Duration,
+    /// How often a worker looks for expired leases to rescue.
+    pub rescue_interval: Duration,
+    pub worker_queues: Vec<String>,
+    pub worker_concurrency: usize,
+    /// Per-tenant running cap for tenants without their own limit (None: no cap).
+    pub default_max_running_per_tenant: Option<i32>,
+    /// Finished jobs older than this are pruned.
+    pub job_retention: Duration,
+    /// `tracing` filter, e.g. `info` or `longhaul=debug,sqlx=warn`.
+    pub log: String,
+}
+
+struct Setting {
+    name: &'static str,
+    help: &'static str,
+}
+
+const SETTINGS: &[Setting] = &[
+    Setting { name: "LONGHAUL_DATABASE_URL", help: "postgres://… or sqlite://… (default: sqlite file in LONGHAUL_DATA_DIR)" },
+    Setting { name: "LONGHAUL_DATA_DIR", help: "folder for the embedded store (default ./longhaul-data)" },
+    Setting { name: "LONGHAUL_DATABASE_MAX_CONNECTIONS", help: "1..=1000 (default 16)" },
+    Setting { name: "LONGHAUL_LEASE_SECONDS", help: "3..=3600 (default 30)" },
+    Setting { name: "LONGHAUL_POLL_INTERVAL_MS", help: "10..=60000 (default 1000)" },
+    Setting { name: "LONGHAUL_SHUTDOWN_GRACE_SECONDS", help: "0..=3600 (default 30)" },
+    Setting { name: "LONGHAUL_RESCUE_INTERVAL_SECONDS", help: "1..=3600 (default 15)" },
+    Setting { name: "LONGHAUL_WORKER_QUEUES", help: "comma-separated queue names (default 'default')" },
+    Setting { name: "LONGHAUL_WORKER_CONCURRENCY", help: "1..=4096 (default 8)" },
+    Setting { name: "LONGHAUL_DEFAULT_MAX_RUNNING_PER_TENANT", help: "1..=100000, or 'none' (default none)" },
+    Setting { name: "LONGHAUL_JOB_RETENTION_DAYS", help: "1..=3650 (default 14)" },
+    Setting { name: "LONGHAUL_LOG", help: "tracing filter (default info)" },
+];
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the given variables (only `LONGHAUL_*` ones are looked at).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("LONGHAUL_"))
+            .collect();
+        let mut problems = Vec::new();
+        for name in vars.keys() {
+            if !SETTINGS.iter().any(|s| s.name == name) {
+                problems.push(format!("{name} is not a Longhaul setting (known: {})", Self::known_names()));
+            }
+        }
+        let mut reader = Reader { vars: &vars, problems: &mut problems };
+
+        let data_dir = PathBuf::from(reader.text("LONGHAUL_DATA_DIR").unwrap_or("./longhaul-data"));
+        let database_url = match reader.text("LONGHAUL_DATABASE_URL") {
+            Some(url) => url.to_string(),
+            None => format!("sqlite://{}", data_dir.join("longhaul.db").display()),
+        };
+        if !(database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+            || database_url.starts_with("sqlite:"))
+        {
+            reader.problem("LONGHAUL_DATABASE_URL", &database_url, "must start with postgres:// or sqlite://");
+        }
+        let database_max_connections = reader.number("LONGHAUL_DATABASE_MAX_CONNECTIONS", 16u32, 1, 1000);
+        let lease = Duration::from_secs(reader.number("LONGHAUL_LEASE_SECONDS", 30u64, 3, 3600));
+        let poll_interval = Duration::from_millis(reader.number("LONGHAUL_POLL_INTERVAL_MS", 1000u64, 10, 60_000));
+        let shutdown_grace = Duration::from_secs(reader.number("LONGHAUL_SHUTDOWN_GRACE_SECONDS", 30u64, 0, 3600));
+        let rescue_interval = Duration::from_secs(reader.number("LONGHAUL_RESCUE_INTERVAL_SECONDS", 15u64, 1, 3600));
+        let worker_queues = match reader.text("LONGHAUL_WORKER_QUEUES") {
+            Some(text) => match parse_queue_list(text) {
+                Ok(queues) => queues,
+                Err(message) => {
+                    reader.problem("LONGHAUL_WORKER_QUEUES", text, &message);
+                    vec![]
+                }
+            },
+            None => vec!["default".to_string()],
+        };
+        let worker_concurrency = reader.number("LONGHAUL_WORKER_CONCURRENCY", 8usize, 1, 4096);
+        let default_max_running_per_tenant = match reader.text("LONGHAUL_DEFAULT_MAX_RUNNING_PER_TENANT") {
+            None | Some("none") => None,
+            Some(_) => Some(reader.number("LONGHAUL_DEFAULT_MAX_RUNNING_PER_TENANT", 0i32, 1, 100_000)),
+        };
+        let retention_days = reader.number("LONGHAUL_JOB_RETENTION_DAYS", 14u64, 1, 3650);
+        let log = reader.text("LONGHAUL_LOG").unwrap_or("info").to_string();
+
+        if !problems.is_empty() {
+            return Err(Error::Config(problems));
+        }
+        Ok(Config {
+            database_url,
+            data_dir,
+            database_max_connections,
+            lease,
+            poll_interval,
+            shutdown_grace,
+            rescue_interval,
+            worker_queues,
+            worker_concurrency,
+            default_max_running_per_tenant,
+            job_retention: Duration::from_secs(retention_days * 86_400),
+            log,
+        })
+    }
+
+    fn known_names() -> String {
+        SETTINGS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+    }
+
+    /// One line per setting, for `--help` and the README.
+    pub fn describe() -> String {
+        SETTINGS.iter().map(|s| format!("  {:<42} {}\n", s.name, s.help)).collect()
+    }
+}
+
+/// Parses `a,b,c` into queue names, each validated.
+pub fn parse_queue_list(text: &str) -> std::result::Result<Vec<String>, String> {
+    let queues: Vec<String> = text.split(',').map(|q| q.trim().to_string()).filter(|q| !q.is_empty()).collect();
+    if queues.is_empty() {
+        return Err("name at least one queue".into());
+    }
+    for queue in &queues {
+        validate_queue_name(queue)?;
+    }
+    Ok(queues)
+}
+
+/// Queue names: 1–64 characters of `a-z 0-9 _ - .`.
+pub fn validate_queue_name(queue: &str) -> std::result::Result<(), String> {
+    let ok = !queue.is_empty()
+        && queue.len() <= 64
+        && queue.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("queue name {queue:?} must be 1-64 characters of a-z, 0-9, '_', '-', '.'"))
+    }
+}
+
+struct Reader<'a> {
+    vars: &'a BTreeMap<String, String>,
+    problems: &'a mut Vec<String>,
+}
+
+impl<'a> Reader<'a> {
+    fn text(&self, name: &str) -> Option<&'a str> {
+        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn problem(&mut self, name: &str, value: &str, message: &str) {
+        self.problems.push(format!("{name}={value:?}: {message}"));
+    }
+
+    fn number<T>(&mut self, name: &str, default: T, min: T, max: T) -> T
+    where
+        T: FromStr + PartialOrd + Copy + std::fmt::Display,
+    {
+        let Some(text) = self.text(name) else {
+            return default;
+        };
+        let text = text.to_string();
+        match text.parse::<T>() {
+            Ok(value) if value >= min && value <= max => value,
+            _ => {
+                self.problem(name, &text, &format!("must be a whole number from {min} to {max}"));
+                default
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_to_sqlite_in_the_data_dir() {
+        let config = Config::from_vars(vars(&[("PATH", "/bin")])).expect("defaults are valid");
+        assert_eq!(config.database_url, "sqlite://./longhaul-data/longhaul.db");
+        assert_eq!(config.lease, Duration::from_secs(30));
+        assert_eq!(config.worker_queues, vec!["default"]);
+        assert_eq!(config.default_max_running_per_tenant, None);
+    }
+
+    #[test]
+    fn reads_every_setting() {
+        let config = Config::from_vars(vars(&[
+            ("LONGHAUL_DATABASE_URL", "postgres://u@h/db"),
+            ("LONGHAUL_LEASE_SECONDS", "12"),
+            ("LONGHAUL_WORKER_QUEUES", "scans, exports"),
+            ("LONGHAUL_WORKER_CONCURRENCY", "24"),
+            ("LONGHAUL_DEFAULT_MAX_RUNNING_PER_TENANT", "3"),
+            ("LONGHAUL_POLL_INTERVAL_MS", "50"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.database_url, "postgres://u@h/db");
+        assert_eq!(config.lease, Duration::from_secs(12));
+        assert_eq!(config.worker_queues, vec!["scans", "exports"]);
+        assert_eq!(config.worker_concurrency, 24);
+        assert_eq!(config.default_max_running_per_tenant, Some(3));
+        assert_eq!(config.poll_interval, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn names_every_bad_value() {
+        let err = Config::from_vars(vars(&[
+            ("LONGHAUL_DATABASE_URL", "mysql://x"),
+            ("LONGHAUL_LEASE_SECONDS", "1"),
+            ("LONGHAUL_WORKER_CONCURRENCY", "lots"),
+            ("LONGHAUL_WORKER_QUEUES", "Bad Queue"),
+            ("LONGHAUL_DATABSE_URL", "typo"),
+        ]))
+        .expect_err("invalid");
+        let Error::Config(problems) = &err else { panic!("expected a config error, got {err}") };
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        let text = err.to_string();
+        for needle in [
+            "LONGHAUL_DATABASE_URL=\"mysql://x\"",
+            "LONGHAUL_LEASE_SECONDS=\"1\": must be a whole number from 3 to 3600",
+            "LONGHAUL_WORKER_CONCURRENCY=\"lots\"",
+            "queue name \"Bad Queue\"",
+            "LONGHAUL_DATABSE_URL is not a Longhaul setting",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The error type of core operations, with the context a caller or an API
+//! handler needs to answer clearly (validation vs. not found vs. conflict vs.
+//! a store failure).
+
+use crate::ids::JobId;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent something we will not store; nothing was written.
+    #[error("invalid {field}: {message}")]
+    Validation { field: String, message: String },
+
+    /// Params larger than the cap; nothing was written.
+    #[error("params are {size} bytes, larger than the {limit}-byte limit")]
+    PayloadTooLarge { size: usize, limit: usize },
+
+    /// The job kind is not in the catalogue; nothing was written.
+    #[error("unknown job kind {0:?}")]
+    UnknownKind(String),
+
+    /// No such job for this tenant (a job of another tenant is "not found" too).
+    #[error("job {0} not found")]
+    NotFound(JobId),
+
+    /// The request contradicts the current state (for example cancelling a
+    /// finished job, or an idempotency key reused with other params).
+    #[error("{0}")]
+    Conflict(String),
+
+    /// A worker write was fenced: the attempt no longer holds the job's lease.
+    #[error("job {job_id} attempt {attempt} no longer holds the lease")]
+    LeaseLost { job_id: JobId, attempt: i32 },
+
+    /// Bad configuration, one line per problem.
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Config(Vec<String>),
+
+    #[error("database error during {context}: {source}")]
+    Database {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+
+    #[error("stored data is corrupt ({context}): {message}")]
+    Corrupt {
+        context: &'static str,
+        message: String,
+    },
+}
+
+impl Error {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn corrupt(context: &'static str, message: impl std::fmt::Display) -> Self {
+        Error::Corrupt {
+            context,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Attaches the name of the store operation to a sqlx error.
+pub(crate) trait DbContext<T> {
+    fn db(self, context: &'static str) -> Result<T>;
+}
+
+impl<T> DbContext<T> for std::result::Result<T, sqlx::Error> {
+    fn db(self, context: &'static str) -> Result<T> {
+        self.map_err(|source| Error::Database { context, source })
+    }
+}

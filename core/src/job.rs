@@ -1,0 +1,289 @@
+//! The job model and its state machine.
+//!
+//! ```text
+//!             claim                 complete
+//!   queued ─────────────► running ───────────► succeeded
+//!     ▲  │                 │  │ │
+//!     │  │ cancel          │  │ └─ fail, attempts left ──► queued (run_at = now + back-off)
+//!     │  ▼                 │  ├─── fail, attempts spent ─► failed ──(manual retry)──► queued
+//!     │ cancelled ◄────────┘  └─── lease expired (rescue) ► queued or failed
+//!     │      (cancel requested, handler stopped)
+//!     └──────── released on graceful shutdown (the attempt does not count)
+//! ```
+//!
+//! Every transition is one SQL statement guarded by the expected state (and, for
+//! worker writes, by the attempt number: the fencing token), and writes a
+//! `job_events` row.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::ids::JobId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting to run: due now, not yet due (`run_at`), or backing off before a retry.
+    Queued,
+    /// Claimed by a worker that holds a lease.
+    Running,
+    Succeeded,
+    /// Attempts exhausted or a permanent error: the dead-letter set, retryable by hand.
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| Error::validation("state", format!("unknown job state {s:?}")))
+    }
+}
+
+/// How far a job has come: `{current, total, unit, message}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub current: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub tenant_id: String,
+    pub kind: String,
+    pub queue: String,
+    pub state: JobState,
+    pub priority: i16,
+    pub params: Value,
+    pub run_at: DateTime<Utc>,
+    /// Number of times the job was claimed; the fencing token of the current attempt.
+    pub attempt: i32,
+    /// Attempts that counted against `max_attempts` (failures, timeouts, lost leases).
+    pub failed_attempts: i32,
+    pub max_attempts: i32,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub worker_id: Option<String>,
+    pub cancel_requested: bool,
+    pub progress: Option<Progress>,
+    pub checkpoint: Option<Value>,
+    pub result: Option<Value>,
+    pub last_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// The lease this job's current attempt holds (meaningful while `running`).
+    pub fn lease(&self) -> Lease {
+        Lease {
+            job_id: self.id,
+            attempt: self.attempt,
+        }
+    }
+}
+
+/// A validated job ready to be stored (built by [`crate::JobClient`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub id: JobId,
+    pub tenant_id: String,
+    pub kind: String,
+    pub queue: String,
+    pub priority: i16,
+    pub params: Value,
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: i32,
+    pub idempotency_key: Option<String>,
+}
+
+/// What enqueue answers for each job: its id, and whether this call created it
+/// (`false` when an idempotency key matched an existing job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: JobId,
+    pub created: bool,
+}
+
+/// The fencing pair every worker write carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub job_id: JobId,
+    pub attempt: i32,
+}
+
+/// One finished attempt, from the `job_attempts` history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub worker_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: AttemptOutcome,
+    pub error: Option<String>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    /// Failed; the job was queued again after a back-off.
+    Retried,
+    /// Failed for good (attempts spent or a permanent error).
+    Failed,
+    Cancelled,
+    /// The lease expired (worker lost) and the rescuer took the job back.
+    LeaseExpired,
+    /// Handed back on graceful shutdown; does not count against `max_attempts`.
+    Released,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Retried => "retried",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::LeaseExpired => "lease_expired",
+            AttemptOutcome::Released => "released",
+        }
+    }
+}
+
+impl FromStr for AttemptOutcome {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            AttemptOutcome::Succeeded,
+            AttemptOutcome::Retried,
+            AttemptOutcome::Failed,
+            AttemptOutcome::Cancelled,
+            AttemptOutcome::LeaseExpired,
+            AttemptOutcome::Released,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+        .ok_or_else(|| Error::corrupt("attempt outcome", format!("unknown outcome {s:?}")))
+    }
+}
+
+/// One row of a job's event log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobEvent {
+    pub id: i64,
+    pub job_id: JobId,
+    pub at: DateTime<Utc>,
+    pub attempt: Option<i32>,
+    /// `started`, `progress`, `checkpoint`, `succeeded`, `retry_scheduled`, `failed`,
+    /// `cancel_requested`, `cancelled`, `lease_expired`, `released`, `requeued`.
+    pub kind: String,
+    pub data: Option<Value>,
+}
+
+/// How a worker finished an attempt. Applied only if the attempt still holds
+/// the lease (fencing); otherwise the store reports the job as fenced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    Succeeded {
+        result: Value,
+    },
+    /// Failed. `retry_at` is when to run again if attempts remain; `permanent`
+    /// fails the job for good whatever attempts remain.
+    Failed {
+        error: String,
+        retry_at: DateTime<Utc>,
+        permanent: bool,
+    },
+    /// Stopped on a cancel request.
+    Cancelled,
+    /// Handed back on graceful shutdown: queued again at once, attempt not counted.
+    Released,
+}
+
+/// What a claim asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub queues: Vec<String>,
+    pub limit: usize,
+    pub worker_id: String,
+    pub lease: std::time::Duration,
+}
+
+/// The heartbeat's answer for one lease still held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    pub job_id: JobId,
+    pub cancel_requested: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in JobState::ALL {
+            assert_eq!(state.as_str().parse::<JobState>().expect("parses"), state);
+        }
+        assert!("done".parse::<JobState>().is_err());
+    }
+
+    #[test]
+    fn only_finished_states_are_terminal() {
+        assert!(!JobState::Queued.is_terminal());
+        assert!(!JobState::Running.is_terminal());
+        assert!(JobState::Succeeded.is_terminal());
+        assert!(JobState::Failed.is_terminal());
+        assert!(JobState::Cancelled.is_terminal());
+    }
+}

@@ -1,0 +1,23 @@
+//! longhaul-core: what every Longhaul role shares and no role owns.
+//!
+//! Config, errors, ids, the job model and its state machine, the catalogue of job
+//! kinds, the queue client that validates work before it is stored, and the two
+//! store backends (PostgreSQL and SQLite) behind one [`store::JobStore`] trait.
+//! Core knows no role: it never runs a job and never serves HTTP.
+
+pub mod backoff;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod job;
+pub mod kinds;
+pub mod store;
+
+pub use client::JobClient;
+pub use config::Config;
+pub use error::{Error, Result};
+pub use ids::JobId;
+pub use job::{Job, JobState, NewJob, Progress};
+pub use kinds::{Catalogue, KindSpec};
+pub use store::JobStore;

@@ -1,0 +1,841 @@
+//! The PostgreSQL job store: all of its SQL lives here; the schema lives in
+//! `migrations/postgres/`.
+//!
+//! Claims take a transaction-level advisory lock so that running caps are
+//! checked against committed counts (two claimers cannot both fill the last
+//! slot), then pick, update and log the jobs in one statement. Wake-ups use
+//! LISTEN/NOTIFY with identifiers only (queue names, job ids).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, PgConnection, Row};
+use uuid::Uuid;
+
+use super::wake::{Wake, WakeHub, WakeReceiver, CANCEL_CHANNEL, QUEUE_CHANNEL};
+use super::{idempotency_conflict, state_conflict, Backend, JobStore, Rescued};
+use crate::error::{DbContext, Error, Result};
+use crate::ids::JobId;
+use crate::job::{
+    Attempt, AttemptOutcome, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent, JobState, Lease, NewJob,
+    Progress,
+};
+
+/// Serializes claimers so running caps hold (see the module comment).
+const CLAIM_LOCK_KEY: i64 = 0x6c6f_6e67_6861_756c; // "longhaul"
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    wakes: WakeHub,
+    listening: Arc<AtomicBool>,
+}
+
+impl PgStore {
+    /// Connects a pool (`max_connections`) to the database the URL names.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .db("parsing the database url")?
+            .log_statements(tracing::log::LevelFilter::Trace);
+        Self::connect_with(options, max_connections).await
+    }
+
+    pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(1.min(max_connections))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .db("connecting to PostgreSQL")?;
+        Ok(Self::from_pool(pool))
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        PgStore {
+            pool,
+            wakes: WakeHub::new(),
+            listening: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Stores jobs inside the caller's transaction (or on any connection): the
+    /// jobs exist exactly when the caller's own writes commit.
+    pub async fn enqueue_in(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        // Virtual times per (tenant, queue), in a fixed order so concurrent
+        // batches lock fair_queues rows without deadlocking.
+        let mut groups: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for job in jobs {
+            *groups.entry((job.tenant_id.as_str(), job.queue.as_str())).or_default() += 1;
+        }
+        let mut next_vtime: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for ((tenant_id, queue), count) in &groups {
+            let base: i64 = sqlx::query_scalar(
+                "INSERT INTO fair_queues AS f (tenant_id, queue, next_vtime)
+                 VALUES ($1, $2, coalesce((SELECT vtime FROM queue_clocks WHERE queue = $2), 0) + $3)
+                 ON CONFLICT (tenant_id, queue) DO UPDATE
+                 SET next_vtime = greatest(f.next_vtime, coalesce((SELECT vtime FROM queue_clocks WHERE queue = $2), 0)) + $3
+                 RETURNING next_vtime - $3",
+            )
+            .bind(tenant_id)
+            .bind(queue)
+            .bind(count)
+            .fetch_one(&mut *conn)
+            .await
+            .db("allocating fair-queue virtual times")?;
+            next_vtime.insert((tenant_id, queue), base);
+        }
+
+        let mut columns = EnqueueColumns::with_capacity(jobs.len());
+        for job in jobs {
+            let slot = next_vtime
+                .get_mut(&(job.tenant_id.as_str(), job.queue.as_str()))
+                .ok_or_else(|| Error::corrupt("enqueue", "missing fair-queue group"))?;
+            columns.push(job, *slot);
+            *slot += 1;
+        }
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, idempotency_key)
+             SELECT i.id, i.tenant_id, i.kind, i.queue, i.priority, i.vtime, i.params::jsonb,
+                    coalesce(i.run_at, now()), i.max_attempts, i.idempotency_key
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::int8[], $7::text[],
+                         $8::timestamptz[], $9::int4[], $10::text[])
+                  AS i(id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, idempotency_key)
+             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(&columns.ids)
+        .bind(&columns.tenant_ids)
+        .bind(&columns.kinds)
+        .bind(&columns.queues)
+        .bind(&columns.priorities)
+        .bind(&columns.vtimes)
+        .bind(&columns.params)
+        .bind(&columns.run_ats)
+        .bind(&columns.max_attempts)
+        .bind(&columns.idempotency_keys)
+        .fetch_all(&mut *conn)
+        .await
+        .db("inserting jobs")?;
+
+        let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+        let mut answers = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if inserted.contains(&job.id.as_uuid()) {
+                answers.push(Enqueued { id: job.id, created: true });
+                continue;
+            }
+            let key = job
+                .idempotency_key
+                .as_deref()
+                .ok_or_else(|| Error::corrupt("enqueue", "a job without idempotency key was not inserted"))?;
+            let existing = sqlx::query("SELECT id, kind, params FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2")
+                .bind(&job.tenant_id)
+                .bind(key)
+                .fetch_one(&mut *conn)
+                .await
+                .db("looking up an idempotency key")?;
+            let kind: String = existing.try_get("kind").db("reading job kind")?;
+            let params: Value = existing.try_get("params").db("reading job params")?;
+            if kind != job.kind || params != job.params {
+                return Err(idempotency_conflict(key));
+            }
+            let id: Uuid = existing.try_get("id").db("reading job id")?;
+            answers.push(Enqueued {
+                id: JobId::from_uuid(id),
+                created: false,
+            });
+        }
+
+        let queues: Vec<&str> = groups.keys().map(|(_, queue)| *queue).collect();
+        notify_queues(conn, &queues).await?;
+        Ok(answers)
+    }
+
+    async fn finish_with(&self, sql: &'static str, lease: Lease, bind: impl FnOnce(PgQuery) -> PgQuery) -> Result<PgRow> {
+        let query = sqlx::query(sql).bind(lease.job_id.as_uuid()).bind(lease.attempt);
+        bind(query)
+            .fetch_optional(&self.pool)
+            .await
+            .db("finishing an attempt")?
+            .ok_or(Error::LeaseLost {
+                job_id: lease.job_id,
+                attempt: lease.attempt,
+            })
+    }
+
+    fn start_listener(&self) {
+        if self.listening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let pool = self.pool.clone();
+        let wakes = self.wakes.clone();
+        let listening = self.listening.clone();
+        tokio::spawn(async move {
+            loop {
+                match listen(&pool, &wakes).await {
+                    Ok(()) => {
+                        listening.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "LISTEN connection failed; workers fall back to polling, retrying in 1s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Forwards notifications to the in-process hub until nobody listens.
+async fn listen(pool: &PgPool, wakes: &WakeHub) -> Result<()> {
+    let mut listener = PgListener::connect_with(pool).await.db("connecting the LISTEN session")?;
+    listener
+        .listen_all([QUEUE_CHANNEL, CANCEL_CHANNEL])
+        .await
+        .db("subscribing to job notifications")?;
+    loop {
+        let notification = listener.recv().await.db("receiving a notification")?;
+        let wake = match notification.channel() {
+            QUEUE_CHANNEL => Wake::Queue(notification.payload().to_string()),
+            CANCEL_CHANNEL => match notification.payload().parse::<JobId>() {
+                Ok(id) => Wake::Cancel(id),
+                Err(_) => continue,
+            },
+            _ => continue,
+        };
+        wakes.send(wake);
+        if !wakes.has_subscribers() {
+            return Ok(());
+        }
+    }
+}
+
+async fn notify_queues(conn: &mut PgConnection, queues: &[&str]) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q")
+        .bind(QUEUE_CHANNEL)
+        .bind(queues)
+        .execute(conn)
+        .await
+        .db("notifying workers")?;
+    Ok(())
+}
+
+/// Enqueue batches travel as one array per column (one round trip).
+struct EnqueueColumns {
+    ids: Vec<Uuid>,
+    tenant_ids: Vec<String>,
+    kinds: Vec<String>,
+    queues: Vec<String>,
+    priorities: Vec<i16>,
+    vtimes: Vec<i64>,
+    params: Vec<String>,
+    run_ats: Vec<Option<DateTime<Utc>>>,
+    max_attempts: Vec<i32>,
+    idempotency_keys: Vec<Option<String>>,
+}
+
+impl EnqueueColumns {
+    fn with_capacity(n: usize) -> Self {
+        EnqueueColumns {
+            ids: Vec::with_capacity(n),
+            tenant_ids: Vec::with_capacity(n),
+            kinds: Vec::with_capacity(n),
+            queues: Vec::with_capacity(n),
+            priorities: Vec::with_capacity(n),
+            vtimes: Vec::with_capacity(n),
+            params: Vec::with_capacity(n),
+            run_ats: Vec::with_capacity(n),
+            max_attempts: Vec::with_capacity(n),
+            idempotency_keys: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, job: &NewJob, vtime: i64) {
+        self.ids.push(job.id.as_uuid());
+        self.tenant_ids.push(job.tenant_id.clone());
+        self.kinds.push(job.kind.clone());
+        self.queues.push(job.queue.clone());
+        self.priorities.push(job.priority);
+        self.vtimes.push(vtime);
+        self.params.push(job.params.to_string());
+        self.run_ats.push(job.run_at);
+        self.max_attempts.push(job.max_attempts);
+        self.idempotency_keys.push(job.idempotency_key.clone());
+    }
+}
+
+fn job_from_row(row: &PgRow) -> Result<Job> {
+    let state: String = row.try_get("state").db("reading job state")?;
+    let progress: Option<Value> = row.try_get("progress").db("reading job progress")?;
+    Ok(Job {
+        id: JobId::from_uuid(row.try_get("id").db("reading job id")?),
+        tenant_id: row.try_get("tenant_id").db("reading job tenant")?,
+        kind: row.try_get("kind").db("reading job kind")?,
+        queue: row.try_get("queue").db("reading job queue")?,
+        state: state.parse().map_err(|_| Error::corrupt("job state", &state))?,
+        priority: row.try_get("priority").db("reading job priority")?,
+        params: row.try_get("params").db("reading job params")?,
+        run_at: row.try_get("run_at").db("reading job run_at")?,
+        attempt: row.try_get("attempt").db("reading job attempt")?,
+        failed_attempts: row.try_get("failed_attempts").db("reading job failed_attempts")?,
+        max_attempts: row.try_get("max_attempts").db("reading job max_attempts")?,
+        lease_expires_at: row.try_get("lease_expires_at").db("reading job lease")?,
+        worker_id: row.try_get("worker_id").db("reading job worker")?,
+        cancel_requested: row.try_get("cancel_requested").db("reading job cancel flag")?,
+        progress: progress
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| Error::corrupt("job progress", e))?,
+        checkpoint: row.try_get("checkpoint").db("reading job checkpoint")?,
+        result: row.try_get("result").db("reading job result")?,
+        last_error: row.try_get("last_error").db("reading job error")?,
+        idempotency_key: row.try_get("idempotency_key").db("reading job idempotency key")?,
+        created_at: row.try_get("created_at").db("reading job created_at")?,
+        started_at: row.try_get("started_at").db("reading job started_at")?,
+        finished_at: row.try_get("finished_at").db("reading job finished_at")?,
+    })
+}
+
+fn lease_lost(lease: Lease) -> Error {
+    Error::LeaseLost {
+        job_id: lease.job_id,
+        attempt: lease.attempt,
+    }
+}
+
+/// A fenced worker write that records the attempt's end: the UPDATE (guarded by
+/// id, attempt and `running`) feeds the attempt history and the event log.
+/// `$1` is the job id and `$2` the attempt.
+macro_rules! finish_statement {
+    (set: $set:literal, outcome: $outcome:literal, event: $event:literal, data: $data:literal) => {
+        concat!(
+            "WITH f AS (UPDATE jobs SET lease_expires_at = NULL, ",
+            $set,
+            " WHERE id = $1 AND attempt = $2 AND state = 'running'
+               RETURNING id, tenant_id, attempt, worker_id, started_at, state, queue, run_at, last_error),
+             a AS (INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, outcome, error)
+                   SELECT id, attempt, tenant_id, worker_id, started_at, ",
+            $outcome,
+            ", last_error FROM f),
+             e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind, data)
+                   SELECT id, tenant_id, attempt, ",
+            $event,
+            ", ",
+            $data,
+            " FROM f)
+             SELECT state, queue FROM f"
+        )
+    };
+}
+
+const FAIL_SQL: &str = finish_statement!(
+    set: "failed_attempts = failed_attempts + 1,
+          state = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts THEN 'failed' ELSE 'queued' END,
+          run_at = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts THEN run_at ELSE $4 END,
+          finished_at = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts THEN now() END,
+          last_error = $3",
+    outcome: "CASE WHEN state = 'failed' THEN 'failed' ELSE 'retried' END",
+    event: "CASE WHEN state = 'failed' THEN 'failed' ELSE 'retry_scheduled' END",
+    data: "jsonb_build_object('error', last_error, 'runAt', run_at)"
+);
+
+const CANCELLED_SQL: &str = finish_statement!(
+    set: "state = 'cancelled', finished_at = now()",
+    outcome: "'cancelled'",
+    event: "'cancelled'",
+    data: "NULL::jsonb"
+);
+
+const RELEASED_SQL: &str = finish_statement!(
+    set: "state = 'queued', run_at = now()",
+    outcome: "'released'",
+    event: "'released'",
+    data: "NULL::jsonb"
+);
+
+#[async_trait]
+impl JobStore for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("../migrations/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.db("pinging PostgreSQL")?;
+        Ok(())
+    }
+
+    async fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+        let mut tx = self.pool.begin().await.db("starting an enqueue transaction")?;
+        let answers = Self::enqueue_in(&mut tx, jobs).await?;
+        tx.commit().await.db("committing enqueued jobs")?;
+        Ok(answers)
+    }
+
+    async fn get_job(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2")
+            .bind(id.as_uuid())
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await
+            .db("reading a job")?
+            .ok_or(Error::NotFound(id))?;
+        job_from_row(&row)
+    }
+
+    async fn job_attempts(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {
+        let rows = sqlx::query(
+            "SELECT attempt, worker_id, started_at, finished_at, outcome, error FROM job_attempts
+             WHERE job_id = $1 AND tenant_id = $2 ORDER BY attempt",
+        )
+        .bind(id.as_uuid())
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .db("reading job attempts")?;
+        if rows.is_empty() {
+            self.get_job(tenant_id, id).await?;
+        }
+        rows.iter()
+            .map(|row| {
+                let outcome: String = row.try_get("outcome").db("reading attempt outcome")?;
+                Ok(Attempt {
+                    attempt: row.try_get("attempt").db("reading attempt number")?,
+                    worker_id: row.try_get("worker_id").db("reading attempt worker")?,
+                    started_at: row.try_get("started_at").db("reading attempt start")?,
+                    finished_at: row.try_get("finished_at").db("reading attempt end")?,
+                    outcome: AttemptOutcome::from_str(&outcome)?,
+                    error: row.try_get("error").db("reading attempt error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn job_events(&self, tenant_id: &str, id: JobId, after: i64, limit: u32) -> Result<Vec<JobEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, at, attempt, kind, data FROM job_events
+             WHERE job_id = $1 AND tenant_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+        )
+        .bind(id.as_uuid())
+        .bind(tenant_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db("reading job events")?;
+        if rows.is_empty() {
+            self.get_job(tenant_id, id).await?;
+        }
+        rows.iter()
+            .map(|row| {
+                Ok(JobEvent {
+                    id: row.try_get("id").db("reading event id")?,
+                    job_id: id,
+                    at: row.try_get("at").db("reading event time")?,
+                    attempt: row.try_get("attempt").db("reading event attempt")?,
+                    kind: row.try_get("kind").db("reading event kind")?,
+                    data: row.try_get("data").db("reading event data")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn cancel(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+        let mut tx = self.pool.begin().await.db("starting a cancel transaction")?;
+        let row = sqlx::query(
+            "WITH c AS (
+                UPDATE jobs SET
+                    state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
+                    cancel_requested = cancel_requested OR state = 'running',
+                    finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END
+                WHERE id = $1 AND tenant_id = $2 AND state IN ('queued', 'running')
+                RETURNING *),
+             e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind)
+                   SELECT id, tenant_id, attempt,
+                          CASE WHEN state = 'cancelled' THEN 'cancelled' ELSE 'cancel_requested' END FROM c)
+             SELECT * FROM c",
+        )
+        .bind(id.as_uuid())
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .db("cancelling a job")?;
+        let Some(row) = row else {
+            drop(tx);
+            let job = self.get_job(tenant_id, id).await?;
+            return match job.state {
+                JobState::Cancelled => Ok(job),
+                state => Err(state_conflict("cancel", id, state)),
+            };
+        };
+        let job = job_from_row(&row)?;
+        if job.state == JobState::Running {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CANCEL_CHANNEL)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .db("notifying a cancel")?;
+        }
+        tx.commit().await.db("committing a cancel")?;
+        Ok(job)
+    }
+
+    async fn retry(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+        let mut tx = self.pool.begin().await.db("starting a retry transaction")?;
+        let row = sqlx::query(
+            "WITH r AS (
+                UPDATE jobs SET state = 'queued', failed_attempts = 0, run_at = now(), finished_at = NULL,
+                                cancel_requested = false, lease_expires_at = NULL
+                WHERE id = $1 AND tenant_id = $2 AND state IN ('failed', 'cancelled')
+                RETURNING *),
+             e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind)
+                   SELECT id, tenant_id, attempt, 'requeued' FROM r)
+             SELECT * FROM r",
+        )
+        .bind(id.as_uuid())
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .db("retrying a job")?;
+        let Some(row) = row else {
+            drop(tx);
+            let job = self.get_job(tenant_id, id).await?;
+            return Err(state_conflict("retry", id, job.state));
+        };
+        let job = job_from_row(&row)?;
+        notify_queues(&mut tx, &[job.queue.as_str()]).await?;
+        tx.commit().await.db("committing a retry")?;
+        Ok(job)
+    }
+
+    async fn set_tenant_max_running(&self, tenant_id: &str, max_running: Option<i32>) -> Result<()> {
+        match max_running {
+            Some(max) => sqlx::query(
+                "INSERT INTO tenant_limits (tenant_id, max_running) VALUES ($1, $2)
+                 ON CONFLICT (tenant_id) DO UPDATE SET max_running = excluded.max_running",
+            )
+            .bind(tenant_id)
+            .bind(max)
+            .execute(&self.pool)
+            .await
+            .db("setting a tenant's running cap")?,
+            None => sqlx::query("DELETE FROM tenant_limits WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .execute(&self.pool)
+                .await
+                .db("clearing a tenant's running cap")?,
+        };
+        Ok(())
+    }
+
+    async fn claim(&self, request: &ClaimRequest, default_max_running: Option<i32>) -> Result<Vec<Job>> {
+        if request.limit == 0 || request.queues.is_empty() {
+            return Ok(vec![]);
+        }
+        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+        let scan = (limit * 4).max(64);
+        let mut tx = self.pool.begin().await.db("starting a claim transaction")?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CLAIM_LOCK_KEY)
+            .execute(&mut *tx)
+            .await
+            .db("taking the claim lock")?;
+        let rows = sqlx::query(
+            "WITH running AS (
+                SELECT tenant_id, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY tenant_id
+             ),
+             room AS (
+                SELECT r.tenant_id, coalesce(l.max_running, $5) - r.n AS free
+                FROM running r LEFT JOIN tenant_limits l ON l.tenant_id = r.tenant_id
+                WHERE coalesce(l.max_running, $5) IS NOT NULL
+             ),
+             candidates AS (
+                SELECT c.* FROM unnest($1::text[]) AS q(name)
+                CROSS JOIN LATERAL (
+                    SELECT j.id, j.tenant_id, j.priority, j.vtime FROM jobs j
+                    WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
+                      AND NOT EXISTS (SELECT 1 FROM room WHERE room.tenant_id = j.tenant_id AND room.free <= 0)
+                    ORDER BY j.priority, j.vtime
+                    LIMIT $6
+                ) c
+                ORDER BY c.priority, c.vtime
+                LIMIT $6
+             ),
+             ranked AS (
+                SELECT c.id, c.priority, c.vtime,
+                       row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.vtime) AS nth,
+                       coalesce(room.free, l.max_running, $5) AS free
+                FROM candidates c
+                LEFT JOIN room ON room.tenant_id = c.tenant_id
+                LEFT JOIN tenant_limits l ON l.tenant_id = c.tenant_id
+             ),
+             picked AS (
+                SELECT id FROM ranked WHERE free IS NULL OR nth <= free ORDER BY priority, vtime LIMIT $2
+             ),
+             claimed AS (
+                UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, worker_id = $3,
+                                  started_at = now(), lease_expires_at = now() + make_interval(secs => $4)
+                FROM picked WHERE j.id = picked.id AND j.state = 'queued'
+                RETURNING j.*
+             ),
+             started AS (
+                INSERT INTO job_events (job_id, tenant_id, attempt, kind, data)
+                SELECT id, tenant_id, attempt, 'started', jsonb_build_object('workerId', worker_id) FROM claimed
+             ),
+             clock AS (
+                INSERT INTO queue_clocks (queue, vtime) SELECT queue, max(vtime) FROM claimed GROUP BY queue
+                ON CONFLICT (queue) DO UPDATE SET vtime = greatest(queue_clocks.vtime, excluded.vtime)
+             )
+             SELECT * FROM claimed ORDER BY priority, vtime",
+        )
+        .bind(&request.queues)
+        .bind(limit)
+        .bind(&request.worker_id)
+        .bind(request.lease.as_secs_f64())
+        .bind(default_max_running)
+        .bind(scan)
+        .fetch_all(&mut *tx)
+        .await
+        .db("claiming jobs")?;
+        tx.commit().await.db("committing a claim")?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn heartbeat(&self, leases: &[Lease], lease_for: Duration) -> Result<Vec<HeartbeatReply>> {
+        if leases.is_empty() {
+            return Ok(vec![]);
+        }
+        let ids: Vec<Uuid> = leases.iter().map(|l| l.job_id.as_uuid()).collect();
+        let attempts: Vec<i32> = leases.iter().map(|l| l.attempt).collect();
+        let rows = sqlx::query(
+            "UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3)
+             FROM unnest($1::uuid[], $2::int4[]) AS l(id, attempt)
+             WHERE j.id = l.id AND j.attempt = l.attempt AND j.state = 'running'
+             RETURNING j.id, j.cancel_requested",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(lease_for.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .db("extending leases")?;
+        rows.iter()
+            .map(|row| {
+                Ok(HeartbeatReply {
+                    job_id: JobId::from_uuid(row.try_get("id").db("reading heartbeat id")?),
+                    cancel_requested: row.try_get("cancel_requested").db("reading heartbeat cancel flag")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_progress(&self, lease: Lease, progress: &Progress) -> Result<()> {
+        let progress = serde_json::to_value(progress).map_err(|e| Error::validation("progress", e.to_string()))?;
+        sqlx::query(
+            "WITH u AS (UPDATE jobs SET progress = $3 WHERE id = $1 AND attempt = $2 AND state = 'running'
+                        RETURNING id, tenant_id, attempt)
+             INSERT INTO job_events (job_id, tenant_id, attempt, kind, data)
+             SELECT id, tenant_id, attempt, 'progress', $3 FROM u RETURNING job_id",
+        )
+        .bind(lease.job_id.as_uuid())
+        .bind(lease.attempt)
+        .bind(&progress)
+        .fetch_optional(&self.pool)
+        .await
+        .db("saving progress")?
+        .map(|_| ())
+        .ok_or_else(|| lease_lost(lease))
+    }
+
+    async fn save_checkpoint(&self, lease: Lease, checkpoint: &Value) -> Result<()> {
+        sqlx::query(
+            "WITH u AS (UPDATE jobs SET checkpoint = $3 WHERE id = $1 AND attempt = $2 AND state = 'running'
+                        RETURNING id, tenant_id, attempt)
+             INSERT INTO job_events (job_id, tenant_id, attempt, kind)
+             SELECT id, tenant_id, attempt, 'checkpoint' FROM u RETURNING job_id",
+        )
+        .bind(lease.job_id.as_uuid())
+        .bind(lease.attempt)
+        .bind(checkpoint)
+        .fetch_optional(&self.pool)
+        .await
+        .db("saving a checkpoint")?
+        .map(|_| ())
+        .ok_or_else(|| lease_lost(lease))
+    }
+
+    async fn finish(&self, lease: Lease, finish: &Finish) -> Result<()> {
+        match finish {
+            Finish::Succeeded { result } => {
+                let applied = self.complete_many(&[(lease, result.clone())]).await?;
+                if applied.is_empty() {
+                    return Err(lease_lost(lease));
+                }
+            }
+            Finish::Failed {
+                error,
+                retry_at,
+                permanent,
+            } => {
+                let row = self
+                    .finish_with(FAIL_SQL, lease, |q| q.bind(error.clone()).bind(*retry_at).bind(*permanent))
+                    .await?;
+                let state: String = row.try_get("state").db("reading the failed job's state")?;
+                if state == "queued" {
+                    let queue: String = row.try_get("queue").db("reading the failed job's queue")?;
+                    let mut conn = self.pool.acquire().await.db("acquiring a connection")?;
+                    notify_queues(&mut conn, &[queue.as_str()]).await?;
+                }
+            }
+            Finish::Cancelled => {
+                self.finish_with(CANCELLED_SQL, lease, |q| q).await?;
+            }
+            Finish::Released => {
+                let row = self.finish_with(RELEASED_SQL, lease, |q| q).await?;
+                let queue: String = row.try_get("queue").db("reading the released job's queue")?;
+                let mut conn = self.pool.acquire().await.db("acquiring a connection")?;
+                notify_queues(&mut conn, &[queue.as_str()]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn complete_many(&self, completed: &[(Lease, Value)]) -> Result<Vec<JobId>> {
+        if completed.is_empty() {
+            return Ok(vec![]);
+        }
+        let ids: Vec<Uuid> = completed.iter().map(|(l, _)| l.job_id.as_uuid()).collect();
+        let attempts: Vec<i32> = completed.iter().map(|(l, _)| l.attempt).collect();
+        let results: Vec<String> = completed.iter().map(|(_, r)| r.to_string()).collect();
+        let applied: Vec<Uuid> = sqlx::query_scalar(
+            "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[]) AS i(id, attempt, result)),
+             done AS (
+                UPDATE jobs j SET state = 'succeeded', result = i.result::jsonb, finished_at = now(),
+                                  lease_expires_at = NULL
+                FROM input i WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = 'running'
+                RETURNING j.id, j.tenant_id, j.attempt, j.worker_id, j.started_at
+             ),
+             a AS (INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, outcome)
+                   SELECT id, attempt, tenant_id, worker_id, started_at, 'succeeded' FROM done),
+             e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind)
+                   SELECT id, tenant_id, attempt, 'succeeded' FROM done)
+             SELECT id FROM done",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&results)
+        .fetch_all(&self.pool)
+        .await
+        .db("completing jobs")?;
+        Ok(applied.into_iter().map(JobId::from_uuid).collect())
+    }
+
+    async fn rescue_expired(&self, limit: u32) -> Result<Vec<Rescued>> {
+        let mut tx = self.pool.begin().await.db("starting a rescue transaction")?;
+        let rows = sqlx::query(
+            "WITH expired AS (
+                SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
+                ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+             ),
+             r AS (
+                UPDATE jobs j SET
+                    failed_attempts = j.failed_attempts + 1,
+                    state = CASE WHEN j.failed_attempts + 1 >= j.max_attempts THEN 'failed' ELSE 'queued' END,
+                    run_at = now(),
+                    finished_at = CASE WHEN j.failed_attempts + 1 >= j.max_attempts THEN now() END,
+                    last_error = 'lease expired: the worker stopped heartbeating',
+                    lease_expires_at = NULL
+                FROM expired WHERE j.id = expired.id AND j.state = 'running'
+                RETURNING j.id, j.tenant_id, j.attempt, j.worker_id, j.started_at, j.state, j.queue, j.last_error
+             ),
+             a AS (INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, outcome, error)
+                   SELECT id, attempt, tenant_id, worker_id, started_at, 'lease_expired', last_error FROM r),
+             e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind, data)
+                   SELECT id, tenant_id, attempt, CASE WHEN state = 'failed' THEN 'failed' ELSE 'lease_expired' END,
+                          jsonb_build_object('error', last_error) FROM r)
+             SELECT id, tenant_id, state, queue FROM r",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .db("rescuing expired leases")?;
+        let mut rescued = Vec::with_capacity(rows.len());
+        let mut queues = Vec::new();
+        for row in &rows {
+            let state: String = row.try_get("state").db("reading a rescued job's state")?;
+            let queue: String = row.try_get("queue").db("reading a rescued job's queue")?;
+            queues.push(queue);
+            rescued.push(Rescued {
+                job_id: JobId::from_uuid(row.try_get("id").db("reading a rescued job's id")?),
+                tenant_id: row.try_get("tenant_id").db("reading a rescued job's tenant")?,
+                state: state.parse()?,
+            });
+        }
+        if !queues.is_empty() {
+            queues.sort();
+            queues.dedup();
+            let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
+            notify_queues(&mut tx, &queues).await?;
+        }
+        tx.commit().await.db("committing a rescue")?;
+        Ok(rescued)
+    }
+
+    async fn prune_finished(&self, finished_before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        let result = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < $1
+                ORDER BY finished_at LIMIT $2)",
+        )
+        .bind(finished_before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .db("pruning finished jobs")?;
+        Ok(result.rows_affected())
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(JobState, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await
+            .db("counting jobs")?;
+        rows.into_iter().map(|(state, n)| Ok((state.parse()?, n))).collect()
+    }
+
+    async fn running_by_tenant(&self) -> Result<Vec<(String, i64)>> {
+        sqlx::query_as("SELECT tenant_id, count(*) FROM jobs WHERE state = 'running' GROUP BY tenant_id ORDER BY tenant_id")
+            .fetch_all(&self.pool)
+            .await
+            .db("counting running jobs")
+    }
+
+    fn subscribe(&self) -> WakeReceiver {
+        let receiver = self.wakes.subscribe();
+        self.start_listener();
+        receiver
+    }
+}

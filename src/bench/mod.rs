@@ -1,0 +1,20 @@
+//! Benchmark programs (`longhaul bench …`): each prints one JSON line with its
+//! figures. They are programs, not timed tests; docs/BENCHMARKS.md records the
+//! numbers and the commands.
+
+mod queue;
+mod scratch;
+
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Bulk enqueue, drain of system.noop jobs, and enqueue→start latency.
+    Queue(queue::QueueBenchArgs),
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Queue(args) => queue::run(args).await,
+    }
+}

@@ -1,0 +1,150 @@
+//! `longhaul bench queue`: the queue engine's figures on one store.
+//! - `enqueue_per_s`: bulk enqueue of `--jobs` system.noop jobs (batches of 5,000).
+//! - `drain_per_s`: a pool of `--concurrency` slots runs them all to `succeeded`.
+//! - `latency_p50_ms` / `latency_p99_ms`: enqueue→handler start of 200 single
+//!   jobs on an idle queue (wake-up path: NOTIFY on PostgreSQL, in-process on SQLite).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clap::Args;
+use longhaul_core::client::EnqueueRequest;
+use longhaul_core::kinds::SYSTEM_NOOP;
+use longhaul_core::{Catalogue, JobClient, JobState, JobStore};
+use longhaul_worker::{JobContext, JobError, JobHandler, JobOutput, PoolConfig, Registry, WorkerPool};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::scratch::Scratch;
+
+#[derive(Args, Debug)]
+pub struct QueueBenchArgs {
+    #[arg(long)]
+    pub database_url: String,
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    #[arg(long, default_value_t = 24)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 200)]
+    pub latency_samples: usize,
+}
+
+const ENQUEUE_BATCH: usize = 5_000;
+const TENANT: &str = "bench";
+
+/// `system.noop` that also reports the instant it started.
+struct StartProbe(mpsc::UnboundedSender<Instant>);
+
+#[async_trait]
+impl JobHandler for StartProbe {
+    async fn run(&self, _ctx: JobContext) -> Result<JobOutput, JobError> {
+        let _ = self.0.send(Instant::now());
+        Ok(json!({}))
+    }
+}
+
+pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
+    let scratch = Scratch::create(&args.database_url, (args.concurrency as u32 / 2).clamp(8, 32)).await?;
+    let store = scratch.store.clone();
+    let catalogue = Arc::new(Catalogue::builtin());
+    let client = JobClient::new(store.clone(), catalogue.clone());
+
+    let enqueue_per_s = bulk_enqueue(&client, args.jobs).await?;
+
+    let (starts, mut started) = mpsc::unbounded_channel();
+    let mut registry = Registry::new(catalogue);
+    registry.register(SYSTEM_NOOP, StartProbe(starts))?;
+    let pool = WorkerPool::new(store.clone(), registry, pool_config(args.concurrency));
+    let shutdown = CancellationToken::new();
+    let drain_started = Instant::now();
+    let pool_task = tokio::spawn(pool.run(shutdown.clone()));
+    wait_until_succeeded(store.as_ref(), args.jobs).await?;
+    let drain_per_s = args.jobs as f64 / drain_started.elapsed().as_secs_f64();
+    while started.try_recv().is_ok() {}
+
+    let mut latencies = Vec::with_capacity(args.latency_samples);
+    for _ in 0..args.latency_samples {
+        let enqueued_at = Instant::now();
+        client.enqueue(EnqueueRequest::new(TENANT, SYSTEM_NOOP, json!({}))).await?;
+        let started_at = tokio::time::timeout(Duration::from_secs(10), started.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the pool stopped"))?;
+        latencies.push(started_at.saturating_duration_since(enqueued_at).as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    pool_task.await?;
+    latencies.sort_by(f64::total_cmp);
+
+    let figures = json!({
+        "bench": "queue",
+        "backend": scratch.backend,
+        "jobs": args.jobs,
+        "concurrency": args.concurrency,
+        "enqueue_per_s": enqueue_per_s.round(),
+        "drain_per_s": drain_per_s.round(),
+        "latency_p50_ms": round2(percentile(&latencies, 0.50)),
+        "latency_p99_ms": round2(percentile(&latencies, 0.99)),
+    });
+    scratch.remove().await?;
+    println!("{figures}");
+    Ok(())
+}
+
+fn pool_config(concurrency: usize) -> PoolConfig {
+    PoolConfig {
+        queues: vec!["default".into()],
+        concurrency,
+        claim_batch: concurrency,
+        lease: Duration::from_secs(30),
+        poll_interval: Duration::from_secs(1),
+        shutdown_grace: Duration::from_secs(5),
+        rescue_interval: None,
+        default_max_running_per_tenant: None,
+        worker_id: "bench".into(),
+    }
+}
+
+async fn bulk_enqueue(client: &JobClient, jobs: usize) -> anyhow::Result<f64> {
+    let requests: Vec<EnqueueRequest> = (0..jobs)
+        .map(|_| EnqueueRequest::new(TENANT, SYSTEM_NOOP, json!({})))
+        .collect();
+    let started = Instant::now();
+    let mut stored = 0;
+    for batch in requests.chunks(ENQUEUE_BATCH) {
+        stored += client.enqueue_many(batch.to_vec()).await?.len();
+    }
+    anyhow::ensure!(stored == jobs, "enqueued {stored} of {jobs} jobs");
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn wait_until_succeeded(store: &dyn JobStore, jobs: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let succeeded = store
+            .count_by_state()
+            .await?
+            .into_iter()
+            .find(|(state, _)| *state == JobState::Succeeded)
+            .map_or(0, |(_, n)| n);
+        if succeeded as usize >= jobs {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "drain did not finish in 10 minutes ({succeeded}/{jobs})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

@@ -1,0 +1,72 @@
+//! A throw-away database for a benchmark run: a fresh schema in the given
+//! PostgreSQL database, or a fresh SQLite file; removed when the run ends.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use longhaul_core::store::{self, JobStore};
+use sqlx::Connection;
+
+pub struct Scratch {
+    pub store: Arc<dyn JobStore>,
+    pub backend: &'static str,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    DropSchema { url: String, schema: String },
+    RemoveFile(std::path::PathBuf),
+}
+
+impl Scratch {
+    pub async fn create(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let schema = format!("longhaul_bench_{}", std::process::id());
+            let mut conn = sqlx::PgConnection::connect(url).await.context("connecting to PostgreSQL")?;
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
+                .execute(&mut conn)
+                .await
+                .context("creating the benchmark schema")?;
+            let separator = if url.contains('?') { '&' } else { '?' };
+            let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+            let store = store::connect(&scoped, max_connections).await?;
+            store.migrate().await?;
+            Ok(Scratch {
+                store,
+                backend: "postgres",
+                cleanup: Cleanup::DropSchema { url: url.to_string(), schema },
+            })
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = std::path::PathBuf::from(path);
+            if path.exists() {
+                bail!("{} exists: the benchmark needs a fresh SQLite file it can delete afterwards", path.display());
+            }
+            let store = store::connect(url, max_connections).await?;
+            store.migrate().await?;
+            Ok(Scratch {
+                store,
+                backend: "sqlite",
+                cleanup: Cleanup::RemoveFile(path),
+            })
+        } else {
+            bail!("--database-url must be postgres://… or sqlite://…")
+        }
+    }
+
+    pub async fn remove(self) -> anyhow::Result<()> {
+        drop(self.store);
+        match self.cleanup {
+            Cleanup::DropSchema { url, schema } => {
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await?;
+            }
+            Cleanup::RemoveFile(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let file = format!("{}{suffix}", path.display());
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+        }
+        Ok(())
+    }
+}

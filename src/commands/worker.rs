@@ -1,0 +1,39 @@
+//! `longhaul worker`: a worker pool for some queues, until SIGTERM or ctrl-c.
+
+use clap::Args;
+use longhaul_core::config::parse_queue_list;
+use longhaul_core::Config;
+use longhaul_worker::{PoolConfig, Registry, WorkerPool};
+
+use crate::runtime;
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Comma-separated queues to serve (default: LONGHAUL_WORKER_QUEUES).
+    #[arg(long, value_parser = parse_queues)]
+    pub queues: Option<Vec<String>>,
+    /// Jobs run at once (default: LONGHAUL_WORKER_CONCURRENCY).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub concurrency: Option<u16>,
+}
+
+fn parse_queues(text: &str) -> Result<Vec<String>, String> {
+    parse_queue_list(text)
+}
+
+pub async fn run(config: Config, args: WorkerArgs) -> anyhow::Result<()> {
+    let store = runtime::connect(&config).await?;
+    let mut pool_config = PoolConfig::from_config(&config);
+    if let Some(queues) = args.queues {
+        pool_config.queues = queues;
+    }
+    if let Some(concurrency) = args.concurrency {
+        pool_config.concurrency = usize::from(concurrency);
+    }
+    tracing::info!(worker_id = %pool_config.worker_id, queues = ?pool_config.queues,
+        concurrency = pool_config.concurrency, "worker starting");
+    let pool = WorkerPool::new(store, Registry::builtin(), pool_config);
+    let report = pool.run(runtime::shutdown_on_signal()).await;
+    tracing::info!(claimed = report.claimed, handed_back = report.handed_back, "worker stopped");
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! The `longhaul` binary: one program, several roles (see `longhaul --help`).
+//! Each subcommand lives in `commands/`; benchmark programs in `bench/`.
+
+mod bench;
+mod commands;
+mod runtime;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "longhaul", version, about = "Multi-tenant platform for long-running operations",
+    after_help = "Configuration comes from LONGHAUL_* environment variables; see the README.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process on SQLite and a local folder: zero set-up.
+    Dev(commands::dev::DevArgs),
+    /// Run a worker pool for some queues.
+    Worker(commands::worker::WorkerArgs),
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Operator tools: enqueue, inspect, cancel and retry jobs.
+    #[command(subcommand)]
+    Jobs(commands::jobs::JobsCommand),
+    /// Benchmark programs (print one JSON line).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match longhaul_core::Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("longhaul: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    runtime::init_logging(&config.log);
+    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("longhaul: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = tokio.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => commands::dev::run(config, args).await,
+            Command::Worker(args) => commands::worker::run(config, args).await,
+            Command::Migrate => commands::migrate::run(config).await,
+            Command::Jobs(command) => commands::jobs::run(config, command).await,
+            Command::Bench(command) => bench::run(command).await,
+        }
+    });
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("longhaul: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

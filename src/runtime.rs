@@ -1,0 +1,72 @@
+//! Process plumbing shared by the roles: logging, the store connection, and
+//! turning SIGTERM / ctrl-c into a shutdown token.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use longhaul_core::{Config, JobStore};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+pub fn init_logging(filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Connects to the configured store.
+pub async fn connect(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
+    if let Some(path) = config.database_url.strip_prefix("sqlite://") {
+        if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+    }
+    longhaul_core::store::connect(&config.database_url, config.database_max_connections)
+        .await
+        .with_context(|| format!("connecting to {}", redact(&config.database_url)))
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A token that fires on SIGTERM or ctrl-c.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received: no new claims; running jobs get the grace period");
+        fire.cancel();
+    });
+    token
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only ctrl-c stops this process");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,150 @@
+//! Running one claimed job: its handler in a task of its own (so a panic is a
+//! failed attempt, not a dead worker), under the kind's timeout, then the
+//! attempt recorded according to how it ended and why it was stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use longhaul_core::job::{Finish, Job};
+use longhaul_core::{JobStore, KindSpec};
+use serde_json::Value;
+use tokio::task::JoinError;
+use tracing::Instrument;
+
+use crate::completer::CompletionSender;
+use crate::context::JobContext;
+use crate::handler::{JobError, JobHandler, JobOutput};
+use crate::stop::{StopReason, StopSignal};
+
+/// How long a handler gets to return after its token fired before its task
+/// is aborted.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub(crate) struct Execution {
+    pub(crate) job: Arc<Job>,
+    pub(crate) handler: Arc<dyn JobHandler>,
+    pub(crate) spec: KindSpec,
+    pub(crate) stop: Arc<StopSignal>,
+}
+
+/// The end of a handler run, before it is recorded.
+enum Ended {
+    Returned(Result<JobOutput, JobError>),
+    Panicked(String),
+    /// Did not return within STOP_GRACE after being stopped; aborted.
+    Abandoned,
+}
+
+impl Execution {
+    pub(crate) async fn run(self, store: Arc<dyn JobStore>, completions: CompletionSender) {
+        let span = tracing::info_span!("job", tenant_id = %self.job.tenant_id, job_id = %self.job.id,
+            kind = %self.job.kind, attempt = self.job.attempt);
+        async move {
+            let ctx = JobContext::new(self.job.clone(), store.clone(), self.stop.clone());
+            let ended = self.run_handler(ctx.clone()).await;
+            self.record(ended, &ctx, store.as_ref(), &completions).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_handler(&self, ctx: JobContext) -> Ended {
+        let handler = self.handler.clone();
+        let mut task = tokio::spawn(async move { handler.run(ctx).await }.in_current_span());
+        let stopped = self.stop.token().clone();
+        tokio::select! {
+            joined = &mut task => return ended_from(joined),
+            _ = tokio::time::sleep(self.spec.timeout) => {
+                tracing::warn!(timeout = ?self.spec.timeout, "job timed out; stopping the handler");
+                self.stop.stop(StopReason::Timeout);
+            }
+            _ = stopped.cancelled() => {}
+        }
+        match tokio::time::timeout(STOP_GRACE, &mut task).await {
+            Ok(joined) => ended_from(joined),
+            Err(_) => {
+                tracing::warn!("handler ignored its stop signal; aborting it");
+                task.abort();
+                Ended::Abandoned
+            }
+        }
+    }
+
+    async fn record(&self, ended: Ended, ctx: &JobContext, store: &dyn JobStore, completions: &CompletionSender) {
+        let reason = self.stop.reason();
+        if reason == Some(StopReason::LeaseLost) {
+            tracing::warn!("attempt lost its lease; nothing recorded");
+            return;
+        }
+        if let Ended::Returned(Ok(output)) = ended {
+            if let Err(error) = ctx.flush_progress().await {
+                tracing::warn!(%error, "could not write the final progress");
+            }
+            if completions.send((self.job.lease(), output)).is_err() {
+                tracing::error!("completion queue closed; the job will be rescued when its lease expires");
+            }
+            return;
+        }
+        let finish = self.finish_for(ended, reason);
+        match store.finish(self.job.lease(), &finish).await {
+            Ok(()) => log_finish(&finish),
+            Err(longhaul_core::Error::LeaseLost { .. }) => tracing::warn!("finish fenced: the attempt had lost its lease"),
+            Err(error) => tracing::error!(%error, "could not record the attempt; the lease will expire and the job be rescued"),
+        }
+    }
+
+    fn finish_for(&self, ended: Ended, reason: Option<StopReason>) -> Finish {
+        match reason {
+            Some(StopReason::CancelRequested) => return Finish::Cancelled,
+            Some(StopReason::Shutdown) => return Finish::Released,
+            Some(StopReason::Timeout) => {
+                return self.failed(format!("timed out after {:?}", self.spec.timeout), false);
+            }
+            Some(StopReason::LeaseLost) | None => {}
+        }
+        match ended {
+            Ended::Returned(Ok(_)) => Finish::Succeeded { result: Value::Null },
+            Ended::Returned(Err(JobError::Retryable(message))) => self.failed(message, false),
+            Ended::Returned(Err(JobError::Permanent(message))) => self.failed(message, true),
+            Ended::Returned(Err(JobError::Cancelled)) => Finish::Cancelled,
+            Ended::Panicked(message) => self.failed(format!("handler panicked: {message}"), false),
+            Ended::Abandoned => self.failed("handler did not stop".into(), false),
+        }
+    }
+
+    fn failed(&self, error: String, permanent: bool) -> Finish {
+        let delay = self.spec.backoff.delay(self.job.failed_attempts + 1);
+        let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        Finish::Failed {
+            error,
+            retry_at,
+            permanent,
+        }
+    }
+}
+
+fn ended_from(joined: Result<Result<JobOutput, JobError>, JoinError>) -> Ended {
+    match joined {
+        Ok(result) => Ended::Returned(result),
+        Err(error) if error.is_panic() => {
+            let payload = error.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            Ended::Panicked(message)
+        }
+        Err(_) => Ended::Abandoned,
+    }
+}
+
+fn log_finish(finish: &Finish) {
+    match finish {
+        Finish::Failed { error, permanent, .. } => tracing::warn!(%error, permanent, "attempt failed"),
+        Finish::Cancelled => tracing::info!("job cancelled"),
+        Finish::Released => tracing::info!("job handed back for another worker"),
+        Finish::Succeeded { .. } => tracing::debug!("job succeeded"),
+    }
+}

@@ -1,0 +1,21 @@
+//! longhaul-worker: the worker runtime and the job kinds it runs.
+//!
+//! A [`WorkerPool`] claims jobs from the store (fairly across tenants, within
+//! running caps), runs each in its own task under a per-kind timeout, keeps
+//! their leases alive with one batched heartbeat, reports progress and
+//! checkpoints through a fenced [`JobContext`], completes successes in batches,
+//! and on shutdown stops claiming, waits a grace period, then hands unfinished
+//! jobs back so they are retried elsewhere. `jobs/` holds one file per kind.
+
+mod completer;
+mod context;
+mod execute;
+mod handler;
+mod heartbeat;
+pub mod jobs;
+mod pool;
+mod stop;
+
+pub use context::JobContext;
+pub use handler::{JobError, JobHandler, JobOutput, Registry, RegistryError};
+pub use pool::{PoolConfig, PoolReport, WorkerPool};

@@ -1,0 +1,313 @@
+//! A worker pool: the claim loop for a set of queues with a fixed number of
+//! slots, plus its companions (heartbeat, batched completer, wake-up
+//! dispatcher, lease rescuer) and graceful shutdown.
+//!
+//! The claim loop claims as many jobs as it has free slots whenever work may be
+//! waiting: after a wake-up (NOTIFY or in-process), on every poll tick, and
+//! right after a claim that filled every slot it asked for.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use longhaul_core::job::{ClaimRequest, Job};
+use longhaul_core::store::{Wake, WakeReceiver};
+use longhaul_core::{Config, JobStore};
+use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::completer::{run_completer, CompletionSender};
+use crate::execute::{Execution, STOP_GRACE};
+use crate::handler::{JobError, JobHandler, JobOutput, Registry};
+use crate::heartbeat::{run_heartbeat, RunningSet};
+use crate::stop::{StopReason, StopSignal};
+use crate::JobContext;
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub queues: Vec<String>,
+    pub concurrency: usize,
+    /// Most jobs taken by one claim.
+    pub claim_batch: usize,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub shutdown_grace: Duration,
+    /// How often this pool rescues expired leases (None: never; the scheduler may).
+    pub rescue_interval: Option<Duration>,
+    pub default_max_running_per_tenant: Option<i32>,
+    pub worker_id: String,
+}
+
+impl PoolConfig {
+    pub fn from_config(config: &Config) -> Self {
+        PoolConfig {
+            queues: config.worker_queues.clone(),
+            concurrency: config.worker_concurrency,
+            claim_batch: 64,
+            lease: config.lease,
+            poll_interval: config.poll_interval,
+            shutdown_grace: config.shutdown_grace,
+            rescue_interval: Some(config.rescue_interval),
+            default_max_running_per_tenant: config.default_max_running_per_tenant,
+            worker_id: default_worker_id(),
+        }
+    }
+}
+
+/// `host-pid-random`: unique per pool, readable in attempt history.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+/// What a pool did, reported when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolReport {
+    pub claimed: usize,
+    /// Jobs still running at the end of the grace period, handed back.
+    pub handed_back: usize,
+}
+
+pub struct WorkerPool {
+    store: Arc<dyn JobStore>,
+    registry: Arc<Registry>,
+    config: PoolConfig,
+}
+
+/// State shared by the claim loop and the job tasks.
+struct Slots {
+    in_flight: AtomicUsize,
+    freed: Notify,
+}
+
+impl WorkerPool {
+    pub fn new(store: Arc<dyn JobStore>, registry: Registry, config: PoolConfig) -> Self {
+        WorkerPool {
+            store,
+            registry: Arc::new(registry),
+            config,
+        }
+    }
+
+    /// Runs until `shutdown` fires, then stops claiming, lets running jobs
+    /// finish within the grace period, and hands the rest back.
+    pub async fn run(self, shutdown: CancellationToken) -> PoolReport {
+        let span = tracing::info_span!("pool", worker_id = %self.config.worker_id, queues = ?self.config.queues);
+        self.run_until(shutdown).instrument(span).await
+    }
+
+    async fn run_until(self, shutdown: CancellationToken) -> PoolReport {
+        let running = RunningSet::default();
+        let companions = CancellationToken::new();
+        let claim_wanted = Arc::new(Notify::new());
+
+        let heartbeat = tokio::spawn(run_heartbeat(
+            self.store.clone(),
+            running.clone(),
+            self.config.lease,
+            companions.clone(),
+        ));
+        let dispatcher = tokio::spawn(dispatch_wakes(
+            self.store.subscribe(),
+            self.config.queues.clone(),
+            running.clone(),
+            claim_wanted.clone(),
+            companions.clone(),
+        ));
+        let rescuer = self
+            .config
+            .rescue_interval
+            .map(|every| tokio::spawn(run_rescuer(self.store.clone(), every, companions.clone())));
+        let (completions, completion_queue) = mpsc::unbounded_channel();
+        let completer = tokio::spawn(run_completer(self.store.clone(), completion_queue));
+
+        let slots = Arc::new(Slots {
+            in_flight: AtomicUsize::new(0),
+            freed: Notify::new(),
+        });
+        let mut tasks = JoinSet::new();
+        let claimed = self
+            .claim_loop(&shutdown, &running, &claim_wanted, &slots, &completions, &mut tasks)
+            .await;
+
+        let handed_back = self.drain(&running, &mut tasks).await;
+        drop(completions);
+        if tokio::time::timeout(STOP_GRACE, completer).await.is_err() {
+            tracing::error!("completions could not be written before stopping; those jobs will be rescued");
+        }
+        companions.cancel();
+        let _ = heartbeat.await;
+        let _ = dispatcher.await;
+        if let Some(rescuer) = rescuer {
+            let _ = rescuer.await;
+        }
+        tracing::info!(claimed, handed_back, "worker pool stopped");
+        PoolReport { claimed, handed_back }
+    }
+
+    async fn claim_loop(
+        &self,
+        shutdown: &CancellationToken,
+        running: &RunningSet,
+        claim_wanted: &Notify,
+        slots: &Arc<Slots>,
+        completions: &CompletionSender,
+        tasks: &mut JoinSet<()>,
+    ) -> usize {
+        let mut claimed_total = 0;
+        let mut work_may_wait = true;
+        let mut next_poll = tokio::time::Instant::now() + self.config.poll_interval;
+        loop {
+            if shutdown.is_cancelled() {
+                return claimed_total;
+            }
+            // Reap finished tasks so the JoinSet does not grow without bound.
+            while tasks.try_join_next().is_some() {}
+            let free = self.config.concurrency.saturating_sub(slots.in_flight.load(Ordering::SeqCst));
+            if free > 0 && work_may_wait {
+                let asked = free.min(self.config.claim_batch);
+                match self.claim(asked).await {
+                    Ok(jobs) => {
+                        work_may_wait = jobs.len() == asked;
+                        claimed_total += jobs.len();
+                        for job in jobs {
+                            self.start(job, running, slots, completions, tasks);
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "claim failed; retrying after the poll interval");
+                        work_may_wait = false;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return claimed_total,
+                _ = slots.freed.notified(), if free == 0 => {}
+                _ = claim_wanted.notified() => work_may_wait = true,
+                _ = tokio::time::sleep_until(next_poll) => {
+                    work_may_wait = true;
+                    next_poll = tokio::time::Instant::now() + self.config.poll_interval;
+                }
+            }
+        }
+    }
+
+    async fn claim(&self, limit: usize) -> longhaul_core::Result<Vec<Job>> {
+        let request = ClaimRequest {
+            queues: self.config.queues.clone(),
+            limit,
+            worker_id: self.config.worker_id.clone(),
+            lease: self.config.lease,
+        };
+        self.store.claim(&request, self.config.default_max_running_per_tenant).await
+    }
+
+    fn start(
+        &self,
+        job: Job,
+        running: &RunningSet,
+        slots: &Arc<Slots>,
+        completions: &CompletionSender,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let job = Arc::new(job);
+        let (handler, spec) = match self.registry.lookup(&job.kind) {
+            Some((handler, spec)) => (handler, spec.clone()),
+            None => (
+                Arc::new(MissingHandler) as Arc<dyn JobHandler>,
+                longhaul_core::KindSpec::new(job.kind.clone()),
+            ),
+        };
+        let stop = Arc::new(StopSignal::default());
+        running.insert(job.lease(), stop.clone());
+        slots.in_flight.fetch_add(1, Ordering::SeqCst);
+        let execution = Execution {
+            job: job.clone(),
+            handler,
+            spec,
+            stop,
+        };
+        let store = self.store.clone();
+        let completions = completions.clone();
+        let running = running.clone();
+        let slots = slots.clone();
+        tasks.spawn(async move {
+            execution.run(store, completions).await;
+            running.remove(job.id);
+            slots.in_flight.fetch_sub(1, Ordering::SeqCst);
+            slots.freed.notify_one();
+        });
+    }
+
+    /// Waits up to the grace period for running jobs, then stops the rest
+    /// (they record themselves as released) and waits for them to return.
+    async fn drain(&self, running: &RunningSet, tasks: &mut JoinSet<()>) -> usize {
+        let in_grace = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.config.shutdown_grace, in_grace).await.is_ok() {
+            return 0;
+        }
+        let handed_back = running.len();
+        tracing::info!(jobs = handed_back, "grace period over; handing running jobs back");
+        running.stop_all(StopReason::Shutdown);
+        let stopping = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(STOP_GRACE * 2, stopping).await.is_err() {
+            tasks.abort_all();
+        }
+        handed_back
+    }
+}
+
+/// Runs in place of a handler this worker does not have (a kind added to the
+/// catalogue but not deployed here yet): the attempt fails and is retried.
+struct MissingHandler;
+
+#[async_trait::async_trait]
+impl JobHandler for MissingHandler {
+    async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
+        Err(JobError::retryable(format!("this worker has no handler for kind {:?}", ctx.job().kind)))
+    }
+}
+
+/// Turns wake-ups into claims (for our queues) and cancel signals.
+async fn dispatch_wakes(
+    mut wakes: WakeReceiver,
+    queues: Vec<String>,
+    running: RunningSet,
+    claim_wanted: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        let wake = tokio::select! {
+            _ = stop.cancelled() => return,
+            wake = wakes.recv() => wake,
+        };
+        match wake {
+            Ok(Wake::Queue(queue)) if queues.contains(&queue) => claim_wanted.notify_one(),
+            Ok(Wake::Queue(_)) => {}
+            Ok(Wake::Cancel(job_id)) => running.stop(job_id, None, StopReason::CancelRequested),
+            Err(broadcast::error::RecvError::Lagged(_)) => claim_wanted.notify_one(),
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn run_rescuer(store: Arc<dyn JobStore>, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match store.rescue_expired(1000).await {
+            Ok(rescued) => {
+                for job in rescued {
+                    tracing::warn!(tenant_id = %job.tenant_id, job_id = %job.job_id, state = %job.state,
+                        "rescued a job whose lease expired");
+                }
+            }
+            Err(error) => tracing::error!(%error, "rescuing expired leases failed"),
+        }
+    }
+}

@@ -8,8 +8,12 @@ mod runtime;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "longhaul", version, about = "Multi-tenant platform for long-running operations",
-    after_help = "Configuration comes from LONGHAUL_* environment variables; see the README.")]
+#[command(
+    name = "longhaul",
+    version,
+    about = "Multi-tenant platform for long-running operations",
+    after_help = "Configuration comes from LONGHAUL_* environment variables; see the README."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +45,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime::init_logging(&config.log);
-    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(tokio) => tokio,
         Err(error) => {
             eprintln!("longhaul: cannot start the async runtime: {error}");

@@ -10,14 +10,21 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init_logging(filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Connects to the configured store.
 pub async fn connect(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
     if let Some(path) = config.database_url.strip_prefix("sqlite://") {
-        if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        if let Some(parent) = std::path::Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
     }
     longhaul_core::store::connect(&config.database_url, config.database_max_connections)
@@ -43,7 +50,9 @@ pub fn shutdown_on_signal() -> CancellationToken {
     let fire = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received: no new claims; running jobs get the grace period");
+        tracing::info!(
+            "shutdown signal received: no new claims; running jobs get the grace period"
+        );
         fire.cancel();
     });
     token

@@ -65,6 +65,10 @@ mod tests {
         let delays: Vec<Duration> = (0..200).map(|_| backoff.delay(40)).collect();
         assert!(delays.iter().all(|d| *d <= Duration::from_secs(15)));
         let distinct: std::collections::HashSet<_> = delays.iter().map(|d| d.as_millis()).collect();
-        assert!(distinct.len() > 50, "jitter should spread delays, got {} distinct", distinct.len());
+        assert!(
+            distinct.len() > 50,
+            "jitter should spread delays, got {} distinct",
+            distinct.len()
+        );
     }
 }

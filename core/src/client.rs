@@ -87,14 +87,20 @@ impl JobClient {
         validate_queue_name(&queue).map_err(|message| Error::validation("queue", message))?;
         let priority = request.priority.unwrap_or(DEFAULT_PRIORITY);
         if !PRIORITY_RANGE.contains(&priority) {
-            return Err(Error::validation("priority", "must be from 0 (most urgent) to 9"));
+            return Err(Error::validation(
+                "priority",
+                "must be from 0 (most urgent) to 9",
+            ));
         }
         let max_attempts = request.max_attempts.unwrap_or(spec.max_attempts);
         if !MAX_ATTEMPTS_RANGE.contains(&max_attempts) {
             return Err(Error::validation("max_attempts", "must be from 1 to 100"));
         }
         if let Some(key) = &request.idempotency_key {
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
+            if key.is_empty()
+                || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+                || key.chars().any(char::is_control)
+            {
                 return Err(Error::validation(
                     "idempotency_key",
                     "must be 1-255 characters without control characters",
@@ -142,7 +148,13 @@ impl JobClient {
         self.store.job_attempts(tenant_id, id).await
     }
 
-    pub async fn events(&self, tenant_id: &str, id: JobId, after: i64, limit: u32) -> Result<Vec<JobEvent>> {
+    pub async fn events(
+        &self,
+        tenant_id: &str,
+        id: JobId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<JobEvent>> {
         self.store.job_events(tenant_id, id, after, limit).await
     }
 
@@ -163,7 +175,10 @@ fn at_index(index: usize, error: Error) -> Error {
             field: format!("jobs[{index}].{field}"),
             message,
         },
-        Error::UnknownKind(kind) => Error::validation(format!("jobs[{index}].kind"), format!("unknown job kind {kind:?}")),
+        Error::UnknownKind(kind) => Error::validation(
+            format!("jobs[{index}].kind"),
+            format!("unknown job kind {kind:?}"),
+        ),
         Error::PayloadTooLarge { size, limit } => Error::validation(
             format!("jobs[{index}].params"),
             format!("params are {size} bytes, larger than the {limit}-byte limit"),
@@ -176,7 +191,9 @@ fn at_index(index: usize, error: Error) -> Error {
 pub fn validate_tenant_id(tenant_id: &str) -> Result<()> {
     let ok = !tenant_id.is_empty()
         && tenant_id.len() <= 64
-        && tenant_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && tenant_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {

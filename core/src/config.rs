@@ -40,18 +40,54 @@ struct Setting {
 }
 
 const SETTINGS: &[Setting] = &[
-    Setting { name: "LONGHAUL_DATABASE_URL", help: "postgres://… or sqlite://… (default: sqlite file in LONGHAUL_DATA_DIR)" },
-    Setting { name: "LONGHAUL_DATA_DIR", help: "folder for the embedded store (default ./longhaul-data)" },
-    Setting { name: "LONGHAUL_DATABASE_MAX_CONNECTIONS", help: "1..=1000 (default 16)" },
-    Setting { name: "LONGHAUL_LEASE_SECONDS", help: "3..=3600 (default 30)" },
-    Setting { name: "LONGHAUL_POLL_INTERVAL_MS", help: "10..=60000 (default 1000)" },
-    Setting { name: "LONGHAUL_SHUTDOWN_GRACE_SECONDS", help: "0..=3600 (default 30)" },
-    Setting { name: "LONGHAUL_RESCUE_INTERVAL_SECONDS", help: "1..=3600 (default 15)" },
-    Setting { name: "LONGHAUL_WORKER_QUEUES", help: "comma-separated queue names (default 'default')" },
-    Setting { name: "LONGHAUL_WORKER_CONCURRENCY", help: "1..=4096 (default 8)" },
-    Setting { name: "LONGHAUL_DEFAULT_MAX_RUNNING_PER_TENANT", help: "1..=100000, or 'none' (default none)" },
-    Setting { name: "LONGHAUL_JOB_RETENTION_DAYS", help: "1..=3650 (default 14)" },
-    Setting { name: "LONGHAUL_LOG", help: "tracing filter (default info)" },
+    Setting {
+        name: "LONGHAUL_DATABASE_URL",
+        help: "postgres://… or sqlite://… (default: sqlite file in LONGHAUL_DATA_DIR)",
+    },
+    Setting {
+        name: "LONGHAUL_DATA_DIR",
+        help: "folder for the embedded store (default ./longhaul-data)",
+    },
+    Setting {
+        name: "LONGHAUL_DATABASE_MAX_CONNECTIONS",
+        help: "1..=1000 (default 16)",
+    },
+    Setting {
+        name: "LONGHAUL_LEASE_SECONDS",
+        help: "3..=3600 (default 30)",
+    },
+    Setting {
+        name: "LONGHAUL_POLL_INTERVAL_MS",
+        help: "10..=60000 (default 1000)",
+    },
+    Setting {
+        name: "LONGHAUL_SHUTDOWN_GRACE_SECONDS",
+        help: "0..=3600 (default 30)",
+    },
+    Setting {
+        name: "LONGHAUL_RESCUE_INTERVAL_SECONDS",
+        help: "1..=3600 (default 15)",
+    },
+    Setting {
+        name: "LONGHAUL_WORKER_QUEUES",
+        help: "comma-separated queue names (default 'default')",
+    },
+    Setting {
+        name: "LONGHAUL_WORKER_CONCURRENCY",
+        help: "1..=4096 (default 8)",
+    },
+    Setting {
+        name: "LONGHAUL_DEFAULT_MAX_RUNNING_PER_TENANT",
+        help: "1..=100000, or 'none' (default none)",
+    },
+    Setting {
+        name: "LONGHAUL_JOB_RETENTION_DAYS",
+        help: "1..=3650 (default 14)",
+    },
+    Setting {
+        name: "LONGHAUL_LOG",
+        help: "tracing filter (default info)",
+    },
 ];
 
 impl Config {
@@ -62,19 +98,32 @@ impl Config {
 
     /// Reads the given variables (only `LONGHAUL_*` ones are looked at).
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        // LONGHAUL_TEST_* is the test suite's namespace, not a setting.
         let vars: BTreeMap<String, String> = vars
             .into_iter()
-            .filter(|(name, _)| name.starts_with("LONGHAUL_"))
+            .filter(|(name, _)| {
+                name.starts_with("LONGHAUL_") && !name.starts_with("LONGHAUL_TEST_")
+            })
             .collect();
         let mut problems = Vec::new();
         for name in vars.keys() {
             if !SETTINGS.iter().any(|s| s.name == name) {
-                problems.push(format!("{name} is not a Longhaul setting (known: {})", Self::known_names()));
+                problems.push(format!(
+                    "{name} is not a Longhaul setting (known: {})",
+                    Self::known_names()
+                ));
             }
         }
-        let mut reader = Reader { vars: &vars, problems: &mut problems };
+        let mut reader = Reader {
+            vars: &vars,
+            problems: &mut problems,
+        };
 
-        let data_dir = PathBuf::from(reader.text("LONGHAUL_DATA_DIR").unwrap_or("./longhaul-data"));
+        let data_dir = PathBuf::from(
+            reader
+                .text("LONGHAUL_DATA_DIR")
+                .unwrap_or("./longhaul-data"),
+        );
         let database_url = match reader.text("LONGHAUL_DATABASE_URL") {
             Some(url) => url.to_string(),
             None => format!("sqlite://{}", data_dir.join("longhaul.db").display()),
@@ -83,13 +132,21 @@ impl Config {
             || database_url.starts_with("postgresql://")
             || database_url.starts_with("sqlite:"))
         {
-            reader.problem("LONGHAUL_DATABASE_URL", &database_url, "must start with postgres:// or sqlite://");
+            reader.problem(
+                "LONGHAUL_DATABASE_URL",
+                &database_url,
+                "must start with postgres:// or sqlite://",
+            );
         }
-        let database_max_connections = reader.number("LONGHAUL_DATABASE_MAX_CONNECTIONS", 16u32, 1, 1000);
+        let database_max_connections =
+            reader.number("LONGHAUL_DATABASE_MAX_CONNECTIONS", 16u32, 1, 1000);
         let lease = Duration::from_secs(reader.number("LONGHAUL_LEASE_SECONDS", 30u64, 3, 3600));
-        let poll_interval = Duration::from_millis(reader.number("LONGHAUL_POLL_INTERVAL_MS", 1000u64, 10, 60_000));
-        let shutdown_grace = Duration::from_secs(reader.number("LONGHAUL_SHUTDOWN_GRACE_SECONDS", 30u64, 0, 3600));
-        let rescue_interval = Duration::from_secs(reader.number("LONGHAUL_RESCUE_INTERVAL_SECONDS", 15u64, 1, 3600));
+        let poll_interval =
+            Duration::from_millis(reader.number("LONGHAUL_POLL_INTERVAL_MS", 1000u64, 10, 60_000));
+        let shutdown_grace =
+            Duration::from_secs(reader.number("LONGHAUL_SHUTDOWN_GRACE_SECONDS", 30u64, 0, 3600));
+        let rescue_interval =
+            Duration::from_secs(reader.number("LONGHAUL_RESCUE_INTERVAL_SECONDS", 15u64, 1, 3600));
         let worker_queues = match reader.text("LONGHAUL_WORKER_QUEUES") {
             Some(text) => match parse_queue_list(text) {
                 Ok(queues) => queues,
@@ -101,10 +158,13 @@ impl Config {
             None => vec!["default".to_string()],
         };
         let worker_concurrency = reader.number("LONGHAUL_WORKER_CONCURRENCY", 8usize, 1, 4096);
-        let default_max_running_per_tenant = match reader.text("LONGHAUL_DEFAULT_MAX_RUNNING_PER_TENANT") {
-            None | Some("none") => None,
-            Some(_) => Some(reader.number("LONGHAUL_DEFAULT_MAX_RUNNING_PER_TENANT", 0i32, 1, 100_000)),
-        };
+        let default_max_running_per_tenant =
+            match reader.text("LONGHAUL_DEFAULT_MAX_RUNNING_PER_TENANT") {
+                None | Some("none") => None,
+                Some(_) => {
+                    Some(reader.number("LONGHAUL_DEFAULT_MAX_RUNNING_PER_TENANT", 0i32, 1, 100_000))
+                }
+            };
         let retention_days = reader.number("LONGHAUL_JOB_RETENTION_DAYS", 14u64, 1, 3650);
         let log = reader.text("LONGHAUL_LOG").unwrap_or("info").to_string();
 
@@ -128,18 +188,29 @@ impl Config {
     }
 
     fn known_names() -> String {
-        SETTINGS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        SETTINGS
+            .iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// One line per setting, for `--help` and the README.
     pub fn describe() -> String {
-        SETTINGS.iter().map(|s| format!("  {:<42} {}\n", s.name, s.help)).collect()
+        SETTINGS
+            .iter()
+            .map(|s| format!("  {:<42} {}\n", s.name, s.help))
+            .collect()
     }
 }
 
 /// Parses `a,b,c` into queue names, each validated.
 pub fn parse_queue_list(text: &str) -> std::result::Result<Vec<String>, String> {
-    let queues: Vec<String> = text.split(',').map(|q| q.trim().to_string()).filter(|q| !q.is_empty()).collect();
+    let queues: Vec<String> = text
+        .split(',')
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty())
+        .collect();
     if queues.is_empty() {
         return Err("name at least one queue".into());
     }
@@ -153,11 +224,15 @@ pub fn parse_queue_list(text: &str) -> std::result::Result<Vec<String>, String> 
 pub fn validate_queue_name(queue: &str) -> std::result::Result<(), String> {
     let ok = !queue.is_empty()
         && queue.len() <= 64
-        && queue.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
+        && queue
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(format!("queue name {queue:?} must be 1-64 characters of a-z, 0-9, '_', '-', '.'"))
+        Err(format!(
+            "queue name {queue:?} must be 1-64 characters of a-z, 0-9, '_', '-', '.'"
+        ))
     }
 }
 
@@ -168,7 +243,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn text(&self, name: &str) -> Option<&'a str> {
-        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
     }
 
     fn problem(&mut self, name: &str, value: &str, message: &str) {
@@ -186,7 +264,11 @@ impl<'a> Reader<'a> {
         match text.parse::<T>() {
             Ok(value) if value >= min && value <= max => value,
             _ => {
-                self.problem(name, &text, &format!("must be a whole number from {min} to {max}"));
+                self.problem(
+                    name,
+                    &text,
+                    &format!("must be a whole number from {min} to {max}"),
+                );
                 default
             }
         }
@@ -198,7 +280,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -239,7 +324,9 @@ mod tests {
             ("LONGHAUL_DATABSE_URL", "typo"),
         ]))
         .expect_err("invalid");
-        let Error::Config(problems) = &err else { panic!("expected a config error, got {err}") };
+        let Error::Config(problems) = &err else {
+            panic!("expected a config error, got {err}")
+        };
         assert_eq!(problems.len(), 5, "{problems:#?}");
         let text = err.to_string();
         for needle in [

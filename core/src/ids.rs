@@ -50,11 +50,17 @@ impl FromStr for JobId {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s
-            .strip_prefix(JOB_PREFIX)
-            .ok_or_else(|| Error::validation("job id", format!("{s:?} does not start with {JOB_PREFIX:?}")))?;
+        let hex = s.strip_prefix(JOB_PREFIX).ok_or_else(|| {
+            Error::validation(
+                "job id",
+                format!("{s:?} does not start with {JOB_PREFIX:?}"),
+            )
+        })?;
         if hex.len() != 32 {
-            return Err(Error::validation("job id", format!("{s:?} is not a job id")));
+            return Err(Error::validation(
+                "job id",
+                format!("{s:?} is not a job id"),
+            ));
         }
         Uuid::try_parse(hex)
             .map(JobId)
@@ -90,9 +96,13 @@ mod tests {
 
     #[test]
     fn rejects_other_prefixes_and_garbage() {
-        assert!("exp_0193a4b2c3d47e8f9a0b1c2d3e4f5a6b".parse::<JobId>().is_err());
+        assert!("exp_0193a4b2c3d47e8f9a0b1c2d3e4f5a6b"
+            .parse::<JobId>()
+            .is_err());
         assert!("job_nothex".parse::<JobId>().is_err());
-        assert!("job_0193a4b2-c3d4-7e8f-9a0b-1c2d3e4f5a6b".parse::<JobId>().is_err());
+        assert!("job_0193a4b2-c3d4-7e8f-9a0b-1c2d3e4f5a6b"
+            .parse::<JobId>()
+            .is_err());
     }
 
     #[test]

@@ -69,7 +69,10 @@ impl KindSpec {
         self
     }
 
-    pub fn validate_with(mut self, validate: impl Fn(&Value) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn validate_with(
+        mut self,
+        validate: impl Fn(&Value) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
         self.validate = Arc::new(validate);
         self
     }
@@ -104,9 +107,13 @@ impl SleepParams {
     pub const MAX_STEPS: u32 = 100_000;
 
     pub fn parse(params: &Value) -> Result<Self, String> {
-        let parsed: SleepParams = serde_json::from_value(params.clone()).map_err(|e| e.to_string())?;
+        let parsed: SleepParams =
+            serde_json::from_value(params.clone()).map_err(|e| e.to_string())?;
         if parsed.duration_ms > Self::MAX_DURATION_MS {
-            return Err(format!("durationMs must be at most {}", Self::MAX_DURATION_MS));
+            return Err(format!(
+                "durationMs must be at most {}",
+                Self::MAX_DURATION_MS
+            ));
         }
         if parsed.steps == 0 || parsed.steps > Self::MAX_STEPS {
             return Err(format!("steps must be between 1 and {}", Self::MAX_STEPS));

@@ -12,7 +12,9 @@ use clap::Args;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::kinds::SYSTEM_NOOP;
 use longhaul_core::{Catalogue, JobClient, JobState, JobStore};
-use longhaul_worker::{JobContext, JobError, JobHandler, JobOutput, PoolConfig, Registry, WorkerPool};
+use longhaul_worker::{
+    JobContext, JobError, JobHandler, JobOutput, PoolConfig, Registry, WorkerPool,
+};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +48,11 @@ impl JobHandler for StartProbe {
 }
 
 pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
-    let scratch = Scratch::create(&args.database_url, (args.concurrency as u32 / 2).clamp(8, 32)).await?;
+    let scratch = Scratch::create(
+        &args.database_url,
+        (args.concurrency as u32 / 2).clamp(8, 32),
+    )
+    .await?;
     let store = scratch.store.clone();
     let catalogue = Arc::new(Catalogue::builtin());
     let client = JobClient::new(store.clone(), catalogue.clone());
@@ -67,11 +73,18 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
     let mut latencies = Vec::with_capacity(args.latency_samples);
     for _ in 0..args.latency_samples {
         let enqueued_at = Instant::now();
-        client.enqueue(EnqueueRequest::new(TENANT, SYSTEM_NOOP, json!({}))).await?;
+        client
+            .enqueue(EnqueueRequest::new(TENANT, SYSTEM_NOOP, json!({})))
+            .await?;
         let started_at = tokio::time::timeout(Duration::from_secs(10), started.recv())
             .await?
             .ok_or_else(|| anyhow::anyhow!("the pool stopped"))?;
-        latencies.push(started_at.saturating_duration_since(enqueued_at).as_secs_f64() * 1000.0);
+        latencies.push(
+            started_at
+                .saturating_duration_since(enqueued_at)
+                .as_secs_f64()
+                * 1000.0,
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     shutdown.cancel();
@@ -132,7 +145,10 @@ async fn wait_until_succeeded(store: &dyn JobStore, jobs: usize) -> anyhow::Resu
         if succeeded as usize >= jobs {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "drain did not finish in 10 minutes ({succeeded}/{jobs})");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "drain did not finish in 10 minutes ({succeeded}/{jobs})"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

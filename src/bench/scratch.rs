@@ -22,11 +22,15 @@ impl Scratch {
     pub async fn create(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let schema = format!("longhaul_bench_{}", std::process::id());
-            let mut conn = sqlx::PgConnection::connect(url).await.context("connecting to PostgreSQL")?;
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
-                .execute(&mut conn)
+            let mut conn = sqlx::PgConnection::connect(url)
                 .await
-                .context("creating the benchmark schema")?;
+                .context("connecting to PostgreSQL")?;
+            sqlx::raw_sql(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .execute(&mut conn)
+            .await
+            .context("creating the benchmark schema")?;
             let separator = if url.contains('?') { '&' } else { '?' };
             let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
             let store = store::connect(&scoped, max_connections).await?;
@@ -34,12 +38,18 @@ impl Scratch {
             Ok(Scratch {
                 store,
                 backend: "postgres",
-                cleanup: Cleanup::DropSchema { url: url.to_string(), schema },
+                cleanup: Cleanup::DropSchema {
+                    url: url.to_string(),
+                    schema,
+                },
             })
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             let path = std::path::PathBuf::from(path);
             if path.exists() {
-                bail!("{} exists: the benchmark needs a fresh SQLite file it can delete afterwards", path.display());
+                bail!(
+                    "{} exists: the benchmark needs a fresh SQLite file it can delete afterwards",
+                    path.display()
+                );
             }
             let store = store::connect(url, max_connections).await?;
             store.migrate().await?;
@@ -58,7 +68,9 @@ impl Scratch {
         match self.cleanup {
             Cleanup::DropSchema { url, schema } => {
                 let mut conn = sqlx::PgConnection::connect(&url).await?;
-                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&mut conn)
+                    .await?;
             }
             Cleanup::RemoveFile(path) => {
                 for suffix in ["", "-wal", "-shm"] {

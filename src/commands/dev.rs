@@ -24,13 +24,24 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     let queues: BTreeSet<String> = registry
         .catalogue()
         .names()
-        .filter_map(|kind| registry.catalogue().get(kind).map(|spec| spec.queue.clone()))
+        .filter_map(|kind| {
+            registry
+                .catalogue()
+                .get(kind)
+                .map(|spec| spec.queue.clone())
+        })
         .collect();
     let mut pool_config = PoolConfig::from_config(&config);
     pool_config.queues = queues.into_iter().collect();
     pool_config.concurrency = usize::from(args.concurrency);
-    println!("Longhaul dev: store {}", runtime::redact(&config.database_url));
-    println!("  worker pool: queues {:?}, concurrency {}", pool_config.queues, pool_config.concurrency);
+    println!(
+        "Longhaul dev: store {}",
+        runtime::redact(&config.database_url)
+    );
+    println!(
+        "  worker pool: queues {:?}, concurrency {}",
+        pool_config.queues, pool_config.concurrency
+    );
     println!("  try: longhaul jobs enqueue --tenant demo --kind system.sleep --params '{{\"durationMs\":3000}}'");
     println!("  stop with ctrl-c");
     let pool = WorkerPool::new(store, registry, pool_config);

@@ -87,7 +87,12 @@ pub async fn run(config: Config, command: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Retry { tenant, id } => json!(client.retry(&tenant, id.parse()?).await?),
         JobsCommand::Counts => {
             let counts = store.count_by_state().await?;
-            Value::Object(counts.into_iter().map(|(state, n)| (state.to_string(), json!(n))).collect())
+            Value::Object(
+                counts
+                    .into_iter()
+                    .map(|(state, n)| (state.to_string(), json!(n)))
+                    .collect(),
+            )
         }
     };
     println!("{output}");

@@ -7,6 +7,9 @@ use crate::runtime;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = runtime::connect(&config).await?;
     store.migrate().await?;
-    println!("migrations applied to {}", runtime::redact(&config.database_url));
+    println!(
+        "migrations applied to {}",
+        runtime::redact(&config.database_url)
+    );
     Ok(())
 }

@@ -11,20 +11,24 @@ use crate::runtime;
 pub struct WorkerArgs {
     /// Comma-separated queues to serve (default: LONGHAUL_WORKER_QUEUES).
     #[arg(long, value_parser = parse_queues)]
-    pub queues: Option<Vec<String>>,
+    pub queues: Option<QueueList>,
     /// Jobs run at once (default: LONGHAUL_WORKER_CONCURRENCY).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub concurrency: Option<u16>,
 }
 
-fn parse_queues(text: &str) -> Result<Vec<String>, String> {
-    parse_queue_list(text)
+/// `--queues a,b` as one argument.
+#[derive(Clone, Debug)]
+pub struct QueueList(Vec<String>);
+
+fn parse_queues(text: &str) -> Result<QueueList, String> {
+    parse_queue_list(text).map(QueueList)
 }
 
 pub async fn run(config: Config, args: WorkerArgs) -> anyhow::Result<()> {
     let store = runtime::connect(&config).await?;
     let mut pool_config = PoolConfig::from_config(&config);
-    if let Some(queues) = args.queues {
+    if let Some(QueueList(queues)) = args.queues {
         pool_config.queues = queues;
     }
     if let Some(concurrency) = args.concurrency {
@@ -34,6 +38,10 @@ pub async fn run(config: Config, args: WorkerArgs) -> anyhow::Result<()> {
         concurrency = pool_config.concurrency, "worker starting");
     let pool = WorkerPool::new(store, Registry::builtin(), pool_config);
     let report = pool.run(runtime::shutdown_on_signal()).await;
-    tracing::info!(claimed = report.claimed, handed_back = report.handed_back, "worker stopped");
+    tracing::info!(
+        claimed = report.claimed,
+        handed_back = report.handed_back,
+        "worker stopped"
+    );
     Ok(())
 }

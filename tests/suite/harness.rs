@@ -17,13 +17,14 @@ use sqlx::Connection;
 pub struct TestDb {
     pub url: String,
     pub store: Arc<dyn JobStore>,
-    pub backend: &'static str,
 }
 
 impl TestDb {
     /// Another independent connection pool to the same data (another "process").
     pub async fn reconnect(&self) -> Arc<dyn JobStore> {
-        store::connect(&self.url, 8).await.expect("reconnecting to the test store")
+        store::connect(&self.url, 8)
+            .await
+            .expect("reconnecting to the test store")
     }
 }
 
@@ -43,7 +44,8 @@ fn fastrand_suffix() -> u64 {
 }
 
 fn server_url() -> String {
-    std::env::var("LONGHAUL_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string())
+    std::env::var("LONGHAUL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string())
 }
 
 const TEST_DATABASE: &str = "longhaul_test";
@@ -53,14 +55,17 @@ async fn ensure_test_database() {
     let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
         panic!("PostgreSQL must be reachable for the test suite at {admin_url} (set LONGHAUL_TEST_DATABASE_URL): {e}")
     });
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(TEST_DATABASE)
-        .fetch_one(&mut conn)
-        .await
-        .expect("checking for the test database");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(TEST_DATABASE)
+            .fetch_one(&mut conn)
+            .await
+            .expect("checking for the test database");
     if !exists {
         // Two test processes may race to create it; the loser's error is harmless.
-        let _ = sqlx::query(&format!("CREATE DATABASE {TEST_DATABASE}")).execute(&mut conn).await;
+        let _ = sqlx::query(&format!("CREATE DATABASE {TEST_DATABASE}"))
+            .execute(&mut conn)
+            .await;
     }
 }
 
@@ -69,21 +74,33 @@ pub async fn postgres() -> TestDb {
     ensure_test_database().await;
     let schema = unique_name("lh_t");
     let base = format!("{}/{TEST_DATABASE}", server_url());
-    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connecting to the test database");
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("creating a test schema");
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connecting to the test database");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .expect("creating a test schema");
     let url = format!("{base}?options=-c%20search_path%3D{schema}");
-    let store = store::connect(&url, 16).await.expect("connecting the test store");
+    let store = store::connect(&url, 16)
+        .await
+        .expect("connecting the test store");
     store.migrate().await.expect("migrating the test schema");
-    TestDb { url, store, backend: "postgres" }
+    TestDb { url, store }
 }
 
 /// A fresh migrated SQLite file.
 pub async fn sqlite() -> TestDb {
     let path = std::env::temp_dir().join(format!("{}.db", unique_name("longhaul_test")));
     let url = format!("sqlite://{}", path.display());
-    let store = store::connect(&url, 8).await.expect("opening the test SQLite store");
-    store.migrate().await.expect("migrating the test SQLite store");
-    TestDb { url, store, backend: "sqlite" }
+    let store = store::connect(&url, 8)
+        .await
+        .expect("opening the test SQLite store");
+    store
+        .migrate()
+        .await
+        .expect("migrating the test SQLite store");
+    TestDb { url, store }
 }
 
 /// Runs an `async fn(TestDb)` against both stores, as `<name>::postgres` and `<name>::sqlite`.

@@ -1,1 +1,11 @@
+//! The integration suite: one test binary (one link step) with a module per
+//! area. Every test runs against both PostgreSQL and SQLite through the
+//! `both_stores!` macro; PostgreSQL must be reachable (no silent skips).
 
+#[macro_use]
+mod harness;
+
+mod conformance;
+mod process;
+mod runtime;
+mod support;

@@ -16,7 +16,10 @@ const MAX_BATCH: usize = 1000;
 pub(crate) type CompletionSender = mpsc::UnboundedSender<(Lease, Value)>;
 
 /// Runs until every sender is dropped and the queue is written.
-pub(crate) async fn run_completer(store: Arc<dyn JobStore>, mut receiver: mpsc::UnboundedReceiver<(Lease, Value)>) {
+pub(crate) async fn run_completer(
+    store: Arc<dyn JobStore>,
+    mut receiver: mpsc::UnboundedReceiver<(Lease, Value)>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.recv().await {
         batch.push(first);

@@ -80,7 +80,8 @@ impl JobContext {
 
     /// Saves where the job is, so a retried attempt resumes from here.
     pub async fn save_checkpoint<T: Serialize>(&self, checkpoint: &T) -> Result<(), JobError> {
-        let value = serde_json::to_value(checkpoint).map_err(|e| JobError::permanent(format!("checkpoint: {e}")))?;
+        let value = serde_json::to_value(checkpoint)
+            .map_err(|e| JobError::permanent(format!("checkpoint: {e}")))?;
         let result = self.store.save_checkpoint(self.lease(), &value).await;
         self.fenced(result)
     }
@@ -89,7 +90,9 @@ impl JobContext {
     /// and the runtime writes a pending value when the handler returns).
     pub async fn progress(&self, progress: Progress) -> Result<(), JobError> {
         let mut state = self.progress.lock().await;
-        let due = state.last_written.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL);
+        let due = state
+            .last_written
+            .is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL);
         if !due {
             state.pending = Some(progress);
             return Ok(());

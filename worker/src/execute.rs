@@ -71,7 +71,13 @@ impl Execution {
         }
     }
 
-    async fn record(&self, ended: Ended, ctx: &JobContext, store: &dyn JobStore, completions: &CompletionSender) {
+    async fn record(
+        &self,
+        ended: Ended,
+        ctx: &JobContext,
+        store: &dyn JobStore,
+        completions: &CompletionSender,
+    ) {
         let reason = self.stop.reason();
         if reason == Some(StopReason::LeaseLost) {
             tracing::warn!("attempt lost its lease; nothing recorded");
@@ -82,15 +88,21 @@ impl Execution {
                 tracing::warn!(%error, "could not write the final progress");
             }
             if completions.send((self.job.lease(), output)).is_err() {
-                tracing::error!("completion queue closed; the job will be rescued when its lease expires");
+                tracing::error!(
+                    "completion queue closed; the job will be rescued when its lease expires"
+                );
             }
             return;
         }
         let finish = self.finish_for(ended, reason);
         match store.finish(self.job.lease(), &finish).await {
             Ok(()) => log_finish(&finish),
-            Err(longhaul_core::Error::LeaseLost { .. }) => tracing::warn!("finish fenced: the attempt had lost its lease"),
-            Err(error) => tracing::error!(%error, "could not record the attempt; the lease will expire and the job be rescued"),
+            Err(longhaul_core::Error::LeaseLost { .. }) => {
+                tracing::warn!("finish fenced: the attempt had lost its lease")
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not record the attempt; the lease will expire and the job be rescued")
+            }
         }
     }
 
@@ -104,7 +116,9 @@ impl Execution {
             Some(StopReason::LeaseLost) | None => {}
         }
         match ended {
-            Ended::Returned(Ok(_)) => Finish::Succeeded { result: Value::Null },
+            Ended::Returned(Ok(_)) => Finish::Succeeded {
+                result: Value::Null,
+            },
             Ended::Returned(Err(JobError::Retryable(message))) => self.failed(message, false),
             Ended::Returned(Err(JobError::Permanent(message))) => self.failed(message, true),
             Ended::Returned(Err(JobError::Cancelled)) => Finish::Cancelled,
@@ -115,7 +129,8 @@ impl Execution {
 
     fn failed(&self, error: String, permanent: bool) -> Finish {
         let delay = self.spec.backoff.delay(self.job.failed_attempts + 1);
-        let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let retry_at =
+            Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         Finish::Failed {
             error,
             retry_at,
@@ -142,7 +157,9 @@ fn ended_from(joined: Result<Result<JobOutput, JobError>, JoinError>) -> Ended {
 
 fn log_finish(finish: &Finish) {
     match finish {
-        Finish::Failed { error, permanent, .. } => tracing::warn!(%error, permanent, "attempt failed"),
+        Finish::Failed {
+            error, permanent, ..
+        } => tracing::warn!(%error, permanent, "attempt failed"),
         Finish::Cancelled => tracing::info!("job cancelled"),
         Finish::Released => tracing::info!("job handed back for another worker"),
         Finish::Succeeded { .. } => tracing::debug!("job succeeded"),

@@ -99,7 +99,11 @@ impl Registry {
     }
 
     /// Adds the handler of a kind the catalogue knows.
-    pub fn register(&mut self, kind: &str, handler: impl JobHandler) -> Result<&mut Self, RegistryError> {
+    pub fn register(
+        &mut self,
+        kind: &str,
+        handler: impl JobHandler,
+    ) -> Result<&mut Self, RegistryError> {
         if self.catalogue.get(kind).is_none() {
             return Err(RegistryError::NotInCatalogue(kind.to_string()));
         }

@@ -63,12 +63,19 @@ impl RunningSet {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, (i32, Arc<StopSignal>)>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every critical section is a single map operation).
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// Heartbeats until `stop` fires.
-pub(crate) async fn run_heartbeat(store: Arc<dyn JobStore>, running: RunningSet, lease: Duration, stop: CancellationToken) {
+pub(crate) async fn run_heartbeat(
+    store: Arc<dyn JobStore>,
+    running: RunningSet,
+    lease: Duration,
+    stop: CancellationToken,
+) {
     let interval = lease / 3;
     loop {
         tokio::select! {
@@ -86,15 +93,26 @@ async fn beat(store: &dyn JobStore, running: &RunningSet, lease: Duration) {
     }
     match store.heartbeat(&leases, lease).await {
         Ok(replies) => {
-            let held: HashMap<JobId, bool> = replies.iter().map(|r| (r.job_id, r.cancel_requested)).collect();
+            let held: HashMap<JobId, bool> = replies
+                .iter()
+                .map(|r| (r.job_id, r.cancel_requested))
+                .collect();
             for held_lease in &leases {
                 match held.get(&held_lease.job_id) {
-                    Some(true) => running.stop(held_lease.job_id, Some(held_lease.attempt), StopReason::CancelRequested),
+                    Some(true) => running.stop(
+                        held_lease.job_id,
+                        Some(held_lease.attempt),
+                        StopReason::CancelRequested,
+                    ),
                     Some(false) => {}
                     None => {
                         tracing::warn!(job_id = %held_lease.job_id, attempt = held_lease.attempt,
                             "lease lost (job was rescued or finished elsewhere); stopping the handler");
-                        running.stop(held_lease.job_id, Some(held_lease.attempt), StopReason::LeaseLost);
+                        running.stop(
+                            held_lease.job_id,
+                            Some(held_lease.attempt),
+                            StopReason::LeaseLost,
+                        );
                     }
                 }
             }

@@ -18,4 +18,4 @@ mod stop;
 
 pub use context::JobContext;
 pub use handler::{JobError, JobHandler, JobOutput, Registry, RegistryError};
-pub use pool::{PoolConfig, PoolReport, WorkerPool};
+pub use pool::{default_worker_id, PoolConfig, PoolReport, WorkerPool};

@@ -25,6 +25,9 @@ use crate::heartbeat::{run_heartbeat, RunningSet};
 use crate::stop::{StopReason, StopSignal};
 use crate::JobContext;
 
+/// How long a pool with only a few free slots waits for more before claiming.
+const CLAIM_COOLDOWN: Duration = Duration::from_millis(2);
+
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub queues: Vec<String>,
@@ -129,13 +132,22 @@ impl WorkerPool {
         });
         let mut tasks = JoinSet::new();
         let claimed = self
-            .claim_loop(&shutdown, &running, &claim_wanted, &slots, &completions, &mut tasks)
+            .claim_loop(
+                &shutdown,
+                &running,
+                &claim_wanted,
+                &slots,
+                &completions,
+                &mut tasks,
+            )
             .await;
 
         let handed_back = self.drain(&running, &mut tasks).await;
         drop(completions);
         if tokio::time::timeout(STOP_GRACE, completer).await.is_err() {
-            tracing::error!("completions could not be written before stopping; those jobs will be rescued");
+            tracing::error!(
+                "completions could not be written before stopping; those jobs will be rescued"
+            );
         }
         companions.cancel();
         let _ = heartbeat.await;
@@ -144,7 +156,10 @@ impl WorkerPool {
             let _ = rescuer.await;
         }
         tracing::info!(claimed, handed_back, "worker pool stopped");
-        PoolReport { claimed, handed_back }
+        PoolReport {
+            claimed,
+            handed_back,
+        }
     }
 
     async fn claim_loop(
@@ -165,8 +180,29 @@ impl WorkerPool {
             }
             // Reap finished tasks so the JoinSet does not grow without bound.
             while tasks.try_join_next().is_some() {}
-            let free = self.config.concurrency.saturating_sub(slots.in_flight.load(Ordering::SeqCst));
+            let in_flight = slots.in_flight.load(Ordering::SeqCst);
+            let free = self.config.concurrency.saturating_sub(in_flight);
+            // A few free slots while others are busy: let more free up for a
+            // moment so claims stay batched (one claim per slot would spend the
+            // database on round trips). An idle pool claims at once.
+            let batch_ready = in_flight == 0
+                || free
+                    >= self
+                        .config
+                        .claim_batch
+                        .min(self.config.concurrency)
+                        .div_ceil(2);
+            if free > 0 && work_may_wait && !batch_ready {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return claimed_total,
+                    _ = tokio::time::sleep(CLAIM_COOLDOWN) => {}
+                }
+            }
             if free > 0 && work_may_wait {
+                let free = self
+                    .config
+                    .concurrency
+                    .saturating_sub(slots.in_flight.load(Ordering::SeqCst));
                 let asked = free.min(self.config.claim_batch);
                 match self.claim(asked).await {
                     Ok(jobs) => {
@@ -202,7 +238,9 @@ impl WorkerPool {
             worker_id: self.config.worker_id.clone(),
             lease: self.config.lease,
         };
-        self.store.claim(&request, self.config.default_max_running_per_tenant).await
+        self.store
+            .claim(&request, self.config.default_max_running_per_tenant)
+            .await
     }
 
     fn start(
@@ -246,14 +284,23 @@ impl WorkerPool {
     /// (they record themselves as released) and waits for them to return.
     async fn drain(&self, running: &RunningSet, tasks: &mut JoinSet<()>) -> usize {
         let in_grace = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.config.shutdown_grace, in_grace).await.is_ok() {
+        if tokio::time::timeout(self.config.shutdown_grace, in_grace)
+            .await
+            .is_ok()
+        {
             return 0;
         }
         let handed_back = running.len();
-        tracing::info!(jobs = handed_back, "grace period over; handing running jobs back");
+        tracing::info!(
+            jobs = handed_back,
+            "grace period over; handing running jobs back"
+        );
         running.stop_all(StopReason::Shutdown);
         let stopping = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(STOP_GRACE * 2, stopping).await.is_err() {
+        if tokio::time::timeout(STOP_GRACE * 2, stopping)
+            .await
+            .is_err()
+        {
             tasks.abort_all();
         }
         handed_back
@@ -267,7 +314,10 @@ struct MissingHandler;
 #[async_trait::async_trait]
 impl JobHandler for MissingHandler {
     async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
-        Err(JobError::retryable(format!("this worker has no handler for kind {:?}", ctx.job().kind)))
+        Err(JobError::retryable(format!(
+            "this worker has no handler for kind {:?}",
+            ctx.job().kind
+        )))
     }
 }
 

@@ -38,7 +38,9 @@ impl StopSignal {
             StopReason::Shutdown => 3,
             StopReason::Timeout => 4,
         };
-        let _ = self.reason.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self
+            .reason
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
         self.token.cancel();
     }
 

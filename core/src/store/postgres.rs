@@ -24,8 +24,8 @@ use super::{idempotency_conflict, state_conflict, Backend, JobStore, Rescued};
 use crate::error::{DbContext, Error, Result};
 use crate::ids::JobId;
 use crate::job::{
-    Attempt, AttemptOutcome, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent, JobState, Lease, NewJob,
-    Progress,
+    Attempt, AttemptOutcome, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent,
+    JobState, Lease, NewJob, Progress,
 };
 
 /// Serializes claimers so running caps hold (see the module comment).
@@ -80,7 +80,9 @@ impl PgStore {
         // batches lock fair_queues rows without deadlocking.
         let mut groups: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         for job in jobs {
-            *groups.entry((job.tenant_id.as_str(), job.queue.as_str())).or_default() += 1;
+            *groups
+                .entry((job.tenant_id.as_str(), job.queue.as_str()))
+                .or_default() += 1;
         }
         let mut next_vtime: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         for ((tenant_id, queue), count) in &groups {
@@ -136,19 +138,23 @@ impl PgStore {
         let mut answers = Vec::with_capacity(jobs.len());
         for job in jobs {
             if inserted.contains(&job.id.as_uuid()) {
-                answers.push(Enqueued { id: job.id, created: true });
+                answers.push(Enqueued {
+                    id: job.id,
+                    created: true,
+                });
                 continue;
             }
-            let key = job
-                .idempotency_key
-                .as_deref()
-                .ok_or_else(|| Error::corrupt("enqueue", "a job without idempotency key was not inserted"))?;
-            let existing = sqlx::query("SELECT id, kind, params FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2")
-                .bind(&job.tenant_id)
-                .bind(key)
-                .fetch_one(&mut *conn)
-                .await
-                .db("looking up an idempotency key")?;
+            let key = job.idempotency_key.as_deref().ok_or_else(|| {
+                Error::corrupt("enqueue", "a job without idempotency key was not inserted")
+            })?;
+            let existing = sqlx::query(
+                "SELECT id, kind, params FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2",
+            )
+            .bind(&job.tenant_id)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .db("looking up an idempotency key")?;
             let kind: String = existing.try_get("kind").db("reading job kind")?;
             let params: Value = existing.try_get("params").db("reading job params")?;
             if kind != job.kind || params != job.params {
@@ -166,8 +172,15 @@ impl PgStore {
         Ok(answers)
     }
 
-    async fn finish_with(&self, sql: &'static str, lease: Lease, bind: impl FnOnce(PgQuery) -> PgQuery) -> Result<PgRow> {
-        let query = sqlx::query(sql).bind(lease.job_id.as_uuid()).bind(lease.attempt);
+    async fn finish_with(
+        &self,
+        sql: &'static str,
+        lease: Lease,
+        bind: impl FnOnce(PgQuery) -> PgQuery,
+    ) -> Result<PgRow> {
+        let query = sqlx::query(sql)
+            .bind(lease.job_id.as_uuid())
+            .bind(lease.attempt);
         bind(query)
             .fetch_optional(&self.pool)
             .await
@@ -206,7 +219,9 @@ type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArg
 
 /// Forwards notifications to the in-process hub until nobody listens.
 async fn listen(pool: &PgPool, wakes: &WakeHub) -> Result<()> {
-    let mut listener = PgListener::connect_with(pool).await.db("connecting the LISTEN session")?;
+    let mut listener = PgListener::connect_with(pool)
+        .await
+        .db("connecting the LISTEN session")?;
     listener
         .listen_all([QUEUE_CHANNEL, CANCEL_CHANNEL])
         .await
@@ -290,16 +305,22 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         tenant_id: row.try_get("tenant_id").db("reading job tenant")?,
         kind: row.try_get("kind").db("reading job kind")?,
         queue: row.try_get("queue").db("reading job queue")?,
-        state: state.parse().map_err(|_| Error::corrupt("job state", &state))?,
+        state: state
+            .parse()
+            .map_err(|_| Error::corrupt("job state", &state))?,
         priority: row.try_get("priority").db("reading job priority")?,
         params: row.try_get("params").db("reading job params")?,
         run_at: row.try_get("run_at").db("reading job run_at")?,
         attempt: row.try_get("attempt").db("reading job attempt")?,
-        failed_attempts: row.try_get("failed_attempts").db("reading job failed_attempts")?,
+        failed_attempts: row
+            .try_get("failed_attempts")
+            .db("reading job failed_attempts")?,
         max_attempts: row.try_get("max_attempts").db("reading job max_attempts")?,
         lease_expires_at: row.try_get("lease_expires_at").db("reading job lease")?,
         worker_id: row.try_get("worker_id").db("reading job worker")?,
-        cancel_requested: row.try_get("cancel_requested").db("reading job cancel flag")?,
+        cancel_requested: row
+            .try_get("cancel_requested")
+            .db("reading job cancel flag")?,
         progress: progress
             .map(serde_json::from_value)
             .transpose()
@@ -307,7 +328,9 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         checkpoint: row.try_get("checkpoint").db("reading job checkpoint")?,
         result: row.try_get("result").db("reading job result")?,
         last_error: row.try_get("last_error").db("reading job error")?,
-        idempotency_key: row.try_get("idempotency_key").db("reading job idempotency key")?,
+        idempotency_key: row
+            .try_get("idempotency_key")
+            .db("reading job idempotency key")?,
         created_at: row.try_get("created_at").db("reading job created_at")?,
         started_at: row.try_get("started_at").db("reading job started_at")?,
         finished_at: row.try_get("finished_at").db("reading job finished_at")?,
@@ -378,17 +401,26 @@ impl JobStore for PgStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("../migrations/postgres").run(&self.pool).await?;
+        sqlx::migrate!("../migrations/postgres")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.db("pinging PostgreSQL")?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .db("pinging PostgreSQL")?;
         Ok(())
     }
 
     async fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
-        let mut tx = self.pool.begin().await.db("starting an enqueue transaction")?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .db("starting an enqueue transaction")?;
         let answers = Self::enqueue_in(&mut tx, jobs).await?;
         tx.commit().await.db("committing enqueued jobs")?;
         Ok(answers)
@@ -433,7 +465,13 @@ impl JobStore for PgStore {
             .collect()
     }
 
-    async fn job_events(&self, tenant_id: &str, id: JobId, after: i64, limit: u32) -> Result<Vec<JobEvent>> {
+    async fn job_events(
+        &self,
+        tenant_id: &str,
+        id: JobId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<JobEvent>> {
         let rows = sqlx::query(
             "SELECT id, at, attempt, kind, data FROM job_events
              WHERE job_id = $1 AND tenant_id = $2 AND id > $3 ORDER BY id LIMIT $4",
@@ -463,7 +501,11 @@ impl JobStore for PgStore {
     }
 
     async fn cancel(&self, tenant_id: &str, id: JobId) -> Result<Job> {
-        let mut tx = self.pool.begin().await.db("starting a cancel transaction")?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .db("starting a cancel transaction")?;
         let row = sqlx::query(
             "WITH c AS (
                 UPDATE jobs SET
@@ -531,7 +573,11 @@ impl JobStore for PgStore {
         Ok(job)
     }
 
-    async fn set_tenant_max_running(&self, tenant_id: &str, max_running: Option<i32>) -> Result<()> {
+    async fn set_tenant_max_running(
+        &self,
+        tenant_id: &str,
+        max_running: Option<i32>,
+    ) -> Result<()> {
         match max_running {
             Some(max) => sqlx::query(
                 "INSERT INTO tenant_limits (tenant_id, max_running) VALUES ($1, $2)
@@ -551,7 +597,11 @@ impl JobStore for PgStore {
         Ok(())
     }
 
-    async fn claim(&self, request: &ClaimRequest, default_max_running: Option<i32>) -> Result<Vec<Job>> {
+    async fn claim(
+        &self,
+        request: &ClaimRequest,
+        default_max_running: Option<i32>,
+    ) -> Result<Vec<Job>> {
         if request.limit == 0 || request.queues.is_empty() {
             return Ok(vec![]);
         }
@@ -563,26 +613,34 @@ impl JobStore for PgStore {
             .execute(&mut *tx)
             .await
             .db("taking the claim lock")?;
+        // Room left under each running tenant's cap, read after the lock so
+        // it counts every committed claim.
+        let room: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT r.tenant_id, coalesce(l.max_running, $1) - r.n AS free
+             FROM (SELECT tenant_id, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY tenant_id) r
+             LEFT JOIN tenant_limits l ON l.tenant_id = r.tenant_id
+             WHERE coalesce(l.max_running, $1) IS NOT NULL",
+        )
+        .bind(default_max_running)
+        .fetch_all(&mut *tx)
+        .await
+        .db("reading running counts")?;
+        let (full, open): (Vec<_>, Vec<_>) = room.into_iter().partition(|(_, free)| *free <= 0);
+        let full: Vec<String> = full.into_iter().map(|(tenant, _)| tenant).collect();
+        let (open_tenants, open_room): (Vec<String>, Vec<i64>) = open.into_iter().unzip();
         let rows = sqlx::query(
-            "WITH running AS (
-                SELECT tenant_id, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY tenant_id
-             ),
-             room AS (
-                SELECT r.tenant_id, coalesce(l.max_running, $5) - r.n AS free
-                FROM running r LEFT JOIN tenant_limits l ON l.tenant_id = r.tenant_id
-                WHERE coalesce(l.max_running, $5) IS NOT NULL
-             ),
+            "WITH room AS (SELECT * FROM unnest($7::text[], $8::int8[]) AS r(tenant_id, free)),
              candidates AS (
                 SELECT c.* FROM unnest($1::text[]) AS q(name)
                 CROSS JOIN LATERAL (
                     SELECT j.id, j.tenant_id, j.priority, j.vtime FROM jobs j
                     WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
-                      AND NOT EXISTS (SELECT 1 FROM room WHERE room.tenant_id = j.tenant_id AND room.free <= 0)
+                      AND j.tenant_id <> ALL ($6::text[])
                     ORDER BY j.priority, j.vtime
-                    LIMIT $6
+                    LIMIT $9
                 ) c
                 ORDER BY c.priority, c.vtime
-                LIMIT $6
+                LIMIT $9
              ),
              ranked AS (
                 SELECT c.id, c.priority, c.vtime,
@@ -616,6 +674,9 @@ impl JobStore for PgStore {
         .bind(&request.worker_id)
         .bind(request.lease.as_secs_f64())
         .bind(default_max_running)
+        .bind(&full)
+        .bind(&open_tenants)
+        .bind(&open_room)
         .bind(scan)
         .fetch_all(&mut *tx)
         .await
@@ -624,7 +685,11 @@ impl JobStore for PgStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn heartbeat(&self, leases: &[Lease], lease_for: Duration) -> Result<Vec<HeartbeatReply>> {
+    async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease_for: Duration,
+    ) -> Result<Vec<HeartbeatReply>> {
         if leases.is_empty() {
             return Ok(vec![]);
         }
@@ -646,14 +711,17 @@ impl JobStore for PgStore {
             .map(|row| {
                 Ok(HeartbeatReply {
                     job_id: JobId::from_uuid(row.try_get("id").db("reading heartbeat id")?),
-                    cancel_requested: row.try_get("cancel_requested").db("reading heartbeat cancel flag")?,
+                    cancel_requested: row
+                        .try_get("cancel_requested")
+                        .db("reading heartbeat cancel flag")?,
                 })
             })
             .collect()
     }
 
     async fn set_progress(&self, lease: Lease, progress: &Progress) -> Result<()> {
-        let progress = serde_json::to_value(progress).map_err(|e| Error::validation("progress", e.to_string()))?;
+        let progress = serde_json::to_value(progress)
+            .map_err(|e| Error::validation("progress", e.to_string()))?;
         sqlx::query(
             "WITH u AS (UPDATE jobs SET progress = $3 WHERE id = $1 AND attempt = $2 AND state = 'running'
                         RETURNING id, tenant_id, attempt)
@@ -701,11 +769,14 @@ impl JobStore for PgStore {
                 permanent,
             } => {
                 let row = self
-                    .finish_with(FAIL_SQL, lease, |q| q.bind(error.clone()).bind(*retry_at).bind(*permanent))
+                    .finish_with(FAIL_SQL, lease, |q| {
+                        q.bind(error.clone()).bind(*retry_at).bind(*permanent)
+                    })
                     .await?;
                 let state: String = row.try_get("state").db("reading the failed job's state")?;
                 if state == "queued" {
-                    let queue: String = row.try_get("queue").db("reading the failed job's queue")?;
+                    let queue: String =
+                        row.try_get("queue").db("reading the failed job's queue")?;
                     let mut conn = self.pool.acquire().await.db("acquiring a connection")?;
                     notify_queues(&mut conn, &[queue.as_str()]).await?;
                 }
@@ -715,7 +786,9 @@ impl JobStore for PgStore {
             }
             Finish::Released => {
                 let row = self.finish_with(RELEASED_SQL, lease, |q| q).await?;
-                let queue: String = row.try_get("queue").db("reading the released job's queue")?;
+                let queue: String = row
+                    .try_get("queue")
+                    .db("reading the released job's queue")?;
                 let mut conn = self.pool.acquire().await.db("acquiring a connection")?;
                 notify_queues(&mut conn, &[queue.as_str()]).await?;
             }
@@ -754,7 +827,11 @@ impl JobStore for PgStore {
     }
 
     async fn rescue_expired(&self, limit: u32) -> Result<Vec<Rescued>> {
-        let mut tx = self.pool.begin().await.db("starting a rescue transaction")?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .db("starting a rescue transaction")?;
         let rows = sqlx::query(
             "WITH expired AS (
                 SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
@@ -790,7 +867,9 @@ impl JobStore for PgStore {
             queues.push(queue);
             rescued.push(Rescued {
                 job_id: JobId::from_uuid(row.try_get("id").db("reading a rescued job's id")?),
-                tenant_id: row.try_get("tenant_id").db("reading a rescued job's tenant")?,
+                tenant_id: row
+                    .try_get("tenant_id")
+                    .db("reading a rescued job's tenant")?,
                 state: state.parse()?,
             });
         }
@@ -806,9 +885,12 @@ impl JobStore for PgStore {
 
     async fn prune_finished(&self, finished_before: DateTime<Utc>, limit: u32) -> Result<u64> {
         let result = sqlx::query(
-            "DELETE FROM jobs WHERE id IN (
+            "WITH doomed AS (
                 SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < $1
-                ORDER BY finished_at LIMIT $2)",
+                ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+             events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM doomed)),
+             attempts AS (DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM doomed))
+             DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)",
         )
         .bind(finished_before)
         .bind(i64::from(limit))
@@ -819,11 +901,14 @@ impl JobStore for PgStore {
     }
 
     async fn count_by_state(&self) -> Result<Vec<(JobState, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
-            .fetch_all(&self.pool)
-            .await
-            .db("counting jobs")?;
-        rows.into_iter().map(|(state, n)| Ok((state.parse()?, n))).collect()
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await
+                .db("counting jobs")?;
+        rows.into_iter()
+            .map(|(state, n)| Ok((state.parse()?, n)))
+            .collect()
     }
 
     async fn running_by_tenant(&self) -> Result<Vec<(String, i64)>> {

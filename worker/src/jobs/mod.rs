@@ -12,5 +12,8 @@ use crate::handler::JobHandler;
 
 /// Every built-in kind with its handler.
 pub fn builtin_handlers() -> Vec<(&'static str, Arc<dyn JobHandler>)> {
-    vec![(SYSTEM_NOOP, Arc::new(noop::Noop)), (SYSTEM_SLEEP, Arc::new(sleep::Sleep))]
+    vec![
+        (SYSTEM_NOOP, Arc::new(noop::Noop)),
+        (SYSTEM_SLEEP, Arc::new(sleep::Sleep)),
+    ]
 }

@@ -27,14 +27,19 @@ pub struct SleepCheckpoint {
 impl JobHandler for Sleep {
     async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
         let params = SleepParams::parse(&ctx.job().params).map_err(JobError::permanent)?;
-        let resumed_from = ctx.checkpoint::<SleepCheckpoint>()?.map_or(0, |c| c.steps_done.min(params.steps));
+        let resumed_from = ctx
+            .checkpoint::<SleepCheckpoint>()?
+            .map_or(0, |c| c.steps_done.min(params.steps));
         let step = Duration::from_millis(params.duration_ms / u64::from(params.steps));
         for done in resumed_from..params.steps {
             tokio::select! {
                 _ = ctx.cancelled() => return Err(JobError::Cancelled),
                 _ = tokio::time::sleep(step) => {}
             }
-            ctx.save_checkpoint(&SleepCheckpoint { steps_done: done + 1 }).await?;
+            ctx.save_checkpoint(&SleepCheckpoint {
+                steps_done: done + 1,
+            })
+            .await?;
             ctx.progress(Progress {
                 current: u64::from(done + 1),
                 total: Some(u64::from(params.steps)),

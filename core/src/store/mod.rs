@@ -1,0 +1,162 @@
+//! The job store: one trait, two backends (PostgreSQL for production, SQLite
+//! for the embedded mode), held to the same behaviour by one conformance suite
+//! (`tests/suite/conformance.rs`). Each backend keeps all of its SQL in its own
+//! module; the schema lives in `migrations/<backend>/`.
+//!
+//! Tenant-facing operations take the tenant id and never see another tenant's
+//! rows. Worker operations (claim, heartbeat, progress, checkpoint, finish) are
+//! fenced by the [`Lease`]: a write from an attempt that lost its lease changes
+//! nothing and answers [`Error::LeaseLost`].
+
+mod postgres;
+mod sqlite;
+mod wake;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use wake::{Wake, WakeReceiver};
+
+use crate::error::{Error, Result};
+use crate::ids::JobId;
+use crate::job::{
+    Attempt, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent, JobState, Lease,
+    NewJob, Progress,
+};
+
+/// Which backend a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A job rescued from an expired lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rescued {
+    pub job_id: JobId,
+    pub tenant_id: String,
+    /// `queued` when attempts remain, `failed` otherwise.
+    pub state: JobState,
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync + fmt::Debug + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Applies the embedded migrations (idempotent).
+    async fn migrate(&self) -> Result<()>;
+
+    /// Is the database reachable?
+    async fn ping(&self) -> Result<()>;
+
+    // ---- tenant-facing -------------------------------------------------------
+
+    /// Stores jobs atomically. A job whose idempotency key matches an existing
+    /// job of the same tenant is not stored again: its answer names the existing
+    /// job with `created: false` (a different kind or params is a conflict).
+    async fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>>;
+
+    async fn get_job(&self, tenant_id: &str, id: JobId) -> Result<Job>;
+
+    /// The finished attempts of a job, oldest first.
+    async fn job_attempts(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>>;
+
+    /// A job's events with id greater than `after`, oldest first.
+    async fn job_events(
+        &self,
+        tenant_id: &str,
+        id: JobId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<JobEvent>>;
+
+    /// Queued → cancelled at once; running → `cancel_requested` (the worker
+    /// stops the handler). A finished job is a conflict.
+    async fn cancel(&self, tenant_id: &str, id: JobId) -> Result<Job>;
+
+    /// Failed or cancelled → queued with a fresh attempt budget. Others: conflict.
+    async fn retry(&self, tenant_id: &str, id: JobId) -> Result<Job>;
+
+    /// Sets (or with `None` clears) a tenant's cap on running jobs.
+    async fn set_tenant_max_running(&self, tenant_id: &str, max_running: Option<i32>)
+        -> Result<()>;
+
+    // ---- worker-facing (fenced by lease) -------------------------------------
+
+    /// Claims up to `limit` due jobs fairly across tenants, never past a
+    /// tenant's running cap (`default_max_running` for tenants without one).
+    async fn claim(
+        &self,
+        request: &ClaimRequest,
+        default_max_running: Option<i32>,
+    ) -> Result<Vec<Job>>;
+
+    /// Extends the leases still held; the answer lists them with their cancel
+    /// flag. A lease missing from the answer was lost.
+    async fn heartbeat(&self, leases: &[Lease], lease_for: Duration)
+        -> Result<Vec<HeartbeatReply>>;
+
+    async fn set_progress(&self, lease: Lease, progress: &Progress) -> Result<()>;
+
+    async fn save_checkpoint(&self, lease: Lease, checkpoint: &Value) -> Result<()>;
+
+    /// Finishes one attempt; `Err(LeaseLost)` if it no longer holds the lease.
+    async fn finish(&self, lease: Lease, finish: &Finish) -> Result<()>;
+
+    /// Completes many attempts successfully in one round trip; answers the ids
+    /// that were applied (the others had lost their lease).
+    async fn complete_many(&self, completed: &[(Lease, Value)]) -> Result<Vec<JobId>>;
+
+    // ---- maintenance ---------------------------------------------------------
+
+    /// Takes back running jobs whose lease expired: queued again (the attempt
+    /// counts) or failed when attempts are spent.
+    async fn rescue_expired(&self, limit: u32) -> Result<Vec<Rescued>>;
+
+    /// Deletes up to `limit` finished jobs (with their events and attempts)
+    /// that finished before `finished_before`.
+    async fn prune_finished(&self, finished_before: DateTime<Utc>, limit: u32) -> Result<u64>;
+
+    /// Jobs per state (for operators, benchmarks and tests).
+    async fn count_by_state(&self) -> Result<Vec<(JobState, i64)>>;
+
+    /// Running jobs per tenant.
+    async fn running_by_tenant(&self) -> Result<Vec<(String, i64)>>;
+
+    /// Wake-ups: a queue got due work, or a running job was asked to cancel.
+    fn subscribe(&self) -> WakeReceiver;
+}
+
+/// Opens the store a URL names: `postgres://…` or `sqlite://…`.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn JobStore>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url, max_connections).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+    } else {
+        Err(Error::validation(
+            "database url",
+            "must start with postgres:// or sqlite://",
+        ))
+    }
+}
+
+/// Shared by both backends: how a tenant-scoped lookup that found nothing is
+/// reported, and how a conflicting state change is explained.
+fn state_conflict(action: &str, id: JobId, state: JobState) -> Error {
+    Error::Conflict(format!("cannot {action} job {id}: it is {state}"))
+}
+
+fn idempotency_conflict(key: &str) -> Error {
+    Error::Conflict(format!(
+        "idempotency key {key:?} was already used for a job with a different kind or params"
+    ))
+}

@@ -82,6 +82,12 @@ impl JobClient {
                 limit: MAX_PARAMS_BYTES,
             });
         }
+        if contains_nul(&request.params) {
+            return Err(Error::validation(
+                "params",
+                "must not contain the NUL character (\\u0000)",
+            ));
+        }
         (spec.validate)(&request.params).map_err(|message| Error::validation("params", message))?;
         let queue = request.queue.unwrap_or_else(|| spec.queue.clone());
         validate_queue_name(&queue).map_err(|message| Error::validation("queue", message))?;
@@ -184,6 +190,17 @@ fn at_index(index: usize, error: Error) -> Error {
             format!("params are {size} bytes, larger than the {limit}-byte limit"),
         ),
         other => other,
+    }
+}
+
+/// Does any string (or key) in the JSON hold U+0000? PostgreSQL cannot store
+/// it, so it is refused everywhere to keep both stores alike.
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
     }
 }
 

@@ -115,6 +115,7 @@ fn pool_config(concurrency: usize) -> PoolConfig {
         poll_interval: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(5),
         rescue_interval: None,
+        job_retention: Duration::from_secs(86_400),
         default_max_running_per_tenant: None,
         worker_id: "bench".into(),
     }

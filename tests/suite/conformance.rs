@@ -334,7 +334,8 @@ both_stores!(
     invalid_requests_are_refused,
     invalid_batch_writes_nothing,
     nul_character_in_params_is_stored_or_refused,
-    nul_character_in_worker_writes_still_finishes,
+    nul_character_in_error_still_ends_the_attempt,
+    nul_character_in_result_still_completes_the_batch,
     idempotency_key_returns_the_existing_job,
     idempotency_key_repeated_within_a_batch,
     idempotency_key_with_other_params_conflicts,
@@ -664,41 +665,46 @@ async fn nul_character_in_params_is_stored_or_refused(db: TestDb) {
     }
 }
 
-/// A handler's error text or result may hold U+0000 (say, from a subprocess):
-/// the attempt must still finish, or the job would sit running until its lease
-/// expires and the lost lease would count against it.
-async fn nul_character_in_worker_writes_still_finishes(db: TestDb) {
+/// A handler's error text may hold U+0000 (say, from a subprocess): the attempt
+/// must still end, or the job would sit running until its lease expired and
+/// the lost lease would count against it.
+async fn nul_character_in_error_still_ends_the_attempt(db: TestDb) {
     let client = client(&db);
-    enqueue_noop(&client, TENANT, 2).await;
-    let claimed = claim(&db, 2).await;
-    assert_eq!(claimed.len(), 2);
-    let (failing, succeeding) = (&claimed[0], &claimed[1]);
-
+    let job = enqueue_and_claim(&db, &client, noop(TENANT)).await;
     let finish = failed(
         "exit status 1: \u{0}garbage",
         millis_from_now(60_000),
         false,
     );
     db.store
-        .finish(failing.lease(), &finish)
+        .finish(job.lease(), &finish)
         .await
         .expect("finish with a NUL in the error");
-    let job = get(&db, TENANT, failing.id).await;
+    let job = get(&db, TENANT, job.id).await;
     assert_eq!((job.state, job.failed_attempts), (JobState::Queued, 1));
     assert!(job
         .last_error
         .is_some_and(|e| e.starts_with("exit status 1: ")));
+}
 
+/// Likewise a result holding U+0000 must not keep the other completions of
+/// the same batch from being applied.
+async fn nul_character_in_result_still_completes_the_batch(db: TestDb) {
+    let client = client(&db);
+    enqueue_noop(&client, TENANT, 2).await;
+    let claimed = claim(&db, 2).await;
+    assert_eq!(claimed.len(), 2);
+    let batch = [
+        (claimed[0].lease(), json!({"ok": true})),
+        (claimed[1].lease(), json!({"stdout": "a\u{0}b"})),
+    ];
     let applied = db
         .store
-        .complete_many(&[(succeeding.lease(), json!({"stdout": "a\u{0}b"}))])
+        .complete_many(&batch)
         .await
-        .expect("complete with a NUL in the result");
-    assert_eq!(applied, vec![succeeding.id]);
-    assert_eq!(
-        get(&db, TENANT, succeeding.id).await.state,
-        JobState::Succeeded
-    );
+        .expect("complete with a NUL in one result");
+    assert_eq!(sorted(applied), ids(&claimed));
+    assert_eq!(counts(&db).await, vec![(JobState::Succeeded, 2)]);
 }
 
 async fn invalid_batch_writes_nothing(db: TestDb) {
@@ -1712,8 +1718,8 @@ async fn complete_many_applies_only_current_leases(db: TestDb) {
         .collect();
     let applied = db.store.complete_many(&batch).await.expect("complete_many");
     assert_eq!(sorted(applied), sorted(vec![claimed[0].id, claimed[1].id]));
-    for i in 0..2 {
-        let job = get(&db, TENANT, claimed[i].id).await;
+    for (i, job) in claimed.iter().take(2).enumerate() {
+        let job = get(&db, TENANT, job.id).await;
         assert_eq!(job.state, JobState::Succeeded);
         assert_eq!(job.result, Some(json!({"n": i})));
     }

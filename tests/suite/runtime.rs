@@ -501,7 +501,47 @@ async fn graceful_shutdown_loses_nothing(db: TestDb) {
     );
 }
 
+async fn maintenance_prunes_finished_jobs_past_retention(db: TestDb) {
+    let client = client(&db);
+    let done = client
+        .enqueue(EnqueueRequest::new("t", SYSTEM_NOOP, json!({})))
+        .await
+        .expect("enqueue")
+        .id;
+    let later = client
+        .enqueue(EnqueueRequest {
+            run_at: Some(Utc::now() + chrono::Duration::seconds(60)),
+            ..EnqueueRequest::new("t", SYSTEM_NOOP, json!({}))
+        })
+        .await
+        .expect("enqueue")
+        .id;
+    let mut config = pool_config(2);
+    config.job_retention = Duration::from_millis(300);
+    config.rescue_interval = Some(Duration::from_millis(200));
+    let pool = start_pool(db.store.clone(), &Journal::default(), config);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match db.store.get_job("t", done).await {
+            Err(longhaul_core::Error::NotFound(_)) => break,
+            Ok(job) => assert!(Instant::now() < deadline, "not pruned: {job:?}"),
+            Err(other) => panic!("{other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pool.stop().await;
+    assert_eq!(
+        db.store
+            .get_job("t", later)
+            .await
+            .expect("a queued job is kept")
+            .state,
+        JobState::Queued
+    );
+}
+
 both_stores!(
+    maintenance_prunes_finished_jobs_past_retention,
     exactly_once_with_four_pools,
     a_late_tenant_is_not_stuck_behind_a_backlog,
     running_cap_is_never_exceeded,

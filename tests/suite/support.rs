@@ -193,6 +193,7 @@ pub fn pool_config(concurrency: usize) -> PoolConfig {
         poll_interval: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(2),
         rescue_interval: Some(Duration::from_millis(500)),
+        job_retention: Duration::from_secs(86_400),
         default_max_running_per_tenant: None,
         worker_id: longhaul_worker::default_worker_id(),
     }

@@ -3,12 +3,13 @@
 //! thousands of short jobs a second. A batch that fails to write is retried
 //! until it lands or the pool stops; ids refused by fencing are logged.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use longhaul_core::job::Lease;
 use longhaul_core::JobStore;
 use serde_json::Value;
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 const MAX_BATCH: usize = 1000;
@@ -40,6 +41,7 @@ async fn write_batch(store: &dyn JobStore, batch: &[(Lease, Value)]) {
         match store.complete_many(batch).await {
             Ok(applied) => {
                 if applied.len() < batch.len() {
+                    let applied: HashSet<_> = applied.into_iter().collect();
                     for (lease, _) in batch.iter().filter(|(l, _)| !applied.contains(&l.job_id)) {
                         tracing::warn!(job_id = %lease.job_id, attempt = lease.attempt,
                             "completion fenced: the attempt had lost its lease");

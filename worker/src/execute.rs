@@ -8,7 +8,6 @@ use std::time::Duration;
 use chrono::Utc;
 use longhaul_core::job::{Finish, Job};
 use longhaul_core::{JobStore, KindSpec};
-use serde_json::Value;
 use tokio::task::JoinError;
 use tracing::Instrument;
 
@@ -33,6 +32,13 @@ enum Ended {
     Returned(Result<JobOutput, JobError>),
     Panicked(String),
     /// Did not return within STOP_GRACE after being stopped; aborted.
+    Abandoned,
+}
+
+/// An end other than success, to be recorded as a finish.
+enum Unsuccessful {
+    Error(JobError),
+    Panicked(String),
     Abandoned,
 }
 
@@ -83,18 +89,23 @@ impl Execution {
             tracing::warn!("attempt lost its lease; nothing recorded");
             return;
         }
-        if let Ended::Returned(Ok(output)) = ended {
-            if let Err(error) = ctx.flush_progress().await {
-                tracing::warn!(%error, "could not write the final progress");
+        let unsuccessful = match ended {
+            Ended::Returned(Ok(output)) => {
+                if let Err(error) = ctx.flush_progress().await {
+                    tracing::warn!(%error, "could not write the final progress");
+                }
+                if completions.send((self.job.lease(), output)).is_err() {
+                    tracing::error!(
+                        "completion queue closed; the job will be rescued when its lease expires"
+                    );
+                }
+                return;
             }
-            if completions.send((self.job.lease(), output)).is_err() {
-                tracing::error!(
-                    "completion queue closed; the job will be rescued when its lease expires"
-                );
-            }
-            return;
-        }
-        let finish = self.finish_for(ended, reason);
+            Ended::Returned(Err(error)) => Unsuccessful::Error(error),
+            Ended::Panicked(message) => Unsuccessful::Panicked(message),
+            Ended::Abandoned => Unsuccessful::Abandoned,
+        };
+        let finish = self.finish_for(unsuccessful, reason);
         match store.finish(self.job.lease(), &finish).await {
             Ok(()) => log_finish(&finish),
             Err(longhaul_core::Error::LeaseLost { .. }) => {
@@ -106,7 +117,7 @@ impl Execution {
         }
     }
 
-    fn finish_for(&self, ended: Ended, reason: Option<StopReason>) -> Finish {
+    fn finish_for(&self, ended: Unsuccessful, reason: Option<StopReason>) -> Finish {
         match reason {
             Some(StopReason::CancelRequested) => return Finish::Cancelled,
             Some(StopReason::Shutdown) => return Finish::Released,
@@ -116,14 +127,13 @@ impl Execution {
             Some(StopReason::LeaseLost) | None => {}
         }
         match ended {
-            Ended::Returned(Ok(_)) => Finish::Succeeded {
-                result: Value::Null,
-            },
-            Ended::Returned(Err(JobError::Retryable(message))) => self.failed(message, false),
-            Ended::Returned(Err(JobError::Permanent(message))) => self.failed(message, true),
-            Ended::Returned(Err(JobError::Cancelled)) => Finish::Cancelled,
-            Ended::Panicked(message) => self.failed(format!("handler panicked: {message}"), false),
-            Ended::Abandoned => self.failed("handler did not stop".into(), false),
+            Unsuccessful::Error(JobError::Retryable(message)) => self.failed(message, false),
+            Unsuccessful::Error(JobError::Permanent(message)) => self.failed(message, true),
+            Unsuccessful::Error(JobError::Cancelled) => Finish::Cancelled,
+            Unsuccessful::Panicked(message) => {
+                self.failed(format!("handler panicked: {message}"), false)
+            }
+            Unsuccessful::Abandoned => self.failed("handler did not stop".into(), false),
         }
     }
 

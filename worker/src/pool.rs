@@ -37,8 +37,11 @@ pub struct PoolConfig {
     pub lease: Duration,
     pub poll_interval: Duration,
     pub shutdown_grace: Duration,
-    /// How often this pool rescues expired leases (None: never; the scheduler may).
+    /// How often this pool rescues expired leases and prunes old finished
+    /// jobs (None: never; the scheduler may).
     pub rescue_interval: Option<Duration>,
+    /// Finished jobs older than this are pruned by the maintenance pass.
+    pub job_retention: Duration,
     pub default_max_running_per_tenant: Option<i32>,
     pub worker_id: String,
 }
@@ -53,6 +56,7 @@ impl PoolConfig {
             poll_interval: config.poll_interval,
             shutdown_grace: config.shutdown_grace,
             rescue_interval: Some(config.rescue_interval),
+            job_retention: config.job_retention,
             default_max_running_per_tenant: config.default_max_running_per_tenant,
             worker_id: default_worker_id(),
         }
@@ -119,10 +123,14 @@ impl WorkerPool {
             claim_wanted.clone(),
             companions.clone(),
         ));
-        let rescuer = self
-            .config
-            .rescue_interval
-            .map(|every| tokio::spawn(run_rescuer(self.store.clone(), every, companions.clone())));
+        let maintenance = self.config.rescue_interval.map(|every| {
+            tokio::spawn(run_maintenance(
+                self.store.clone(),
+                every,
+                self.config.job_retention,
+                companions.clone(),
+            ))
+        });
         let (completions, completion_queue) = mpsc::unbounded_channel();
         let completer = tokio::spawn(run_completer(self.store.clone(), completion_queue));
 
@@ -152,8 +160,8 @@ impl WorkerPool {
         companions.cancel();
         let _ = heartbeat.await;
         let _ = dispatcher.await;
-        if let Some(rescuer) = rescuer {
-            let _ = rescuer.await;
+        if let Some(maintenance) = maintenance {
+            let _ = maintenance.await;
         }
         tracing::info!(claimed, handed_back, "worker pool stopped");
         PoolReport {
@@ -344,7 +352,15 @@ async fn dispatch_wakes(
     }
 }
 
-async fn run_rescuer(store: Arc<dyn JobStore>, every: Duration, stop: CancellationToken) {
+/// Rescues expired leases and prunes finished jobs past retention, every
+/// `every`. Both are fenced or idempotent, so any number of pools may run it.
+async fn run_maintenance(
+    store: Arc<dyn JobStore>,
+    every: Duration,
+    retention: Duration,
+    stop: CancellationToken,
+) {
+    const PRUNE_BATCH: u32 = 1000;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -358,6 +374,23 @@ async fn run_rescuer(store: Arc<dyn JobStore>, every: Duration, stop: Cancellati
                 }
             }
             Err(error) => tracing::error!(%error, "rescuing expired leases failed"),
+        }
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        loop {
+            match store.prune_finished(cutoff, PRUNE_BATCH).await {
+                Ok(pruned) if pruned == u64::from(PRUNE_BATCH) && !stop.is_cancelled() => continue,
+                Ok(pruned) => {
+                    if pruned > 0 {
+                        tracing::info!(pruned, "pruned finished jobs past retention");
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "pruning finished jobs failed");
+                    break;
+                }
+            }
         }
     }
 }

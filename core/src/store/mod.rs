@@ -155,6 +155,17 @@ fn state_conflict(action: &str, id: JobId, state: JobState) -> Error {
     Error::Conflict(format!("cannot {action} job {id}: it is {state}"))
 }
 
+/// A running cap is a whole number of jobs, at least 1 (None removes it).
+fn validate_max_running(max_running: Option<i32>) -> Result<()> {
+    match max_running {
+        Some(max) if max < 1 => Err(Error::validation(
+            "max_running",
+            "must be at least 1 (or none to remove the cap)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn idempotency_conflict(key: &str) -> Error {
     Error::Conflict(format!(
         "idempotency key {key:?} was already used for a job with a different kind or params"

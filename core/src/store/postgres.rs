@@ -6,10 +6,10 @@
 //! slot), then pick, update and log the jobs in one statement. Wake-ups use
 //! LISTEN/NOTIFY with identifiers only (queue names, job ids).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +20,9 @@ use sqlx::{ConnectOptions, PgConnection, Row};
 use uuid::Uuid;
 
 use super::wake::{Wake, WakeHub, WakeReceiver, CANCEL_CHANNEL, QUEUE_CHANNEL};
-use super::{idempotency_conflict, state_conflict, Backend, JobStore, Rescued};
+use super::{
+    idempotency_conflict, state_conflict, validate_max_running, Backend, JobStore, Rescued,
+};
 use crate::error::{DbContext, Error, Result};
 use crate::ids::JobId;
 use crate::job::{
@@ -35,7 +37,9 @@ const CLAIM_LOCK_KEY: i64 = 0x6c6f_6e67_6861_756c; // "longhaul"
 pub struct PgStore {
     pool: PgPool,
     wakes: WakeHub,
-    listening: Arc<AtomicBool>,
+    /// Whether the LISTEN task runs; checked and changed under the lock so a
+    /// subscriber never arrives just as the task decides to stop.
+    listening: Arc<Mutex<bool>>,
 }
 
 impl PgStore {
@@ -62,7 +66,7 @@ impl PgStore {
         PgStore {
             pool,
             wakes: WakeHub::new(),
-            listening: Arc::new(AtomicBool::new(false)),
+            listening: Arc::new(Mutex::new(false)),
         }
     }
 
@@ -191,20 +195,19 @@ impl PgStore {
             })
     }
 
-    fn start_listener(&self) {
-        if self.listening.swap(true, Ordering::SeqCst) {
+    /// Starts the LISTEN task unless it runs. Called with the flag locked.
+    fn start_listener(&self, listening: &mut bool) {
+        if *listening {
             return;
         }
+        *listening = true;
         let pool = self.pool.clone();
         let wakes = self.wakes.clone();
-        let listening = self.listening.clone();
+        let flag = self.listening.clone();
         tokio::spawn(async move {
             loop {
-                match listen(&pool, &wakes).await {
-                    Ok(()) => {
-                        listening.store(false, Ordering::SeqCst);
-                        return;
-                    }
+                match listen(&pool, &wakes, &flag).await {
+                    Ok(()) => return,
                     Err(error) => {
                         tracing::warn!(%error, "LISTEN connection failed; workers fall back to polling, retrying in 1s");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -215,10 +218,14 @@ impl PgStore {
     }
 }
 
+fn lock_flag(flag: &Mutex<bool>) -> std::sync::MutexGuard<'_, bool> {
+    flag.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Forwards notifications to the in-process hub until nobody listens.
-async fn listen(pool: &PgPool, wakes: &WakeHub) -> Result<()> {
+async fn listen(pool: &PgPool, wakes: &WakeHub, flag: &Mutex<bool>) -> Result<()> {
     let mut listener = PgListener::connect_with(pool)
         .await
         .db("connecting the LISTEN session")?;
@@ -238,7 +245,11 @@ async fn listen(pool: &PgPool, wakes: &WakeHub) -> Result<()> {
         };
         wakes.send(wake);
         if !wakes.has_subscribers() {
-            return Ok(());
+            let mut listening = lock_flag(flag);
+            if !wakes.has_subscribers() {
+                *listening = false;
+                return Ok(());
+            }
         }
     }
 }
@@ -337,6 +348,46 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
     })
 }
 
+/// PostgreSQL's `text` and `jsonb` cannot hold U+0000, which JSON and Rust
+/// strings can. Params are refused with it (see `JobClient`); what workers
+/// write (errors, results, progress, checkpoints) has it replaced by U+FFFD so
+/// that the attempt is still recorded.
+fn text_without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+fn json_without_nul(value: &Value) -> Cow<'_, Value> {
+    fn has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    fn scrub(value: &Value) -> Value {
+        match value {
+            Value::String(s) => Value::String(text_without_nul(s).into_owned()),
+            Value::Array(items) => Value::Array(items.iter().map(scrub).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (text_without_nul(k).into_owned(), scrub(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    if has_nul(value) {
+        Cow::Owned(scrub(value))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
 fn lease_lost(lease: Lease) -> Error {
     Error::LeaseLost {
         job_id: lease.job_id,
@@ -348,7 +399,7 @@ fn lease_lost(lease: Lease) -> Error {
 /// id, attempt and `running`) feeds the attempt history and the event log.
 /// `$1` is the job id and `$2` the attempt.
 macro_rules! finish_statement {
-    (set: $set:literal, outcome: $outcome:literal, event: $event:literal, data: $data:literal) => {
+    (set: $set:literal, outcome: $outcome:literal, error: $error:literal, event: $event:literal, data: $data:literal) => {
         concat!(
             "WITH f AS (UPDATE jobs SET lease_expires_at = NULL, ",
             $set,
@@ -357,7 +408,9 @@ macro_rules! finish_statement {
              a AS (INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, outcome, error)
                    SELECT id, attempt, tenant_id, worker_id, started_at, ",
             $outcome,
-            ", last_error FROM f),
+            ", ",
+            $error,
+            " FROM f),
              e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind, data)
                    SELECT id, tenant_id, attempt, ",
             $event,
@@ -376,6 +429,7 @@ const FAIL_SQL: &str = finish_statement!(
           finished_at = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts THEN now() END,
           last_error = $3",
     outcome: "CASE WHEN state = 'failed' THEN 'failed' ELSE 'retried' END",
+    error: "last_error",
     event: "CASE WHEN state = 'failed' THEN 'failed' ELSE 'retry_scheduled' END",
     data: "jsonb_build_object('error', last_error, 'runAt', run_at)"
 );
@@ -383,6 +437,7 @@ const FAIL_SQL: &str = finish_statement!(
 const CANCELLED_SQL: &str = finish_statement!(
     set: "state = 'cancelled', finished_at = now()",
     outcome: "'cancelled'",
+    error: "NULL",
     event: "'cancelled'",
     data: "NULL::jsonb"
 );
@@ -390,6 +445,7 @@ const CANCELLED_SQL: &str = finish_statement!(
 const RELEASED_SQL: &str = finish_statement!(
     set: "state = 'queued', run_at = now()",
     outcome: "'released'",
+    error: "NULL",
     event: "'released'",
     data: "NULL::jsonb"
 );
@@ -578,6 +634,7 @@ impl JobStore for PgStore {
         tenant_id: &str,
         max_running: Option<i32>,
     ) -> Result<()> {
+        validate_max_running(max_running)?;
         match max_running {
             Some(max) => sqlx::query(
                 "INSERT INTO tenant_limits (tenant_id, max_running) VALUES ($1, $2)
@@ -605,8 +662,11 @@ impl JobStore for PgStore {
         if request.limit == 0 || request.queues.is_empty() {
             return Ok(vec![]);
         }
+        let mut queues = request.queues.clone();
+        queues.sort();
+        queues.dedup();
         let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-        let scan = (limit * 4).max(64);
+        let scan = limit.saturating_mul(4).max(64);
         let mut tx = self.pool.begin().await.db("starting a claim transaction")?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CLAIM_LOCK_KEY)
@@ -634,7 +694,7 @@ impl JobStore for PgStore {
                 SELECT c.* FROM unnest($1::text[]) AS q(name)
                 CROSS JOIN LATERAL (
                     SELECT j.id, j.tenant_id, j.priority, j.vtime FROM jobs j
-                    WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= now()
+                    WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= statement_timestamp()
                       AND j.tenant_id <> ALL ($6::text[])
                     ORDER BY j.priority, j.vtime
                     LIMIT $9
@@ -655,7 +715,8 @@ impl JobStore for PgStore {
              ),
              claimed AS (
                 UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, worker_id = $3,
-                                  started_at = now(), lease_expires_at = now() + make_interval(secs => $4)
+                                  started_at = statement_timestamp(),
+                                  lease_expires_at = statement_timestamp() + make_interval(secs => $4)
                 FROM picked WHERE j.id = picked.id AND j.state = 'queued'
                 RETURNING j.*
              ),
@@ -669,7 +730,7 @@ impl JobStore for PgStore {
              )
              SELECT * FROM claimed ORDER BY priority, vtime",
         )
-        .bind(&request.queues)
+        .bind(&queues)
         .bind(limit)
         .bind(&request.worker_id)
         .bind(request.lease.as_secs_f64())
@@ -722,6 +783,7 @@ impl JobStore for PgStore {
     async fn set_progress(&self, lease: Lease, progress: &Progress) -> Result<()> {
         let progress = serde_json::to_value(progress)
             .map_err(|e| Error::validation("progress", e.to_string()))?;
+        let progress = json_without_nul(&progress);
         sqlx::query(
             "WITH u AS (UPDATE jobs SET progress = $3 WHERE id = $1 AND attempt = $2 AND state = 'running'
                         RETURNING id, tenant_id, attempt)
@@ -730,7 +792,7 @@ impl JobStore for PgStore {
         )
         .bind(lease.job_id.as_uuid())
         .bind(lease.attempt)
-        .bind(&progress)
+        .bind(progress.as_ref())
         .fetch_optional(&self.pool)
         .await
         .db("saving progress")?
@@ -747,7 +809,7 @@ impl JobStore for PgStore {
         )
         .bind(lease.job_id.as_uuid())
         .bind(lease.attempt)
-        .bind(checkpoint)
+        .bind(json_without_nul(checkpoint).as_ref())
         .fetch_optional(&self.pool)
         .await
         .db("saving a checkpoint")?
@@ -770,7 +832,9 @@ impl JobStore for PgStore {
             } => {
                 let row = self
                     .finish_with(FAIL_SQL, lease, |q| {
-                        q.bind(error.clone()).bind(*retry_at).bind(*permanent)
+                        q.bind(text_without_nul(error).into_owned())
+                            .bind(*retry_at)
+                            .bind(*permanent)
                     })
                     .await?;
                 let state: String = row.try_get("state").db("reading the failed job's state")?;
@@ -802,7 +866,10 @@ impl JobStore for PgStore {
         }
         let ids: Vec<Uuid> = completed.iter().map(|(l, _)| l.job_id.as_uuid()).collect();
         let attempts: Vec<i32> = completed.iter().map(|(l, _)| l.attempt).collect();
-        let results: Vec<String> = completed.iter().map(|(_, r)| r.to_string()).collect();
+        let results: Vec<String> = completed
+            .iter()
+            .map(|(_, r)| json_without_nul(r).to_string())
+            .collect();
         let applied: Vec<Uuid> = sqlx::query_scalar(
             "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[]) AS i(id, attempt, result)),
              done AS (
@@ -919,8 +986,9 @@ impl JobStore for PgStore {
     }
 
     fn subscribe(&self) -> WakeReceiver {
+        let mut listening = lock_flag(&self.listening);
         let receiver = self.wakes.subscribe();
-        self.start_listener();
+        self.start_listener(&mut listening);
         receiver
     }
 }

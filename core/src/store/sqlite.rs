@@ -52,7 +52,7 @@ pub struct SqliteStore {
 }
 
 /// A write transaction: the process's write lock plus `BEGIN IMMEDIATE`.
-/// Dropping it rolls back, then releases the lock (fields drop in order).
+/// Dropping it starts a rollback, then releases the lock (fields drop in order).
 struct WriteTx {
     tx: Transaction<'static, Sqlite>,
     _lock: OwnedMutexGuard<()>,
@@ -101,6 +101,8 @@ impl SqliteStore {
         Ok(Self::from_pool(pool))
     }
 
+    /// Wraps a pool opened with the options [`SqliteStore::connect`] sets
+    /// (foreign keys on, WAL, a busy timeout).
     pub fn from_pool(pool: SqlitePool) -> Self {
         SqliteStore {
             pool,
@@ -514,19 +516,15 @@ struct AttemptRecord {
 }
 
 fn failure_record(ended: &EndedAttempt) -> Result<AttemptRecord> {
-    let data = json!({"error": ended.last_error, "runAt": time_from_micros(ended.run_at)?});
-    Ok(if ended.state == JobState::Failed {
-        AttemptRecord {
-            outcome: AttemptOutcome::Failed,
-            event: "failed",
-            data: Some(data),
-        }
-    } else {
-        AttemptRecord {
-            outcome: AttemptOutcome::Retried,
-            event: "retry_scheduled",
-            data: Some(data),
-        }
+    let (outcome, event) = match ended.state {
+        JobState::Failed => (AttemptOutcome::Failed, "failed"),
+        _ => (AttemptOutcome::Retried, "retry_scheduled"),
+    };
+    let run_at = time_from_micros(ended.run_at)?;
+    Ok(AttemptRecord {
+        outcome,
+        event,
+        data: Some(json!({"error": ended.last_error, "runAt": run_at})),
     })
 }
 
@@ -1198,8 +1196,21 @@ mod tests {
 
     static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+    /// Deletes a test database (and its WAL files) when the test ends.
+    struct TempDb(std::path::PathBuf);
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = self.0.clone().into_os_string();
+                path.push(suffix);
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
     /// A fresh migrated store in its own file under the temp folder.
-    async fn store() -> SqliteStore {
+    async fn store() -> (SqliteStore, TempDb) {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let nanos = Utc::now().timestamp_subsec_nanos();
         let path = std::env::temp_dir().join(format!(
@@ -1210,7 +1221,7 @@ mod tests {
             .await
             .expect("opening a test database");
         store.migrate().await.expect("migrating");
-        store
+        (store, TempDb(path))
     }
 
     fn new_job(tenant_id: &str, params: Value) -> NewJob {
@@ -1246,7 +1257,7 @@ mod tests {
 
     #[tokio::test]
     async fn enqueue_claim_complete_round_trip() {
-        let store = store().await;
+        let (store, _db) = store().await;
         let jobs = vec![
             new_job("a", json!({"n": 1})),
             new_job("b", json!({"n": 2})),
@@ -1309,7 +1320,7 @@ mod tests {
 
     #[tokio::test]
     async fn stale_attempt_is_fenced_and_changes_nothing() {
-        let store = store().await;
+        let (store, _db) = store().await;
         let job = new_job("a", json!({}));
         store
             .enqueue(std::slice::from_ref(&job))
@@ -1358,7 +1369,7 @@ mod tests {
 
     #[tokio::test]
     async fn idempotency_key_answers_the_existing_job() {
-        let store = store().await;
+        let (store, _db) = store().await;
         let mut first = new_job("a", json!({"x": [1, 2]}));
         first.idempotency_key = Some("key-1".into());
         let answer = store
@@ -1413,7 +1424,7 @@ mod tests {
 
     #[tokio::test]
     async fn running_caps_hold_per_tenant() {
-        let store = store().await;
+        let (store, _db) = store().await;
         let jobs: Vec<NewJob> = (0..6)
             .map(|i| new_job(if i < 4 { "a" } else { "b" }, json!(i)))
             .collect();
@@ -1452,7 +1463,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_retry_then_fail_and_manual_retry_requeues() {
-        let store = store().await;
+        let (store, _db) = store().await;
         let mut job = new_job("a", json!({}));
         job.max_attempts = 2;
         store
@@ -1513,7 +1524,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancel_and_rescue() {
-        let store = store().await;
+        let (store, _db) = store().await;
         let jobs = vec![
             new_job("a", json!(1)),
             new_job("a", json!(2)),
@@ -1576,92 +1587,36 @@ mod tests {
         ));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore]
-    async fn scratch_bench() {
-        let store = store().await;
-        let total = 50_000;
-        let t = std::time::Instant::now();
-        for chunk in 0..(total / 500) {
-            let jobs: Vec<NewJob> = (0..500)
-                .map(|i| new_job(&format!("t{}", (chunk * 500 + i) % 7), json!({"i": i})))
-                .collect();
-            store.enqueue(&jobs).await.expect("enqueue");
-        }
-        eprintln!(
-            "enqueue {total}: {:?} ({:.0}/s)",
-            t.elapsed(),
-            total as f64 / t.elapsed().as_secs_f64()
-        );
-        for (name, sql) in [("claim", claim_sql(1))] {
-            let plan: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                    .bind(24i64)
-                    .bind("w")
-                    .bind(now_micros())
-                    .bind(now_micros())
-                    .bind(Some(10i32))
-                    .bind(96i64)
-                    .bind("default")
-                    .fetch_all(&store.pool)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn caps_hold_across_processes() {
+        let (store, db) = store().await;
+        let other = SqliteStore::connect(&format!("sqlite://{}", db.0.display()), 4)
+            .await
+            .expect("a second pool");
+        let jobs: Vec<NewJob> = (0..50).map(|i| new_job("a", json!(i))).collect();
+        store.enqueue(&jobs).await.expect("enqueue");
+        store
+            .set_tenant_max_running("a", Some(5))
+            .await
+            .expect("cap");
+        let claimers = (0..8).map(|i| {
+            let store = if i % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move {
+                store
+                    .claim(&claim_request(3), None)
                     .await
-                    .expect("plan");
-            eprintln!("{name}:");
-            for p in plan {
-                eprintln!("  {} {} {}", p.0, p.1, p.3);
-            }
+                    .expect("claim")
+                    .len()
+            })
+        });
+        let mut claimed = 0;
+        for claimer in claimers.collect::<Vec<_>>() {
+            claimed += claimer.await.expect("join");
         }
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as("EXPLAIN QUERY PLAN UPDATE jobs SET state = 'succeeded', result = c.done_result, finished_at = ?2, lease_expires_at = NULL
-             FROM (SELECT unhex(value ->> 0) AS done_id, value ->> 1 AS done_attempt, value ->> 2 AS done_result
-                   FROM json_each(?1)) AS c
-             WHERE jobs.id = c.done_id AND jobs.attempt = c.done_attempt AND jobs.state = 'running'
-             RETURNING id").bind("[]").bind(1i64).fetch_all(&store.pool).await.expect("plan");
-        for p in plan {
-            eprintln!("  complete {} {} {}", p.0, p.1, p.3);
-        }
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as("EXPLAIN QUERY PLAN INSERT INTO job_events (job_id, tenant_id, at, attempt, kind) SELECT id, tenant_id, ?2, attempt, 'succeeded' FROM jobs WHERE id IN (SELECT unhex(value) FROM json_each(?1))").bind("[]").bind(1i64).fetch_all(&store.pool).await.expect("plan");
-        for p in plan {
-            eprintln!("  events {} {} {}", p.0, p.1, p.3);
-        }
-        let t = std::time::Instant::now();
-        let mut done = 0;
-        let mut handles = vec![];
-        for w in 0..std::env::var("W")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(4)
-        {
-            let store = store.clone();
-            handles.push(tokio::spawn(async move {
-                let mut n = 0;
-                loop {
-                    let mut req = claim_request(24);
-                    req.worker_id = format!("w{w}");
-                    let t0 = std::time::Instant::now();
-                    let jobs = store.claim(&req, Some(50)).await.expect("claim");
-                    let t1 = t0.elapsed();
-                    if jobs.is_empty() {
-                        return n;
-                    }
-                    let c: Vec<(Lease, Value)> = jobs
-                        .iter()
-                        .map(|j| (j.lease(), json!({"ok": true})))
-                        .collect();
-                    let t2 = std::time::Instant::now();
-                    n += store.complete_many(&c).await.expect("complete").len();
-                    if n % 4800 == 0 {
-                        eprintln!("claim {:?} complete {:?}", t1, t2.elapsed());
-                    }
-                }
-            }));
-        }
-        for h in handles {
-            done += h.await.expect("join");
-        }
-        eprintln!(
-            "drain {done}: {:?} ({:.0}/s)",
-            t.elapsed(),
-            done as f64 / t.elapsed().as_secs_f64()
-        );
+        assert_eq!(claimed, 5);
     }
 }

@@ -41,13 +41,16 @@ CREATE INDEX jobs_claim_idx ON jobs (queue, priority, vtime) WHERE state = 'queu
 CREATE INDEX jobs_running_idx ON jobs (tenant_id, lease_expires_at) WHERE state = 'running';
 -- Same idempotency key, same job (per tenant).
 CREATE UNIQUE INDEX jobs_idempotency_idx ON jobs (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
--- Listing a tenant's jobs, newest first.
-CREATE INDEX jobs_tenant_created_idx ON jobs (tenant_id, created_at DESC, id DESC);
+-- Listing a tenant's jobs, newest first (ids are UUIDv7: they sort by creation time).
+CREATE INDEX jobs_tenant_idx ON jobs (tenant_id, id);
 -- Pruning finished jobs.
 CREATE INDEX jobs_finished_idx ON jobs (finished_at) WHERE state IN ('succeeded', 'failed', 'cancelled');
 
+-- job_attempts and job_events carry no foreign key: they are written on the
+-- hot path (claim, completion), as in PostgreSQL; rows leave with their job in
+-- prune_finished, in one transaction.
 CREATE TABLE job_attempts (
-    job_id      BLOB    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    job_id      BLOB    NOT NULL,
     attempt     INTEGER NOT NULL,
     tenant_id   TEXT    NOT NULL,
     worker_id   TEXT,
@@ -61,7 +64,7 @@ CREATE TABLE job_attempts (
 
 CREATE TABLE job_events (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id    BLOB    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    job_id    BLOB    NOT NULL,
     tenant_id TEXT    NOT NULL,
     at        INTEGER NOT NULL,
     attempt   INTEGER,

@@ -30,8 +30,102 @@ use crate::job::{
     JobState, Lease, NewJob, Progress,
 };
 
-/// Serializes claimers so running caps hold (see the module comment).
-const CLAIM_LOCK_KEY: i64 = 0x6c6f_6e67_6861_756c; // "longhaul"
+/// Opens a claim transaction in one round trip: the advisory lock that
+/// serializes claimers (so running caps are checked against committed counts),
+/// and no sequential scans: the planner cannot estimate the "not a full
+/// tenant" filter and would otherwise sort the whole queue instead of reading
+/// the claim index in order. The key spells "longhaul".
+const CLAIM_BEGIN: &str =
+    "BEGIN; SELECT pg_advisory_xact_lock(7813585268923004268); SET LOCAL enable_seqscan = off";
+
+/// The claim, run after CLAIM_BEGIN so its snapshot counts every committed
+/// claim: room per running tenant under its cap, due candidates per queue in
+/// (priority, vtime) order skipping full tenants, ranked per tenant to stay
+/// within the room, then marked running with a lease, logged, and the queue
+/// clocks advanced. `$1` queues, `$2` limit, `$3` worker, `$4` lease seconds,
+/// `$5` default cap, `$6` candidate window.
+const CLAIM_SQL: &str = "
+WITH room AS MATERIALIZED (
+    SELECT r.tenant_id, coalesce(l.max_running, $5) - r.n AS free
+    FROM (SELECT tenant_id, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY tenant_id) r
+    LEFT JOIN tenant_limits l ON l.tenant_id = r.tenant_id
+    WHERE coalesce(l.max_running, $5) IS NOT NULL
+),
+full_tenants AS MATERIALIZED (
+    SELECT coalesce(array_agg(tenant_id), '{}') AS ids FROM room WHERE free <= 0
+),
+candidates AS (
+    SELECT c.* FROM unnest($1::text[]) AS q(name)
+    CROSS JOIN full_tenants f
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.tenant_id, j.priority, j.vtime FROM jobs j
+        WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= statement_timestamp()
+          AND j.tenant_id <> ALL (f.ids)
+        ORDER BY j.priority, j.vtime
+        LIMIT $6
+    ) c
+    ORDER BY c.priority, c.vtime
+    LIMIT $6
+),
+ranked AS (
+    SELECT c.id, c.priority, c.vtime,
+           row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.vtime) AS nth,
+           coalesce(room.free, l.max_running, $5) AS free
+    FROM candidates c
+    LEFT JOIN room ON room.tenant_id = c.tenant_id
+    LEFT JOIN tenant_limits l ON l.tenant_id = c.tenant_id
+),
+picked AS (
+    SELECT id FROM ranked WHERE free IS NULL OR nth <= free ORDER BY priority, vtime LIMIT $2
+),
+claimed AS (
+    UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, worker_id = $3,
+                      started_at = statement_timestamp(),
+                      lease_expires_at = statement_timestamp() + make_interval(secs => $4)
+    FROM picked WHERE j.id = picked.id AND j.state = 'queued'
+    RETURNING j.*
+),
+started AS (
+    INSERT INTO job_events (job_id, tenant_id, attempt, kind, data)
+    SELECT id, tenant_id, attempt, 'started', jsonb_build_object('workerId', worker_id) FROM claimed
+),
+clock AS (
+    INSERT INTO queue_clocks (queue, vtime) SELECT queue, max(vtime) FROM claimed GROUP BY queue
+    ON CONFLICT (queue) DO UPDATE SET vtime = greatest(queue_clocks.vtime, excluded.vtime)
+)
+SELECT * FROM claimed ORDER BY priority, vtime";
+
+/// Enqueue in one statement: each (tenant, queue) group takes a run of virtual
+/// times from max(its next_vtime, the queue clock); the jobs are inserted with
+/// `base + offset` (idempotency-key duplicates skipped); the queues that got
+/// jobs are notified. `$1`–`$9` job columns, `$10` offsets, `$11` group sizes
+/// per job, `$12`–`$14` the groups (tenant, queue, size), `$15` the channel.
+const ENQUEUE_SQL: &str = "
+WITH alloc AS (
+    INSERT INTO fair_queues AS f (tenant_id, queue, next_vtime)
+    SELECT g.tenant_id, g.queue, coalesce(c.vtime, 0) + g.n
+    FROM unnest($12::text[], $13::text[], $14::int8[]) AS g(tenant_id, queue, n)
+    LEFT JOIN queue_clocks c ON c.queue = g.queue
+    ON CONFLICT (tenant_id, queue) DO UPDATE
+    SET next_vtime = greatest(
+        f.next_vtime + excluded.next_vtime - coalesce((SELECT vtime FROM queue_clocks WHERE queue = excluded.queue), 0),
+        excluded.next_vtime)
+    RETURNING f.tenant_id, f.queue, f.next_vtime
+),
+ins AS (
+    INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, idempotency_key)
+    SELECT i.id, i.tenant_id, i.kind, i.queue, i.priority, a.next_vtime - i.group_size + i.offset_in_group,
+           i.params::jsonb, coalesce(i.run_at, now()), i.max_attempts, i.idempotency_key
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::timestamptz[],
+                $8::int4[], $9::text[], $10::int8[], $11::int8[])
+         AS i(id, tenant_id, kind, queue, priority, params, run_at, max_attempts, idempotency_key,
+              offset_in_group, group_size)
+    JOIN alloc a ON a.tenant_id = i.tenant_id AND a.queue = i.queue
+    ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, queue
+),
+woken AS (SELECT pg_notify($15, q.queue) FROM (SELECT DISTINCT queue FROM ins) q)
+SELECT ins.id FROM ins, (SELECT count(*) FROM woken) w";
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -80,63 +174,48 @@ impl PgStore {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
-        // Virtual times per (tenant, queue), in a fixed order so concurrent
-        // batches lock fair_queues rows without deadlocking.
+        // Jobs per (tenant, queue), in a fixed order so concurrent batches lock
+        // fair_queues rows without deadlocking; each job's offset in its group.
         let mut groups: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for job in jobs {
-            *groups
-                .entry((job.tenant_id.as_str(), job.queue.as_str()))
-                .or_default() += 1;
-        }
-        let mut next_vtime: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for ((tenant_id, queue), count) in &groups {
-            let base: i64 = sqlx::query_scalar(
-                "INSERT INTO fair_queues AS f (tenant_id, queue, next_vtime)
-                 VALUES ($1, $2, coalesce((SELECT vtime FROM queue_clocks WHERE queue = $2), 0) + $3)
-                 ON CONFLICT (tenant_id, queue) DO UPDATE
-                 SET next_vtime = greatest(f.next_vtime, coalesce((SELECT vtime FROM queue_clocks WHERE queue = $2), 0)) + $3
-                 RETURNING next_vtime - $3",
-            )
-            .bind(tenant_id)
-            .bind(queue)
-            .bind(count)
-            .fetch_one(&mut *conn)
-            .await
-            .db("allocating fair-queue virtual times")?;
-            next_vtime.insert((tenant_id, queue), base);
-        }
-
         let mut columns = EnqueueColumns::with_capacity(jobs.len());
         for job in jobs {
-            let slot = next_vtime
-                .get_mut(&(job.tenant_id.as_str(), job.queue.as_str()))
-                .ok_or_else(|| Error::corrupt("enqueue", "missing fair-queue group"))?;
-            columns.push(job, *slot);
-            *slot += 1;
+            let group = groups
+                .entry((job.tenant_id.as_str(), job.queue.as_str()))
+                .or_default();
+            columns.push(job, *group);
+            *group += 1;
         }
-        let inserted: Vec<Uuid> = sqlx::query_scalar(
-            "INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, idempotency_key)
-             SELECT i.id, i.tenant_id, i.kind, i.queue, i.priority, i.vtime, i.params::jsonb,
-                    coalesce(i.run_at, now()), i.max_attempts, i.idempotency_key
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::int8[], $7::text[],
-                         $8::timestamptz[], $9::int4[], $10::text[])
-                  AS i(id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, idempotency_key)
-             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING id",
-        )
-        .bind(&columns.ids)
-        .bind(&columns.tenant_ids)
-        .bind(&columns.kinds)
-        .bind(&columns.queues)
-        .bind(&columns.priorities)
-        .bind(&columns.vtimes)
-        .bind(&columns.params)
-        .bind(&columns.run_ats)
-        .bind(&columns.max_attempts)
-        .bind(&columns.idempotency_keys)
-        .fetch_all(&mut *conn)
-        .await
-        .db("inserting jobs")?;
+        for job in jobs {
+            columns
+                .group_sizes
+                .push(groups[&(job.tenant_id.as_str(), job.queue.as_str())]);
+        }
+        let (group_keys, group_sizes): (Vec<_>, Vec<i64>) =
+            groups.iter().map(|(k, n)| (*k, *n)).unzip();
+        let (group_tenants, group_queues): (Vec<&str>, Vec<&str>) = group_keys.into_iter().unzip();
+        let inserted: Vec<Uuid> = sqlx::query(ENQUEUE_SQL)
+            .bind(&columns.ids)
+            .bind(&columns.tenant_ids)
+            .bind(&columns.kinds)
+            .bind(&columns.queues)
+            .bind(&columns.priorities)
+            .bind(&columns.params)
+            .bind(&columns.run_ats)
+            .bind(&columns.max_attempts)
+            .bind(&columns.idempotency_keys)
+            .bind(&columns.offsets)
+            .bind(&columns.group_sizes)
+            .bind(&group_tenants)
+            .bind(&group_queues)
+            .bind(&group_sizes)
+            .bind(QUEUE_CHANNEL)
+            .fetch_all(&mut *conn)
+            .await
+            .db("inserting jobs")?
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<std::result::Result<_, _>>()
+            .db("reading inserted job ids")?;
 
         let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
         let mut answers = Vec::with_capacity(jobs.len());
@@ -171,8 +250,6 @@ impl PgStore {
             });
         }
 
-        let queues: Vec<&str> = groups.keys().map(|(_, queue)| *queue).collect();
-        notify_queues(conn, &queues).await?;
         Ok(answers)
     }
 
@@ -271,7 +348,10 @@ struct EnqueueColumns {
     kinds: Vec<String>,
     queues: Vec<String>,
     priorities: Vec<i16>,
-    vtimes: Vec<i64>,
+    /// The job's position among its batch's jobs of the same tenant and queue.
+    offsets: Vec<i64>,
+    /// How many jobs of the batch share its tenant and queue.
+    group_sizes: Vec<i64>,
     params: Vec<String>,
     run_ats: Vec<Option<DateTime<Utc>>>,
     max_attempts: Vec<i32>,
@@ -286,7 +366,8 @@ impl EnqueueColumns {
             kinds: Vec::with_capacity(n),
             queues: Vec::with_capacity(n),
             priorities: Vec::with_capacity(n),
-            vtimes: Vec::with_capacity(n),
+            offsets: Vec::with_capacity(n),
+            group_sizes: Vec::with_capacity(n),
             params: Vec::with_capacity(n),
             run_ats: Vec::with_capacity(n),
             max_attempts: Vec::with_capacity(n),
@@ -294,13 +375,13 @@ impl EnqueueColumns {
         }
     }
 
-    fn push(&mut self, job: &NewJob, vtime: i64) {
+    fn push(&mut self, job: &NewJob, offset: i64) {
         self.ids.push(job.id.as_uuid());
         self.tenant_ids.push(job.tenant_id.clone());
         self.kinds.push(job.kind.clone());
         self.queues.push(job.queue.clone());
         self.priorities.push(job.priority);
-        self.vtimes.push(vtime);
+        self.offsets.push(offset);
         self.params.push(job.params.to_string());
         self.run_ats.push(job.run_at);
         self.max_attempts.push(job.max_attempts);
@@ -667,81 +748,21 @@ impl JobStore for PgStore {
         queues.dedup();
         let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
         let scan = limit.saturating_mul(4).max(64);
-        let mut tx = self.pool.begin().await.db("starting a claim transaction")?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CLAIM_LOCK_KEY)
-            .execute(&mut *tx)
+        let mut tx = self
+            .pool
+            .begin_with(CLAIM_BEGIN)
             .await
-            .db("taking the claim lock")?;
-        // Room left under each running tenant's cap, read after the lock so
-        // it counts every committed claim.
-        let room: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT r.tenant_id, coalesce(l.max_running, $1) - r.n AS free
-             FROM (SELECT tenant_id, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY tenant_id) r
-             LEFT JOIN tenant_limits l ON l.tenant_id = r.tenant_id
-             WHERE coalesce(l.max_running, $1) IS NOT NULL",
-        )
-        .bind(default_max_running)
-        .fetch_all(&mut *tx)
-        .await
-        .db("reading running counts")?;
-        let (full, open): (Vec<_>, Vec<_>) = room.into_iter().partition(|(_, free)| *free <= 0);
-        let full: Vec<String> = full.into_iter().map(|(tenant, _)| tenant).collect();
-        let (open_tenants, open_room): (Vec<String>, Vec<i64>) = open.into_iter().unzip();
-        let rows = sqlx::query(
-            "WITH room AS (SELECT * FROM unnest($7::text[], $8::int8[]) AS r(tenant_id, free)),
-             candidates AS (
-                SELECT c.* FROM unnest($1::text[]) AS q(name)
-                CROSS JOIN LATERAL (
-                    SELECT j.id, j.tenant_id, j.priority, j.vtime FROM jobs j
-                    WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= statement_timestamp()
-                      AND j.tenant_id <> ALL ($6::text[])
-                    ORDER BY j.priority, j.vtime
-                    LIMIT $9
-                ) c
-                ORDER BY c.priority, c.vtime
-                LIMIT $9
-             ),
-             ranked AS (
-                SELECT c.id, c.priority, c.vtime,
-                       row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.vtime) AS nth,
-                       coalesce(room.free, l.max_running, $5) AS free
-                FROM candidates c
-                LEFT JOIN room ON room.tenant_id = c.tenant_id
-                LEFT JOIN tenant_limits l ON l.tenant_id = c.tenant_id
-             ),
-             picked AS (
-                SELECT id FROM ranked WHERE free IS NULL OR nth <= free ORDER BY priority, vtime LIMIT $2
-             ),
-             claimed AS (
-                UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, worker_id = $3,
-                                  started_at = statement_timestamp(),
-                                  lease_expires_at = statement_timestamp() + make_interval(secs => $4)
-                FROM picked WHERE j.id = picked.id AND j.state = 'queued'
-                RETURNING j.*
-             ),
-             started AS (
-                INSERT INTO job_events (job_id, tenant_id, attempt, kind, data)
-                SELECT id, tenant_id, attempt, 'started', jsonb_build_object('workerId', worker_id) FROM claimed
-             ),
-             clock AS (
-                INSERT INTO queue_clocks (queue, vtime) SELECT queue, max(vtime) FROM claimed GROUP BY queue
-                ON CONFLICT (queue) DO UPDATE SET vtime = greatest(queue_clocks.vtime, excluded.vtime)
-             )
-             SELECT * FROM claimed ORDER BY priority, vtime",
-        )
-        .bind(&queues)
-        .bind(limit)
-        .bind(&request.worker_id)
-        .bind(request.lease.as_secs_f64())
-        .bind(default_max_running)
-        .bind(&full)
-        .bind(&open_tenants)
-        .bind(&open_room)
-        .bind(scan)
-        .fetch_all(&mut *tx)
-        .await
-        .db("claiming jobs")?;
+            .db("starting a claim (taking the claim lock)")?;
+        let rows = sqlx::query(CLAIM_SQL)
+            .bind(&queues)
+            .bind(limit)
+            .bind(&request.worker_id)
+            .bind(request.lease.as_secs_f64())
+            .bind(default_max_running)
+            .bind(scan)
+            .fetch_all(&mut *tx)
+            .await
+            .db("claiming jobs")?;
         tx.commit().await.db("committing a claim")?;
         rows.iter().map(job_from_row).collect()
     }

@@ -15,6 +15,7 @@
 //! a batch costs a few statements whatever its size. Wake-ups reach this
 //! process only, sent after the writing transaction commits.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -32,7 +33,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::wake::{Wake, WakeHub, WakeReceiver};
-use super::{idempotency_conflict, state_conflict, Backend, JobStore, Rescued};
+use super::{
+    idempotency_conflict, state_conflict, validate_max_running, Backend, JobStore, Rescued,
+};
 use crate::error::{DbContext, Error, Result};
 use crate::ids::JobId;
 use crate::job::{
@@ -139,8 +142,8 @@ impl SqliteStore {
         bind: impl FnOnce(SqliteQuery) -> SqliteQuery,
         record: impl FnOnce(&EndedAttempt) -> Result<AttemptRecord>,
     ) -> Result<()> {
-        let now = now_micros();
         let mut w = self.begin_write("starting to finish an attempt").await?;
+        let now = now_micros();
         let query = sqlx::query(sql)
             .bind(lease.job_id.as_uuid())
             .bind(lease.attempt)
@@ -156,6 +159,7 @@ impl SqliteStore {
         let ended = EndedAttempt::from_row(&row)?;
         let AttemptRecord {
             outcome,
+            error,
             event,
             data,
         } = record(&ended)?;
@@ -170,7 +174,7 @@ impl SqliteStore {
         .bind(ended.started_at)
         .bind(now)
         .bind(outcome.as_str())
-        .bind(&ended.last_error)
+        .bind(error)
         .execute(w.conn())
         .await
         .db("recording an attempt")?;
@@ -200,8 +204,8 @@ impl SqliteStore {
         event: &'static str,
         data: Option<Value>,
     ) -> Result<()> {
-        let now = now_micros();
         let mut w = self.begin_write("starting a worker write").await?;
+        let now = now_micros();
         let tenant_id: Option<String> = sqlx::query_scalar(update_sql)
             .bind(lease.job_id.as_uuid())
             .bind(lease.attempt)
@@ -434,6 +438,16 @@ async fn record_claims(
     Ok(())
 }
 
+// ---- pruning -----------------------------------------------------------------
+
+/// Deletes the jobs `?1` names (a JSON array of ids) with their history; the
+/// jobs go last, so the last count is the number of jobs pruned.
+const PRUNE_SQL: [&str; 3] = [
+    "DELETE FROM job_events WHERE job_id IN (SELECT unhex(value) FROM json_each(?1))",
+    "DELETE FROM job_attempts WHERE job_id IN (SELECT unhex(value) FROM json_each(?1))",
+    "DELETE FROM jobs WHERE id IN (SELECT unhex(value) FROM json_each(?1))",
+];
+
 // ---- finishing attempts ------------------------------------------------------
 
 /// A fenced UPDATE that ends the current attempt (`?1` id, `?2` attempt, `?3`
@@ -511,6 +525,8 @@ impl EndedAttempt {
 /// What an ended attempt writes to the history and the event log.
 struct AttemptRecord {
     outcome: AttemptOutcome,
+    /// The attempt's own error: only a failure has one.
+    error: Option<String>,
     event: &'static str,
     data: Option<Value>,
 }
@@ -523,6 +539,7 @@ fn failure_record(ended: &EndedAttempt) -> Result<AttemptRecord> {
     let run_at = time_from_micros(ended.run_at)?;
     Ok(AttemptRecord {
         outcome,
+        error: ended.last_error.clone(),
         event,
         data: Some(json!({"error": ended.last_error, "runAt": run_at})),
     })
@@ -532,6 +549,7 @@ fn plain_record(outcome: AttemptOutcome) -> impl FnOnce(&EndedAttempt) -> Result
     move |_| {
         Ok(AttemptRecord {
             outcome,
+            error: None,
             event: outcome.as_str(),
             data: None,
         })
@@ -616,6 +634,45 @@ fn optional_json_at(row: &SqliteRow, column: &str, context: &'static str) -> Res
     let text: Option<String> = row.try_get(column).db(context)?;
     text.map(|text| serde_json::from_str(&text).map_err(|e| Error::corrupt(context, e)))
         .transpose()
+}
+
+/// PostgreSQL cannot store U+0000, so `PgStore` replaces it with U+FFFD in
+/// what workers write (errors, results, progress, checkpoints); so does this
+/// store, to answer alike.
+fn text_without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+fn json_without_nul(value: &Value) -> Cow<'_, Value> {
+    fn has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    fn scrub(value: &Value) -> Value {
+        match value {
+            Value::String(s) => Value::String(text_without_nul(s).into_owned()),
+            Value::Array(items) => Value::Array(items.iter().map(scrub).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (text_without_nul(k).into_owned(), scrub(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    if has_nul(value) {
+        Cow::Owned(scrub(value))
+    } else {
+        Cow::Borrowed(value)
+    }
 }
 
 /// The hex text that `unhex()` turns back into the id's blob.
@@ -781,8 +838,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn cancel(&self, tenant_id: &str, id: JobId) -> Result<Job> {
-        let now = now_micros();
         let mut w = self.begin_write("starting a cancel transaction").await?;
+        let now = now_micros();
         let row = sqlx::query(
             "UPDATE jobs SET
                  state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
@@ -821,8 +878,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn retry(&self, tenant_id: &str, id: JobId) -> Result<Job> {
-        let now = now_micros();
         let mut w = self.begin_write("starting a retry transaction").await?;
+        let now = now_micros();
         let row = sqlx::query(
             "UPDATE jobs SET state = 'queued', failed_attempts = 0, run_at = ?3, finished_at = NULL,
                              cancel_requested = 0, lease_expires_at = NULL
@@ -862,6 +919,7 @@ impl JobStore for SqliteStore {
         tenant_id: &str,
         max_running: Option<i32>,
     ) -> Result<()> {
+        validate_max_running(max_running)?;
         let _lock = self.write_lock.lock().await;
         match max_running {
             Some(max) => sqlx::query(
@@ -893,8 +951,10 @@ impl JobStore for SqliteStore {
         let queues: BTreeSet<&str> = request.queues.iter().map(String::as_str).collect();
         let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
         let scan = limit.saturating_mul(4).max(64);
-        let now = now_micros();
         let sql = claim_sql(queues.len());
+        let mut w = self.begin_write("starting a claim transaction").await?;
+        // Leases run from the claim, not from before the wait for the lock.
+        let now = now_micros();
         let mut query = sqlx::query(&sql)
             .bind(limit)
             .bind(&request.worker_id)
@@ -905,7 +965,6 @@ impl JobStore for SqliteStore {
         for queue in &queues {
             query = query.bind(*queue);
         }
-        let mut w = self.begin_write("starting a claim transaction").await?;
         let rows = query.fetch_all(w.conn()).await.db("claiming jobs")?;
         if rows.is_empty() {
             w.rollback().await?;
@@ -965,6 +1024,7 @@ impl JobStore for SqliteStore {
     async fn set_progress(&self, lease: Lease, progress: &Progress) -> Result<()> {
         let progress = serde_json::to_value(progress)
             .map_err(|e| Error::validation("progress", e.to_string()))?;
+        let progress = json_without_nul(&progress).into_owned();
         self.write_running_job(
             lease,
             "UPDATE jobs SET progress = ?3 WHERE id = ?1 AND attempt = ?2 AND state = 'running' RETURNING tenant_id",
@@ -979,7 +1039,7 @@ impl JobStore for SqliteStore {
         self.write_running_job(
             lease,
             "UPDATE jobs SET checkpoint = ?3 WHERE id = ?1 AND attempt = ?2 AND state = 'running' RETURNING tenant_id",
-            checkpoint.to_string(),
+            json_without_nul(checkpoint).to_string(),
             "checkpoint",
             None,
         )
@@ -1001,7 +1061,7 @@ impl JobStore for SqliteStore {
                 permanent,
             } => {
                 let bind = |q: SqliteQuery| {
-                    q.bind(error.clone())
+                    q.bind(text_without_nul(error).into_owned())
                         .bind(retry_at.timestamp_micros())
                         .bind(*permanent)
                 };
@@ -1029,14 +1089,14 @@ impl JobStore for SqliteStore {
                 json!([
                     hex(lease.job_id.as_uuid()),
                     lease.attempt,
-                    result.to_string()
+                    json_without_nul(result).to_string()
                 ])
             })
             .collect();
-        let now = now_micros();
         let mut w = self
             .begin_write("starting a completion transaction")
             .await?;
+        let now = now_micros();
         let applied: Vec<Uuid> = sqlx::query_scalar(
             "UPDATE jobs SET state = 'succeeded', result = c.done_result, finished_at = ?2, lease_expires_at = NULL
              FROM (SELECT unhex(value ->> 0) AS done_id, value ->> 1 AS done_attempt, value ->> 2 AS done_result
@@ -1079,8 +1139,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn rescue_expired(&self, limit: u32) -> Result<Vec<Rescued>> {
-        let now = now_micros();
         let mut w = self.begin_write("starting a rescue transaction").await?;
+        let now = now_micros();
         let rows = sqlx::query(
             "UPDATE jobs SET
                  failed_attempts = failed_attempts + 1,
@@ -1151,18 +1211,32 @@ impl JobStore for SqliteStore {
     }
 
     async fn prune_finished(&self, finished_before: DateTime<Utc>, limit: u32) -> Result<u64> {
-        let _lock = self.write_lock.lock().await;
-        let result = sqlx::query(
-            "DELETE FROM jobs WHERE id IN (
-                SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < ?1
-                ORDER BY finished_at LIMIT ?2)",
+        let mut w = self.begin_write("starting a prune transaction").await?;
+        let doomed: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < ?1
+             ORDER BY finished_at LIMIT ?2",
         )
         .bind(finished_before.timestamp_micros())
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .fetch_all(w.conn())
         .await
-        .db("pruning finished jobs")?;
-        Ok(result.rows_affected())
+        .db("finding finished jobs")?;
+        if doomed.is_empty() {
+            w.rollback().await?;
+            return Ok(0);
+        }
+        let ids = ids_json(doomed);
+        let mut pruned = 0;
+        for sql in PRUNE_SQL {
+            pruned = sqlx::query(sql)
+                .bind(&ids)
+                .execute(w.conn())
+                .await
+                .db("pruning finished jobs")?
+                .rows_affected();
+        }
+        w.commit("committing a prune").await?;
+        Ok(pruned)
     }
 
     async fn count_by_state(&self) -> Result<Vec<(JobState, i64)>> {
@@ -1585,6 +1659,52 @@ mod tests {
             store.job_events("a", jobs[2].id, 0, 10).await,
             Err(Error::NotFound(_))
         ));
+        let orphans: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = ?1")
+            .bind(jobs[2].id.as_uuid())
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!(orphans, 0, "history leaves with its job");
+    }
+
+    #[tokio::test]
+    async fn ended_attempts_record_only_their_own_error() {
+        let (store, _db) = store().await;
+        let jobs = vec![new_job("a", json!(1)), new_job("a", json!(2))];
+        store.enqueue(&jobs).await.expect("enqueue");
+        let fail = Finish::Failed {
+            error: "exit 1: \u{0}garbage".into(),
+            retry_at: Utc::now(),
+            permanent: false,
+        };
+        for job in store.claim(&claim_request(2), None).await.expect("claim") {
+            store.finish(job.lease(), &fail).await.expect("fail");
+        }
+        let again = store.claim(&claim_request(2), None).await.expect("claim");
+        store.cancel("a", again[0].id).await.expect("cancel");
+        store
+            .finish(again[0].lease(), &Finish::Cancelled)
+            .await
+            .expect("cancelled");
+        store
+            .finish(again[1].lease(), &Finish::Released)
+            .await
+            .expect("released");
+        for (job, outcome) in [
+            (&again[0], AttemptOutcome::Cancelled),
+            (&again[1], AttemptOutcome::Released),
+        ] {
+            let attempts = store.job_attempts("a", job.id).await.expect("attempts");
+            let recorded: Vec<(AttemptOutcome, Option<&str>)> = attempts
+                .iter()
+                .map(|a| (a.outcome, a.error.as_deref()))
+                .collect();
+            let replaced = "exit 1: \u{FFFD}garbage";
+            assert_eq!(
+                recorded,
+                [(AttemptOutcome::Retried, Some(replaced)), (outcome, None)]
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -181,6 +181,7 @@ impl WorkerPool {
     ) -> usize {
         let mut claimed_total = 0;
         let mut work_may_wait = true;
+        let mut cooldown_until: Option<tokio::time::Instant> = None;
         let mut next_poll = tokio::time::Instant::now() + self.config.poll_interval;
         loop {
             if shutdown.is_cancelled() {
@@ -190,22 +191,26 @@ impl WorkerPool {
             while tasks.try_join_next().is_some() {}
             let in_flight = slots.in_flight.load(Ordering::SeqCst);
             let free = self.config.concurrency.saturating_sub(in_flight);
-            // A few free slots while others are busy: let more free up for a
-            // moment so claims stay batched (one claim per slot would spend the
-            // database on round trips). An idle pool claims at once.
-            let batch_ready = in_flight == 0
-                || free
-                    >= self
-                        .config
-                        .claim_batch
-                        .min(self.config.concurrency)
-                        .div_ceil(2);
-            if free > 0 && work_may_wait && !batch_ready {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return claimed_total,
-                    _ = tokio::time::sleep(CLAIM_COOLDOWN) => {}
+            // A few free slots while others are busy: let more free up, for at
+            // most CLAIM_COOLDOWN, so claims stay batched (a claim per slot
+            // would spend the database on round trips). An idle pool claims at once.
+            let half_batch = self
+                .config
+                .claim_batch
+                .min(self.config.concurrency)
+                .div_ceil(2);
+            if free > 0 && work_may_wait && in_flight > 0 && free < half_batch {
+                let deadline = *cooldown_until
+                    .get_or_insert_with(|| tokio::time::Instant::now() + CLAIM_COOLDOWN);
+                if tokio::time::Instant::now() < deadline {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return claimed_total,
+                        _ = slots.freed.notified() => continue,
+                        _ = tokio::time::sleep_until(deadline) => {}
+                    }
                 }
             }
+            cooldown_until = None;
             if free > 0 && work_may_wait {
                 let free = self
                     .config

@@ -32,11 +32,12 @@ use crate::job::{
 
 /// Opens a claim transaction in one round trip: the advisory lock that
 /// serializes claimers (so running caps are checked against committed counts),
-/// and no sequential scans: the planner cannot estimate the "not a full
-/// tenant" filter and would otherwise sort the whole queue instead of reading
-/// the claim index in order. The key spells "longhaul".
-const CLAIM_BEGIN: &str =
-    "BEGIN; SELECT pg_advisory_xact_lock(7813585268923004268); SET LOCAL enable_seqscan = off";
+/// no sequential scans (the planner cannot estimate the "not a full tenant"
+/// filter and would otherwise sort the whole queue instead of reading the
+/// claim index in order), and the cached generic plan (re-planning this
+/// statement costs more than running it). The key spells "longhaul".
+const CLAIM_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(7813585268923004268); \
+    SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// The claim, run after CLAIM_BEGIN so its snapshot counts every committed
 /// claim: room per running tenant under its cap, due candidates per queue in

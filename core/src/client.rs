@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::ids::JobId;
 use crate::job::{Attempt, Enqueued, Job, JobEvent, NewJob};
 use crate::kinds::Catalogue;
+use crate::nul::contains_nul;
 use crate::store::JobStore;
 
 /// Params larger than this (serialized JSON) are refused.
@@ -190,17 +191,6 @@ fn at_index(index: usize, error: Error) -> Error {
             format!("params are {size} bytes, larger than the {limit}-byte limit"),
         ),
         other => other,
-    }
-}
-
-/// Does any string (or key) in the JSON hold U+0000? PostgreSQL cannot store
-/// it, so it is refused everywhere to keep both stores alike.
-fn contains_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(contains_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        _ => false,
     }
 }
 

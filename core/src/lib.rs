@@ -12,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod job;
 pub mod kinds;
+pub mod nul;
 pub mod store;
 
 pub use client::JobClient;

@@ -2089,3 +2089,107 @@ async fn counts_are_exact(db: TestDb) {
         vec![("a".to_string(), 1), ("b".to_string(), 1)]
     );
 }
+
+// ---- a cancel request wins over requeueing -----------------------------------
+
+/// Cancels a running job (cancel requested), then ends its attempt with
+/// `end`; the job must end cancelled, never queued to run again.
+async fn requested_cancel_is_final(
+    db: &TestDb,
+    end: impl AsyncFnOnce(&TestDb, &Job),
+    expected_event: &str,
+) {
+    let client = client(db);
+    let job = enqueue_and_claim(db, &client, with_max_attempts(5, noop(TENANT))).await;
+    let requested = client.cancel(TENANT, job.id).await.expect("cancel");
+    assert!(requested.cancel_requested && requested.state == JobState::Running);
+    end(db, &job).await;
+    let ended = get(db, TENANT, job.id).await;
+    assert_eq!(
+        ended.state,
+        JobState::Cancelled,
+        "a job asked to cancel was queued again"
+    );
+    assert!(ended.finished_at.is_some());
+    assert!(
+        claim(db, 10).await.is_empty(),
+        "the cancelled job was claimable"
+    );
+    let events = db
+        .store
+        .job_events(TENANT, job.id, 0, 100)
+        .await
+        .expect("events");
+    assert_eq!(events.last().map(|e| e.kind.as_str()), Some(expected_event));
+}
+
+async fn cancel_requested_then_failure_cancels(db: TestDb) {
+    requested_cancel_is_final(
+        &db,
+        async |db, job| {
+            let retry_at = Utc::now() + chrono::Duration::seconds(60);
+            db.store
+                .finish(job.lease(), &failed("boom", retry_at, false))
+                .await
+                .expect("finish");
+        },
+        "cancelled",
+    )
+    .await;
+}
+
+async fn cancel_requested_then_release_cancels(db: TestDb) {
+    requested_cancel_is_final(
+        &db,
+        async |db, job| {
+            db.store
+                .finish(job.lease(), &Finish::Released)
+                .await
+                .expect("release")
+        },
+        "cancelled",
+    )
+    .await;
+}
+
+async fn cancel_requested_then_lease_expiry_cancels(db: TestDb) {
+    let client = client(&db);
+    let id = enqueue(&client, with_max_attempts(5, noop(TENANT))).await;
+    let job = claim_exactly(&db, &short_lease(claim_request(1)), id).await;
+    client.cancel(TENANT, job.id).await.expect("cancel");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let rescued = db.store.rescue_expired(10).await.expect("rescue");
+    assert_eq!(
+        rescued.iter().map(|r| r.state).collect::<Vec<_>>(),
+        [JobState::Cancelled]
+    );
+    assert_eq!(get(&db, TENANT, id).await.state, JobState::Cancelled);
+    assert!(claim(&db, 10).await.is_empty());
+}
+
+/// Event data is the same text on both stores: `runAt` as UTC RFC 3339 with microseconds.
+async fn retry_event_run_at_is_fixed_format_utc(db: TestDb) {
+    let client = client(&db);
+    let job = enqueue_and_claim(&db, &client, with_max_attempts(3, noop(TENANT))).await;
+    let retry_at = DateTime::parse_from_rfc3339("2099-01-02T03:04:05.678901Z")
+        .expect("time")
+        .with_timezone(&Utc);
+    db.store
+        .finish(job.lease(), &failed("boom", retry_at, false))
+        .await
+        .expect("finish");
+    let events = db
+        .store
+        .job_events(TENANT, job.id, 0, 100)
+        .await
+        .expect("events");
+    let data = events.last().and_then(|e| e.data.clone()).expect("data");
+    assert_eq!(data["runAt"], json!("2099-01-02T03:04:05.678901Z"));
+}
+
+both_stores!(
+    cancel_requested_then_failure_cancels,
+    cancel_requested_then_release_cancels,
+    cancel_requested_then_lease_expiry_cancels,
+    retry_event_run_at_is_fixed_format_utc,
+);

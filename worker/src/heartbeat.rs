@@ -12,10 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stop::{StopReason, StopSignal};
 
+/// Each running job's attempt and the signal that stops its handler.
+type Held = HashMap<JobId, (i32, Arc<StopSignal>)>;
+
 /// The jobs a pool is running now, with the signal that stops each.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RunningSet {
-    inner: Arc<Mutex<HashMap<JobId, (i32, Arc<StopSignal>)>>>,
+    inner: Arc<Mutex<Held>>,
 }
 
 impl RunningSet {
@@ -60,7 +63,7 @@ impl RunningSet {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, (i32, Arc<StopSignal>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every critical section is a single map operation).
         self.inner

@@ -6,7 +6,6 @@
 //! slot), then pick, update and log the jobs in one statement. Wake-ups use
 //! LISTEN/NOTIFY with identifiers only (queue names, job ids).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -29,6 +28,7 @@ use crate::job::{
     Attempt, AttemptOutcome, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent,
     JobState, Lease, NewJob, Progress,
 };
+use crate::nul::{json_without_nul, text_without_nul};
 
 /// Opens a claim transaction in one round trip: the advisory lock that
 /// serializes claimers (so running caps are checked against committed counts),
@@ -430,46 +430,6 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
     })
 }
 
-/// PostgreSQL's `text` and `jsonb` cannot hold U+0000, which JSON and Rust
-/// strings can. Params are refused with it (see `JobClient`); what workers
-/// write (errors, results, progress, checkpoints) has it replaced by U+FFFD so
-/// that the attempt is still recorded.
-fn text_without_nul(text: &str) -> Cow<'_, str> {
-    if text.contains('\0') {
-        Cow::Owned(text.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(text)
-    }
-}
-
-fn json_without_nul(value: &Value) -> Cow<'_, Value> {
-    fn has_nul(value: &Value) -> bool {
-        match value {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items.iter().any(has_nul),
-            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-            _ => false,
-        }
-    }
-    fn scrub(value: &Value) -> Value {
-        match value {
-            Value::String(s) => Value::String(text_without_nul(s).into_owned()),
-            Value::Array(items) => Value::Array(items.iter().map(scrub).collect()),
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (text_without_nul(k).into_owned(), scrub(v)))
-                    .collect(),
-            ),
-            other => other.clone(),
-        }
-    }
-    if has_nul(value) {
-        Cow::Owned(scrub(value))
-    } else {
-        Cow::Borrowed(value)
-    }
-}
-
 fn lease_lost(lease: Lease) -> Error {
     Error::LeaseLost {
         job_id: lease.job_id,
@@ -506,14 +466,16 @@ macro_rules! finish_statement {
 
 const FAIL_SQL: &str = finish_statement!(
     set: "failed_attempts = failed_attempts + 1,
-          state = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts THEN 'failed' ELSE 'queued' END,
-          run_at = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts THEN run_at ELSE $4 END,
-          finished_at = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts THEN now() END,
+          state = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts THEN 'failed'
+                       WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+          run_at = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts OR cancel_requested THEN run_at ELSE $4 END,
+          finished_at = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts OR cancel_requested THEN now() END,
           last_error = $3",
-    outcome: "CASE WHEN state = 'failed' THEN 'failed' ELSE 'retried' END",
+    outcome: "CASE WHEN state = 'queued' THEN 'retried' ELSE 'failed' END",
     error: "last_error",
-    event: "CASE WHEN state = 'failed' THEN 'failed' ELSE 'retry_scheduled' END",
-    data: "jsonb_build_object('error', last_error, 'runAt', run_at)"
+    event: "CASE state WHEN 'failed' THEN 'failed' WHEN 'cancelled' THEN 'cancelled' ELSE 'retry_scheduled' END",
+    data: "jsonb_build_object('error', last_error,
+           'runAt', to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
 );
 
 const CANCELLED_SQL: &str = finish_statement!(
@@ -525,10 +487,11 @@ const CANCELLED_SQL: &str = finish_statement!(
 );
 
 const RELEASED_SQL: &str = finish_statement!(
-    set: "state = 'queued', run_at = now()",
+    set: "state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+          run_at = now(), finished_at = CASE WHEN cancel_requested THEN now() END",
     outcome: "'released'",
     error: "NULL",
-    event: "'released'",
+    event: "CASE WHEN state = 'cancelled' THEN 'cancelled' ELSE 'released' END",
     data: "NULL::jsonb"
 );
 
@@ -929,9 +892,11 @@ impl JobStore for PgStore {
              r AS (
                 UPDATE jobs j SET
                     failed_attempts = j.failed_attempts + 1,
-                    state = CASE WHEN j.failed_attempts + 1 >= j.max_attempts THEN 'failed' ELSE 'queued' END,
+                    state = CASE WHEN j.failed_attempts + 1 >= j.max_attempts THEN 'failed'
+                                 WHEN j.cancel_requested THEN 'cancelled' ELSE 'queued' END,
                     run_at = now(),
-                    finished_at = CASE WHEN j.failed_attempts + 1 >= j.max_attempts THEN now() END,
+                    finished_at = CASE WHEN j.failed_attempts + 1 >= j.max_attempts OR j.cancel_requested
+                                       THEN now() END,
                     last_error = 'lease expired: the worker stopped heartbeating',
                     lease_expires_at = NULL
                 FROM expired WHERE j.id = expired.id AND j.state = 'running'
@@ -940,7 +905,8 @@ impl JobStore for PgStore {
              a AS (INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, outcome, error)
                    SELECT id, attempt, tenant_id, worker_id, started_at, 'lease_expired', last_error FROM r),
              e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind, data)
-                   SELECT id, tenant_id, attempt, CASE WHEN state = 'failed' THEN 'failed' ELSE 'lease_expired' END,
+                   SELECT id, tenant_id, attempt,
+                          CASE state WHEN 'queued' THEN 'lease_expired' ELSE state END,
                           jsonb_build_object('error', last_error) FROM r)
              SELECT id, tenant_id, state, queue FROM r",
         )

@@ -15,7 +15,6 @@
 //! a batch costs a few statements whatever its size. Wake-ups reach this
 //! process only, sent after the writing transaction commits.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -42,6 +41,7 @@ use crate::job::{
     Attempt, AttemptOutcome, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent,
     JobState, Lease, NewJob, Progress,
 };
+use crate::nul::{json_without_nul, text_without_nul};
 
 /// What the rescuer writes as the error of an attempt whose lease expired.
 const LEASE_EXPIRED_ERROR: &str = "lease expired: the worker stopped heartbeating";
@@ -466,15 +466,19 @@ macro_rules! end_attempt_statement {
 /// `?4` error, `?5` retry at, `?6` permanent.
 const FAIL_SQL: &str = end_attempt_statement!(
     "failed_attempts = failed_attempts + 1,
-     state = CASE WHEN ?6 OR failed_attempts + 1 >= max_attempts THEN 'failed' ELSE 'queued' END,
-     run_at = CASE WHEN ?6 OR failed_attempts + 1 >= max_attempts THEN run_at ELSE ?5 END,
-     finished_at = CASE WHEN ?6 OR failed_attempts + 1 >= max_attempts THEN ?3 END,
+     state = CASE WHEN ?6 OR failed_attempts + 1 >= max_attempts THEN 'failed'
+                  WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+     run_at = CASE WHEN ?6 OR failed_attempts + 1 >= max_attempts OR cancel_requested THEN run_at ELSE ?5 END,
+     finished_at = CASE WHEN ?6 OR failed_attempts + 1 >= max_attempts OR cancel_requested THEN ?3 END,
      last_error = ?4"
 );
 
 const CANCELLED_SQL: &str = end_attempt_statement!("state = 'cancelled', finished_at = ?3");
 
-const RELEASED_SQL: &str = end_attempt_statement!("state = 'queued', run_at = ?3");
+const RELEASED_SQL: &str = end_attempt_statement!(
+    "state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+     run_at = ?3, finished_at = CASE WHEN cancel_requested THEN ?3 END"
+);
 
 /// The job as an [`end_attempt_statement!`] left it.
 struct EndedAttempt {
@@ -533,24 +537,33 @@ struct AttemptRecord {
 
 fn failure_record(ended: &EndedAttempt) -> Result<AttemptRecord> {
     let (outcome, event) = match ended.state {
-        JobState::Failed => (AttemptOutcome::Failed, "failed"),
-        _ => (AttemptOutcome::Retried, "retry_scheduled"),
+        JobState::Queued => (AttemptOutcome::Retried, "retry_scheduled"),
+        JobState::Cancelled => (AttemptOutcome::Failed, "cancelled"),
+        _ => (AttemptOutcome::Failed, "failed"),
     };
     let run_at = time_from_micros(ended.run_at)?;
     Ok(AttemptRecord {
         outcome,
         error: ended.last_error.clone(),
         event,
-        data: Some(json!({"error": ended.last_error, "runAt": run_at})),
+        data: Some(
+            json!({"error": ended.last_error, "runAt": run_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}),
+        ),
     })
 }
 
+/// A cancelled or released attempt; a release whose job had a cancel request
+/// ends the job as cancelled, and the event says so.
 fn plain_record(outcome: AttemptOutcome) -> impl FnOnce(&EndedAttempt) -> Result<AttemptRecord> {
-    move |_| {
+    move |ended| {
         Ok(AttemptRecord {
             outcome,
             error: None,
-            event: outcome.as_str(),
+            event: if ended.state == JobState::Cancelled {
+                "cancelled"
+            } else {
+                outcome.as_str()
+            },
             data: None,
         })
     }
@@ -634,45 +647,6 @@ fn optional_json_at(row: &SqliteRow, column: &str, context: &'static str) -> Res
     let text: Option<String> = row.try_get(column).db(context)?;
     text.map(|text| serde_json::from_str(&text).map_err(|e| Error::corrupt(context, e)))
         .transpose()
-}
-
-/// PostgreSQL cannot store U+0000, so `PgStore` replaces it with U+FFFD in
-/// what workers write (errors, results, progress, checkpoints); so does this
-/// store, to answer alike.
-fn text_without_nul(text: &str) -> Cow<'_, str> {
-    if text.contains('\0') {
-        Cow::Owned(text.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(text)
-    }
-}
-
-fn json_without_nul(value: &Value) -> Cow<'_, Value> {
-    fn has_nul(value: &Value) -> bool {
-        match value {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items.iter().any(has_nul),
-            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-            _ => false,
-        }
-    }
-    fn scrub(value: &Value) -> Value {
-        match value {
-            Value::String(s) => Value::String(text_without_nul(s).into_owned()),
-            Value::Array(items) => Value::Array(items.iter().map(scrub).collect()),
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (text_without_nul(k).into_owned(), scrub(v)))
-                    .collect(),
-            ),
-            other => other.clone(),
-        }
-    }
-    if has_nul(value) {
-        Cow::Owned(scrub(value))
-    } else {
-        Cow::Borrowed(value)
-    }
 }
 
 /// The hex text that `unhex()` turns back into the id's blob.
@@ -1144,9 +1118,10 @@ impl JobStore for SqliteStore {
         let rows = sqlx::query(
             "UPDATE jobs SET
                  failed_attempts = failed_attempts + 1,
-                 state = CASE WHEN failed_attempts + 1 >= max_attempts THEN 'failed' ELSE 'queued' END,
+                 state = CASE WHEN failed_attempts + 1 >= max_attempts THEN 'failed'
+                              WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
                  run_at = ?1,
-                 finished_at = CASE WHEN failed_attempts + 1 >= max_attempts THEN ?1 END,
+                 finished_at = CASE WHEN failed_attempts + 1 >= max_attempts OR cancel_requested THEN ?1 END,
                  last_error = ?3,
                  lease_expires_at = NULL
              WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < ?1
@@ -1196,7 +1171,7 @@ impl JobStore for SqliteStore {
         .db("recording expired attempts")?;
         sqlx::query(
             "INSERT INTO job_events (job_id, tenant_id, at, attempt, kind, data)
-             SELECT id, tenant_id, ?2, attempt, CASE WHEN state = 'failed' THEN 'failed' ELSE 'lease_expired' END,
+             SELECT id, tenant_id, ?2, attempt, CASE state WHEN 'queued' THEN 'lease_expired' ELSE state END,
                     json_object('error', last_error)
              FROM jobs WHERE id IN (SELECT unhex(value) FROM json_each(?1))",
         )
@@ -1631,7 +1606,10 @@ mod tests {
         let mut rescued = store.rescue_expired(10).await.expect("rescue");
         rescued.sort_by_key(|r| r.job_id);
         assert_eq!(rescued.len(), 2);
-        assert!(rescued.iter().all(|r| r.state == JobState::Queued));
+        let state_of = |id| rescued.iter().find(|r| r.job_id == id).map(|r| r.state);
+        // The job with a cancel request ends cancelled; the other is queued again.
+        assert_eq!(state_of(claimed[0].id), Some(JobState::Cancelled));
+        assert_eq!(state_of(claimed[1].id), Some(JobState::Queued));
         assert_eq!(
             wakes.recv().await.expect("wake"),
             Wake::Queue("default".into())
@@ -1651,9 +1629,10 @@ mod tests {
             Some("lease_expired")
         );
 
+        // The cancelled queued job and the job rescued as cancelled.
         assert_eq!(
             store.prune_finished(Utc::now(), 10).await.expect("prune"),
-            1
+            2
         );
         assert!(matches!(
             store.job_events("a", jobs[2].id, 0, 10).await,

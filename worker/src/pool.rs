@@ -6,6 +6,7 @@
 //! waiting: after a wake-up (NOTIFY or in-process), on every poll tick, and
 //! right after a claim that filled every slot it asked for.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,18 @@ use crate::JobContext;
 
 /// How long a pool with only a few free slots waits for more before claiming.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(2);
+
+/// Most claims one pool has in flight. Claims serialize on the claim lock, so
+/// a second claim waits there while the first one's answer travels back and
+/// its jobs start: the lock, not the round trip, sets the pace.
+const MAX_CLAIMS_IN_FLIGHT: usize = 2;
+
+/// What landing a claim did.
+struct Landed {
+    claimed: usize,
+    /// The claim filled every slot it asked for, so more may be waiting.
+    work_may_wait: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -179,62 +192,49 @@ impl WorkerPool {
         completions: &CompletionSender,
         tasks: &mut JoinSet<()>,
     ) -> usize {
+        let half_batch = self.config.claim_batch.min(self.config.concurrency).div_ceil(2);
         let mut claimed_total = 0;
         let mut work_may_wait = true;
         let mut cooldown_until: Option<tokio::time::Instant> = None;
         let mut next_poll = tokio::time::Instant::now() + self.config.poll_interval;
+        let mut claims: JoinSet<longhaul_core::Result<Vec<Job>>> = JoinSet::new();
+        // Slots promised to the claims in flight, by claim task.
+        let mut reserved: HashMap<tokio::task::Id, usize> = HashMap::new();
         loop {
             if shutdown.is_cancelled() {
-                return claimed_total;
+                break;
             }
             // Reap finished tasks so the JoinSet does not grow without bound.
             while tasks.try_join_next().is_some() {}
-            let in_flight = slots.in_flight.load(Ordering::SeqCst);
-            let free = self.config.concurrency.saturating_sub(in_flight);
-            // A few free slots while others are busy: let more free up, for at
-            // most CLAIM_COOLDOWN, so claims stay batched (a claim per slot
-            // would spend the database on round trips). An idle pool claims at once.
-            let half_batch = self
-                .config
-                .claim_batch
-                .min(self.config.concurrency)
-                .div_ceil(2);
-            if free > 0 && work_may_wait && in_flight > 0 && free < half_batch {
-                let deadline = *cooldown_until
-                    .get_or_insert_with(|| tokio::time::Instant::now() + CLAIM_COOLDOWN);
-                if tokio::time::Instant::now() < deadline {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return claimed_total,
-                        _ = slots.freed.notified() => continue,
-                        _ = tokio::time::sleep_until(deadline) => {}
-                    }
+            let busy = slots.in_flight.load(Ordering::SeqCst) + reserved.values().sum::<usize>();
+            let free = self.config.concurrency.saturating_sub(busy);
+            if free > 0 && work_may_wait && claims.len() < MAX_CLAIMS_IN_FLIGHT {
+                // A few free slots while others are busy: let more free up, for
+                // at most CLAIM_COOLDOWN, so claims stay batched (a claim per
+                // slot would spend the database on round trips). An idle pool
+                // claims at once.
+                let now = tokio::time::Instant::now();
+                let deadline = *cooldown_until.get_or_insert(now + CLAIM_COOLDOWN);
+                if busy == 0 || free >= half_batch || now >= deadline {
+                    cooldown_until = None;
+                    let asked = free.min(self.config.claim_batch);
+                    let claim = self.claim(asked);
+                    let id = claims.spawn(claim).id();
+                    reserved.insert(id, asked);
+                    continue;
                 }
-            }
-            cooldown_until = None;
-            if free > 0 && work_may_wait {
-                let free = self
-                    .config
-                    .concurrency
-                    .saturating_sub(slots.in_flight.load(Ordering::SeqCst));
-                let asked = free.min(self.config.claim_batch);
-                match self.claim(asked).await {
-                    Ok(jobs) => {
-                        work_may_wait = jobs.len() == asked;
-                        claimed_total += jobs.len();
-                        for job in jobs {
-                            self.start(job, running, slots, completions, tasks);
-                        }
-                        continue;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "claim failed; retrying after the poll interval");
-                        work_may_wait = false;
-                    }
-                }
+            } else {
+                cooldown_until = None;
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return claimed_total,
-                _ = slots.freed.notified(), if free == 0 => {}
+                _ = shutdown.cancelled() => break,
+                Some(joined) = claims.join_next_with_id(), if !claims.is_empty() => {
+                    let landed = self.land_claim(joined, &mut reserved, running, slots, completions, tasks);
+                    claimed_total += landed.claimed;
+                    work_may_wait = landed.work_may_wait;
+                }
+                _ = slots.freed.notified(), if free == 0 || cooldown_until.is_some() => {}
+                _ = tokio::time::sleep_until(cooldown_until.unwrap_or(next_poll)), if cooldown_until.is_some() => {}
                 _ = claim_wanted.notified() => work_may_wait = true,
                 _ = tokio::time::sleep_until(next_poll) => {
                     work_may_wait = true;
@@ -242,18 +242,60 @@ impl WorkerPool {
                 }
             }
         }
+        // Claims in flight still land: their jobs run (and are drained) like the others.
+        while let Some(joined) = claims.join_next_with_id().await {
+            claimed_total += self.land_claim(joined, &mut reserved, running, slots, completions, tasks).claimed;
+        }
+        claimed_total
     }
 
-    async fn claim(&self, limit: usize) -> longhaul_core::Result<Vec<Job>> {
+    /// Starts the jobs a claim returned and frees its reservation.
+    fn land_claim(
+        &self,
+        joined: Result<(tokio::task::Id, longhaul_core::Result<Vec<Job>>), tokio::task::JoinError>,
+        reserved: &mut HashMap<tokio::task::Id, usize>,
+        running: &RunningSet,
+        slots: &Arc<Slots>,
+        completions: &CompletionSender,
+        tasks: &mut JoinSet<()>,
+    ) -> Landed {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(error) => {
+                reserved.remove(&error.id());
+                tracing::error!(%error, "claim task failed");
+                return Landed { claimed: 0, work_may_wait: false };
+            }
+        };
+        let asked = reserved.remove(&id).unwrap_or(0);
+        match result {
+            Ok(jobs) => {
+                let landed = Landed {
+                    claimed: jobs.len(),
+                    work_may_wait: jobs.len() == asked,
+                };
+                for job in jobs {
+                    self.start(job, running, slots, completions, tasks);
+                }
+                landed
+            }
+            Err(error) => {
+                tracing::error!(%error, "claim failed; retrying after the poll interval");
+                Landed { claimed: 0, work_may_wait: false }
+            }
+        }
+    }
+
+    fn claim(&self, limit: usize) -> impl std::future::Future<Output = longhaul_core::Result<Vec<Job>>> + Send + 'static {
         let request = ClaimRequest {
             queues: self.config.queues.clone(),
             limit,
             worker_id: self.config.worker_id.clone(),
             lease: self.config.lease,
         };
-        self.store
-            .claim(&request, self.config.default_max_running_per_tenant)
-            .await
+        let store = self.store.clone();
+        let default_cap = self.config.default_max_running_per_tenant;
+        async move { store.claim(&request, default_cap).await }
     }
 
     fn start(

@@ -23,10 +23,15 @@ struct Cli {
 enum Command {
     /// Everything in one process on SQLite and a local folder: zero set-up.
     Dev(commands::dev::DevArgs),
+    /// Serve the HTTP API.
+    Api,
     /// Run a worker pool for some queues.
     Worker(commands::worker::WorkerArgs),
     /// Apply the database migrations and exit.
     Migrate,
+    /// Bootstrap: create a tenant with its first admin key, or an operator key.
+    #[command(subcommand)]
+    Admin(commands::admin::AdminCommand),
     /// Operator tools: enqueue, inspect, cancel and retry jobs.
     #[command(subcommand)]
     Jobs(commands::jobs::JobsCommand),
@@ -58,7 +63,9 @@ fn main() -> std::process::ExitCode {
     let outcome = tokio.block_on(async move {
         match cli.command {
             Command::Dev(args) => commands::dev::run(config, args).await,
+            Command::Api => commands::api::run(config).await,
             Command::Worker(args) => commands::worker::run(config, args).await,
+            Command::Admin(command) => commands::admin::run(config, command).await,
             Command::Migrate => commands::migrate::run(config).await,
             Command::Jobs(command) => commands::jobs::run(config, command).await,
             Command::Bench(command) => bench::run(command).await,

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use longhaul_core::{Config, JobStore};
+use longhaul_core::tenancy::Stores;
+use longhaul_core::Config;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -16,8 +17,8 @@ pub fn init_logging(filter: &str) {
         .init();
 }
 
-/// Connects to the configured store.
-pub async fn connect(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
+/// Connects to the configured store (jobs and tenancy).
+pub async fn connect(config: &Config) -> anyhow::Result<Arc<dyn Stores>> {
     if let Some(path) = config.database_url.strip_prefix("sqlite://") {
         if let Some(parent) = std::path::Path::new(path)
             .parent()
@@ -27,7 +28,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
     }
-    longhaul_core::store::connect(&config.database_url, config.database_max_connections)
+    longhaul_core::tenancy::connect_stores(&config.database_url, config.database_max_connections)
         .await
         .with_context(|| format!("connecting to {}", redact(&config.database_url)))
 }

@@ -32,6 +32,8 @@ pub struct Config {
     pub job_retention: Duration,
     /// `tracing` filter, e.g. `info` or `longhaul=debug,sqlx=warn`.
     pub log: String,
+    /// Where the API listens.
+    pub api_addr: std::net::SocketAddr,
 }
 
 struct Setting {
@@ -87,6 +89,10 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "LONGHAUL_LOG",
         help: "tracing filter (default info)",
+    },
+    Setting {
+        name: "LONGHAUL_API_ADDR",
+        help: "address the API listens on (default 127.0.0.1:8080)",
     },
 ];
 
@@ -167,6 +173,18 @@ impl Config {
             };
         let retention_days = reader.number("LONGHAUL_JOB_RETENTION_DAYS", 14u64, 1, 3650);
         let log = reader.text("LONGHAUL_LOG").unwrap_or("info").to_string();
+        let default_api_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
+        let api_addr = match reader.text("LONGHAUL_API_ADDR") {
+            None => default_api_addr,
+            Some(text) => text.parse().unwrap_or_else(|_| {
+                reader.problem(
+                    "LONGHAUL_API_ADDR",
+                    text,
+                    "must be an address and port, e.g. 0.0.0.0:8080",
+                );
+                default_api_addr
+            }),
+        };
 
         if !problems.is_empty() {
             return Err(Error::Config(problems));
@@ -184,6 +202,7 @@ impl Config {
             default_max_running_per_tenant,
             job_retention: Duration::from_secs(retention_days * 86_400),
             log,
+            api_addr,
         })
     }
 

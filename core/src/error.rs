@@ -24,6 +24,10 @@ pub enum Error {
     #[error("job {0} not found")]
     NotFound(JobId),
 
+    /// No such tenant or API key (another tenant's key is "not found" too).
+    #[error("{kind} {id} not found")]
+    NoSuchResource { kind: &'static str, id: String },
+
     /// The request contradicts the current state (for example cancelling a
     /// finished job, or an idempotency key reused with other params).
     #[error("{0}")]
@@ -59,6 +63,13 @@ impl Error {
         Error::Validation {
             field: field.into(),
             message: message.into(),
+        }
+    }
+
+    pub fn no_such(kind: &'static str, id: impl Into<String>) -> Self {
+        Error::NoSuchResource {
+            kind,
+            id: id.into(),
         }
     }
 

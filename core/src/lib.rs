@@ -2,7 +2,8 @@
 //!
 //! Config, errors, ids, the job model and its state machine, the catalogue of job
 //! kinds, the queue client that validates work before it is stored, and the two
-//! store backends (PostgreSQL and SQLite) behind one [`store::JobStore`] trait.
+//! store backends (PostgreSQL and SQLite) behind one [`store::JobStore`] trait;
+//! tenants and API keys on the same stores behind [`tenancy::TenantStore`].
 //! Core knows no role: it never runs a job and never serves HTTP.
 
 pub mod backoff;
@@ -14,6 +15,7 @@ pub mod job;
 pub mod kinds;
 pub mod nul;
 pub mod store;
+pub mod tenancy;
 
 pub use client::JobClient;
 pub use config::Config;

@@ -1,14 +1,21 @@
-//! `longhaul dev`: the embedded mode. Migrates the configured store (a SQLite
-//! file under ./longhaul-data by default) and runs a worker pool for every
-//! queue of the catalogue in this one process, until ctrl-c.
+//! `longhaul dev`: the embedded mode, zero set-up. Migrates the configured
+//! store (a SQLite file under ./longhaul-data by default), makes sure a demo
+//! tenant exists and prints a fresh admin key for it, then runs the API and a
+//! worker pool for every queue of the catalogue in this one process.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use clap::Args;
-use longhaul_core::Config;
+use longhaul_api::AppState;
+use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
+use longhaul_core::{Config, JobStore};
 use longhaul_worker::{PoolConfig, Registry, WorkerPool};
+use serde_json::json;
 
 use crate::runtime;
+
+const DEMO_TENANT: &str = "demo";
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -18,8 +25,13 @@ pub struct DevArgs {
 }
 
 pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
-    let store = runtime::connect(&config).await?;
-    store.migrate().await?;
+    let stores = runtime::connect(&config).await?;
+    stores.migrate().await?;
+    let tenant = demo_tenant(stores.as_ref()).await?;
+    let key = stores
+        .issue_api_key(Some(&tenant.id), "dev session", Role::Admin, KeyMode::Test)
+        .await?;
+
     let registry = Registry::builtin();
     let queues: BTreeSet<String> = registry
         .catalogue()
@@ -34,17 +46,65 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     let mut pool_config = PoolConfig::from_config(&config);
     pool_config.queues = queues.into_iter().collect();
     pool_config.concurrency = usize::from(args.concurrency);
+
+    let base = format!("http://{}", config.api_addr);
     println!(
         "Longhaul dev: store {}",
         runtime::redact(&config.database_url)
     );
+    println!("  API        {base}  (health: {base}/healthz)");
+    println!("  tenant     {} ({})", tenant.name, tenant.id);
+    println!("  API key    {}", key.secret);
     println!(
-        "  worker pool: queues {:?}, concurrency {}",
+        "  worker     queues {:?}, concurrency {}",
         pool_config.queues, pool_config.concurrency
     );
-    println!("  try: longhaul jobs enqueue --tenant demo --kind system.sleep --params '{{\"durationMs\":3000}}'");
+    println!(
+        "  try:       curl -s -X POST {base}/v1/jobs -H 'Authorization: Bearer {}' \\",
+        key.secret
+    );
+    println!(
+        "               -H 'Content-Type: application/json' -d '{}'",
+        json!({"kind": "system.sleep", "params": {"durationMs": 3000, "steps": 6}})
+    );
     println!("  stop with ctrl-c");
-    let pool = WorkerPool::new(store, registry, pool_config);
-    pool.run(runtime::shutdown_on_signal()).await;
+
+    let shutdown = runtime::shutdown_on_signal();
+    let job_store: Arc<dyn JobStore> = stores.clone();
+    let pool = WorkerPool::new(job_store, registry, pool_config);
+    let worker = tokio::spawn(pool.run(shutdown.clone()));
+    let state = AppState::new(stores, Arc::new(longhaul_core::Catalogue::builtin()));
+    let api_shutdown = shutdown.clone();
+    let served = longhaul_api::serve(config.api_addr, state, async move {
+        api_shutdown.cancelled().await
+    })
+    .await;
+    shutdown.cancel();
+    worker.await?;
+    served?;
     Ok(())
+}
+
+/// The tenant named "demo", created on first start.
+async fn demo_tenant(stores: &dyn Stores) -> anyhow::Result<Tenant> {
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = stores.list_tenants(cursor.as_deref(), 200).await?;
+        if let Some(found) = page.iter().find(|t| t.name == DEMO_TENANT) {
+            return Ok(found.clone());
+        }
+        match page.last() {
+            Some(last) if page.len() == 200 => cursor = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    Ok(stores
+        .create_tenant(NewTenant {
+            name: DEMO_TENANT.into(),
+            region: "us".into(),
+            plan: "dev".into(),
+            quotas: Quotas::default(),
+            settings: json!({}),
+        })
+        .await?)
 }

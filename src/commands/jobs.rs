@@ -53,7 +53,7 @@ pub enum JobsCommand {
 }
 
 pub async fn run(config: Config, command: JobsCommand) -> anyhow::Result<()> {
-    let store = runtime::connect(&config).await?;
+    let store: std::sync::Arc<dyn longhaul_core::JobStore> = runtime::connect(&config).await?;
     let client = JobClient::new(store.clone(), std::sync::Arc::new(Catalogue::builtin()));
     let output = match command {
         JobsCommand::Enqueue {

@@ -1,5 +1,7 @@
 //! One module per `longhaul` subcommand.
 
+pub mod admin;
+pub mod api;
 pub mod dev;
 pub mod jobs;
 pub mod migrate;

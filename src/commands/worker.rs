@@ -26,7 +26,7 @@ fn parse_queues(text: &str) -> Result<QueueList, String> {
 }
 
 pub async fn run(config: Config, args: WorkerArgs) -> anyhow::Result<()> {
-    let store = runtime::connect(&config).await?;
+    let store: std::sync::Arc<dyn longhaul_core::JobStore> = runtime::connect(&config).await?;
     let mut pool_config = PoolConfig::from_config(&config);
     if let Some(QueueList(queues)) = args.queues {
         pool_config.queues = queues;

@@ -5,7 +5,9 @@
 #[macro_use]
 mod harness;
 
+mod api;
 mod conformance;
 mod process;
 mod runtime;
 mod support;
+mod tenancy;

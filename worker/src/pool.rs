@@ -192,7 +192,11 @@ impl WorkerPool {
         completions: &CompletionSender,
         tasks: &mut JoinSet<()>,
     ) -> usize {
-        let half_batch = self.config.claim_batch.min(self.config.concurrency).div_ceil(2);
+        let half_batch = self
+            .config
+            .claim_batch
+            .min(self.config.concurrency)
+            .div_ceil(2);
         let mut claimed_total = 0;
         let mut work_may_wait = true;
         let mut cooldown_until: Option<tokio::time::Instant> = None;
@@ -244,7 +248,9 @@ impl WorkerPool {
         }
         // Claims in flight still land: their jobs run (and are drained) like the others.
         while let Some(joined) = claims.join_next_with_id().await {
-            claimed_total += self.land_claim(joined, &mut reserved, running, slots, completions, tasks).claimed;
+            claimed_total += self
+                .land_claim(joined, &mut reserved, running, slots, completions, tasks)
+                .claimed;
         }
         claimed_total
     }
@@ -264,7 +270,10 @@ impl WorkerPool {
             Err(error) => {
                 reserved.remove(&error.id());
                 tracing::error!(%error, "claim task failed");
-                return Landed { claimed: 0, work_may_wait: false };
+                return Landed {
+                    claimed: 0,
+                    work_may_wait: false,
+                };
             }
         };
         let asked = reserved.remove(&id).unwrap_or(0);
@@ -281,12 +290,18 @@ impl WorkerPool {
             }
             Err(error) => {
                 tracing::error!(%error, "claim failed; retrying after the poll interval");
-                Landed { claimed: 0, work_may_wait: false }
+                Landed {
+                    claimed: 0,
+                    work_may_wait: false,
+                }
             }
         }
     }
 
-    fn claim(&self, limit: usize) -> impl std::future::Future<Output = longhaul_core::Result<Vec<Job>>> + Send + 'static {
+    fn claim(
+        &self,
+        limit: usize,
+    ) -> impl std::future::Future<Output = longhaul_core::Result<Vec<Job>>> + Send + 'static {
         let request = ClaimRequest {
             queues: self.config.queues.clone(),
             limit,

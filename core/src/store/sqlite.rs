@@ -56,21 +56,21 @@ pub struct SqliteStore {
 
 /// A write transaction: the process's write lock plus `BEGIN IMMEDIATE`.
 /// Dropping it starts a rollback, then releases the lock (fields drop in order).
-struct WriteTx {
+pub(crate) struct WriteTx {
     tx: Transaction<'static, Sqlite>,
     _lock: OwnedMutexGuard<()>,
 }
 
 impl WriteTx {
-    fn conn(&mut self) -> &mut SqliteConnection {
+    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
         &mut self.tx
     }
 
-    async fn commit(self, context: &'static str) -> Result<()> {
+    pub(crate) async fn commit(self, context: &'static str) -> Result<()> {
         self.tx.commit().await.db(context)
     }
 
-    async fn rollback(self) -> Result<()> {
+    pub(crate) async fn rollback(self) -> Result<()> {
         self.tx.rollback().await.db("rolling back a write")
     }
 }
@@ -118,7 +118,7 @@ impl SqliteStore {
         &self.pool
     }
 
-    async fn begin_write(&self, context: &'static str) -> Result<WriteTx> {
+    pub(crate) async fn begin_write(&self, context: &'static str) -> Result<WriteTx> {
         let lock = self.write_lock.clone().lock_owned().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db(context)?;
         Ok(WriteTx { tx, _lock: lock })

@@ -1,15 +1,22 @@
 //! Who is calling: `Authorization: Bearer lh_live_…` resolved to an API key,
 //! its role and (for tenant keys) its tenant. Roles rank
 //! `viewer < developer < admin` within a tenant; `operator` keys span tenants.
-//! A suspended tenant's keys may read but not start work.
+//! A suspended tenant's keys may read but not start work. Failed
+//! authentications count towards a brute-force lockout (`lockout.rs`) per key
+//! prefix and client IP; a locked prefix or IP is refused before the key is
+//! even looked at.
 
-use axum::extract::FromRequestParts;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use longhaul_core::tenancy::{ApiKey, Role, Tenant, TenantStatus};
+use longhaul_core::tenancy::{parse_token, ApiKey, Role, Tenant, TenantStatus};
+use serde_json::json;
 
 use crate::error::ApiError;
+use crate::lockout::{self, LockKey};
 use crate::state::AppState;
 
 /// An authenticated caller.
@@ -35,13 +42,78 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("send an API key as Authorization: Bearer lh_live_…")
             })?;
-        match state.stores.authenticate(token, state.clock.now()).await? {
+        let keys = lock_keys(token, &client_ip(parts, state.trust_forwarded_for));
+        let now = state.clock.now();
+        let locked = state.lockout.check(&keys, now).await.map_err(|error| {
+            tracing::error!(%error, "brute-force lockout check failed");
+            ApiError::internal()
+        })?;
+        if let Some(remaining) = locked {
+            return Err(locked_out(remaining));
+        }
+        match state.stores.authenticate(token, now).await? {
             Some((key, tenant)) => Ok(Caller { key, tenant }),
-            None => Err(ApiError::unauthorized(
-                "the API key is not valid (unknown, revoked or expired)",
-            )),
+            None => {
+                match state.lockout.record_failure(&keys, now).await {
+                    Ok(Some(_)) => {
+                        tracing::warn!(keys = ?keys, "brute-force lockout: too many failed authentications")
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(%error, "brute-force lockout: failure not recorded")
+                    }
+                }
+                Err(ApiError::unauthorized(
+                    "the API key is not valid (unknown, revoked or expired)",
+                ))
+            }
         }
     }
+}
+
+fn locked_out(remaining: std::time::Duration) -> ApiError {
+    let seconds = lockout::retry_after_secs(remaining);
+    let mut error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "brute_force_lockout",
+        format!("too many failed authentications; try again in {seconds} s"),
+    )
+    .with_details(json!({ "retryAfterSeconds": seconds }));
+    error.retry_after = Some(seconds);
+    error
+}
+
+/// What a request's failures count against: the key prefix when the token is
+/// well formed (a malformed token counts only against the IP), and the IP.
+pub fn lock_keys(token: &str, ip: &str) -> Vec<LockKey> {
+    let mut keys = Vec::with_capacity(2);
+    if let Some((_, prefix)) = parse_token(token) {
+        keys.push(LockKey::Prefix(prefix.to_string()));
+    }
+    keys.push(LockKey::Ip(ip.to_string()));
+    keys
+}
+
+/// The client's IP: the first `X-Forwarded-For` entry when the API is behind a
+/// trusted proxy (which must set that header itself), else the peer address of
+/// the connection, else `unknown` (in-process calls).
+pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> String {
+    if trust_forwarded_for {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .and_then(|first| first.trim().parse::<IpAddr>().ok());
+        if let Some(ip) = forwarded {
+            return ip.to_string();
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 impl Caller {

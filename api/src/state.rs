@@ -1,4 +1,5 @@
-//! What every handler shares: the stores, the validating job client, the clock.
+//! What every handler shares: the stores, the validating job client, the
+//! clock, the brute-force lockout counters.
 
 use std::sync::Arc;
 
@@ -6,12 +7,17 @@ use longhaul_core::tenancy::Stores;
 use longhaul_core::{Catalogue, JobClient};
 
 use crate::clock::{Clock, SystemClock};
+use crate::lockout::{Lockout, MemoryLockout};
 
 #[derive(Clone)]
 pub struct AppState {
     pub stores: Arc<dyn Stores>,
     pub jobs: JobClient,
     pub clock: Arc<dyn Clock>,
+    /// Failed-authentication counters (in-process unless Redis is configured).
+    pub lockout: Arc<dyn Lockout>,
+    /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
 }
 
 impl AppState {
@@ -21,11 +27,23 @@ impl AppState {
             jobs: JobClient::new(job_store, catalogue),
             stores,
             clock: Arc::new(SystemClock),
+            lockout: Arc::new(MemoryLockout::new()),
+            trust_forwarded_for: false,
         }
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    pub fn with_lockout(mut self, lockout: Arc<dyn Lockout>) -> Self {
+        self.lockout = lockout;
+        self
+    }
+
+    pub fn with_trust_forwarded_for(mut self, trust: bool) -> Self {
+        self.trust_forwarded_for = trust;
         self
     }
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::config::validate_queue_name;
 use crate::error::{Error, Result};
 use crate::ids::JobId;
-use crate::job::{Attempt, Enqueued, Job, JobEvent, NewJob};
+use crate::job::{Attempt, Enqueued, Job, JobEvent, JobFilter, NewJob};
 use crate::kinds::Catalogue;
 use crate::nul::contains_nul;
 use crate::store::JobStore;
@@ -22,6 +22,8 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i16> = 0..=9;
 pub const DEFAULT_PRIORITY: i16 = 5;
 pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<i32> = 1..=100;
+/// How many jobs one page of a listing may hold.
+pub const LIST_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 1..=200;
 
 /// A request to run one job. Unset fields take the kind's defaults.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -46,6 +48,15 @@ impl EnqueueRequest {
             ..Default::default()
         }
     }
+}
+
+/// One page of a job listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobsPage {
+    /// Newest first.
+    pub jobs: Vec<Job>,
+    /// The `after` of the next page; `None` on the last page.
+    pub next_cursor: Option<JobId>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +160,59 @@ impl JobClient {
 
     pub async fn get(&self, tenant_id: &str, id: JobId) -> Result<Job> {
         self.store.get_job(tenant_id, id).await
+    }
+
+    /// A page of up to `limit` (1–200) of a tenant's jobs matching `filter`,
+    /// newest first, older than the job `after` (the previous page's
+    /// `next_cursor`) when it is set. One more job is read to know whether
+    /// another page follows.
+    pub async fn list(
+        &self,
+        tenant_id: &str,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        limit: u32,
+    ) -> Result<JobsPage> {
+        if !LIST_LIMIT_RANGE.contains(&limit) {
+            return Err(Error::validation(
+                "limit",
+                format!(
+                    "must be from {} to {}",
+                    LIST_LIMIT_RANGE.start(),
+                    LIST_LIMIT_RANGE.end()
+                ),
+            ));
+        }
+        if let (Some(from), Some(to)) = (filter.created_from, filter.created_to) {
+            if from >= to {
+                return Err(Error::validation(
+                    "created_to",
+                    "must be later than the start of the range (the range is [from, to))",
+                ));
+            }
+        }
+        if let Some(kind) = &filter.kind {
+            if kind.is_empty() || kind.chars().any(char::is_control) {
+                return Err(Error::validation(
+                    "kind",
+                    "must be a job kind: not empty, no control characters",
+                ));
+            }
+        }
+        if let Some(queue) = &filter.queue {
+            validate_queue_name(queue).map_err(|message| Error::validation("queue", message))?;
+        }
+        let mut jobs = self
+            .store
+            .list_jobs(tenant_id, filter, after, limit + 1)
+            .await?;
+        let next_cursor = if jobs.len() > limit as usize {
+            jobs.truncate(limit as usize);
+            jobs.last().map(|job| job.id)
+        } else {
+            None
+        };
+        Ok(JobsPage { jobs, next_cursor })
     }
 
     pub async fn attempts(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {

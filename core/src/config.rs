@@ -34,6 +34,10 @@ pub struct Config {
     pub log: String,
     /// Where the API listens.
     pub api_addr: std::net::SocketAddr,
+    /// `redis://…` or `rediss://…`: shared counters for API replicas (None: in-process).
+    pub redis_url: Option<String>,
+    /// The API is behind a trusted proxy: take the client IP from `X-Forwarded-For`.
+    pub trust_forwarded_for: bool,
 }
 
 struct Setting {
@@ -93,6 +97,14 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "LONGHAUL_API_ADDR",
         help: "address the API listens on (default 127.0.0.1:8080)",
+    },
+    Setting {
+        name: "LONGHAUL_REDIS_URL",
+        help: "redis://… or rediss://… shared by API replicas (default: none, in-process)",
+    },
+    Setting {
+        name: "LONGHAUL_TRUST_FORWARDED_FOR",
+        help: "true/false: client IP from X-Forwarded-For, behind a trusted proxy (default false)",
     },
 ];
 
@@ -185,6 +197,17 @@ impl Config {
                 default_api_addr
             }),
         };
+        let redis_url = reader.text("LONGHAUL_REDIS_URL").map(str::to_string);
+        if let Some(url) = &redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                reader.problem(
+                    "LONGHAUL_REDIS_URL",
+                    url,
+                    "must start with redis:// or rediss://",
+                );
+            }
+        }
+        let trust_forwarded_for = reader.flag("LONGHAUL_TRUST_FORWARDED_FOR", false);
 
         if !problems.is_empty() {
             return Err(Error::Config(problems));
@@ -203,6 +226,8 @@ impl Config {
             job_retention: Duration::from_secs(retention_days * 86_400),
             log,
             api_addr,
+            redis_url,
+            trust_forwarded_for,
         })
     }
 
@@ -272,6 +297,18 @@ impl<'a> Reader<'a> {
         self.problems.push(format!("{name}={value:?}: {message}"));
     }
 
+    fn flag(&mut self, name: &str, default: bool) -> bool {
+        match self.text(name) {
+            None => default,
+            Some("true") => true,
+            Some("false") => false,
+            Some(text) => {
+                self.problem(name, text, "must be true or false");
+                default
+            }
+        }
+    }
+
     fn number<T>(&mut self, name: &str, default: T, min: T, max: T) -> T
     where
         T: FromStr + PartialOrd + Copy + std::fmt::Display,
@@ -312,6 +349,34 @@ mod tests {
         assert_eq!(config.lease, Duration::from_secs(30));
         assert_eq!(config.worker_queues, vec!["default"]);
         assert_eq!(config.default_max_running_per_tenant, None);
+        assert_eq!(config.redis_url, None);
+        assert!(!config.trust_forwarded_for);
+    }
+
+    #[test]
+    fn reads_redis_and_proxy_settings() {
+        let config = Config::from_vars(vars(&[
+            ("LONGHAUL_REDIS_URL", "redis://127.0.0.1:6379/2"),
+            ("LONGHAUL_TRUST_FORWARDED_FOR", "true"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            config.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6379/2")
+        );
+        assert!(config.trust_forwarded_for);
+        let err = Config::from_vars(vars(&[
+            ("LONGHAUL_REDIS_URL", "http://cache:6379"),
+            ("LONGHAUL_TRUST_FORWARDED_FOR", "yes"),
+        ]))
+        .expect_err("invalid");
+        let text = err.to_string();
+        for needle in [
+            "LONGHAUL_REDIS_URL=\"http://cache:6379\": must start with redis:// or rediss://",
+            "LONGHAUL_TRUST_FORWARDED_FOR=\"yes\": must be true or false",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
     }
 
     #[test]

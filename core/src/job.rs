@@ -133,6 +133,20 @@ impl Job {
     }
 }
 
+/// Which of a tenant's jobs a listing answers. The default matches every job;
+/// each field that is set narrows the listing (all of them must match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Jobs in any of these states (empty: any state).
+    pub states: Vec<JobState>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    /// Created at or after this time.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created before this time (the range is `[created_from, created_to)`).
+    pub created_to: Option<DateTime<Utc>>,
+}
+
 /// A validated job ready to be stored (built by [`crate::JobClient`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {

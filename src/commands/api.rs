@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+use longhaul_api::lockout::{Lockout, MemoryLockout, RedisLockout, REDIS_NAMESPACE};
 use longhaul_api::AppState;
 use longhaul_core::{Catalogue, Config};
 
@@ -9,7 +11,9 @@ use crate::runtime;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let stores = runtime::connect(&config).await?;
-    let state = AppState::new(stores, Arc::new(Catalogue::builtin()));
+    let state = AppState::new(stores, Arc::new(Catalogue::builtin()))
+        .with_lockout(lockout(&config).await?)
+        .with_trust_forwarded_for(config.trust_forwarded_for);
     let shutdown = runtime::shutdown_on_signal();
     longhaul_api::serve(
         config.api_addr,
@@ -18,4 +22,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// The brute-force lockout counters: in Redis when `LONGHAUL_REDIS_URL` is set
+/// (shared by every API replica; start-up fails if it is unreachable), else
+/// in this process.
+pub async fn lockout(config: &Config) -> anyhow::Result<Arc<dyn Lockout>> {
+    match &config.redis_url {
+        Some(url) => {
+            let lockout = RedisLockout::connect(url, REDIS_NAMESPACE)
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting to Redis at {} (LONGHAUL_REDIS_URL) for the brute-force lockout",
+                        runtime::redact(url)
+                    )
+                })?;
+            tracing::info!(redis = %runtime::redact(url), "brute-force lockout counters in Redis");
+            Ok(Arc::new(lockout))
+        }
+        None => Ok(Arc::new(MemoryLockout::new())),
+    }
 }

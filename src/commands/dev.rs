@@ -32,6 +32,8 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
         .issue_api_key(Some(&tenant.id), "dev session", Role::Admin, KeyMode::Test)
         .await?;
 
+    let lockout = super::api::lockout(&config).await?;
+
     let registry = Registry::builtin();
     let queues: BTreeSet<String> = registry
         .catalogue()
@@ -73,7 +75,9 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     let job_store: Arc<dyn JobStore> = stores.clone();
     let pool = WorkerPool::new(job_store, registry, pool_config);
     let worker = tokio::spawn(pool.run(shutdown.clone()));
-    let state = AppState::new(stores, Arc::new(longhaul_core::Catalogue::builtin()));
+    let state = AppState::new(stores, Arc::new(longhaul_core::Catalogue::builtin()))
+        .with_lockout(lockout)
+        .with_trust_forwarded_for(config.trust_forwarded_for);
     let api_shutdown = shutdown.clone();
     let served = longhaul_api::serve(config.api_addr, state, async move {
         api_shutdown.cancelled().await

@@ -657,3 +657,272 @@ both_stores!(
     rotated_keys_keep_working_for_the_grace_period_and_revoked_keys_stop,
     health_and_readiness,
 );
+
+// ---- GET /v1/jobs --------------------------------------------------------------
+
+fn noop_job() -> Value {
+    json!({ "kind": "system.noop" })
+}
+
+impl Api {
+    /// Creates `n` jobs and answers their ids, oldest first.
+    async fn create_jobs(&self, key: &str, n: usize, body: Value) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            let reply = self.create_job(key, body.clone()).await;
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+            ids.push(reply.body["id"].as_str().expect("id").to_string());
+        }
+        ids
+    }
+
+    /// `GET /v1/jobs?{query}`, which must succeed: the page's ids and next cursor.
+    async fn list_jobs(&self, key: &str, query: &str) -> (Vec<String>, Option<String>) {
+        let reply = self
+            .call(Method::GET, &format!("/v1/jobs?{query}"), Some(key), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.body);
+        let data = reply.body["data"].as_array().expect("data");
+        let ids = data
+            .iter()
+            .map(|job| job["id"].as_str().expect("id").to_string())
+            .collect();
+        let next = match &reply.body["nextCursor"] {
+            Value::Null => None,
+            Value::String(cursor) => Some(cursor.clone()),
+            other => panic!("nextCursor is {other}"),
+        };
+        (ids, next)
+    }
+}
+
+fn newest_first(mut ids: Vec<String>) -> Vec<String> {
+    // Job ids are `job_` and lowercase hex of UUIDv7: text order is id order.
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids
+}
+
+async fn jobs_list_shows_only_the_callers_tenants_jobs(db: TestDb) {
+    let api = api(&db).await;
+    let (_, acme) = api.tenant("acme").await;
+    let (_, globex) = api.tenant("globex").await;
+    let acme_jobs = api.create_jobs(&acme, 3, noop_job()).await;
+    let globex_jobs = api.create_jobs(&globex, 2, sleep_job()).await;
+    api.create_jobs(&acme, 1, sleep_job()).await;
+
+    let reply = api.call(Method::GET, "/v1/jobs", Some(&globex), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["nextCursor"], Value::Null);
+    let data = reply.body["data"].as_array().expect("data");
+    assert_eq!(data.len(), 2);
+    for job in data {
+        assert_eq!(job["kind"], json!("system.sleep"));
+        assert_eq!(job["status"], json!("queued"));
+        assert!(job.get("createdAt").is_some() && job.get("attempts").is_none());
+    }
+    let (ids, _) = api.list_jobs(&globex, "").await;
+    assert_eq!(ids, newest_first(globex_jobs.clone()));
+
+    let (ids, next) = api.list_jobs(&acme, "limit=200").await;
+    assert_eq!(ids.len(), 4);
+    assert!(acme_jobs.iter().all(|id| ids.contains(id)));
+    assert!(ids.iter().all(|id| !globex_jobs.contains(id)));
+    assert_eq!(next, None);
+    // Another tenant's job as the cursor shows nothing of that tenant.
+    let (ids, _) = api
+        .list_jobs(&acme, &format!("cursor={}", globex_jobs[1]))
+        .await;
+    assert!(ids.iter().all(|id| !globex_jobs.contains(id)));
+}
+
+async fn jobs_list_pages_cover_every_job_once(db: TestDb) {
+    let api = api(&db).await;
+    let (_, key) = api.tenant("acme").await;
+    let created = api.create_jobs(&key, 12, noop_job()).await;
+
+    let mut walked = Vec::new();
+    let mut sizes = Vec::new();
+    let mut query = "limit=5".to_string();
+    loop {
+        let (ids, next) = api.list_jobs(&key, &query).await;
+        sizes.push(ids.len());
+        walked.extend(ids.iter().cloned());
+        match next {
+            Some(cursor) => {
+                assert_eq!(Some(&cursor), ids.last());
+                query = format!("limit=5&cursor={cursor}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [5, 5, 2]);
+    assert_eq!(walked, newest_first(created.clone()));
+
+    // The default page holds them all; a full last page has no next cursor.
+    let (ids, next) = api.list_jobs(&key, "").await;
+    assert_eq!((ids.len(), next), (12, None));
+    let (ids, next) = api.list_jobs(&key, "limit=12").await;
+    assert_eq!((ids.len(), next), (12, None));
+    let (ids, next) = api
+        .list_jobs(&key, &format!("cursor={}&limit=2", walked[9]))
+        .await;
+    assert_eq!((ids, next), (walked[10..].to_vec(), None));
+}
+
+async fn jobs_list_filters(db: TestDb) {
+    let api = api(&db).await;
+    let (_, key) = api.tenant("acme").await;
+    let noops = api.create_jobs(&key, 4, noop_job()).await;
+    let sleeps = api.create_jobs(&key, 1, sleep_job()).await;
+    for id in &noops[..2] {
+        let reply = api
+            .call(
+                Method::POST,
+                &format!("/v1/jobs/{id}/cancel"),
+                Some(&key),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let cancelled = newest_first(noops[..2].to_vec());
+    let queued = newest_first([&noops[2..], &sleeps[..]].concat());
+
+    assert_eq!(api.list_jobs(&key, "state=cancelled").await.0, cancelled);
+    assert_eq!(api.list_jobs(&key, "state=queued").await.0, queued);
+    assert_eq!(
+        api.list_jobs(&key, "state=queued,cancelled").await.0,
+        newest_first([&noops[..], &sleeps[..]].concat())
+    );
+    assert!(api
+        .list_jobs(&key, "state=running,failed")
+        .await
+        .0
+        .is_empty());
+    assert_eq!(api.list_jobs(&key, "kind=system.sleep").await.0, sleeps);
+    assert_eq!(
+        api.list_jobs(
+            &key,
+            "state=cancelled&kind=system.noop&queue=default&limit=1"
+        )
+        .await,
+        (cancelled[..1].to_vec(), Some(cancelled[0].clone()))
+    );
+    assert!(api.list_jobs(&key, "queue=bulk").await.0.is_empty());
+
+    // The created range is [from, to): the newest job's own creation time
+    // starts a range that holds it and ends one that does not.
+    let newest = api
+        .call(
+            Method::GET,
+            &format!("/v1/jobs/{}", sleeps[0]),
+            Some(&key),
+            None,
+        )
+        .await;
+    let created_at = newest.body["createdAt"]
+        .as_str()
+        .expect("createdAt")
+        .to_string();
+    let (from, _) = api
+        .list_jobs(&key, &format!("createdFrom={created_at}"))
+        .await;
+    assert!(from.contains(&sleeps[0]));
+    let (to, _) = api
+        .list_jobs(&key, &format!("createdTo={created_at}"))
+        .await;
+    assert!(!to.contains(&sleeps[0]));
+    assert_eq!(from.len() + to.len(), 5);
+    let (both, _) = api
+        .list_jobs(
+            &key,
+            "createdFrom=2000-01-01T00:00:00Z&createdTo=2999-01-01T00:00:00%2B01:00&state=queued",
+        )
+        .await;
+    assert_eq!(both, queued);
+}
+
+async fn jobs_list_refuses_bad_query_values(db: TestDb) {
+    let api = api(&db).await;
+    let (_, key) = api.tenant("acme").await;
+    api.create_jobs(&key, 2, noop_job()).await;
+
+    let unprocessable = [
+        ("state=done", "state"),
+        ("state=", "state"),
+        ("state=queued,,running", "state"),
+        ("cursor=nope", "cursor"),
+        ("cursor=job_0193a4b2c3d47e8f9a0b1c2d3e4f5a6", "cursor"),
+        ("cursor=%00", "cursor"),
+        ("createdFrom=yesterday", "createdFrom"),
+        ("createdTo=2025-13-01T00:00:00Z", "createdTo"),
+        ("createdFrom=2025-01-01T00:00:00+01:00", "createdFrom"),
+        (
+            "createdFrom=2025-01-02T00:00:00Z&createdTo=2025-01-01T00:00:00Z",
+            "createdTo",
+        ),
+        (
+            "createdFrom=2025-01-01T00:00:00Z&createdTo=2025-01-01T00:00:00Z",
+            "createdTo",
+        ),
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("queue=Not%20A%20Queue", "queue"),
+        ("kind=", "kind"),
+        ("kind=system%00noop", "kind"),
+    ];
+    for (query, field) in unprocessable {
+        let reply = api
+            .call(Method::GET, &format!("/v1/jobs?{query}"), Some(&key), None)
+            .await;
+        reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+        assert_eq!(
+            reply.body["error"]["details"]["field"],
+            json!(field),
+            "{query}"
+        );
+    }
+    for query in [
+        "limit=abc",
+        "limit=-1",
+        "limit=99999999999",
+        "page=2",
+        "State=queued",
+        "state=queued&state=running",
+    ] {
+        api.call(Method::GET, &format!("/v1/jobs?{query}"), Some(&key), None)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "validation_error");
+    }
+    // The bounds themselves are fine.
+    assert_eq!(api.list_jobs(&key, "limit=1").await.0.len(), 1);
+    assert_eq!(api.list_jobs(&key, "limit=200").await.0.len(), 2);
+}
+
+async fn jobs_list_is_open_to_viewers_only_within_a_tenant(db: TestDb) {
+    let api = api(&db).await;
+    let (tenant, _) = api.tenant("acme").await;
+    let developer = api.key(&tenant, Role::Developer).await;
+    let viewer = api.key(&tenant, Role::Viewer).await;
+    let created = api.create_jobs(&developer, 3, noop_job()).await;
+
+    assert_eq!(
+        api.list_jobs(&viewer, "state=queued").await,
+        (newest_first(created), None)
+    );
+    let operator = api.operator().await;
+    api.call(Method::GET, "/v1/jobs", Some(&operator), None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    api.call(Method::GET, "/v1/jobs", None, None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+both_stores!(
+    jobs_list_shows_only_the_callers_tenants_jobs,
+    jobs_list_pages_cover_every_job_once,
+    jobs_list_filters,
+    jobs_list_refuses_bad_query_values,
+    jobs_list_is_open_to_viewers_only_within_a_tenant,
+);

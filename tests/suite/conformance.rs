@@ -2193,3 +2193,496 @@ both_stores!(
     cancel_requested_then_lease_expiry_cancels,
     retry_event_run_at_is_fixed_format_utc,
 );
+
+// ---- listing a tenant's jobs -------------------------------------------------
+
+use longhaul_core::job::JobFilter;
+
+/// Every page of a store listing from the start, `page` jobs at a time.
+async fn list_all_pages(
+    db: &TestDb,
+    tenant: &str,
+    filter: &JobFilter,
+    page: u32,
+) -> Vec<Vec<JobId>> {
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let jobs = db
+            .store
+            .list_jobs(tenant, filter, after, page)
+            .await
+            .expect("list_jobs");
+        assert!(
+            jobs.len() <= page as usize,
+            "a page holds at most the limit"
+        );
+        assert!(
+            jobs.iter().all(|job| job.tenant_id == tenant),
+            "a listing holds only the tenant's jobs"
+        );
+        if jobs.is_empty() {
+            return pages;
+        }
+        after = jobs.last().map(|job| job.id);
+        pages.push(ids_in_order(&jobs));
+    }
+}
+
+/// The jobs' ids in the order the store answered (`ids` sorts them).
+fn ids_in_order(jobs: &[Job]) -> Vec<JobId> {
+    jobs.iter().map(|job| job.id).collect()
+}
+
+fn newest_first(mut ids: Vec<JobId>) -> Vec<JobId> {
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids
+}
+
+async fn list_jobs_pages_walk_every_job_once_newest_first(db: TestDb) {
+    let client = client(&db);
+    let mut mine = Vec::new();
+    // Several batches, interleaved with another tenant's jobs.
+    for _ in 0..4 {
+        mine.extend(enqueue_noop(&client, TENANT, 5).await);
+        enqueue_noop(&client, OTHER, 3).await;
+    }
+    mine.push(enqueue(&client, noop(TENANT)).await);
+    mine.push(enqueue(&client, noop(TENANT)).await);
+    mine.push(enqueue(&client, noop(TENANT)).await);
+    assert_eq!(mine.len(), 23);
+
+    let pages = list_all_pages(&db, TENANT, &JobFilter::default(), 7).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [7, 7, 7, 2]);
+    let walked: Vec<JobId> = pages.concat();
+    assert_eq!(
+        walked,
+        newest_first(mine.clone()),
+        "every job once, id descending"
+    );
+    assert_eq!(walked.iter().collect::<HashSet<_>>().len(), walked.len());
+
+    // The client pages the same way and says when there is no next page.
+    let mut walked = Vec::new();
+    let mut after = None;
+    let mut sizes = Vec::new();
+    loop {
+        let page = client
+            .list(TENANT, &JobFilter::default(), after, 7)
+            .await
+            .expect("list");
+        sizes.push(page.jobs.len());
+        walked.extend(ids_in_order(&page.jobs));
+        match page.next_cursor {
+            Some(cursor) => {
+                assert_eq!(Some(cursor), page.jobs.last().map(|job| job.id));
+                after = Some(cursor);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [7, 7, 7, 2]);
+    assert_eq!(walked, newest_first(mine.clone()));
+
+    // A last page that is exactly full has no next cursor.
+    let last_three = client
+        .list(TENANT, &JobFilter::default(), Some(walked[19]), 3)
+        .await
+        .expect("list");
+    assert_eq!(ids_in_order(&last_three.jobs), walked[20..].to_vec());
+    assert_eq!(last_three.next_cursor, None);
+}
+
+/// Jobs of several kinds, queues, states and creation times, for filtering.
+struct FilterFixture {
+    /// Every job of TENANT, as stored after the set-up.
+    jobs: Vec<Job>,
+    /// The creation times of the three batches, oldest first.
+    batches: [DateTime<Utc>; 3],
+}
+
+async fn filter_fixture(db: &TestDb, client: &JobClient) -> FilterFixture {
+    let mut created = Vec::new();
+    let mut batches = Vec::new();
+    let groups: [Vec<EnqueueRequest>; 3] = [
+        vec![noop(TENANT), noop(TENANT), noop(TENANT)],
+        vec![
+            sleep_job(TENANT, 10),
+            sleep_job(TENANT, 10),
+            on_queue("bulk", noop(TENANT)),
+            on_queue("bulk", noop(TENANT)),
+        ],
+        vec![
+            noop(TENANT),
+            noop(TENANT),
+            on_queue("bulk", sleep_job(TENANT, 10)),
+        ],
+    ];
+    for group in groups {
+        let answers = client.enqueue_many(group).await.expect("enqueue_many");
+        let first = get(db, TENANT, answers[0].id).await;
+        batches.push(first.created_at);
+        created.extend(answers.into_iter().map(|answer| answer.id));
+        // Every batch is created at a later time than the one before.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The two oldest jobs start, one of them succeeds; a queued one is cancelled.
+    let claimed = claim(db, 2).await;
+    assert_eq!(ids(&claimed), sorted(created[..2].to_vec()));
+    succeed(db, claimed[0].lease()).await;
+    client.cancel(TENANT, created[7]).await.expect("cancel");
+    // Another tenant with the same kinds and queues, and tenants whose ids
+    // sort right beside TENANT's.
+    for tenant in [OTHER, "acmd", "acme-b", "acme0"] {
+        client
+            .enqueue_many(vec![
+                noop(tenant),
+                sleep_job(tenant, 10),
+                on_queue("bulk", noop(tenant)),
+            ])
+            .await
+            .expect("enqueue_many");
+    }
+
+    let mut jobs = Vec::new();
+    for id in created {
+        jobs.push(get(db, TENANT, id).await);
+    }
+    assert!(batches[0] < batches[1] && batches[1] < batches[2]);
+    FilterFixture {
+        jobs,
+        batches: [batches[0], batches[1], batches[2]],
+    }
+}
+
+/// The store's answer for `filter` (in pages of 2) against the jobs the
+/// predicate keeps, newest first; the answer must be neither empty nor all.
+async fn assert_filter(
+    db: &TestDb,
+    fixture: &FilterFixture,
+    what: &str,
+    filter: JobFilter,
+    keep: impl Fn(&Job) -> bool,
+) {
+    let expected = newest_first(
+        fixture
+            .jobs
+            .iter()
+            .filter(|job| keep(job))
+            .map(|job| job.id)
+            .collect(),
+    );
+    assert!(
+        !expected.is_empty() && expected.len() < fixture.jobs.len(),
+        "{what}: the fixture should make the filter meaningful"
+    );
+    let listed = db
+        .store
+        .list_jobs(TENANT, &filter, None, 100)
+        .await
+        .expect("list_jobs");
+    assert_eq!(ids_in_order(&listed), expected, "{what}");
+    assert_eq!(
+        list_all_pages(db, TENANT, &filter, 2).await.concat(),
+        expected,
+        "{what}, in pages of 2"
+    );
+    // The whole job, as stored, in every row.
+    for job in &listed {
+        assert!(fixture.jobs.contains(job), "{what}: {job:?}");
+    }
+}
+
+async fn list_jobs_filters_alone_and_combined(db: TestDb) {
+    let client = client(&db);
+    let fixture = filter_fixture(&db, &client).await;
+    let [first, second, third] = fixture.batches;
+    let filter = JobFilter::default;
+
+    assert_filter(
+        &db,
+        &fixture,
+        "queued",
+        JobFilter {
+            states: vec![JobState::Queued],
+            ..filter()
+        },
+        |job| job.state == JobState::Queued,
+    )
+    .await;
+    assert_filter(
+        &db,
+        &fixture,
+        "running or succeeded",
+        JobFilter {
+            states: vec![JobState::Running, JobState::Succeeded],
+            ..filter()
+        },
+        |job| matches!(job.state, JobState::Running | JobState::Succeeded),
+    )
+    .await;
+    assert_filter(
+        &db,
+        &fixture,
+        "cancelled",
+        JobFilter {
+            states: vec![JobState::Cancelled],
+            ..filter()
+        },
+        |job| job.state == JobState::Cancelled,
+    )
+    .await;
+    assert_filter(
+        &db,
+        &fixture,
+        "kind",
+        JobFilter {
+            kind: Some(SYSTEM_SLEEP.into()),
+            ..filter()
+        },
+        |job| job.kind == SYSTEM_SLEEP,
+    )
+    .await;
+    assert_filter(
+        &db,
+        &fixture,
+        "queue",
+        JobFilter {
+            queue: Some("bulk".into()),
+            ..filter()
+        },
+        |job| job.queue == "bulk",
+    )
+    .await;
+    assert_filter(
+        &db,
+        &fixture,
+        "created from (inclusive)",
+        JobFilter {
+            created_from: Some(second),
+            ..filter()
+        },
+        |job| job.created_at >= second,
+    )
+    .await;
+    assert_filter(
+        &db,
+        &fixture,
+        "created to (exclusive)",
+        JobFilter {
+            created_to: Some(second),
+            ..filter()
+        },
+        |job| job.created_at < second,
+    )
+    .await;
+    assert_filter(
+        &db,
+        &fixture,
+        "created in [second, third)",
+        JobFilter {
+            created_from: Some(second),
+            created_to: Some(third),
+            ..filter()
+        },
+        |job| job.created_at >= second && job.created_at < third,
+    )
+    .await;
+    assert_filter(
+        &db,
+        &fixture,
+        "queued noop jobs on bulk created from the second batch",
+        JobFilter {
+            states: vec![JobState::Queued],
+            kind: Some(SYSTEM_NOOP.into()),
+            queue: Some("bulk".into()),
+            created_from: Some(second),
+            created_to: Some(third + chrono::Duration::seconds(1)),
+        },
+        |job| {
+            job.state == JobState::Queued
+                && job.kind == SYSTEM_NOOP
+                && job.queue == "bulk"
+                && job.created_at >= second
+        },
+    )
+    .await;
+    assert_filter(
+        &db,
+        &fixture,
+        "queued or cancelled noop jobs of the default queue",
+        JobFilter {
+            states: vec![JobState::Queued, JobState::Cancelled],
+            kind: Some(SYSTEM_NOOP.into()),
+            queue: Some("default".into()),
+            ..filter()
+        },
+        |job| {
+            matches!(job.state, JobState::Queued | JobState::Cancelled)
+                && job.kind == SYSTEM_NOOP
+                && job.queue == "default"
+        },
+    )
+    .await;
+    // Each batch's creation time is the start of exactly its own range.
+    let all = db
+        .store
+        .list_jobs(
+            TENANT,
+            &JobFilter {
+                created_from: Some(first),
+                ..filter()
+            },
+            None,
+            100,
+        )
+        .await
+        .expect("list_jobs");
+    assert_eq!(all.len(), fixture.jobs.len());
+}
+
+async fn list_jobs_never_shows_another_tenants_jobs(db: TestDb) {
+    let client = client(&db);
+    let mut jobs: Vec<(&str, Vec<JobId>)> = Vec::new();
+    for tenant in [TENANT, OTHER, "acmd", "acme-b", "acme0"] {
+        jobs.push((tenant, enqueue_noop(&client, tenant, 4).await));
+    }
+    for (tenant, own) in &jobs {
+        let pages = list_all_pages(&db, tenant, &JobFilter::default(), 3).await;
+        assert_eq!(pages.concat(), newest_first(own.clone()), "{tenant}");
+    }
+    // Another tenant's job as the cursor still lists only the caller's jobs.
+    let (_, other_jobs) = &jobs[1];
+    let (_, mine) = &jobs[0];
+    let newest_other = other_jobs.iter().max().copied();
+    let listed = db
+        .store
+        .list_jobs(TENANT, &JobFilter::default(), newest_other, 100)
+        .await
+        .expect("list_jobs");
+    assert!(listed.iter().all(|job| job.tenant_id == TENANT));
+    assert_eq!(ids_in_order(&listed), newest_first(mine.clone()));
+    let listed = client
+        .list(
+            OTHER,
+            &JobFilter {
+                states: JobState::ALL.to_vec(),
+                kind: Some(SYSTEM_NOOP.into()),
+                queue: Some("default".into()),
+                ..JobFilter::default()
+            },
+            None,
+            200,
+        )
+        .await
+        .expect("list");
+    assert_eq!(ids_in_order(&listed.jobs), newest_first(other_jobs.clone()));
+}
+
+async fn list_jobs_empty_results(db: TestDb) {
+    let client = client(&db);
+    let none = JobFilter::default();
+    assert!(db
+        .store
+        .list_jobs(TENANT, &none, None, 10)
+        .await
+        .expect("list_jobs")
+        .is_empty());
+    let mine = enqueue_noop(&client, TENANT, 3).await;
+    enqueue_noop(&client, OTHER, 3).await;
+    assert!(db
+        .store
+        .list_jobs("nobody", &none, None, 10)
+        .await
+        .expect("list_jobs")
+        .is_empty());
+    // Past the oldest job.
+    let oldest = mine.iter().min().copied();
+    assert!(db
+        .store
+        .list_jobs(TENANT, &none, oldest, 10)
+        .await
+        .expect("list_jobs")
+        .is_empty());
+    // Filters that match nothing.
+    for filter in [
+        JobFilter {
+            states: vec![JobState::Failed],
+            ..JobFilter::default()
+        },
+        JobFilter {
+            kind: Some("no.such.kind".into()),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            queue: Some("elsewhere".into()),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            created_from: Some(Utc::now() + chrono::Duration::hours(1)),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            created_to: Some(Utc::now() - chrono::Duration::hours(1)),
+            ..JobFilter::default()
+        },
+    ] {
+        let page = client.list(TENANT, &filter, None, 10).await.expect("list");
+        assert!(page.jobs.is_empty(), "{filter:?}");
+        assert_eq!(page.next_cursor, None);
+    }
+}
+
+async fn list_jobs_client_validates_limit_and_range(db: TestDb) {
+    let client = client(&db);
+    enqueue_noop(&client, TENANT, 2).await;
+    let none = JobFilter::default();
+    for limit in [0, 201, u32::MAX] {
+        assert_err!(
+            client.list(TENANT, &none, None, limit).await,
+            Error::Validation { field, .. } if field == "limit"
+        );
+    }
+    for limit in [1, 200] {
+        client
+            .list(TENANT, &none, None, limit)
+            .await
+            .expect("limit in range");
+    }
+    let at = Utc::now();
+    for to in [at, at - chrono::Duration::seconds(1)] {
+        let filter = JobFilter {
+            created_from: Some(at),
+            created_to: Some(to),
+            ..JobFilter::default()
+        };
+        assert_err!(
+            client.list(TENANT, &filter, None, 10).await,
+            Error::Validation { field, .. } if field == "created_to"
+        );
+    }
+    for (kind, queue) in [
+        (Some(""), None),
+        (Some("a\u{0}b"), None),
+        (None, Some("Not A Queue")),
+        (None, Some("q\u{0}")),
+    ] {
+        let filter = JobFilter {
+            kind: kind.map(String::from),
+            queue: queue.map(String::from),
+            ..JobFilter::default()
+        };
+        assert_err!(
+            client.list(TENANT, &filter, None, 10).await,
+            Error::Validation { .. }
+        );
+    }
+}
+
+both_stores!(
+    list_jobs_pages_walk_every_job_once_newest_first,
+    list_jobs_filters_alone_and_combined,
+    list_jobs_never_shows_another_tenants_jobs,
+    list_jobs_empty_results,
+    list_jobs_client_validates_limit_and_range,
+);

@@ -7,6 +7,8 @@ mod harness;
 
 mod api;
 mod conformance;
+mod events;
+mod lockout;
 mod process;
 mod runtime;
 mod support;

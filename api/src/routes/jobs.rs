@@ -1,5 +1,6 @@
-//! `/v1/jobs`: create (202 + Location, `Idempotency-Key`), read, cancel and
-//! retry a tenant's jobs. A job of another tenant is `404`, never `403`.
+//! `/v1/jobs`: create (202 + Location, `Idempotency-Key`), list (filters and
+//! cursor pagination), read, cancel and retry a tenant's jobs. A job of
+//! another tenant is `404`, never `403`, and never appears in a listing.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -8,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use longhaul_core::client::EnqueueRequest;
-use longhaul_core::job::{Attempt, Job};
+use longhaul_core::job::{Attempt, Job, JobFilter};
 use longhaul_core::tenancy::Role;
 use longhaul_core::{JobId, JobState, Progress};
 use serde::{Deserialize, Serialize};
@@ -16,12 +17,12 @@ use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/jobs", post(create))
+        .route("/v1/jobs", post(create).get(list))
         .route("/v1/jobs/{id}", get(read))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/retry", post(retry))
@@ -42,6 +43,88 @@ pub struct CreateJob {
 
 fn empty_object() -> Value {
     Value::Object(Default::default())
+}
+
+/// `GET /v1/jobs` query: `state=queued,running&kind=…&queue=…&createdFrom=…&
+/// createdTo=…&limit=…&cursor=…`. Values are parsed by hand so that a bad one
+/// is a `422` naming its parameter.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListJobs {
+    /// Comma-separated states.
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    /// RFC 3339; jobs created at or after it.
+    pub created_from: Option<String>,
+    /// RFC 3339; jobs created before it.
+    pub created_to: Option<String>,
+    pub limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+pub const DEFAULT_PAGE: u32 = 50;
+
+/// One page of jobs, newest first.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPage {
+    pub data: Vec<JobView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<JobId>,
+}
+
+impl ListJobs {
+    fn filter(&self) -> Result<JobFilter, ApiError> {
+        let states = match &self.state {
+            None => vec![],
+            Some(list) => list
+                .split(',')
+                .map(|name| name.trim().parse::<JobState>())
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        Ok(JobFilter {
+            states,
+            kind: self.kind.clone(),
+            queue: self.queue.clone(),
+            created_from: time_param("createdFrom", self.created_from.as_deref())?,
+            created_to: time_param("createdTo", self.created_to.as_deref())?,
+        })
+    }
+
+    fn cursor(&self) -> Result<Option<JobId>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|text| {
+                text.parse().map_err(|_| {
+                    ApiError::validation(
+                        "cursor",
+                        format!(
+                            "{text:?} is not a job id; pass the nextCursor of the previous page"
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+fn time_param(name: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    text.map(|text| {
+        DateTime::parse_from_rfc3339(text)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::validation(
+                    name,
+                    format!(
+                        "{text:?} is not an RFC 3339 time such as 2025-01-31T12:00:00Z \
+                         (percent-encode a '+' offset as %2B)"
+                    ),
+                )
+            })
+    })
+    .transpose()
 }
 
 /// A job as clients see it.
@@ -157,6 +240,38 @@ async fn create(
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListJobs>,
+) -> Result<Json<JobPage>, ApiError> {
+    let tenant = caller.tenant_role(Role::Viewer)?;
+    let filter = query.filter()?;
+    let after = query.cursor()?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    // The client checks the limit and the range and reads one job more than
+    // the page to know whether another follows.
+    let page = state
+        .jobs
+        .list(&tenant.id, &filter, after, limit)
+        .await
+        .map_err(|error| match error {
+            // Name the query parameter the caller sent.
+            longhaul_core::Error::Validation { field, message } if field == "created_to" => {
+                ApiError::validation("createdTo", message)
+            }
+            other => ApiError::from(other),
+        })?;
+    Ok(Json(JobPage {
+        data: page
+            .jobs
+            .into_iter()
+            .map(|job| JobView::of(job, None))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 async fn read(

@@ -27,8 +27,8 @@ pub use wake::{Wake, WakeReceiver};
 use crate::error::{Error, Result};
 use crate::ids::JobId;
 use crate::job::{
-    Attempt, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent, JobState, Lease,
-    NewJob, Progress,
+    Attempt, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent, JobFilter, JobState,
+    Lease, NewJob, Progress,
 };
 
 /// Which backend a store runs on.
@@ -65,6 +65,19 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     async fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>>;
 
     async fn get_job(&self, tenant_id: &str, id: JobId) -> Result<Job>;
+
+    /// Up to `limit` of the tenant's jobs that match `filter`, newest first
+    /// (id descending: ids are UUIDv7), strictly older than the job `after`
+    /// when it is set: keyset pagination on `jobs_tenant_idx` (never OFFSET),
+    /// so a deep page costs what the first does. The other filters are
+    /// checked on the rows that index yields.
+    async fn list_jobs(
+        &self,
+        tenant_id: &str,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        limit: u32,
+    ) -> Result<Vec<Job>>;
 
     /// The finished attempts of a job, oldest first.
     async fn job_attempts(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>>;

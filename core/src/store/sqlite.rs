@@ -39,7 +39,7 @@ use crate::error::{DbContext, Error, Result};
 use crate::ids::JobId;
 use crate::job::{
     Attempt, AttemptOutcome, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent,
-    JobState, Lease, NewJob, Progress,
+    JobFilter, JobState, Lease, NewJob, Progress,
 };
 use crate::nul::{json_without_nul, text_without_nul};
 
@@ -438,6 +438,24 @@ async fn record_claims(
     Ok(())
 }
 
+// ---- listing -----------------------------------------------------------------
+
+/// A page of a tenant's jobs, newest first: `?1` tenant, `?2` the cursor (16
+/// bytes of 0xff for the first page, so the search of `jobs_tenant_idx` is
+/// always `tenant_id = ?1 AND id < ?2`), `?3` states as a JSON array (empty:
+/// any), `?4` kind, `?5` queue, `?6`/`?7` the created range `[from, to)` in
+/// microseconds, `?8` limit.
+const LIST_SQL: &str = "
+    SELECT * FROM jobs
+    WHERE tenant_id = ?1 AND id < ?2
+      AND (json_array_length(?3) = 0 OR state IN (SELECT value FROM json_each(?3)))
+      AND (?4 IS NULL OR kind = ?4)
+      AND (?5 IS NULL OR queue = ?5)
+      AND (?6 IS NULL OR created_at >= ?6)
+      AND (?7 IS NULL OR created_at < ?7)
+    ORDER BY id DESC
+    LIMIT ?8";
+
 // ---- pruning -----------------------------------------------------------------
 
 /// Deletes the jobs `?1` names (a JSON array of ids) with their history; the
@@ -746,6 +764,29 @@ impl JobStore for SqliteStore {
         find_job(&self.pool, tenant_id, id)
             .await?
             .ok_or(Error::NotFound(id))
+    }
+
+    async fn list_jobs(
+        &self,
+        tenant_id: &str,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        let states: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
+        let rows = sqlx::query(LIST_SQL)
+            .bind(tenant_id)
+            .bind(after.map_or(Uuid::max(), |id| id.as_uuid()))
+            .bind(json!(states).to_string())
+            .bind(filter.kind.as_deref())
+            .bind(filter.queue.as_deref())
+            .bind(filter.created_from.map(|at| at.timestamp_micros()))
+            .bind(filter.created_to.map(|at| at.timestamp_micros()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .db("listing jobs")?;
+        rows.iter().map(job_from_row).collect()
     }
 
     async fn job_attempts(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {

@@ -18,6 +18,10 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// `Retry-After` (seconds) of a `429 quota_exceeded`: queued jobs leave the
+/// queue as workers claim them, so this is an estimate, not a promise.
+pub const QUEUE_FULL_RETRY_AFTER_SECS: u64 = 30;
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
@@ -104,6 +108,19 @@ impl From<longhaul_core::Error> for ApiError {
             E::NotFound(id) => ApiError::not_found(format!("job {id} not found")),
             E::NoSuchResource { kind, id } => ApiError::not_found(format!("{kind} {id} not found")),
             E::Conflict(message) => ApiError::conflict(message),
+            E::QuotaExceeded { limit, current } => {
+                let mut error = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota_exceeded",
+                    format!(
+                        "the tenant has {current} queued jobs, at its limit of {limit}; \
+                         retry once some have started"
+                    ),
+                )
+                .with_details(json!({ "limit": limit, "queued": current }));
+                error.retry_after = Some(QUEUE_FULL_RETRY_AFTER_SECS);
+                error
+            }
             other => {
                 tracing::error!(error = %other, "request failed");
                 ApiError::internal()

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod error;
 pub mod extract;
 pub mod lockout;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::events::routes())
         .merge(routes::tenants::routes())
         .merge(routes::keys::routes())
+        .merge(routes::usage::routes())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -275,14 +275,7 @@ impl RedisLockout {
     /// Connects now (an unreachable server is an error, not a later surprise),
     /// keeping keys under `namespace` (normally [`REDIS_NAMESPACE`]).
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, LockoutError> {
-        let client = redis::Client::open(url).map_err(|e| LockoutError(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let connection = redis::aio::ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| LockoutError(e.to_string()))?;
+        let connection = redis_connection(url).await.map_err(LockoutError)?;
         let lockout = RedisLockout {
             connection,
             namespace: namespace.trim_end_matches(':').to_string(),
@@ -290,6 +283,12 @@ impl RedisLockout {
         // Proves the server answers commands, not only accepts connections.
         let _: Option<Duration> = lockout.check(&[], Utc::now()).await?;
         Ok(lockout)
+    }
+
+    /// The connection, to share with other Redis-backed counters (the rate
+    /// limiter).
+    pub fn connection(&self) -> redis::aio::ConnectionManager {
+        self.connection.clone()
     }
 
     fn count_key(&self, key: &LockKey) -> String {
@@ -331,6 +330,19 @@ impl RedisLockout {
             cursor = next;
         }
     }
+}
+
+/// A reconnecting Redis connection with the API's settings (5 s to connect,
+/// 2 s per answer, 2 retries), shared by the lockout and the rate limiter.
+pub async fn redis_connection(url: &str) -> Result<redis::aio::ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2);
+    redis::aio::ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn millis(ms: i64) -> Option<Duration> {

@@ -1,5 +1,5 @@
 //! What every handler shares: the stores, the validating job client, the
-//! clock, the brute-force lockout counters.
+//! clock, the brute-force lockout and creation rate counters.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use longhaul_core::{Catalogue, JobClient};
 
 use crate::clock::{Clock, SystemClock};
 use crate::lockout::{Lockout, MemoryLockout};
+use crate::rate_limit::{MemoryRateLimiter, RateLimiter};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,6 +17,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Failed-authentication counters (in-process unless Redis is configured).
     pub lockout: Arc<dyn Lockout>,
+    /// Job creations per tenant and minute (in-process unless Redis is configured).
+    pub rate_limiter: Arc<dyn RateLimiter>,
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
 }
@@ -28,6 +31,7 @@ impl AppState {
             stores,
             clock: Arc::new(SystemClock),
             lockout: Arc::new(MemoryLockout::new()),
+            rate_limiter: Arc::new(MemoryRateLimiter::new()),
             trust_forwarded_for: false,
         }
     }
@@ -39,6 +43,11 @@ impl AppState {
 
     pub fn with_lockout(mut self, lockout: Arc<dyn Lockout>) -> Self {
         self.lockout = lockout;
+        self
+    }
+
+    pub fn with_rate_limiter(mut self, rate_limiter: Arc<dyn RateLimiter>) -> Self {
+        self.rate_limiter = rate_limiter;
         self
     }
 

@@ -15,6 +15,7 @@ use crate::job::{Attempt, Enqueued, Job, JobEvent, JobFilter, NewJob};
 use crate::kinds::Catalogue;
 use crate::nul::contains_nul;
 use crate::store::JobStore;
+use crate::usage::{KindUsage, Period};
 
 /// Params larger than this (serialized JSON) are refused.
 pub const MAX_PARAMS_BYTES: usize = 64 * 1024;
@@ -145,6 +146,46 @@ impl JobClient {
         stored
             .pop()
             .ok_or_else(|| Error::corrupt("enqueue", "the store answered no job"))
+    }
+
+    /// Admits one job a tenant submitted (the API's path): refused with
+    /// [`Error::QuotaExceeded`] if it would take the tenant past `max_queued`
+    /// queued jobs (an idempotent replay is never refused), and metered as
+    /// one billable operation of its kind in `period` when it is created.
+    /// See [`JobStore::enqueue_within_quota`].
+    pub async fn enqueue_within_quota(
+        &self,
+        request: EnqueueRequest,
+        max_queued: Option<i64>,
+        period: Period,
+    ) -> Result<Enqueued> {
+        let job = self.prepare(request)?;
+        self.admit(job, max_queued, period).await
+    }
+
+    /// [`JobClient::enqueue_within_quota`] for a job already [prepared]
+    /// (validated), for callers that act between validation and the write
+    /// (the API counts creations per minute there).
+    ///
+    /// [prepared]: JobClient::prepare
+    pub async fn admit(
+        &self,
+        job: NewJob,
+        max_queued: Option<i64>,
+        period: Period,
+    ) -> Result<Enqueued> {
+        let mut stored = self
+            .store
+            .enqueue_within_quota(std::slice::from_ref(&job), max_queued, period)
+            .await?;
+        stored
+            .pop()
+            .ok_or_else(|| Error::corrupt("enqueue", "the store answered no job"))
+    }
+
+    /// A tenant's billable operations per kind in `period`.
+    pub async fn usage(&self, tenant_id: &str, period: Period) -> Result<Vec<KindUsage>> {
+        self.store.usage(tenant_id, period).await
     }
 
     /// Stores a batch atomically: if any request is invalid, nothing is written

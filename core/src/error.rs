@@ -33,6 +33,11 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 
+    /// Accepting the work would take the tenant past its cap on queued jobs
+    /// (`current` were queued before the request); nothing was written.
+    #[error("the tenant already has {current} queued jobs, at its limit of {limit}")]
+    QuotaExceeded { limit: i64, current: i64 },
+
     /// A worker write was fenced: the attempt no longer holds the job's lease.
     #[error("job {job_id} attempt {attempt} no longer holds the lease")]
     LeaseLost { job_id: JobId, attempt: i32 },

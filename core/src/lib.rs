@@ -16,6 +16,7 @@ pub mod kinds;
 pub mod nul;
 pub mod store;
 pub mod tenancy;
+pub mod usage;
 
 pub use client::JobClient;
 pub use config::Config;

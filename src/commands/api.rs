@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use longhaul_api::lockout::{Lockout, MemoryLockout, RedisLockout, REDIS_NAMESPACE};
+use longhaul_api::rate_limit::{self, MemoryRateLimiter, RateLimiter, RedisRateLimiter};
 use longhaul_api::AppState;
 use longhaul_core::{Catalogue, Config};
 
@@ -11,8 +12,10 @@ use crate::runtime;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let stores = runtime::connect(&config).await?;
+    let (lockout, rate_limiter) = counters(&config).await?;
     let state = AppState::new(stores, Arc::new(Catalogue::builtin()))
-        .with_lockout(lockout(&config).await?)
+        .with_lockout(lockout)
+        .with_rate_limiter(rate_limiter)
         .with_trust_forwarded_for(config.trust_forwarded_for);
     let shutdown = runtime::shutdown_on_signal();
     longhaul_api::serve(
@@ -24,23 +27,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The brute-force lockout counters: in Redis when `LONGHAUL_REDIS_URL` is set
-/// (shared by every API replica; start-up fails if it is unreachable), else
-/// in this process.
-pub async fn lockout(config: &Config) -> anyhow::Result<Arc<dyn Lockout>> {
+/// The brute-force lockout and creation-rate counters: in Redis when
+/// `LONGHAUL_REDIS_URL` is set (shared by every API replica, over one
+/// connection; start-up fails if it is unreachable), else in this process.
+pub async fn counters(config: &Config) -> anyhow::Result<(Arc<dyn Lockout>, Arc<dyn RateLimiter>)> {
     match &config.redis_url {
         Some(url) => {
             let lockout = RedisLockout::connect(url, REDIS_NAMESPACE)
                 .await
                 .with_context(|| {
                     format!(
-                        "connecting to Redis at {} (LONGHAUL_REDIS_URL) for the brute-force lockout",
+                        "connecting to Redis at {} (LONGHAUL_REDIS_URL) for the API's counters",
                         runtime::redact(url)
                     )
                 })?;
-            tracing::info!(redis = %runtime::redact(url), "brute-force lockout counters in Redis");
-            Ok(Arc::new(lockout))
+            let rate_limiter = RedisRateLimiter::with_connection(
+                lockout.connection(),
+                rate_limit::REDIS_NAMESPACE,
+            );
+            tracing::info!(redis = %runtime::redact(url), "lockout and rate-limit counters in Redis");
+            Ok((Arc::new(lockout), Arc::new(rate_limiter)))
         }
-        None => Ok(Arc::new(MemoryLockout::new())),
+        None => Ok((
+            Arc::new(MemoryLockout::new()),
+            Arc::new(MemoryRateLimiter::new()),
+        )),
     }
 }

@@ -32,7 +32,7 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
         .issue_api_key(Some(&tenant.id), "dev session", Role::Admin, KeyMode::Test)
         .await?;
 
-    let lockout = super::api::lockout(&config).await?;
+    let (lockout, rate_limiter) = super::api::counters(&config).await?;
 
     let registry = Registry::builtin();
     let queues: BTreeSet<String> = registry
@@ -77,6 +77,7 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     let worker = tokio::spawn(pool.run(shutdown.clone()));
     let state = AppState::new(stores, Arc::new(longhaul_core::Catalogue::builtin()))
         .with_lockout(lockout)
+        .with_rate_limiter(rate_limiter)
         .with_trust_forwarded_for(config.trust_forwarded_for);
     let api_shutdown = shutdown.clone();
     let served = longhaul_api::serve(config.api_addr, state, async move {

@@ -10,6 +10,7 @@ mod conformance;
 mod events;
 mod lockout;
 mod process;
+mod quotas;
 mod runtime;
 mod support;
 mod tenancy;

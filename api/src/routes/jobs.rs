@@ -1,4 +1,6 @@
-//! `/v1/jobs`: create (202 + Location, `Idempotency-Key`), list (filters and
+//! `/v1/jobs`: create (202 + Location, `Idempotency-Key`; quotas: `429
+//! rate_limited` past the tenant's creations per minute, `429 quota_exceeded`
+//! at its cap on queued jobs), list (filters and
 //! cursor pagination), read, cancel and retry a tenant's jobs. A job of
 //! another tenant is `404`, never `403`, and never appears in a listing.
 
@@ -11,13 +13,15 @@ use chrono::{DateTime, Utc};
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::{Attempt, Job, JobFilter};
 use longhaul_core::tenancy::Role;
+use longhaul_core::usage::Period;
 use longhaul_core::{JobId, JobState, Progress};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::lockout;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -228,7 +232,27 @@ async fn create(
         max_attempts: body.max_attempts,
         idempotency_key: idempotency_key(&headers)?,
     };
-    let enqueued = state.jobs.enqueue(request).await?;
+    // Validation first: a request refused as invalid is not a creation.
+    let job = state.jobs.prepare(request)?;
+    let now = state.clock.now();
+    if let Some(limit) = tenant.quotas.creations_per_minute {
+        let limit = u64::try_from(limit).unwrap_or(0);
+        match state.rate_limiter.acquire(&tenant.id, limit, now).await {
+            Ok(None) => {}
+            Ok(Some(remaining)) => return Err(rate_limited(limit, remaining)),
+            Err(error) => {
+                // Fails closed, as the lockout does.
+                tracing::error!(%error, "creation rate counters unavailable");
+                return Err(ApiError::internal());
+            }
+        }
+    }
+    // The queued cap is checked and the usage metered in the insert's
+    // transaction: a refusal writes nothing, an acceptance is billed once.
+    let enqueued = state
+        .jobs
+        .admit(job, tenant.quotas.max_queued, Period::of(now))
+        .await?;
     let job = state.jobs.get(&tenant.id, enqueued.id).await?;
     let location = format!("/v1/jobs/{}", job.id);
     let mut response = (StatusCode::ACCEPTED, Json(JobView::of(job, None))).into_response();
@@ -240,6 +264,18 @@ async fn create(
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+fn rate_limited(limit: u64, remaining: std::time::Duration) -> ApiError {
+    let seconds = lockout::retry_after_secs(remaining);
+    let mut error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("the tenant may create {limit} jobs per minute; try again in {seconds} s"),
+    )
+    .with_details(json!({ "limit": limit, "retryAfterSeconds": seconds }));
+    error.retry_after = Some(seconds);
+    error
 }
 
 async fn list(

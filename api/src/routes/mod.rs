@@ -5,3 +5,4 @@ pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod tenants;
+pub mod usage;

@@ -12,6 +12,7 @@ mod postgres;
 mod sqlite;
 mod wake;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ use crate::job::{
     Attempt, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent, JobFilter, JobState,
     Lease, NewJob, Progress,
 };
+use crate::usage::{KindUsage, Period};
 
 /// Which backend a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,30 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// job of the same tenant is not stored again: its answer names the existing
     /// job with `created: false` (a different kind or params is a conflict).
     async fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>>;
+
+    /// Admits work a tenant submitted (the API's `POST /v1/jobs`): stores the
+    /// jobs as [`JobStore::enqueue`] does and, in the same transaction,
+    ///
+    /// - when `max_queued` is set, refuses the whole batch with
+    ///   [`Error::QuotaExceeded`] (writing nothing) if a tenant of the batch
+    ///   would end with more than `max_queued` jobs in state `queued`. The
+    ///   count and the insert are serialized per tenant (PostgreSQL: a
+    ///   transaction-level advisory lock on the tenant, taken only when a cap
+    ///   is set; SQLite: the write lock), so concurrent requests cannot pass
+    ///   the cap together. A batch that creates nothing (idempotent replays)
+    ///   is never refused, and jobs already queued are never touched;
+    /// - adds one billable operation per created job (not per replay) to the
+    ///   `usage` of its tenant and kind in `period`.
+    async fn enqueue_within_quota(
+        &self,
+        jobs: &[NewJob],
+        max_queued: Option<i64>,
+        period: Period,
+    ) -> Result<Vec<Enqueued>>;
+
+    /// A tenant's billable operations in `period`, per kind (sorted by kind;
+    /// kinds without operations are absent).
+    async fn usage(&self, tenant_id: &str, period: Period) -> Result<Vec<KindUsage>>;
 
     async fn get_job(&self, tenant_id: &str, id: JobId) -> Result<Job>;
 
@@ -177,6 +203,53 @@ fn validate_max_running(max_running: Option<i32>) -> Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// Created jobs per tenant and per (tenant, kind), in sorted order (so that
+/// concurrent writers touch `usage` rows in the same order).
+struct Created<'j> {
+    per_tenant: BTreeMap<&'j str, i64>,
+    per_kind: BTreeMap<(&'j str, &'j str), i64>,
+}
+
+fn count_created<'j>(jobs: &'j [NewJob], answers: &[Enqueued]) -> Created<'j> {
+    let mut created = Created {
+        per_tenant: BTreeMap::new(),
+        per_kind: BTreeMap::new(),
+    };
+    for (job, answer) in jobs.iter().zip(answers) {
+        if answer.created {
+            *created
+                .per_tenant
+                .entry(job.tenant_id.as_str())
+                .or_default() += 1;
+            *created
+                .per_kind
+                .entry((job.tenant_id.as_str(), job.kind.as_str()))
+                .or_default() += 1;
+        }
+    }
+    created
+}
+
+/// The quota check both backends make after inserting (inside the
+/// transaction): `queued_before` maps each tenant to its queued jobs before
+/// the batch. A tenant that created nothing is never refused.
+fn check_max_queued(
+    limit: i64,
+    queued_before: &BTreeMap<String, i64>,
+    created: &Created<'_>,
+) -> Result<()> {
+    for (tenant, n) in &created.per_tenant {
+        let before = queued_before.get(*tenant).copied().unwrap_or(0);
+        if *n > 0 && before + n > limit {
+            return Err(Error::QuotaExceeded {
+                limit,
+                current: before,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn idempotency_conflict(key: &str) -> Error {

@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use super::wake::{Wake, WakeHub, WakeReceiver, CANCEL_CHANNEL, QUEUE_CHANNEL};
 use super::{
-    idempotency_conflict, state_conflict, validate_max_running, Backend, JobStore, Rescued,
+    check_max_queued, count_created, idempotency_conflict, state_conflict, validate_max_running,
+    Backend, Created, JobStore, Rescued,
 };
 use crate::error::{DbContext, Error, Result};
 use crate::ids::JobId;
@@ -29,6 +30,7 @@ use crate::job::{
     JobFilter, JobState, Lease, NewJob, Progress,
 };
 use crate::nul::{json_without_nul, text_without_nul};
+use crate::usage::{KindUsage, Period};
 
 /// Opens a claim transaction in one round trip: the advisory lock that
 /// serializes claimers (so running caps are checked against committed counts),
@@ -127,6 +129,22 @@ ins AS (
 ),
 woken AS (SELECT pg_notify($15, q.queue) FROM (SELECT DISTINCT queue FROM ins) q)
 SELECT ins.id FROM ins, (SELECT count(*) FROM woken) w";
+
+/// Serializes a tenant's quota checks (count + insert) until the transaction
+/// ends. `hashtext` yields an int4, so the key never equals the claim lock's.
+const QUOTA_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtext('quota:' || $1))";
+
+/// Queued jobs per tenant (`jobs_queued_tenant_idx`): `$1` tenants.
+const QUEUED_COUNT_SQL: &str = "
+SELECT tenant_id, count(*) AS n FROM jobs
+WHERE tenant_id = ANY ($1::text[]) AND state = 'queued'
+GROUP BY tenant_id";
+
+/// Adds billable operations: `$1` tenants, `$2` period, `$3` kinds, `$4` counts.
+const ADD_USAGE_SQL: &str = "
+INSERT INTO usage AS u (tenant_id, period, kind, operations)
+SELECT t, $2, k, n FROM unnest($1::text[], $3::text[], $4::int8[]) AS x(t, k, n)
+ON CONFLICT (tenant_id, period, kind) DO UPDATE SET operations = u.operations + excluded.operations";
 
 /// A page of a tenant's jobs, newest first: `$1` tenant, `$2` the cursor (the
 /// largest uuid for the first page), `$3` states (empty: any), `$4` kind, `$5`
@@ -415,6 +433,30 @@ impl EnqueueColumns {
     }
 }
 
+/// Adds one billable operation per created job, inside the enqueue transaction.
+async fn add_usage(conn: &mut PgConnection, created: &Created<'_>, period: Period) -> Result<()> {
+    if created.per_kind.is_empty() {
+        return Ok(());
+    }
+    let mut tenants = Vec::with_capacity(created.per_kind.len());
+    let mut kinds = Vec::with_capacity(created.per_kind.len());
+    let mut counts = Vec::with_capacity(created.per_kind.len());
+    for ((tenant, kind), n) in &created.per_kind {
+        tenants.push(*tenant);
+        kinds.push(*kind);
+        counts.push(*n);
+    }
+    sqlx::query(ADD_USAGE_SQL)
+        .bind(&tenants)
+        .bind(period.to_string())
+        .bind(&kinds)
+        .bind(&counts)
+        .execute(&mut *conn)
+        .await
+        .db("metering usage")?;
+    Ok(())
+}
+
 fn job_from_row(row: &PgRow) -> Result<Job> {
     let state: String = row.try_get("state").db("reading job state")?;
     let progress: Option<Value> = row.try_get("progress").db("reading job progress")?;
@@ -550,6 +592,76 @@ impl JobStore for PgStore {
         let answers = Self::enqueue_in(&mut tx, jobs).await?;
         tx.commit().await.db("committing enqueued jobs")?;
         Ok(answers)
+    }
+
+    async fn enqueue_within_quota(
+        &self,
+        jobs: &[NewJob],
+        max_queued: Option<i64>,
+        period: Period,
+    ) -> Result<Vec<Enqueued>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .db("starting an enqueue transaction")?;
+        let mut queued_before = BTreeMap::new();
+        if max_queued.is_some() {
+            // Sorted, so that two batches naming the same tenants cannot deadlock.
+            let tenants: std::collections::BTreeSet<&str> =
+                jobs.iter().map(|job| job.tenant_id.as_str()).collect();
+            for tenant in &tenants {
+                sqlx::query(QUOTA_LOCK_SQL)
+                    .bind(*tenant)
+                    .execute(&mut *tx)
+                    .await
+                    .db("taking a tenant's quota lock")?;
+            }
+            // A statement after the lock: its snapshot sees every commit of
+            // the transactions that held the lock before.
+            let tenants: Vec<&str> = tenants.into_iter().collect();
+            for row in sqlx::query(QUEUED_COUNT_SQL)
+                .bind(&tenants)
+                .fetch_all(&mut *tx)
+                .await
+                .db("counting queued jobs")?
+            {
+                let tenant: String = row.try_get("tenant_id").db("reading queued counts")?;
+                let n: i64 = row.try_get("n").db("reading queued counts")?;
+                queued_before.insert(tenant, n);
+            }
+        }
+        let answers = Self::enqueue_in(&mut tx, jobs).await?;
+        let created = count_created(jobs, &answers);
+        if let Some(limit) = max_queued {
+            // An error drops the transaction: nothing is written, no NOTIFY sent.
+            check_max_queued(limit, &queued_before, &created)?;
+        }
+        add_usage(&mut tx, &created, period).await?;
+        tx.commit().await.db("committing enqueued jobs")?;
+        Ok(answers)
+    }
+
+    async fn usage(&self, tenant_id: &str, period: Period) -> Result<Vec<KindUsage>> {
+        let rows = sqlx::query(
+            "SELECT kind, operations FROM usage WHERE tenant_id = $1 AND period = $2 ORDER BY kind",
+        )
+        .bind(tenant_id)
+        .bind(period.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .db("reading usage")?;
+        rows.iter()
+            .map(|row| {
+                Ok(KindUsage {
+                    kind: row.try_get("kind").db("reading usage kind")?,
+                    operations: row.try_get("operations").db("reading usage operations")?,
+                })
+            })
+            .collect()
     }
 
     async fn get_job(&self, tenant_id: &str, id: JobId) -> Result<Job> {

@@ -33,7 +33,8 @@ use uuid::Uuid;
 
 use super::wake::{Wake, WakeHub, WakeReceiver};
 use super::{
-    idempotency_conflict, state_conflict, validate_max_running, Backend, JobStore, Rescued,
+    check_max_queued, count_created, idempotency_conflict, state_conflict, validate_max_running,
+    Backend, Created, JobStore, Rescued,
 };
 use crate::error::{DbContext, Error, Result};
 use crate::ids::JobId;
@@ -42,6 +43,7 @@ use crate::job::{
     JobFilter, JobState, Lease, NewJob, Progress,
 };
 use crate::nul::{json_without_nul, text_without_nul};
+use crate::usage::{KindUsage, Period};
 
 /// What the rescuer writes as the error of an attempt whose lease expired.
 const LEASE_EXPIRED_ERROR: &str = "lease expired: the worker stopped heartbeating";
@@ -297,6 +299,49 @@ async fn enqueue_in(
         }
     }
     Ok(answers)
+}
+
+/// Queued jobs of each tenant of the batch (`jobs_queued_tenant_idx`).
+async fn queued_counts(
+    conn: &mut SqliteConnection,
+    jobs: &[NewJob],
+) -> Result<BTreeMap<String, i64>> {
+    let tenants: BTreeSet<&str> = jobs.iter().map(|job| job.tenant_id.as_str()).collect();
+    let mut counts = BTreeMap::new();
+    for tenant in tenants {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE tenant_id = ?1 AND state = 'queued'",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *conn)
+        .await
+        .db("counting queued jobs")?;
+        counts.insert(tenant.to_string(), n);
+    }
+    Ok(counts)
+}
+
+/// Adds one billable operation per created job, inside the enqueue transaction.
+async fn add_usage(
+    conn: &mut SqliteConnection,
+    created: &Created<'_>,
+    period: Period,
+) -> Result<()> {
+    let period = period.to_string();
+    for ((tenant, kind), n) in &created.per_kind {
+        sqlx::query(
+            "INSERT INTO usage (tenant_id, period, kind, operations) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant_id, period, kind) DO UPDATE SET operations = operations + excluded.operations",
+        )
+        .bind(*tenant)
+        .bind(&period)
+        .bind(*kind)
+        .bind(*n)
+        .execute(&mut *conn)
+        .await
+        .db("metering usage")?;
+    }
+    Ok(())
 }
 
 /// Virtual times per (tenant, queue), in sorted order: the first of each group.
@@ -758,6 +803,59 @@ impl JobStore for SqliteStore {
             .filter(|(_, answer)| answer.created);
         self.wake_queues(created.map(|(job, _)| job.queue.as_str()));
         Ok(answers)
+    }
+
+    async fn enqueue_within_quota(
+        &self,
+        jobs: &[NewJob],
+        max_queued: Option<i64>,
+        period: Period,
+    ) -> Result<Vec<Enqueued>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        // The write lock (this process's mutex and BEGIN IMMEDIATE) is held
+        // from the count to the commit: no other writer can queue jobs between.
+        let mut w = self.begin_write("starting an enqueue transaction").await?;
+        let queued_before = match max_queued {
+            Some(_) => queued_counts(w.conn(), jobs).await?,
+            None => BTreeMap::new(),
+        };
+        let answers = enqueue_in(w.conn(), jobs, now_micros()).await?;
+        let created = count_created(jobs, &answers);
+        if let Some(limit) = max_queued {
+            if let Err(refused) = check_max_queued(limit, &queued_before, &created) {
+                w.rollback().await?;
+                return Err(refused);
+            }
+        }
+        add_usage(w.conn(), &created, period).await?;
+        w.commit("committing enqueued jobs").await?;
+        let created = jobs
+            .iter()
+            .zip(&answers)
+            .filter(|(_, answer)| answer.created);
+        self.wake_queues(created.map(|(job, _)| job.queue.as_str()));
+        Ok(answers)
+    }
+
+    async fn usage(&self, tenant_id: &str, period: Period) -> Result<Vec<KindUsage>> {
+        let rows = sqlx::query(
+            "SELECT kind, operations FROM usage WHERE tenant_id = ?1 AND period = ?2 ORDER BY kind",
+        )
+        .bind(tenant_id)
+        .bind(period.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .db("reading usage")?;
+        rows.iter()
+            .map(|row| {
+                Ok(KindUsage {
+                    kind: row.try_get("kind").db("reading usage kind")?,
+                    operations: row.try_get("operations").db("reading usage operations")?,
+                })
+            })
+            .collect()
     }
 
     async fn get_job(&self, tenant_id: &str, id: JobId) -> Result<Job> {

@@ -5,46 +5,22 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use chrono::Utc;
-use http_body_util::BodyExt;
 use longhaul_api::clock::ManualClock;
 use longhaul_api::AppState;
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use longhaul_core::Catalogue;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 use crate::harness::TestDb;
+use crate::http::{self, Reply};
 
 struct Api {
     router: Router,
     clock: Arc<ManualClock>,
     stores: Arc<dyn Stores>,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    /// Asserts the error format and code, and that a request id came back.
-    fn assert_error(&self, status: StatusCode, code: &str) {
-        assert_eq!(self.status, status, "{}", self.body);
-        assert_eq!(self.body["error"]["code"], json!(code), "{}", self.body);
-        assert!(
-            self.body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{}",
-            self.body
-        );
-        assert!(self.body["error"].get("details").is_some(), "{}", self.body);
-        assert!(self.headers.contains_key("x-request-id"), "no request id");
-    }
 }
 
 async fn api(db: &TestDb) -> Api {
@@ -93,31 +69,7 @@ impl Api {
     }
 
     async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("response");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        http::send(&self.router, request).await
     }
 
     async fn call(

@@ -43,6 +43,12 @@ fn fastrand_suffix() -> u64 {
     u64::from(nanos) % 100_000
 }
 
+/// The Redis server of the tests that need one (they fail, never skip, if it
+/// is unreachable).
+pub fn redis_url() -> String {
+    std::env::var("LONGHAUL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 fn server_url() -> String {
     std::env::var("LONGHAUL_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string())

@@ -9,32 +9,26 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use chrono::Utc;
-use http_body_util::BodyExt;
 use longhaul_api::clock::ManualClock;
 use longhaul_api::lockout::{LockKey, Lockout, RedisLockout, LOCKOUT};
 use longhaul_api::AppState;
 use longhaul_core::tenancy::{self, parse_token, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use longhaul_core::Catalogue;
-use serde_json::{json, Value};
-use tower::ServiceExt;
+use serde_json::json;
 
-use crate::harness::TestDb;
+use crate::harness::{redis_url, TestDb};
+use crate::http::{self, Reply};
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+/// Lockout-specific checks on an answer.
+trait LockoutReply {
+    fn assert_unauthorized(&self);
+    fn assert_locked(&self) -> u64;
 }
 
-impl Reply {
-    fn assert_status(&self, status: StatusCode) -> &Self {
-        assert_eq!(self.status, status, "{}", self.body);
-        self
-    }
-
+impl LockoutReply for Reply {
     fn assert_unauthorized(&self) {
         self.assert_status(StatusCode::UNAUTHORIZED);
         assert_eq!(self.body["error"]["code"], json!("unauthorized"));
@@ -50,14 +44,7 @@ impl Reply {
             "{}",
             self.body
         );
-        let seconds: u64 = self
-            .headers
-            .get(header::RETRY_AFTER)
-            .expect("a Retry-After header")
-            .to_str()
-            .expect("ASCII")
-            .parse()
-            .expect("whole seconds");
+        let seconds = self.retry_after();
         assert!((1..=900).contains(&seconds), "Retry-After {seconds}");
         assert_eq!(
             self.body["error"]["details"]["retryAfterSeconds"],
@@ -85,30 +72,7 @@ async fn call_path(
     if let Some(ip) = forwarded_for {
         request = request.header("x-forwarded-for", ip);
     }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::empty()).expect("request"))
-        .await
-        .expect("response");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
-    };
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    http::send(router, request.body(Body::empty()).expect("request")).await
 }
 
 async fn tenant(stores: &dyn Stores, name: &str) -> Tenant {
@@ -302,10 +266,6 @@ both_stores!(
     forwarded_ip_lockout_is_per_ip,
     only_failed_authentications_count,
 );
-
-fn redis_url() -> String {
-    std::env::var("LONGHAUL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 async fn redis_lockout(namespace: &str) -> Arc<RedisLockout> {
     let url = redis_url();

@@ -4,6 +4,7 @@
 
 #[macro_use]
 mod harness;
+mod http;
 
 mod api;
 mod conformance;

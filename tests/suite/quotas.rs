@@ -9,10 +9,9 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use chrono::Utc;
-use http_body_util::BodyExt;
 use longhaul_api::clock::{Clock, ManualClock};
 use longhaul_api::rate_limit::RedisRateLimiter;
 use longhaul_api::AppState;
@@ -20,39 +19,9 @@ use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Ten
 use longhaul_core::usage::Period;
 use longhaul_core::{Catalogue, JobState};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-use crate::harness::TestDb;
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn assert_status(&self, status: StatusCode) -> &Self {
-        assert_eq!(self.status, status, "{}", self.body);
-        self
-    }
-
-    fn assert_error(&self, status: StatusCode, code: &str) -> &Self {
-        self.assert_status(status);
-        assert_eq!(self.body["error"]["code"], json!(code), "{}", self.body);
-        self
-    }
-
-    /// The `Retry-After` header in whole seconds.
-    fn retry_after(&self) -> u64 {
-        self.headers
-            .get(header::RETRY_AFTER)
-            .expect("a Retry-After header")
-            .to_str()
-            .expect("ASCII")
-            .parse()
-            .expect("whole seconds")
-    }
-}
+use crate::harness::{redis_url, TestDb};
+use crate::http::{self, Reply};
 
 #[derive(Clone)]
 struct Api {
@@ -187,30 +156,7 @@ async fn call(
             .body(Body::from(body.to_string())),
         None => request.body(Body::empty()),
     };
-    let response = router
-        .clone()
-        .oneshot(request.expect("request"))
-        .await
-        .expect("response");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
-    };
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    http::send(router, request.expect("request")).await
 }
 
 fn sleep_job() -> Value {
@@ -412,10 +358,6 @@ async fn creations_per_minute_in_process(db: TestDb) {
     api.create(&key, None, noop_job())
         .await
         .assert_status(StatusCode::ACCEPTED);
-}
-
-fn redis_url() -> String {
-    std::env::var("LONGHAUL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 async fn redis_replicas_share_the_creation_counter(db: TestDb) {

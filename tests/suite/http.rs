@@ -1,0 +1,75 @@
+//! An in-process HTTP client for the API tests: send a request through the
+//! router, read the answer as JSON, and check errors against the one error
+//! format.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// An answer: status, headers, and the body as JSON (`Null` when empty).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn assert_status(&self, status: StatusCode) -> &Self {
+        assert_eq!(self.status, status, "{}", self.body);
+        self
+    }
+
+    /// The error format with this status and code, and a request id.
+    pub fn assert_error(&self, status: StatusCode, code: &str) -> &Self {
+        self.assert_status(status);
+        assert_eq!(self.body["error"]["code"], json!(code), "{}", self.body);
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{}",
+            self.body
+        );
+        assert!(self.body["error"].get("details").is_some(), "{}", self.body);
+        assert!(self.headers.contains_key("x-request-id"), "no request id");
+        self
+    }
+
+    /// The `Retry-After` header in whole seconds.
+    pub fn retry_after(&self) -> u64 {
+        self.headers
+            .get(header::RETRY_AFTER)
+            .expect("a Retry-After header")
+            .to_str()
+            .expect("ASCII")
+            .parse()
+            .expect("whole seconds")
+    }
+}
+
+/// Sends one request through the router.
+pub async fn send(router: &Router, request: Request<Body>) -> Reply {
+    let response = router.clone().oneshot(request).await.expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}

@@ -256,6 +256,15 @@ impl JobClient {
         Ok(JobsPage { jobs, next_cursor })
     }
 
+    /// A job with its finished attempts (one call for a status read).
+    pub async fn get_with_attempts(
+        &self,
+        tenant_id: &str,
+        id: JobId,
+    ) -> Result<(Job, Vec<Attempt>)> {
+        self.store.get_job_with_attempts(tenant_id, id).await
+    }
+
     pub async fn attempts(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {
         self.store.job_attempts(tenant_id, id).await
     }

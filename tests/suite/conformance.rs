@@ -2686,3 +2686,48 @@ both_stores!(
     list_jobs_empty_results,
     list_jobs_client_validates_limit_and_range,
 );
+
+// ---- a status read: the job with its attempts ------------------------------
+
+async fn get_job_with_attempts_matches_its_parts(db: TestDb) {
+    let client = client(&db);
+    let ran = enqueue_and_claim(&db, &client, with_max_attempts(3, noop(OTHER))).await;
+    let retry_at = Utc::now() + chrono::Duration::seconds(60);
+    db.store
+        .finish(ran.lease(), &failed("boom", retry_at, false))
+        .await
+        .expect("finish");
+    let (job, attempts) = db
+        .store
+        .get_job_with_attempts(OTHER, ran.id)
+        .await
+        .expect("read");
+    assert_eq!(job, get(&db, OTHER, ran.id).await);
+    assert_eq!(
+        attempts,
+        db.store
+            .job_attempts(OTHER, ran.id)
+            .await
+            .expect("attempts")
+    );
+    assert_eq!(attempts.len(), 1);
+
+    let fresh = enqueue(&client, noop(TENANT)).await;
+    let (job, attempts) = db
+        .store
+        .get_job_with_attempts(TENANT, fresh)
+        .await
+        .expect("read");
+    assert_eq!(job, get(&db, TENANT, fresh).await);
+    assert!(attempts.is_empty());
+
+    for (tenant, id) in [(OTHER, fresh), (TENANT, ran.id)] {
+        let read = db.store.get_job_with_attempts(tenant, id).await;
+        assert!(
+            matches!(read, Err(Error::NotFound(_))),
+            "{tenant} read another tenant's job: {read:?}"
+        );
+    }
+}
+
+both_stores!(get_job_with_attempts_matches_its_parts);

@@ -317,8 +317,7 @@ async fn read(
 ) -> Result<Json<JobView>, ApiError> {
     let tenant = caller.tenant_role(Role::Viewer)?;
     let id = job_id(&id)?;
-    let job = state.jobs.get(&tenant.id, id).await?;
-    let attempts = state.jobs.attempts(&tenant.id, id).await?;
+    let (job, attempts) = state.jobs.get_with_attempts(&tenant.id, id).await?;
     Ok(Json(JobView::of(job, Some(attempts))))
 }
 

@@ -108,6 +108,13 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// The finished attempts of a job, oldest first.
     async fn job_attempts(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>>;
 
+    /// A job and its finished attempts, in two queries (what a status read needs).
+    async fn get_job_with_attempts(
+        &self,
+        tenant_id: &str,
+        id: JobId,
+    ) -> Result<(Job, Vec<Attempt>)>;
+
     /// A job's events with id greater than `after`, oldest first.
     async fn job_events(
         &self,

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod error;
 pub mod extract;
 pub mod lockout;
+pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
@@ -35,10 +36,12 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::events::routes())
         .merge(routes::tenants::routes())
         .merge(routes::keys::routes())
+        .merge(metrics::routes())
         .merge(routes::usage::routes())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let request_id = request

@@ -8,6 +8,7 @@ use longhaul_core::{Catalogue, JobClient};
 
 use crate::clock::{Clock, SystemClock};
 use crate::lockout::{Lockout, MemoryLockout};
+use crate::metrics::HttpMetrics;
 use crate::rate_limit::{MemoryRateLimiter, RateLimiter};
 
 #[derive(Clone)]
@@ -21,6 +22,8 @@ pub struct AppState {
     pub rate_limiter: Arc<dyn RateLimiter>,
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Requests served per route, for `/metrics`.
+    pub http_metrics: Arc<HttpMetrics>,
 }
 
 impl AppState {
@@ -33,6 +36,7 @@ impl AppState {
             lockout: Arc::new(MemoryLockout::new()),
             rate_limiter: Arc::new(MemoryRateLimiter::new()),
             trust_forwarded_for: false,
+            http_metrics: Arc::new(HttpMetrics::default()),
         }
     }
 

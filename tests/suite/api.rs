@@ -878,3 +878,44 @@ both_stores!(
     jobs_list_refuses_bad_query_values,
     jobs_list_is_open_to_viewers_only_within_a_tenant,
 );
+
+async fn metrics_count_jobs_and_requests_by_route(db: TestDb) {
+    let api = api(&db).await;
+    let (_, key) = api.tenant("acme").await;
+    let operator = api.operator().await;
+    let first = api.create_job(&key, sleep_job()).await;
+    api.create_job(&key, sleep_job()).await;
+    let id = first.body["id"].as_str().expect("id").to_string();
+    api.call(Method::GET, &format!("/v1/jobs/{id}"), Some(&key), None)
+        .await;
+    api.call(Method::GET, "/v1/nowhere", Some(&key), None).await;
+
+    api.call(Method::GET, "/metrics", Some(&key), None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let request = Request::get("/metrics")
+        .header(header::AUTHORIZATION, format!("Bearer {operator}"))
+        .body(Body::empty())
+        .expect("request");
+    let (status, headers, text) = http::send_raw(&api.router, request).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/plain"));
+    for line in [
+        "longhaul_jobs{state=\"queued\"} 2",
+        "longhaul_jobs{state=\"running\"} 0",
+        "longhaul_http_requests_total{method=\"POST\",route=\"/v1/jobs\",status=\"202\"} 2",
+        "longhaul_http_requests_total{method=\"GET\",route=\"/v1/jobs/{id}\",status=\"200\"} 1",
+        "longhaul_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"403\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(!text.contains(&id), "a raw path leaked into the labels");
+}
+
+both_stores!(metrics_count_jobs_and_requests_by_route);

@@ -50,8 +50,23 @@ impl Reply {
     }
 }
 
-/// Sends one request through the router.
+/// Sends one request through the router; the body must be JSON (or empty).
 pub async fn send(router: &Router, request: Request<Body>) -> Reply {
+    let (status, headers, text) = send_raw(router, request).await;
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Sends one request through the router; the body as text.
+pub async fn send_raw(router: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, String) {
     let response = router.clone().oneshot(request).await.expect("response");
     let status = response.status();
     let headers = response.headers().clone();
@@ -61,15 +76,9 @@ pub async fn send(router: &Router, request: Request<Body>) -> Reply {
         .await
         .expect("body")
         .to_bytes();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
-    };
-    Reply {
+    (
         status,
         headers,
-        body,
-    }
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }

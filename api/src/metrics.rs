@@ -53,7 +53,12 @@ pub fn routes() -> Router<AppState> {
 /// Middleware: counts every request by its route template (never the raw
 /// path, so ids do not explode the label set; unmatched paths are "unmatched").
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
+    // A fixed set: a client inventing methods must not grow the label set.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let route = request
         .extensions()
         .get::<MatchedPath>()

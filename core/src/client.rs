@@ -23,6 +23,9 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i16> = 0..=9;
 pub const DEFAULT_PRIORITY: i16 = 5;
 pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<i32> = 1..=100;
+/// `run_at` in Unix seconds: 2000-01-01 to 9999-12-31 (PostgreSQL's
+/// timestamptz cannot hold every date chrono parses, such as year -5000).
+pub const RUN_AT_RANGE: std::ops::RangeInclusive<i64> = 946_684_800..=253_402_300_799;
 /// How many jobs one page of a listing may hold.
 pub const LIST_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 1..=200;
 
@@ -104,6 +107,14 @@ impl JobClient {
         (spec.validate)(&request.params).map_err(|message| Error::validation("params", message))?;
         let queue = request.queue.unwrap_or_else(|| spec.queue.clone());
         validate_queue_name(&queue).map_err(|message| Error::validation("queue", message))?;
+        if let Some(run_at) = request.run_at {
+            if !RUN_AT_RANGE.contains(&run_at.timestamp()) {
+                return Err(Error::validation(
+                    "run_at",
+                    "must be between the years 2000 and 9999",
+                ));
+            }
+        }
         let priority = request.priority.unwrap_or(DEFAULT_PRIORITY);
         if !PRIORITY_RANGE.contains(&priority) {
             return Err(Error::validation(

@@ -889,6 +889,10 @@ async fn metrics_count_jobs_and_requests_by_route(db: TestDb) {
     api.call(Method::GET, &format!("/v1/jobs/{id}"), Some(&key), None)
         .await;
     api.call(Method::GET, "/v1/nowhere", Some(&key), None).await;
+    for invented in ["FOO1", "FOO2"] {
+        let method = Method::from_bytes(invented.as_bytes()).expect("method");
+        api.call(method, "/healthz", None, None).await;
+    }
 
     api.call(Method::GET, "/metrics", Some(&key), None)
         .await
@@ -909,6 +913,7 @@ async fn metrics_count_jobs_and_requests_by_route(db: TestDb) {
         "longhaul_http_requests_total{method=\"POST\",route=\"/v1/jobs\",status=\"202\"} 2",
         "longhaul_http_requests_total{method=\"GET\",route=\"/v1/jobs/{id}\",status=\"200\"} 1",
         "longhaul_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"403\"} 1",
+        "longhaul_http_requests_total{method=\"other\",route=\"/healthz\",status=\"405\"} 2",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -916,6 +921,45 @@ async fn metrics_count_jobs_and_requests_by_route(db: TestDb) {
         );
     }
     assert!(!text.contains(&id), "a raw path leaked into the labels");
+    assert!(!text.contains("FOO1"), "an invented method became a label");
 }
 
 both_stores!(metrics_count_jobs_and_requests_by_route);
+
+async fn a_run_at_outside_the_supported_years_is_refused(db: TestDb) {
+    let api = api(&db).await;
+    let (_, key) = api.tenant("acme").await;
+    for run_at in [
+        "-5000-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "+10000-01-01T00:00:00Z",
+    ] {
+        let reply = api
+            .create_job(&key, json!({ "kind": "system.noop", "runAt": run_at }))
+            .await;
+        assert!(
+            reply.status.is_client_error(),
+            "{run_at}: {} {}",
+            reply.status,
+            reply.body
+        );
+        assert!(
+            reply.body["error"]["code"].is_string(),
+            "{run_at}: {}",
+            reply.body
+        );
+    }
+    let accepted = api
+        .create_job(
+            &key,
+            json!({ "kind": "system.noop", "runAt": "2030-01-01T00:00:00Z" }),
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+    assert_eq!(
+        db.store.count_by_state().await.expect("counts"),
+        vec![(longhaul_core::JobState::Queued, 1)]
+    );
+}
+
+both_stores!(a_run_at_outside_the_supported_years_is_refused);

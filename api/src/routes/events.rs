@@ -43,15 +43,18 @@ async fn events(
     let id: JobId = id
         .parse()
         .map_err(|_| ApiError::not_found(format!("job {id} not found")))?;
-    let job = state.jobs.get(&tenant_id, id).await?;
     let resume_after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok());
+    // The log position first, then the state: an event written in between is
+    // then sent, never lost (a terminal one would otherwise leave the stream
+    // waiting forever).
     let after = match resume_after {
         Some(after) => after,
         None => latest_event_id(&state.jobs, &tenant_id, id).await?,
     };
+    let job = state.jobs.get(&tenant_id, id).await?;
     let follow = Follow {
         jobs: state.jobs.clone(),
         tenant_id,
@@ -127,7 +130,7 @@ impl Follow {
             terminal |= matches!(event.kind.as_str(), "succeeded" | "failed" | "cancelled");
             ready.push(log_event(event));
         }
-        if terminal {
+        if terminal || events.is_empty() {
             let job = self.jobs.get(&self.tenant_id, self.id).await?;
             if job.state.is_terminal() {
                 ready.push(state_event(&job));

@@ -299,6 +299,18 @@ impl JobClient {
     pub async fn retry(&self, tenant_id: &str, id: JobId) -> Result<Job> {
         self.store.retry(tenant_id, id).await
     }
+
+    /// `retry`, unless it would take the tenant past `max_queued` queued jobs.
+    pub async fn retry_within_quota(
+        &self,
+        tenant_id: &str,
+        id: JobId,
+        max_queued: Option<i64>,
+    ) -> Result<Job> {
+        self.store
+            .retry_within_quota(tenant_id, id, max_queued)
+            .await
+    }
 }
 
 fn at_index(index: usize, error: Error) -> Error {

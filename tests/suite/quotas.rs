@@ -561,3 +561,81 @@ both_stores!(
     usage_meters_created_jobs_per_kind_and_month,
     usage_query_validation_and_roles,
 );
+
+/// A retry puts a job back in `queued`: it is held to the cap like a creation.
+async fn a_retry_past_the_queued_cap_is_refused(db: TestDb) {
+    let api = api(&db).await;
+    let (acme, key) = api.tenant("acme", max_queued(2)).await;
+    let first = api.create(&key, None, sleep_job()).await;
+    let first = first.body["id"].as_str().expect("id").to_string();
+    let cancel = |id: String| {
+        let api = &api;
+        let key = &key;
+        async move {
+            api.call(
+                Method::POST,
+                &format!("/v1/jobs/{id}/cancel"),
+                Some(key),
+                None,
+                None,
+            )
+            .await
+            .assert_status(StatusCode::OK);
+        }
+    };
+    cancel(first.clone()).await;
+    api.create(&key, None, sleep_job())
+        .await
+        .assert_status(StatusCode::ACCEPTED);
+    let second = api.create(&key, None, sleep_job()).await;
+    second.assert_status(StatusCode::ACCEPTED);
+    assert_eq!(api.queued(&acme).await, 2);
+
+    let retry = |id: String| {
+        let api = &api;
+        let key = &key;
+        async move {
+            api.call(
+                Method::POST,
+                &format!("/v1/jobs/{id}/retry"),
+                Some(key),
+                None,
+                None,
+            )
+            .await
+        }
+    };
+    let refused = retry(first.clone()).await;
+    refused.assert_error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+    assert_eq!(
+        refused.body["error"]["details"],
+        json!({ "limit": 2, "queued": 2 })
+    );
+    assert_eq!(
+        api.queued(&acme).await,
+        2,
+        "a refused retry changed the queue"
+    );
+    let still = api
+        .call(
+            Method::GET,
+            &format!("/v1/jobs/{first}"),
+            Some(&key),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        still.body["status"], "cancelled",
+        "a refused retry requeued the job"
+    );
+
+    // Room again: the retry goes through.
+    cancel(second.body["id"].as_str().expect("id").to_string()).await;
+    retry(first.clone())
+        .await
+        .assert_status(StatusCode::ACCEPTED);
+    assert_eq!(api.queued(&acme).await, 2);
+}
+
+both_stores!(a_retry_past_the_queued_cap_is_refused);

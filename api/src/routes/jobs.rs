@@ -338,6 +338,9 @@ async fn retry(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let tenant = caller.tenant_writer(Role::Developer)?;
-    let job = state.jobs.retry(&tenant.id, job_id(&id)?).await?;
+    let job = state
+        .jobs
+        .retry_within_quota(&tenant.id, job_id(&id)?, tenant.quotas.max_queued)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(JobView::of(job, None))))
 }

@@ -129,7 +129,19 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     async fn cancel(&self, tenant_id: &str, id: JobId) -> Result<Job>;
 
     /// Failed or cancelled → queued with a fresh attempt budget. Others: conflict.
-    async fn retry(&self, tenant_id: &str, id: JobId) -> Result<Job>;
+    async fn retry(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+        self.retry_within_quota(tenant_id, id, None).await
+    }
+
+    /// `retry`, refused with `QuotaExceeded` (and nothing changed) when it
+    /// would take the tenant past `max_queued` queued jobs; checked under the
+    /// same lock as enqueue, so concurrent requests cannot pass the cap together.
+    async fn retry_within_quota(
+        &self,
+        tenant_id: &str,
+        id: JobId,
+        max_queued: Option<i64>,
+    ) -> Result<Job>;
 
     /// Sets (or with `None` clears) a tenant's cap on running jobs.
     async fn set_tenant_max_running(&self, tenant_id: &str, max_running: Option<i32>)

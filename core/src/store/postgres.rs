@@ -824,8 +824,20 @@ impl JobStore for PgStore {
         Ok(job)
     }
 
-    async fn retry(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+    async fn retry_within_quota(
+        &self,
+        tenant_id: &str,
+        id: JobId,
+        max_queued: Option<i64>,
+    ) -> Result<Job> {
         let mut tx = self.pool.begin().await.db("starting a retry transaction")?;
+        if max_queued.is_some() {
+            sqlx::query(QUOTA_LOCK_SQL)
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await
+                .db("taking a tenant's quota lock")?;
+        }
         let row = sqlx::query(
             "WITH r AS (
                 UPDATE jobs SET state = 'queued', failed_attempts = 0, run_at = now(), finished_at = NULL,
@@ -847,6 +859,23 @@ impl JobStore for PgStore {
             return Err(state_conflict("retry", id, job.state));
         };
         let job = job_from_row(&row)?;
+        if let Some(limit) = max_queued {
+            // After the lock: this snapshot sees every commit made under it.
+            let queued: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND state = 'queued'",
+            )
+            .bind(tenant_id)
+            .fetch_one(&mut *tx)
+            .await
+            .db("counting queued jobs")?;
+            if queued > limit {
+                // Dropping the transaction undoes the retry.
+                return Err(Error::QuotaExceeded {
+                    limit,
+                    current: queued - 1,
+                });
+            }
+        }
         notify_queues(&mut tx, &[job.queue.as_str()]).await?;
         tx.commit().await.db("committing a retry")?;
         Ok(job)

@@ -1007,7 +1007,12 @@ impl JobStore for SqliteStore {
         Ok(job)
     }
 
-    async fn retry(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+    async fn retry_within_quota(
+        &self,
+        tenant_id: &str,
+        id: JobId,
+        max_queued: Option<i64>,
+    ) -> Result<Job> {
         let mut w = self.begin_write("starting a retry transaction").await?;
         let now = now_micros();
         let row = sqlx::query(
@@ -1029,6 +1034,22 @@ impl JobStore for SqliteStore {
             return Err(state_conflict("retry", id, job.state));
         };
         let job = job_from_row(&row)?;
+        if let Some(limit) = max_queued {
+            let queued: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM jobs WHERE tenant_id = ?1 AND state = 'queued'",
+            )
+            .bind(tenant_id)
+            .fetch_one(w.conn())
+            .await
+            .db("counting queued jobs")?;
+            if queued > limit {
+                w.rollback().await?;
+                return Err(Error::QuotaExceeded {
+                    limit,
+                    current: queued - 1,
+                });
+            }
+        }
         insert_event(
             w.conn(),
             id,

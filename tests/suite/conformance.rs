@@ -2731,3 +2731,34 @@ async fn get_job_with_attempts_matches_its_parts(db: TestDb) {
 }
 
 both_stores!(get_job_with_attempts_matches_its_parts);
+
+// ---- fairness of retries -----------------------------------------------------
+
+/// A retried job takes a fresh virtual time: it queues behind the work other
+/// tenants enqueued meanwhile instead of jumping ahead with its old one.
+async fn a_retried_job_queues_behind_current_work(db: TestDb) {
+    let client = client(&db);
+    let old = enqueue_and_claim(&db, &client, noop(TENANT)).await;
+    db.store
+        .finish(old.lease(), &failed("boom", Utc::now(), true))
+        .await
+        .expect("fail for good");
+    for _ in 0..5 {
+        enqueue(&client, noop(TENANT)).await;
+    }
+    let batch = claim(&db, 5).await;
+    assert_eq!(batch.len(), 5);
+    let done: Vec<_> = batch.iter().map(|job| (job.lease(), json!({}))).collect();
+    db.store.complete_many(&done).await.expect("complete");
+
+    let newcomer = enqueue(&client, noop(OTHER)).await;
+    client.retry(TENANT, old.id).await.expect("retry");
+    let order: Vec<JobId> = claim(&db, 2).await.iter().map(|job| job.id).collect();
+    assert_eq!(
+        order,
+        vec![newcomer, old.id],
+        "the retried job jumped the queue"
+    );
+}
+
+both_stores!(a_retried_job_queues_behind_current_work);

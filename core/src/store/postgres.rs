@@ -839,9 +839,22 @@ impl JobStore for PgStore {
                 .db("taking a tenant's quota lock")?;
         }
         let row = sqlx::query(
-            "WITH r AS (
+            "WITH target AS (
+                SELECT tenant_id, queue FROM jobs WHERE id = $1 AND tenant_id = $2 AND state IN ('failed', 'cancelled')
+             ),
+             -- A fresh virtual time, as for a new job: the old one would put the
+             -- retried job ahead of every tenant's current work.
+             alloc AS (
+                INSERT INTO fair_queues AS f (tenant_id, queue, next_vtime)
+                SELECT t.tenant_id, t.queue, coalesce(c.vtime, 0) + 1
+                FROM target t LEFT JOIN queue_clocks c ON c.queue = t.queue
+                ON CONFLICT (tenant_id, queue) DO UPDATE SET next_vtime = greatest(f.next_vtime + 1, excluded.next_vtime)
+                RETURNING f.next_vtime - 1 AS vtime
+             ),
+             r AS (
                 UPDATE jobs SET state = 'queued', failed_attempts = 0, run_at = now(), finished_at = NULL,
-                                cancel_requested = false, lease_expires_at = NULL
+                                cancel_requested = false, lease_expires_at = NULL,
+                                vtime = coalesce((SELECT vtime FROM alloc), vtime)
                 WHERE id = $1 AND tenant_id = $2 AND state IN ('failed', 'cancelled')
                 RETURNING *),
              e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind)

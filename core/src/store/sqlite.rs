@@ -1015,15 +1015,30 @@ impl JobStore for SqliteStore {
     ) -> Result<Job> {
         let mut w = self.begin_write("starting a retry transaction").await?;
         let now = now_micros();
+        // A fresh virtual time, as for a new job: the old one would put the
+        // retried job ahead of every tenant's current work.
+        let vtime: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO fair_queues (tenant_id, queue, next_vtime)
+             SELECT j.tenant_id, j.queue, coalesce((SELECT c.vtime FROM queue_clocks c WHERE c.queue = j.queue), 0) + 1
+             FROM jobs j WHERE j.id = ?1 AND j.tenant_id = ?2 AND j.state IN ('failed', 'cancelled')
+             ON CONFLICT (tenant_id, queue) DO UPDATE SET next_vtime = max(next_vtime + 1, excluded.next_vtime)
+             RETURNING next_vtime - 1",
+        )
+        .bind(id.as_uuid())
+        .bind(tenant_id)
+        .fetch_optional(w.conn())
+        .await
+        .db("allocating a virtual time for a retry")?;
         let row = sqlx::query(
             "UPDATE jobs SET state = 'queued', failed_attempts = 0, run_at = ?3, finished_at = NULL,
-                             cancel_requested = 0, lease_expires_at = NULL
+                             cancel_requested = 0, lease_expires_at = NULL, vtime = coalesce(?4, vtime)
              WHERE id = ?1 AND tenant_id = ?2 AND state IN ('failed', 'cancelled')
              RETURNING *",
         )
         .bind(id.as_uuid())
         .bind(tenant_id)
         .bind(now)
+        .bind(vtime)
         .fetch_optional(w.conn())
         .await
         .db("retrying a job")?;

@@ -7,11 +7,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use chrono::Utc;
 use longhaul_api::clock::ManualClock;
-use longhaul_api::AppState;
-use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
-use longhaul_core::Catalogue;
+use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use serde_json::{json, Value};
 
 use crate::harness::TestDb;
@@ -24,12 +21,13 @@ struct Api {
 }
 
 async fn api(db: &TestDb) -> Api {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    let state =
-        AppState::new(stores.clone(), Arc::new(Catalogue::builtin())).with_clock(clock.clone());
+    let http::TestApp {
+        router,
+        clock,
+        stores,
+    } = http::test_app(db).await;
     Api {
-        router: longhaul_api::router(state),
+        router,
         clock,
         stores,
     }

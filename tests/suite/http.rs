@@ -2,12 +2,40 @@
 //! router, read the answer as JSON, and check errors against the one error
 //! format.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
+use chrono::Utc;
 use http_body_util::BodyExt;
+use longhaul_api::clock::ManualClock;
+use longhaul_api::AppState;
+use longhaul_core::tenancy::{self, Stores};
+use longhaul_core::Catalogue;
 use serde_json::{json, Value};
 use tower::ServiceExt;
+
+use crate::harness::TestDb;
+
+/// The API over a test store, with a clock the test moves.
+pub struct TestApp {
+    pub router: Router,
+    pub clock: Arc<ManualClock>,
+    pub stores: Arc<dyn Stores>,
+}
+
+pub async fn test_app(db: &TestDb) -> TestApp {
+    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let state =
+        AppState::new(stores.clone(), Arc::new(Catalogue::builtin())).with_clock(clock.clone());
+    TestApp {
+        router: longhaul_api::router(state),
+        clock,
+        stores,
+    }
+}
 
 /// An answer: status, headers, and the body as JSON (`Null` when empty).
 pub struct Reply {

@@ -31,12 +31,13 @@ struct Api {
 }
 
 async fn api(db: &TestDb) -> Api {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    let state =
-        AppState::new(stores.clone(), Arc::new(Catalogue::builtin())).with_clock(clock.clone());
+    let http::TestApp {
+        router,
+        clock,
+        stores,
+    } = http::test_app(db).await;
     Api {
-        router: longhaul_api::router(state),
+        router,
         clock,
         stores,
     }

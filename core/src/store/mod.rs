@@ -105,15 +105,30 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<Job>>;
 
-    /// The finished attempts of a job, oldest first.
-    async fn job_attempts(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>>;
+    /// A job's finished attempts, oldest first, scoped to the tenant but
+    /// without telling a missing job from one with no attempts yet.
+    async fn attempts_of(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>>;
+
+    /// The finished attempts of a job, oldest first (NotFound if the job is
+    /// not this tenant's).
+    async fn job_attempts(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {
+        let attempts = self.attempts_of(tenant_id, id).await?;
+        if attempts.is_empty() {
+            self.get_job(tenant_id, id).await?;
+        }
+        Ok(attempts)
+    }
 
     /// A job and its finished attempts, in two queries (what a status read needs).
     async fn get_job_with_attempts(
         &self,
         tenant_id: &str,
         id: JobId,
-    ) -> Result<(Job, Vec<Attempt>)>;
+    ) -> Result<(Job, Vec<Attempt>)> {
+        let job = self.get_job(tenant_id, id).await?;
+        let attempts = self.attempts_of(tenant_id, id).await?;
+        Ok((job, attempts))
+    }
 
     /// A job's events with id greater than `after`, oldest first.
     async fn job_events(

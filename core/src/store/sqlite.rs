@@ -116,32 +116,6 @@ impl SqliteStore {
         }
     }
 
-    /// A job's finished attempts, oldest first (no check that the job exists).
-    async fn attempts_of(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {
-        let rows = sqlx::query(
-            "SELECT attempt, worker_id, started_at, finished_at, outcome, error FROM job_attempts
-             WHERE job_id = ?1 AND tenant_id = ?2 ORDER BY attempt",
-        )
-        .bind(id.as_uuid())
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await
-        .db("reading job attempts")?;
-        rows.iter()
-            .map(|row| {
-                let outcome: String = row.try_get("outcome").db("reading attempt outcome")?;
-                Ok(Attempt {
-                    attempt: row.try_get("attempt").db("reading attempt number")?,
-                    worker_id: row.try_get("worker_id").db("reading attempt worker")?,
-                    started_at: optional_time_at(row, "started_at", "reading attempt start")?,
-                    finished_at: time_at(row, "finished_at", "reading attempt end")?,
-                    outcome: AttemptOutcome::from_str(&outcome)?,
-                    error: row.try_get("error").db("reading attempt error")?,
-                })
-            })
-            .collect()
-    }
-
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -913,23 +887,29 @@ impl JobStore for SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn job_attempts(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {
-        let attempts = self.attempts_of(tenant_id, id).await?;
-        if attempts.is_empty() {
-            // No rows: say NotFound if the job is not this tenant's.
-            self.get_job(tenant_id, id).await?;
-        }
-        Ok(attempts)
-    }
-
-    async fn get_job_with_attempts(
-        &self,
-        tenant_id: &str,
-        id: JobId,
-    ) -> Result<(Job, Vec<Attempt>)> {
-        let job = self.get_job(tenant_id, id).await?;
-        let attempts = self.attempts_of(tenant_id, id).await?;
-        Ok((job, attempts))
+    async fn attempts_of(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {
+        let rows = sqlx::query(
+            "SELECT attempt, worker_id, started_at, finished_at, outcome, error FROM job_attempts
+             WHERE job_id = ?1 AND tenant_id = ?2 ORDER BY attempt",
+        )
+        .bind(id.as_uuid())
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .db("reading job attempts")?;
+        rows.iter()
+            .map(|row| {
+                let outcome: String = row.try_get("outcome").db("reading attempt outcome")?;
+                Ok(Attempt {
+                    attempt: row.try_get("attempt").db("reading attempt number")?,
+                    worker_id: row.try_get("worker_id").db("reading attempt worker")?,
+                    started_at: optional_time_at(row, "started_at", "reading attempt start")?,
+                    finished_at: time_at(row, "finished_at", "reading attempt end")?,
+                    outcome: AttemptOutcome::from_str(&outcome)?,
+                    error: row.try_get("error").db("reading attempt error")?,
+                })
+            })
+            .collect()
     }
 
     async fn job_events(

@@ -12,6 +12,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use longhaul_core::audit::{Actor, ActorKind};
 use longhaul_core::tenancy::{parse_token, ApiKey, Role, Tenant, TenantStatus};
 use serde_json::json;
 
@@ -19,11 +20,13 @@ use crate::error::ApiError;
 use crate::lockout::{self, LockKey};
 use crate::state::AppState;
 
-/// An authenticated caller.
+/// An authenticated caller, and where the call came from (for the audit log).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key: ApiKey,
     pub tenant: Option<Tenant>,
+    pub ip: String,
+    pub request_id: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -42,7 +45,8 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("send an API key as Authorization: Bearer lh_live_…")
             })?;
-        let keys = lock_keys(token, &client_ip(parts, state.trust_forwarded_for));
+        let ip = client_ip(parts, state.trust_forwarded_for);
+        let keys = lock_keys(token, &ip);
         let now = state.clock.now();
         let locked = state.lockout.check(&keys, now).await.map_err(|error| {
             tracing::error!(%error, "brute-force lockout check failed");
@@ -52,7 +56,16 @@ impl FromRequestParts<AppState> for Caller {
             return Err(locked_out(remaining));
         }
         match state.stores.authenticate(token, now).await? {
-            Some((key, tenant)) => Ok(Caller { key, tenant }),
+            Some((key, tenant)) => Ok(Caller {
+                key,
+                tenant,
+                ip,
+                request_id: parts
+                    .headers
+                    .get(crate::REQUEST_ID)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_string),
+            }),
             None => {
                 match state.lockout.record_failure(&keys, now).await {
                     Ok(Some(_)) => {
@@ -117,6 +130,20 @@ pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> String {
 }
 
 impl Caller {
+    /// Who makes the changes of this call, as the audit log records them.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            kind: if self.tenant.is_some() {
+                ActorKind::ApiKey
+            } else {
+                ActorKind::OperatorKey
+            },
+            key_id: Some(self.key.id.clone()),
+            ip: Some(self.ip.clone()),
+            request_id: self.request_id.clone(),
+        }
+    }
+
     /// The caller's tenant, for endpoints that act within one tenant.
     pub fn tenant(&self) -> Result<&Tenant, ApiError> {
         self.tenant.as_ref().ok_or_else(|| {

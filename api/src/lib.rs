@@ -26,7 +26,7 @@ pub use state::AppState;
 /// Largest request body accepted (bigger answers 413 in the error format).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::keys::routes())
         .merge(metrics::routes())
         .merge(routes::usage::routes())
+        .merge(routes::audit::routes())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::audit::Actor;
 use crate::config::validate_queue_name;
 use crate::error::{Error, Result};
 use crate::ids::JobId;
@@ -169,9 +170,10 @@ impl JobClient {
         request: EnqueueRequest,
         max_queued: Option<i64>,
         period: Period,
+        actor: &Actor,
     ) -> Result<Enqueued> {
         let job = self.prepare(request)?;
-        self.admit(job, max_queued, period).await
+        self.admit(job, max_queued, period, actor).await
     }
 
     /// [`JobClient::enqueue_within_quota`] for a job already [prepared]
@@ -184,10 +186,11 @@ impl JobClient {
         job: NewJob,
         max_queued: Option<i64>,
         period: Period,
+        actor: &Actor,
     ) -> Result<Enqueued> {
         let mut stored = self
             .store
-            .enqueue_within_quota(std::slice::from_ref(&job), max_queued, period)
+            .enqueue_within_quota(std::slice::from_ref(&job), max_queued, period, actor)
             .await?;
         stored
             .pop()
@@ -295,20 +298,27 @@ impl JobClient {
         self.store.cancel(tenant_id, id).await
     }
 
+    /// `cancel` on behalf of `actor` (recorded in the audit log).
+    pub async fn cancel_as(&self, tenant_id: &str, id: JobId, actor: &Actor) -> Result<Job> {
+        self.store.cancel_as(tenant_id, id, actor).await
+    }
+
     /// Failed or cancelled → queued again with a fresh attempt budget.
     pub async fn retry(&self, tenant_id: &str, id: JobId) -> Result<Job> {
         self.store.retry(tenant_id, id).await
     }
 
-    /// `retry`, unless it would take the tenant past `max_queued` queued jobs.
+    /// `retry` on behalf of `actor`, unless it would take the tenant past
+    /// `max_queued` queued jobs.
     pub async fn retry_within_quota(
         &self,
         tenant_id: &str,
         id: JobId,
         max_queued: Option<i64>,
+        actor: &Actor,
     ) -> Result<Job> {
         self.store
-            .retry_within_quota(tenant_id, id, max_queued)
+            .retry_within_quota(tenant_id, id, max_queued, actor)
             .await
     }
 }

@@ -3,9 +3,11 @@
 //! Config, errors, ids, the job model and its state machine, the catalogue of job
 //! kinds, the queue client that validates work before it is stored, and the two
 //! store backends (PostgreSQL and SQLite) behind one [`store::JobStore`] trait;
-//! tenants and API keys on the same stores behind [`tenancy::TenantStore`].
+//! tenants and API keys on the same stores behind [`tenancy::TenantStore`], and
+//! the audit log of every change behind [`audit::AuditStore`].
 //! Core knows no role: it never runs a job and never serves HTTP.
 
+pub mod audit;
 pub mod backoff;
 pub mod client;
 pub mod config;

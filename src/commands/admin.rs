@@ -3,6 +3,7 @@
 //! secret is shown this once.
 
 use clap::Subcommand;
+use longhaul_core::audit::Actor;
 use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role};
 use longhaul_core::Config;
 use serde_json::json;
@@ -28,13 +29,16 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
     let output = match command {
         AdminCommand::CreateTenant { name, region, plan } => {
             let tenant = stores
-                .create_tenant(NewTenant {
-                    name,
-                    region,
-                    plan,
-                    quotas: Quotas::default(),
-                    settings: json!({}),
-                })
+                .create_tenant(
+                    NewTenant {
+                        name,
+                        region,
+                        plan,
+                        quotas: Quotas::default(),
+                        settings: json!({}),
+                    },
+                    &Actor::system(),
+                )
                 .await?;
             let issued = stores
                 .issue_api_key(
@@ -42,13 +46,14 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                     "bootstrap admin",
                     Role::Admin,
                     KeyMode::Live,
+                    &Actor::system(),
                 )
                 .await?;
             json!({ "tenant": tenant, "apiKey": issued.secret, "keyId": issued.key.id })
         }
         AdminCommand::CreateOperatorKey { name } => {
             let issued = stores
-                .issue_api_key(None, &name, Role::Operator, KeyMode::Live)
+                .issue_api_key(None, &name, Role::Operator, KeyMode::Live, &Actor::system())
                 .await?;
             json!({ "apiKey": issued.secret, "keyId": issued.key.id })
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use longhaul_api::AppState;
+use longhaul_core::audit::Actor;
 use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use longhaul_core::{Config, JobStore};
 use longhaul_worker::{PoolConfig, Registry, WorkerPool};
@@ -29,7 +30,13 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     stores.migrate().await?;
     let tenant = demo_tenant(stores.as_ref()).await?;
     let key = stores
-        .issue_api_key(Some(&tenant.id), "dev session", Role::Admin, KeyMode::Test)
+        .issue_api_key(
+            Some(&tenant.id),
+            "dev session",
+            Role::Admin,
+            KeyMode::Test,
+            &Actor::system(),
+        )
         .await?;
 
     let (lockout, rate_limiter) = super::api::counters(&config).await?;
@@ -104,12 +111,15 @@ async fn demo_tenant(stores: &dyn Stores) -> anyhow::Result<Tenant> {
         }
     }
     Ok(stores
-        .create_tenant(NewTenant {
-            name: DEMO_TENANT.into(),
-            region: "us".into(),
-            plan: "dev".into(),
-            quotas: Quotas::default(),
-            settings: json!({}),
-        })
+        .create_tenant(
+            NewTenant {
+                name: DEMO_TENANT.into(),
+                region: "us".into(),
+                plan: "dev".into(),
+                quotas: Quotas::default(),
+                settings: json!({}),
+            },
+            &Actor::system(),
+        )
         .await?)
 }

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use longhaul_api::clock::ManualClock;
+use longhaul_core::audit::Actor;
 use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use serde_json::{json, Value};
 
@@ -37,13 +38,16 @@ impl Api {
     async fn tenant(&self, name: &str) -> (Tenant, String) {
         let tenant = self
             .stores
-            .create_tenant(NewTenant {
-                name: name.into(),
-                region: "eu".into(),
-                plan: "standard".into(),
-                quotas: Quotas::default(),
-                settings: json!({}),
-            })
+            .create_tenant(
+                NewTenant {
+                    name: name.into(),
+                    region: "eu".into(),
+                    plan: "standard".into(),
+                    quotas: Quotas::default(),
+                    settings: json!({}),
+                },
+                &Actor::system(),
+            )
             .await
             .expect("tenant");
         let key = self.key(&tenant, Role::Admin).await;
@@ -52,7 +56,13 @@ impl Api {
 
     async fn key(&self, tenant: &Tenant, role: Role) -> String {
         self.stores
-            .issue_api_key(Some(&tenant.id), "test", role, KeyMode::Live)
+            .issue_api_key(
+                Some(&tenant.id),
+                "test",
+                role,
+                KeyMode::Live,
+                &Actor::system(),
+            )
             .await
             .expect("key")
             .secret
@@ -60,7 +70,7 @@ impl Api {
 
     async fn operator(&self) -> String {
         self.stores
-            .issue_api_key(None, "ops", Role::Operator, KeyMode::Live)
+            .issue_api_key(None, "ops", Role::Operator, KeyMode::Live, &Actor::system())
             .await
             .expect("operator key")
             .secret

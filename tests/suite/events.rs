@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use longhaul_api::AppState;
+use longhaul_core::audit::Actor;
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Role};
 use longhaul_core::Catalogue;
 use longhaul_worker::{Registry, WorkerPool};
@@ -49,20 +50,32 @@ fn parse_frames(text: &str) -> Vec<Frame> {
 async fn a_client_follows_a_job_to_its_end(db: TestDb) {
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
     let tenant = stores
-        .create_tenant(NewTenant::new("acme", "us", "standard"))
+        .create_tenant(NewTenant::new("acme", "us", "standard"), &Actor::system())
         .await
         .expect("tenant");
     let key = stores
-        .issue_api_key(Some(&tenant.id), "t", Role::Viewer, KeyMode::Live)
+        .issue_api_key(
+            Some(&tenant.id),
+            "t",
+            Role::Viewer,
+            KeyMode::Live,
+            &Actor::system(),
+        )
         .await
         .expect("key")
         .secret;
     let other_tenant = stores
-        .create_tenant(NewTenant::new("globex", "us", "standard"))
+        .create_tenant(NewTenant::new("globex", "us", "standard"), &Actor::system())
         .await
         .expect("tenant");
     let other_key = stores
-        .issue_api_key(Some(&other_tenant.id), "t", Role::Admin, KeyMode::Live)
+        .issue_api_key(
+            Some(&other_tenant.id),
+            "t",
+            Role::Admin,
+            KeyMode::Live,
+            &Actor::system(),
+        )
         .await
         .expect("key")
         .secret;

@@ -15,6 +15,7 @@ use chrono::Utc;
 use longhaul_api::clock::ManualClock;
 use longhaul_api::lockout::{LockKey, Lockout, RedisLockout, LOCKOUT};
 use longhaul_api::AppState;
+use longhaul_core::audit::Actor;
 use longhaul_core::tenancy::{self, parse_token, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use longhaul_core::Catalogue;
 use serde_json::json;
@@ -77,20 +78,29 @@ async fn call_path(
 
 async fn tenant(stores: &dyn Stores, name: &str) -> Tenant {
     stores
-        .create_tenant(NewTenant {
-            name: name.into(),
-            region: "eu".into(),
-            plan: "standard".into(),
-            quotas: Quotas::default(),
-            settings: json!({}),
-        })
+        .create_tenant(
+            NewTenant {
+                name: name.into(),
+                region: "eu".into(),
+                plan: "standard".into(),
+                quotas: Quotas::default(),
+                settings: json!({}),
+            },
+            &Actor::system(),
+        )
         .await
         .expect("tenant")
 }
 
 async fn key(stores: &dyn Stores, tenant: &Tenant, role: Role) -> String {
     stores
-        .issue_api_key(Some(&tenant.id), "test", role, KeyMode::Live)
+        .issue_api_key(
+            Some(&tenant.id),
+            "test",
+            role,
+            KeyMode::Live,
+            &Actor::system(),
+        )
         .await
         .expect("key")
         .secret

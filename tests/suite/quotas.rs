@@ -15,6 +15,7 @@ use chrono::Utc;
 use longhaul_api::clock::{Clock, ManualClock};
 use longhaul_api::rate_limit::RedisRateLimiter;
 use longhaul_api::AppState;
+use longhaul_core::audit::Actor;
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use longhaul_core::usage::Period;
 use longhaul_core::{Catalogue, JobState};
@@ -48,13 +49,16 @@ impl Api {
     async fn tenant(&self, name: &str, quotas: Quotas) -> (Tenant, String) {
         let tenant = self
             .stores
-            .create_tenant(NewTenant {
-                name: name.into(),
-                region: "eu".into(),
-                plan: "standard".into(),
-                quotas,
-                settings: json!({}),
-            })
+            .create_tenant(
+                NewTenant {
+                    name: name.into(),
+                    region: "eu".into(),
+                    plan: "standard".into(),
+                    quotas,
+                    settings: json!({}),
+                },
+                &Actor::system(),
+            )
             .await
             .expect("tenant");
         let key = self.key(&tenant, Role::Admin).await;
@@ -63,7 +67,13 @@ impl Api {
 
     async fn key(&self, tenant: &Tenant, role: Role) -> String {
         self.stores
-            .issue_api_key(Some(&tenant.id), "test", role, KeyMode::Live)
+            .issue_api_key(
+                Some(&tenant.id),
+                "test",
+                role,
+                KeyMode::Live,
+                &Actor::system(),
+            )
             .await
             .expect("key")
             .secret
@@ -541,7 +551,7 @@ async fn usage_query_validation_and_roles(db: TestDb) {
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     let operator = api
         .stores
-        .issue_api_key(None, "ops", Role::Operator, KeyMode::Live)
+        .issue_api_key(None, "ops", Role::Operator, KeyMode::Live, &Actor::system())
         .await
         .expect("operator key")
         .secret;

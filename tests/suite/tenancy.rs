@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::ClaimRequest;
 use longhaul_core::kinds::SYSTEM_NOOP;
@@ -56,14 +57,20 @@ fn acme() -> NewTenant {
 
 async fn create(stores: &Arc<dyn Stores>, name: &str) -> Tenant {
     stores
-        .create_tenant(NewTenant::new(name, "us", "free"))
+        .create_tenant(NewTenant::new(name, "us", "free"), &Actor::system())
         .await
         .expect("create tenant")
 }
 
 async fn issue(stores: &Arc<dyn Stores>, tenant: &Tenant, role: Role) -> IssuedKey {
     stores
-        .issue_api_key(Some(&tenant.id), "ci", role, KeyMode::Live)
+        .issue_api_key(
+            Some(&tenant.id),
+            "ci",
+            role,
+            KeyMode::Live,
+            &Actor::system(),
+        )
         .await
         .expect("issue key")
 }
@@ -111,7 +118,10 @@ fn wrong_secret(token: &str) -> String {
 
 async fn tenant_create_get_and_update(db: TestDb) {
     let stores = stores(&db).await;
-    let created = stores.create_tenant(acme()).await.expect("create");
+    let created = stores
+        .create_tenant(acme(), &Actor::system())
+        .await
+        .expect("create");
     let hex = created.id.strip_prefix("tnt_").expect("tnt_ prefix");
     assert_eq!(hex.len(), 32);
     assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -140,6 +150,7 @@ async fn tenant_create_get_and_update(db: TestDb) {
                 name: Some("Acme Inc".into()),
                 ..TenantPatch::default()
             },
+            &Actor::system(),
         )
         .await
         .expect("rename");
@@ -175,6 +186,7 @@ async fn tenant_create_get_and_update(db: TestDb) {
                 settings: Some(json!({"auditLogRetentionDays": 90})),
                 ..TenantPatch::default()
             },
+            &Actor::system(),
         )
         .await
         .expect("replace");
@@ -194,7 +206,7 @@ async fn tenant_create_get_and_update(db: TestDb) {
 
     // An empty patch changes nothing.
     let same = stores
-        .update_tenant(&created.id, TenantPatch::default())
+        .update_tenant(&created.id, TenantPatch::default(), &Actor::system())
         .await
         .expect("empty patch");
     assert_eq!(same, replaced);
@@ -203,7 +215,9 @@ async fn tenant_create_get_and_update(db: TestDb) {
     let unknown = format!("tnt_{}", "0".repeat(32));
     assert_no_such(stores.get_tenant(&unknown).await, "tenant", &unknown);
     assert_no_such(
-        stores.update_tenant(&unknown, TenantPatch::default()).await,
+        stores
+            .update_tenant(&unknown, TenantPatch::default(), &Actor::system())
+            .await,
         "tenant",
         &unknown,
     );
@@ -215,6 +229,7 @@ async fn tenant_create_get_and_update(db: TestDb) {
                     name: Some("x".into()),
                     ..TenantPatch::default()
                 },
+                &Actor::system(),
             )
             .await,
         "tenant",
@@ -222,7 +237,7 @@ async fn tenant_create_get_and_update(db: TestDb) {
     );
     assert_no_such(
         stores
-            .set_tenant_status(&unknown, TenantStatus::Suspended, None)
+            .set_tenant_status(&unknown, TenantStatus::Suspended, None, &Actor::system())
             .await,
         "tenant",
         &unknown,
@@ -287,6 +302,7 @@ async fn tenant_suspend_and_resume(db: TestDb) {
             &tenant.id,
             TenantStatus::Suspended,
             Some("unpaid invoice".into()),
+            &Actor::system(),
         )
         .await
         .expect("suspend");
@@ -310,7 +326,12 @@ async fn tenant_suspend_and_resume(db: TestDb) {
     assert_eq!(seen.suspended_reason.as_deref(), Some("unpaid invoice"));
 
     let resumed = stores
-        .set_tenant_status(&tenant.id, TenantStatus::Active, Some("ignored".into()))
+        .set_tenant_status(
+            &tenant.id,
+            TenantStatus::Active,
+            Some("ignored".into()),
+            &Actor::system(),
+        )
         .await
         .expect("resume");
     assert_eq!(resumed.status, TenantStatus::Active);
@@ -319,7 +340,12 @@ async fn tenant_suspend_and_resume(db: TestDb) {
 
     assert_validation(
         stores
-            .set_tenant_status(&tenant.id, TenantStatus::Suspended, Some(" ".into()))
+            .set_tenant_status(
+                &tenant.id,
+                TenantStatus::Suspended,
+                Some(" ".into()),
+                &Actor::system(),
+            )
             .await,
         "reason",
     );
@@ -379,15 +405,18 @@ async fn invalid_tenants_are_refused_and_write_nothing(db: TestDb) {
         ),
     ];
     for (new, field) in cases {
-        assert_validation(stores.create_tenant(new).await, field);
+        assert_validation(stores.create_tenant(new, &Actor::system()).await, field);
     }
     // The limits themselves are accepted.
     let edge = stores
-        .create_tenant(with(&|t| {
-            t.name = "é".repeat(200);
-            t.plan = "p".repeat(64);
-            t.settings = json!({"auditLogRetentionDays": 2555});
-        }))
+        .create_tenant(
+            with(&|t| {
+                t.name = "é".repeat(200);
+                t.plan = "p".repeat(64);
+                t.settings = json!({"auditLogRetentionDays": 2555});
+            }),
+            &Actor::system(),
+        )
         .await
         .expect("names at the limit");
     let all = stores.list_tenants(None, 100).await.expect("list");
@@ -430,7 +459,12 @@ async fn invalid_tenants_are_refused_and_write_nothing(db: TestDb) {
         ),
     ];
     for (patch, field) in patches {
-        assert_validation(stores.update_tenant(&edge.id, patch).await, field);
+        assert_validation(
+            stores
+                .update_tenant(&edge.id, patch, &Actor::system())
+                .await,
+            field,
+        );
     }
     assert_eq!(stores.get_tenant(&edge.id).await.expect("get"), edge);
 }
@@ -446,6 +480,7 @@ async fn issued_key_authenticates(db: TestDb) {
             "deploy bot",
             Role::Developer,
             KeyMode::Test,
+            &Actor::system(),
         )
         .await
         .expect("issue");
@@ -489,7 +524,7 @@ async fn issued_key_authenticates(db: TestDb) {
 
     // Operator keys have no tenant.
     let operator = stores
-        .issue_api_key(None, "ops", Role::Operator, KeyMode::Live)
+        .issue_api_key(None, "ops", Role::Operator, KeyMode::Live, &Actor::system())
         .await
         .expect("operator key");
     assert_eq!(operator.key.tenant_id, None);
@@ -562,39 +597,57 @@ async fn invalid_key_requests_are_refused_and_write_nothing(db: TestDb) {
     let id = Some(tenant.id.as_str());
     assert_validation(
         stores
-            .issue_api_key(id, "", Role::Viewer, KeyMode::Live)
+            .issue_api_key(id, "", Role::Viewer, KeyMode::Live, &Actor::system())
             .await,
         "name",
     );
     assert_validation(
         stores
-            .issue_api_key(id, &"k".repeat(201), Role::Viewer, KeyMode::Live)
+            .issue_api_key(
+                id,
+                &"k".repeat(201),
+                Role::Viewer,
+                KeyMode::Live,
+                &Actor::system(),
+            )
             .await,
         "name",
     );
     assert_validation(
         stores
-            .issue_api_key(id, "ops", Role::Operator, KeyMode::Live)
+            .issue_api_key(id, "ops", Role::Operator, KeyMode::Live, &Actor::system())
             .await,
         "role",
     );
     assert_validation(
         stores
-            .issue_api_key(None, "ops", Role::Admin, KeyMode::Live)
+            .issue_api_key(None, "ops", Role::Admin, KeyMode::Live, &Actor::system())
             .await,
         "role",
     );
     let unknown = format!("tnt_{}", "a".repeat(32));
     assert_no_such(
         stores
-            .issue_api_key(Some(&unknown), "ci", Role::Viewer, KeyMode::Live)
+            .issue_api_key(
+                Some(&unknown),
+                "ci",
+                Role::Viewer,
+                KeyMode::Live,
+                &Actor::system(),
+            )
             .await,
         "tenant",
         &unknown,
     );
     assert_no_such(
         stores
-            .issue_api_key(Some("tnt_\0"), "ci", Role::Viewer, KeyMode::Live)
+            .issue_api_key(
+                Some("tnt_\0"),
+                "ci",
+                Role::Viewer,
+                KeyMode::Live,
+                &Actor::system(),
+            )
             .await,
         "tenant",
         "tnt_\0",
@@ -617,14 +670,16 @@ async fn revoked_key_stops_at_once(db: TestDb) {
 
     // Another tenant cannot revoke it.
     assert_no_such(
-        stores.revoke_api_key(&other.id, &issued.key.id, now).await,
+        stores
+            .revoke_api_key(&other.id, &issued.key.id, now, &Actor::system())
+            .await,
         "api key",
         &issued.key.id,
     );
     assert!(auth(&stores, &issued.secret, now).await.is_some());
 
     let revoked = stores
-        .revoke_api_key(&tenant.id, &issued.key.id, now)
+        .revoke_api_key(&tenant.id, &issued.key.id, now, &Actor::system())
         .await
         .expect("revoke");
     assert_eq!(revoked.revoked_at, Some(now));
@@ -639,7 +694,7 @@ async fn revoked_key_stops_at_once(db: TestDb) {
 
     // Revoking again keeps the first time.
     let again = stores
-        .revoke_api_key(&tenant.id, &issued.key.id, now + secs(60))
+        .revoke_api_key(&tenant.id, &issued.key.id, now + secs(60), &Actor::system())
         .await
         .expect("revoke again");
     assert_eq!(again.revoked_at, Some(now));
@@ -653,12 +708,16 @@ async fn revoked_key_stops_at_once(db: TestDb) {
 
     let unknown = format!("key_{}", "0".repeat(32));
     assert_no_such(
-        stores.revoke_api_key(&tenant.id, &unknown, now).await,
+        stores
+            .revoke_api_key(&tenant.id, &unknown, now, &Actor::system())
+            .await,
         "api key",
         &unknown,
     );
     assert_no_such(
-        stores.revoke_api_key(&tenant.id, "key_\0", now).await,
+        stores
+            .revoke_api_key(&tenant.id, "key_\0", now, &Actor::system())
+            .await,
         "api key",
         "key_\0",
     );
@@ -669,19 +728,27 @@ async fn rotated_key_works_until_the_grace_ends(db: TestDb) {
     let tenant = create(&stores, "Cyberdyne").await;
     let other = create(&stores, "Tyrell").await;
     let old = stores
-        .issue_api_key(Some(&tenant.id), "billing", Role::Admin, KeyMode::Test)
+        .issue_api_key(
+            Some(&tenant.id),
+            "billing",
+            Role::Admin,
+            KeyMode::Test,
+            &Actor::system(),
+        )
         .await
         .expect("issue");
     let t0 = clock();
 
     assert_no_such(
-        stores.rotate_api_key(&other.id, &old.key.id, t0, DAY).await,
+        stores
+            .rotate_api_key(&other.id, &old.key.id, t0, DAY, &Actor::system())
+            .await,
         "api key",
         &old.key.id,
     );
 
     let new = stores
-        .rotate_api_key(&tenant.id, &old.key.id, t0, DAY)
+        .rotate_api_key(&tenant.id, &old.key.id, t0, DAY, &Actor::system())
         .await
         .expect("rotate");
     assert_ne!(new.key.id, old.key.id);
@@ -732,16 +799,16 @@ async fn rotated_key_works_until_the_grace_ends(db: TestDb) {
     // A rotated key is not rotated again; nor is a revoked one.
     assert_conflict(
         stores
-            .rotate_api_key(&tenant.id, &old.key.id, t0, DAY)
+            .rotate_api_key(&tenant.id, &old.key.id, t0, DAY, &Actor::system())
             .await,
     );
     stores
-        .revoke_api_key(&tenant.id, &new.key.id, t0)
+        .revoke_api_key(&tenant.id, &new.key.id, t0, &Actor::system())
         .await
         .expect("revoke");
     assert_conflict(
         stores
-            .rotate_api_key(&tenant.id, &new.key.id, t0, DAY)
+            .rotate_api_key(&tenant.id, &new.key.id, t0, DAY, &Actor::system())
             .await,
     );
     assert_eq!(
@@ -753,7 +820,13 @@ async fn rotated_key_works_until_the_grace_ends(db: TestDb) {
     // A zero grace ends the old key at once.
     let third = issue(&stores, &tenant, Role::Viewer).await;
     let fourth = stores
-        .rotate_api_key(&tenant.id, &third.key.id, t0, Duration::ZERO)
+        .rotate_api_key(
+            &tenant.id,
+            &third.key.id,
+            t0,
+            Duration::ZERO,
+            &Actor::system(),
+        )
         .await
         .expect("rotate without grace");
     assert!(auth(&stores, &third.secret, t0).await.is_none());
@@ -815,13 +888,16 @@ async fn tenant_max_running_caps_the_claim(db: TestDb) {
     let stores = stores(&db).await;
     let client = JobClient::new(stores.clone().job_store(), Arc::new(Catalogue::builtin()));
     let tenant = stores
-        .create_tenant(NewTenant {
-            quotas: Quotas {
-                max_running: Some(2),
-                ..Quotas::default()
+        .create_tenant(
+            NewTenant {
+                quotas: Quotas {
+                    max_running: Some(2),
+                    ..Quotas::default()
+                },
+                ..NewTenant::new("Capped", "us", "free")
             },
-            ..NewTenant::new("Capped", "us", "free")
-        })
+            &Actor::system(),
+        )
         .await
         .expect("create");
     let uncapped = create(&stores, "Uncapped").await;
@@ -860,6 +936,7 @@ async fn tenant_max_running_caps_the_claim(db: TestDb) {
                     }),
                     ..TenantPatch::default()
                 },
+                &Actor::system(),
             )
             .await,
         "quotas.maxRunning",
@@ -874,7 +951,7 @@ async fn tenant_max_running_caps_the_claim(db: TestDb) {
         ..TenantPatch::default()
     };
     stores
-        .update_tenant(&tenant.id, raise)
+        .update_tenant(&tenant.id, raise, &Actor::system())
         .await
         .expect("raise");
     assert_eq!(claim().await.len(), 1);
@@ -886,7 +963,7 @@ async fn tenant_max_running_caps_the_claim(db: TestDb) {
         ..TenantPatch::default()
     };
     stores
-        .update_tenant(&tenant.id, rename)
+        .update_tenant(&tenant.id, rename, &Actor::system())
         .await
         .expect("rename");
     assert!(claim().await.is_empty());
@@ -900,7 +977,7 @@ async fn tenant_max_running_caps_the_claim(db: TestDb) {
         ..TenantPatch::default()
     };
     stores
-        .update_tenant(&tenant.id, uncap)
+        .update_tenant(&tenant.id, uncap, &Actor::system())
         .await
         .expect("uncap");
     assert_eq!(claim().await.len(), 2);

@@ -114,7 +114,10 @@ impl ListJobs {
     }
 }
 
-fn time_param(name: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub(crate) fn time_param(
+    name: &str,
+    text: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
     text.map(|text| {
         DateTime::parse_from_rfc3339(text)
             .map(|at| at.with_timezone(&Utc))
@@ -251,7 +254,12 @@ async fn create(
     // transaction: a refusal writes nothing, an acceptance is billed once.
     let enqueued = state
         .jobs
-        .admit(job, tenant.quotas.max_queued, Period::of(now))
+        .admit(
+            job,
+            tenant.quotas.max_queued,
+            Period::of(now),
+            &caller.actor(),
+        )
         .await?;
     let job = state.jobs.get(&tenant.id, enqueued.id).await?;
     let location = format!("/v1/jobs/{}", job.id);
@@ -328,7 +336,10 @@ async fn cancel(
 ) -> Result<Json<JobView>, ApiError> {
     // Stopping work is allowed for suspended tenants too.
     let tenant = caller.tenant_role(Role::Developer)?;
-    let job = state.jobs.cancel(&tenant.id, job_id(&id)?).await?;
+    let job = state
+        .jobs
+        .cancel_as(&tenant.id, job_id(&id)?, &caller.actor())
+        .await?;
     Ok(Json(JobView::of(job, None)))
 }
 
@@ -340,7 +351,12 @@ async fn retry(
     let tenant = caller.tenant_writer(Role::Developer)?;
     let job = state
         .jobs
-        .retry_within_quota(&tenant.id, job_id(&id)?, tenant.quotas.max_queued)
+        .retry_within_quota(
+            &tenant.id,
+            job_id(&id)?,
+            tenant.quotas.max_queued,
+            &caller.actor(),
+        )
         .await?;
     Ok((StatusCode::ACCEPTED, Json(JobView::of(job, None))))
 }

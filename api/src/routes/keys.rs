@@ -76,7 +76,13 @@ async fn issue(
     }
     let issued = state
         .stores
-        .issue_api_key(Some(&tenant.id), &body.name, body.role, body.mode)
+        .issue_api_key(
+            Some(&tenant.id),
+            &body.name,
+            body.role,
+            body.mode,
+            &caller.actor(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(issued.into())))
 }
@@ -96,7 +102,13 @@ async fn rotate(
     let tenant = caller.tenant_role(Role::Admin)?;
     let issued = state
         .stores
-        .rotate_api_key(&tenant.id, &id, state.clock.now(), ROTATION_GRACE)
+        .rotate_api_key(
+            &tenant.id,
+            &id,
+            state.clock.now(),
+            ROTATION_GRACE,
+            &caller.actor(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(issued.into())))
 }
@@ -110,7 +122,7 @@ async fn revoke(
     Ok(Json(
         state
             .stores
-            .revoke_api_key(&tenant.id, &id, state.clock.now())
+            .revoke_api_key(&tenant.id, &id, state.clock.now(), &caller.actor())
             .await?,
     ))
 }

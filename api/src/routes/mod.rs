@@ -1,5 +1,6 @@
 //! One module per resource; each exposes `routes()` for the router.
 
+pub mod audit;
 pub mod events;
 pub mod health;
 pub mod jobs;

@@ -90,13 +90,16 @@ async fn create(
     caller.operator()?;
     let tenant = state
         .stores
-        .create_tenant(NewTenant {
-            name: body.name,
-            region: body.region,
-            plan: body.plan,
-            quotas: body.quotas,
-            settings: body.settings,
-        })
+        .create_tenant(
+            NewTenant {
+                name: body.name,
+                region: body.region,
+                plan: body.plan,
+                quotas: body.quotas,
+                settings: body.settings,
+            },
+            &caller.actor(),
+        )
         .await?;
     let mut response = (StatusCode::CREATED, Json(&tenant)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/tenants/{}", tenant.id)) {
@@ -154,7 +157,12 @@ async fn update(
         quotas: body.quotas,
         settings: body.settings,
     };
-    Ok(Json(state.stores.update_tenant(&id, patch).await?))
+    Ok(Json(
+        state
+            .stores
+            .update_tenant(&id, patch, &caller.actor())
+            .await?,
+    ))
 }
 
 async fn suspend(
@@ -171,7 +179,7 @@ async fn suspend(
     Ok(Json(
         state
             .stores
-            .set_tenant_status(&id, TenantStatus::Suspended, Some(reason))
+            .set_tenant_status(&id, TenantStatus::Suspended, Some(reason), &caller.actor())
             .await?,
     ))
 }
@@ -185,7 +193,7 @@ async fn resume(
     Ok(Json(
         state
             .stores
-            .set_tenant_status(&id, TenantStatus::Active, None)
+            .set_tenant_status(&id, TenantStatus::Active, None, &caller.actor())
             .await?,
     ))
 }

@@ -25,6 +25,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use wake::{Wake, WakeReceiver};
 
+use crate::audit::{Actor, Change};
 use crate::error::{Error, Result};
 use crate::ids::JobId;
 use crate::job::{
@@ -78,12 +79,14 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     ///   the cap together. A batch that creates nothing (idempotent replays)
     ///   is never refused, and jobs already queued are never touched;
     /// - adds one billable operation per created job (not per replay) to the
-    ///   `usage` of its tenant and kind in `period`.
+    ///   `usage` of its tenant and kind in `period`;
+    /// - records a `job.create` audit event by `actor` per created job.
     async fn enqueue_within_quota(
         &self,
         jobs: &[NewJob],
         max_queued: Option<i64>,
         period: Period,
+        actor: &Actor,
     ) -> Result<Vec<Enqueued>>;
 
     /// A tenant's billable operations in `period`, per kind (sorted by kind;
@@ -140,22 +143,32 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<JobEvent>>;
 
     /// Queued → cancelled at once; running → `cancel_requested` (the worker
-    /// stops the handler). A finished job is a conflict.
-    async fn cancel(&self, tenant_id: &str, id: JobId) -> Result<Job>;
+    /// stops the handler). A finished job is a conflict. Done by the system
+    /// (see [`JobStore::cancel_as`]).
+    async fn cancel(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+        self.cancel_as(tenant_id, id, &Actor::system()).await
+    }
+
+    /// `cancel`, recorded as a `job.cancel` audit event by `actor` when it
+    /// changes the job (cancelling a cancelled job changes nothing).
+    async fn cancel_as(&self, tenant_id: &str, id: JobId, actor: &Actor) -> Result<Job>;
 
     /// Failed or cancelled → queued with a fresh attempt budget. Others: conflict.
     async fn retry(&self, tenant_id: &str, id: JobId) -> Result<Job> {
-        self.retry_within_quota(tenant_id, id, None).await
+        self.retry_within_quota(tenant_id, id, None, &Actor::system())
+            .await
     }
 
     /// `retry`, refused with `QuotaExceeded` (and nothing changed) when it
     /// would take the tenant past `max_queued` queued jobs; checked under the
-    /// same lock as enqueue, so concurrent requests cannot pass the cap together.
+    /// same lock as enqueue, so concurrent requests cannot pass the cap
+    /// together. Recorded as a `job.retry` audit event by `actor`.
     async fn retry_within_quota(
         &self,
         tenant_id: &str,
         id: JobId,
         max_queued: Option<i64>,
+        actor: &Actor,
     ) -> Result<Job>;
 
     /// Sets (or with `None` clears) a tenant's cap on running jobs.
@@ -284,6 +297,46 @@ fn check_max_queued(
         }
     }
     Ok(())
+}
+
+/// The audit events of an admitted batch: one `job.create` per created job.
+fn job_creations<'j>(
+    jobs: &'j [NewJob],
+    answers: &'j [Enqueued],
+) -> impl Iterator<Item = (&'j str, Change)> + 'j {
+    jobs.iter()
+        .zip(answers)
+        .filter(|(_, answer)| answer.created)
+        .map(|(job, answer)| {
+            let details = serde_json::json!({
+                "kind": job.kind,
+                "queue": job.queue,
+                "priority": job.priority,
+                "runAt": job.run_at,
+            });
+            (
+                job.tenant_id.as_str(),
+                Change::new("job.create", "job", answer.id.to_string(), details),
+            )
+        })
+}
+
+fn job_cancelled(job: &Job) -> Change {
+    Change::new(
+        "job.cancel",
+        "job",
+        job.id.to_string(),
+        serde_json::json!({"state": job.state}),
+    )
+}
+
+fn job_retried(job: &Job) -> Change {
+    Change::new(
+        "job.retry",
+        "job",
+        job.id.to_string(),
+        serde_json::json!({}),
+    )
 }
 
 fn idempotency_conflict(key: &str) -> Error {

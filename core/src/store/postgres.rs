@@ -20,9 +20,10 @@ use uuid::Uuid;
 
 use super::wake::{Wake, WakeHub, WakeReceiver, CANCEL_CHANNEL, QUEUE_CHANNEL};
 use super::{
-    check_max_queued, count_created, idempotency_conflict, state_conflict, validate_max_running,
-    Backend, Created, JobStore, Rescued,
+    check_max_queued, count_created, idempotency_conflict, job_cancelled, job_creations,
+    job_retried, state_conflict, validate_max_running, Backend, Created, JobStore, Rescued,
 };
+use crate::audit::{insert_change_pg as record, Actor};
 use crate::error::{DbContext, Error, Result};
 use crate::ids::JobId;
 use crate::job::{
@@ -599,6 +600,7 @@ impl JobStore for PgStore {
         jobs: &[NewJob],
         max_queued: Option<i64>,
         period: Period,
+        actor: &Actor,
     ) -> Result<Vec<Enqueued>> {
         if jobs.is_empty() {
             return Ok(vec![]);
@@ -641,6 +643,9 @@ impl JobStore for PgStore {
             check_max_queued(limit, &queued_before, &created)?;
         }
         add_usage(&mut tx, &created, period).await?;
+        for (tenant_id, change) in job_creations(jobs, &answers) {
+            record(&mut tx, tenant_id, actor, &change).await?;
+        }
         tx.commit().await.db("committing enqueued jobs")?;
         Ok(answers)
     }
@@ -759,7 +764,7 @@ impl JobStore for PgStore {
             .collect()
     }
 
-    async fn cancel(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+    async fn cancel_as(&self, tenant_id: &str, id: JobId, actor: &Actor) -> Result<Job> {
         let mut tx = self
             .pool
             .begin()
@@ -792,6 +797,7 @@ impl JobStore for PgStore {
             };
         };
         let job = job_from_row(&row)?;
+        record(&mut tx, tenant_id, actor, &job_cancelled(&job)).await?;
         if job.state == JobState::Running {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CANCEL_CHANNEL)
@@ -809,6 +815,7 @@ impl JobStore for PgStore {
         tenant_id: &str,
         id: JobId,
         max_queued: Option<i64>,
+        actor: &Actor,
     ) -> Result<Job> {
         let mut tx = self.pool.begin().await.db("starting a retry transaction")?;
         if max_queued.is_some() {
@@ -869,6 +876,7 @@ impl JobStore for PgStore {
                 });
             }
         }
+        record(&mut tx, tenant_id, actor, &job_retried(&job)).await?;
         notify_queues(&mut tx, &[job.queue.as_str()]).await?;
         tx.commit().await.db("committing a retry")?;
         Ok(job)

@@ -33,9 +33,10 @@ use uuid::Uuid;
 
 use super::wake::{Wake, WakeHub, WakeReceiver};
 use super::{
-    check_max_queued, count_created, idempotency_conflict, state_conflict, validate_max_running,
-    Backend, Created, JobStore, Rescued,
+    check_max_queued, count_created, idempotency_conflict, job_cancelled, job_creations,
+    job_retried, state_conflict, validate_max_running, Backend, Created, JobStore, Rescued,
 };
+use crate::audit::{insert_change_sqlite as record, Actor};
 use crate::error::{DbContext, Error, Result};
 use crate::ids::JobId;
 use crate::job::{
@@ -810,6 +811,7 @@ impl JobStore for SqliteStore {
         jobs: &[NewJob],
         max_queued: Option<i64>,
         period: Period,
+        actor: &Actor,
     ) -> Result<Vec<Enqueued>> {
         if jobs.is_empty() {
             return Ok(vec![]);
@@ -821,7 +823,8 @@ impl JobStore for SqliteStore {
             Some(_) => queued_counts(w.conn(), jobs).await?,
             None => BTreeMap::new(),
         };
-        let answers = enqueue_in(w.conn(), jobs, now_micros()).await?;
+        let now = now_micros();
+        let answers = enqueue_in(w.conn(), jobs, now).await?;
         let created = count_created(jobs, &answers);
         if let Some(limit) = max_queued {
             if let Err(refused) = check_max_queued(limit, &queued_before, &created) {
@@ -830,6 +833,9 @@ impl JobStore for SqliteStore {
             }
         }
         add_usage(w.conn(), &created, period).await?;
+        for (tenant_id, change) in job_creations(jobs, &answers) {
+            record(w.conn(), now, tenant_id, actor, &change).await?;
+        }
         w.commit("committing enqueued jobs").await?;
         let created = jobs
             .iter()
@@ -947,7 +953,7 @@ impl JobStore for SqliteStore {
             .collect()
     }
 
-    async fn cancel(&self, tenant_id: &str, id: JobId) -> Result<Job> {
+    async fn cancel_as(&self, tenant_id: &str, id: JobId, actor: &Actor) -> Result<Job> {
         let mut w = self.begin_write("starting a cancel transaction").await?;
         let now = now_micros();
         let row = sqlx::query(
@@ -979,6 +985,7 @@ impl JobStore for SqliteStore {
         } else {
             "cancel_requested"
         };
+        record(w.conn(), now, tenant_id, actor, &job_cancelled(&job)).await?;
         insert_event(w.conn(), id, tenant_id, now, Some(job.attempt), event, None).await?;
         w.commit("committing a cancel").await?;
         if job.state == JobState::Running {
@@ -992,6 +999,7 @@ impl JobStore for SqliteStore {
         tenant_id: &str,
         id: JobId,
         max_queued: Option<i64>,
+        actor: &Actor,
     ) -> Result<Job> {
         let mut w = self.begin_write("starting a retry transaction").await?;
         let now = now_micros();
@@ -1045,6 +1053,7 @@ impl JobStore for SqliteStore {
                 });
             }
         }
+        record(w.conn(), now, tenant_id, actor, &job_retried(&job)).await?;
         insert_event(
             w.conn(),
             id,

@@ -30,6 +30,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::audit::{Actor, AuditStore, Change};
 use crate::error::{Error, Result};
 use crate::nul::contains_nul;
 use crate::store::{JobStore, PgStore, SqliteStore};
@@ -173,13 +174,18 @@ fn empty_object() -> Value {
 
 /// A change to a tenant: each `Some` field replaces the stored value whole
 /// (`quotas` replaces all three quotas, `settings` the whole object).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub quotas: Option<Quotas>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<Value>,
 }
 
@@ -275,6 +281,20 @@ pub const MAX_REASON_CHARS: usize = 1000;
 /// Settings are read with every authenticated request: keep them small.
 pub const MAX_SETTINGS_BYTES: usize = 16 * 1024;
 pub const AUDIT_LOG_RETENTION_DAYS: RangeInclusive<i64> = 90..=2555;
+
+/// A tenant's audit log retention when its settings name none.
+pub const DEFAULT_AUDIT_LOG_RETENTION_DAYS: i64 = 365;
+
+impl Tenant {
+    /// Days of audit log the tenant keeps: `settings.auditLogRetentionDays`,
+    /// else [`DEFAULT_AUDIT_LOG_RETENTION_DAYS`].
+    pub fn audit_log_retention_days(&self) -> i64 {
+        self.settings
+            .get("auditLogRetentionDays")
+            .and_then(Value::as_i64)
+            .unwrap_or(DEFAULT_AUDIT_LOG_RETENTION_DAYS)
+    }
+}
 /// `last_used_at` is written at most this often per key.
 pub const LAST_USED_GRANULARITY: Duration = Duration::from_secs(60);
 pub const KEY_PREFIX_LEN: usize = 12;
@@ -649,16 +669,68 @@ const JOINED_TENANT: TenantColumns = TenantColumns {
     updated_at: "t_updated_at",
 };
 
+// ---- audit events of tenancy changes (both backends write the same) ----------
+
+fn tenant_created(tenant: &Tenant) -> Change {
+    Change::new(
+        "tenant.create",
+        "tenant",
+        &tenant.id,
+        serde_json::json!({"name": tenant.name, "region": tenant.region, "plan": tenant.plan}),
+    )
+}
+
+fn tenant_updated(id: &str, patch: &TenantPatch) -> Change {
+    Change::new(
+        "tenant.update",
+        "tenant",
+        id,
+        serde_json::to_value(patch).unwrap_or(Value::Null),
+    )
+}
+
+fn tenant_status_set(id: &str, status: TenantStatus, reason: Option<&str>) -> Change {
+    let action = match status {
+        TenantStatus::Suspended => "tenant.suspend",
+        TenantStatus::Active => "tenant.resume",
+    };
+    Change::new(action, "tenant", id, serde_json::json!({"reason": reason}))
+}
+
+fn key_issued(key: &ApiKey) -> Change {
+    Change::new(
+        "api_key.create",
+        "api_key",
+        &key.id,
+        serde_json::json!({"name": key.name, "role": key.role, "mode": key.mode, "prefix": key.prefix}),
+    )
+}
+
+fn key_revoked(key: &ApiKey) -> Change {
+    Change::new("api_key.revoke", "api_key", &key.id, serde_json::json!({}))
+}
+
+fn key_rotated(old_key_id: &str, successor: &ApiKey, old_expires_at: DateTime<Utc>) -> Change {
+    Change::new(
+        "api_key.rotate",
+        "api_key",
+        old_key_id,
+        serde_json::json!({"successorKeyId": successor.id, "oldKeyExpiresAt": old_expires_at}),
+    )
+}
+
 // ---- the store contract --------------------------------------------------------
 
 /// Tenants and API keys. Missing tenants and keys (and another tenant's keys)
 /// answer [`Error::NoSuchResource`]; bad input answers [`Error::Validation`]
-/// before anything is written.
+/// before anything is written. Every change is written to the tenant's audit
+/// log as done by `actor`, in the same transaction (operator keys, which have
+/// no tenant, leave no audit event).
 #[async_trait]
 pub trait TenantStore: Send + Sync {
     /// A new active tenant (`tnt_…`); its `max_running` is written to
     /// `tenant_limits` in the same transaction.
-    async fn create_tenant(&self, new: NewTenant) -> Result<Tenant>;
+    async fn create_tenant(&self, new: NewTenant, actor: &Actor) -> Result<Tenant>;
 
     async fn get_tenant(&self, id: &str) -> Result<Tenant>;
 
@@ -667,7 +739,7 @@ pub trait TenantStore: Send + Sync {
 
     /// Applies the patch's `Some` fields; new quotas update `tenant_limits` in
     /// the same transaction.
-    async fn update_tenant(&self, id: &str, patch: TenantPatch) -> Result<Tenant>;
+    async fn update_tenant(&self, id: &str, patch: TenantPatch, actor: &Actor) -> Result<Tenant>;
 
     /// Suspends (with an optional reason) or resumes (clearing the reason).
     async fn set_tenant_status(
@@ -675,6 +747,7 @@ pub trait TenantStore: Send + Sync {
         id: &str,
         status: TenantStatus,
         reason: Option<String>,
+        actor: &Actor,
     ) -> Result<Tenant>;
 
     /// A new key (`key_…`) for the tenant, or an operator key (`tenant_id`
@@ -685,6 +758,7 @@ pub trait TenantStore: Send + Sync {
         name: &str,
         role: Role,
         mode: KeyMode,
+        actor: &Actor,
     ) -> Result<IssuedKey>;
 
     /// The key a token names with its tenant (`None` for operator keys), or
@@ -700,12 +774,14 @@ pub trait TenantStore: Send + Sync {
     /// All the tenant's keys (revoked and expired ones too), oldest first.
     async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>>;
 
-    /// Revokes at once (`revoked_at = now`); revoking again changes nothing.
+    /// Revokes at once (`revoked_at = now`); revoking again changes nothing
+    /// (and records nothing).
     async fn revoke_api_key(
         &self,
         tenant_id: &str,
         key_id: &str,
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<ApiKey>;
 
     /// Issues a successor with the same name, role and mode; the old key keeps
@@ -716,12 +792,13 @@ pub trait TenantStore: Send + Sync {
         key_id: &str,
         now: DateTime<Utc>,
         grace: Duration,
+        actor: &Actor,
     ) -> Result<IssuedKey>;
 }
 
 /// A store that keeps both jobs and tenants (both backends do), so the API can
 /// hold one `Arc<dyn Stores>`.
-pub trait Stores: JobStore + TenantStore {
+pub trait Stores: JobStore + TenantStore + AuditStore {
     /// The same store as a job store (for [`crate::JobClient`]): trait
     /// upcasting needs Rust 1.86 and the workspace supports 1.85.
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore>;
@@ -730,7 +807,7 @@ pub trait Stores: JobStore + TenantStore {
     fn tenant_store(self: Arc<Self>) -> Arc<dyn TenantStore>;
 }
 
-impl<T: JobStore + TenantStore> Stores for T {
+impl<T: JobStore + TenantStore + AuditStore> Stores for T {
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore> {
         self
     }

@@ -10,11 +10,13 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::{
-    check_rotatable, grace_end, key_accepts, key_of_tenant_checked, last_used_due, new_id,
-    reason_for, tenant_id_checked, validate_key_request, validate_new_tenant, validate_patch,
+    check_rotatable, grace_end, key_accepts, key_issued, key_of_tenant_checked, key_revoked,
+    key_rotated, last_used_due, new_id, reason_for, tenant_created, tenant_id_checked,
+    tenant_status_set, tenant_updated, validate_key_request, validate_new_tenant, validate_patch,
     ApiKey, IssuedKey, KeyMaterial, KeyMode, NewTenant, Quotas, Role, Tenant, TenantColumns,
     TenantPatch, TenantStatus, TenantStore, JOINED_TENANT, TENANT, TENANT_ID_PREFIX,
 };
+use crate::audit::{insert_change_pg as record, Actor};
 use crate::error::{DbContext, Error, Result};
 use crate::store::PgStore;
 
@@ -138,7 +140,7 @@ async fn insert_key(
 
 #[async_trait]
 impl TenantStore for PgStore {
-    async fn create_tenant(&self, new: NewTenant) -> Result<Tenant> {
+    async fn create_tenant(&self, new: NewTenant, actor: &Actor) -> Result<Tenant> {
         validate_new_tenant(&new)?;
         let id = new_id(TENANT_ID_PREFIX);
         let mut tx = self
@@ -167,6 +169,7 @@ impl TenantStore for PgStore {
         if tenant.quotas.max_running.is_some() {
             sync_tenant_limits(&mut tx, &id, tenant.quotas.max_running).await?;
         }
+        record(&mut tx, &id, actor, &tenant_created(&tenant)).await?;
         tx.commit().await.db("committing a new tenant")?;
         Ok(tenant)
     }
@@ -197,7 +200,7 @@ impl TenantStore for PgStore {
             .collect()
     }
 
-    async fn update_tenant(&self, id: &str, patch: TenantPatch) -> Result<Tenant> {
+    async fn update_tenant(&self, id: &str, patch: TenantPatch, actor: &Actor) -> Result<Tenant> {
         let id = tenant_id_checked(id)?;
         validate_patch(&patch)?;
         if patch.is_empty() {
@@ -239,6 +242,7 @@ impl TenantStore for PgStore {
         if patch.quotas.is_some() {
             sync_tenant_limits(&mut tx, id, tenant.quotas.max_running).await?;
         }
+        record(&mut tx, id, actor, &tenant_updated(id, &patch)).await?;
         tx.commit().await.db("committing a tenant update")?;
         Ok(tenant)
     }
@@ -248,21 +252,36 @@ impl TenantStore for PgStore {
         id: &str,
         status: TenantStatus,
         reason: Option<String>,
+        actor: &Actor,
     ) -> Result<Tenant> {
         let id = tenant_id_checked(id)?;
         let reason = reason_for(status, reason)?;
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .db("starting to set a tenant's status")?;
         let row = sqlx::query(
             "UPDATE tenants SET status = $2, suspended_reason = $3, updated_at = now()
              WHERE id = $1 RETURNING *",
         )
         .bind(id)
         .bind(status.as_str())
-        .bind(reason)
-        .fetch_optional(self.pool())
+        .bind(&reason)
+        .fetch_optional(&mut *tx)
         .await
         .db("setting a tenant's status")?
         .ok_or_else(|| Error::no_such("tenant", id))?;
-        tenant_from_row(&row, &TENANT)
+        let tenant = tenant_from_row(&row, &TENANT)?;
+        record(
+            &mut tx,
+            id,
+            actor,
+            &tenant_status_set(id, status, reason.as_deref()),
+        )
+        .await?;
+        tx.commit().await.db("committing a tenant's status")?;
+        Ok(tenant)
     }
 
     async fn issue_api_key(
@@ -271,17 +290,19 @@ impl TenantStore for PgStore {
         name: &str,
         role: Role,
         mode: KeyMode,
+        actor: &Actor,
     ) -> Result<IssuedKey> {
         validate_key_request(tenant_id, name, role)?;
         let tenant_id = tenant_id.map(tenant_id_checked).transpose()?;
-        let mut conn = self
-            .pool()
-            .acquire()
-            .await
-            .db("acquiring a connection to issue a key")?;
-        insert_key(&mut conn, tenant_id, name, role, mode)
+        let mut tx = self.pool().begin().await.db("starting to issue a key")?;
+        let issued = insert_key(&mut tx, tenant_id, name, role, mode)
             .await?
-            .ok_or_else(|| Error::no_such("tenant", tenant_id.unwrap_or_default()))
+            .ok_or_else(|| Error::no_such("tenant", tenant_id.unwrap_or_default()))?;
+        if let Some(tenant_id) = tenant_id {
+            record(&mut tx, tenant_id, actor, &key_issued(&issued.key)).await?;
+        }
+        tx.commit().await.db("committing a new key")?;
+        Ok(issued)
     }
 
     async fn authenticate(
@@ -349,20 +370,31 @@ impl TenantStore for PgStore {
         tenant_id: &str,
         key_id: &str,
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<ApiKey> {
         let (tenant_id, key_id) = key_of_tenant_checked(tenant_id, key_id)?;
-        let row = sqlx::query(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3)
-             WHERE id = $1 AND tenant_id = $2 RETURNING *",
-        )
-        .bind(key_id)
-        .bind(tenant_id)
-        .bind(now)
-        .fetch_optional(self.pool())
-        .await
-        .db("revoking an api key")?
-        .ok_or_else(|| Error::no_such("api key", key_id))?;
-        key_from_row(&row)
+        let mut tx = self.pool().begin().await.db("starting to revoke a key")?;
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
+            .bind(key_id)
+            .bind(tenant_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .db("reading the api key to revoke")?
+            .ok_or_else(|| Error::no_such("api key", key_id))?;
+        let key = key_from_row(&row)?;
+        if key.revoked_at.is_some() {
+            return Ok(key);
+        }
+        let row = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 RETURNING *")
+            .bind(key_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .db("revoking an api key")?;
+        let key = key_from_row(&row)?;
+        record(&mut tx, tenant_id, actor, &key_revoked(&key)).await?;
+        tx.commit().await.db("committing a revocation")?;
+        Ok(key)
     }
 
     async fn rotate_api_key(
@@ -371,6 +403,7 @@ impl TenantStore for PgStore {
         key_id: &str,
         now: DateTime<Utc>,
         grace: Duration,
+        actor: &Actor,
     ) -> Result<IssuedKey> {
         let (tenant_id, key_id) = key_of_tenant_checked(tenant_id, key_id)?;
         let expires_at = grace_end(now, grace)?;
@@ -397,6 +430,8 @@ impl TenantStore for PgStore {
             .execute(&mut *tx)
             .await
             .db("ending a rotated key's life")?;
+        let change = key_rotated(key_id, &issued.key, expires_at);
+        record(&mut tx, tenant_id, actor, &change).await?;
         tx.commit().await.db("committing a key rotation")?;
         Ok(issued)
     }

@@ -17,11 +17,13 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::{
-    check_rotatable, grace_end, key_accepts, key_of_tenant_checked, last_used_due, new_id,
-    reason_for, tenant_id_checked, validate_key_request, validate_new_tenant, validate_patch,
+    check_rotatable, grace_end, key_accepts, key_issued, key_of_tenant_checked, key_revoked,
+    key_rotated, last_used_due, new_id, reason_for, tenant_created, tenant_id_checked,
+    tenant_status_set, tenant_updated, validate_key_request, validate_new_tenant, validate_patch,
     ApiKey, IssuedKey, KeyMaterial, KeyMode, NewTenant, Quotas, Role, Tenant, TenantColumns,
     TenantPatch, TenantStatus, TenantStore, JOINED_TENANT, TENANT, TENANT_ID_PREFIX,
 };
+use crate::audit::{insert_change_sqlite as record, Actor};
 use crate::error::{DbContext, Error, Result};
 use crate::store::SqliteStore;
 
@@ -173,7 +175,7 @@ async fn insert_key(
 
 #[async_trait]
 impl TenantStore for SqliteStore {
-    async fn create_tenant(&self, new: NewTenant) -> Result<Tenant> {
+    async fn create_tenant(&self, new: NewTenant, actor: &Actor) -> Result<Tenant> {
         validate_new_tenant(&new)?;
         let id = new_id(TENANT_ID_PREFIX);
         let now = micros(Utc::now());
@@ -200,6 +202,7 @@ impl TenantStore for SqliteStore {
         if tenant.quotas.max_running.is_some() {
             sync_tenant_limits(w.conn(), &id, tenant.quotas.max_running).await?;
         }
+        record(w.conn(), now, &id, actor, &tenant_created(&tenant)).await?;
         w.commit("committing a new tenant").await?;
         Ok(tenant)
     }
@@ -230,13 +233,14 @@ impl TenantStore for SqliteStore {
             .collect()
     }
 
-    async fn update_tenant(&self, id: &str, patch: TenantPatch) -> Result<Tenant> {
+    async fn update_tenant(&self, id: &str, patch: TenantPatch, actor: &Actor) -> Result<Tenant> {
         let id = tenant_id_checked(id)?;
         validate_patch(&patch)?;
         if patch.is_empty() {
             return self.get_tenant(id).await;
         }
         let quotas = patch.quotas.unwrap_or_default();
+        let now = micros(Utc::now());
         let mut w = self.begin_write("starting to update a tenant").await?;
         let row = sqlx::query(
             "UPDATE tenants SET
@@ -260,7 +264,7 @@ impl TenantStore for SqliteStore {
         .bind(quotas.max_queued)
         .bind(quotas.creations_per_minute)
         .bind(patch.settings.as_ref().map(|settings| settings.to_string()))
-        .bind(micros(Utc::now()))
+        .bind(now)
         .fetch_optional(w.conn())
         .await
         .db("updating a tenant")?;
@@ -272,6 +276,7 @@ impl TenantStore for SqliteStore {
         if patch.quotas.is_some() {
             sync_tenant_limits(w.conn(), id, tenant.quotas.max_running).await?;
         }
+        record(w.conn(), now, id, actor, &tenant_updated(id, &patch)).await?;
         w.commit("committing a tenant update").await?;
         Ok(tenant)
     }
@@ -281,9 +286,11 @@ impl TenantStore for SqliteStore {
         id: &str,
         status: TenantStatus,
         reason: Option<String>,
+        actor: &Actor,
     ) -> Result<Tenant> {
         let id = tenant_id_checked(id)?;
         let reason = reason_for(status, reason)?;
+        let now = micros(Utc::now());
         let mut w = self
             .begin_write("starting to set a tenant's status")
             .await?;
@@ -293,8 +300,8 @@ impl TenantStore for SqliteStore {
         )
         .bind(id)
         .bind(status.as_str())
-        .bind(reason)
-        .bind(micros(Utc::now()))
+        .bind(&reason)
+        .bind(now)
         .fetch_optional(w.conn())
         .await
         .db("setting a tenant's status")?;
@@ -303,6 +310,8 @@ impl TenantStore for SqliteStore {
             return Err(Error::no_such("tenant", id));
         };
         let tenant = tenant_from_row(&row, &TENANT)?;
+        let change = tenant_status_set(id, status, reason.as_deref());
+        record(w.conn(), now, id, actor, &change).await?;
         w.commit("committing a tenant's status").await?;
         Ok(tenant)
     }
@@ -313,6 +322,7 @@ impl TenantStore for SqliteStore {
         name: &str,
         role: Role,
         mode: KeyMode,
+        actor: &Actor,
     ) -> Result<IssuedKey> {
         validate_key_request(tenant_id, name, role)?;
         let tenant_id = tenant_id.map(tenant_id_checked).transpose()?;
@@ -321,6 +331,10 @@ impl TenantStore for SqliteStore {
             w.rollback().await?;
             return Err(Error::no_such("tenant", tenant_id.unwrap_or_default()));
         };
+        if let Some(tenant_id) = tenant_id {
+            let at = micros(issued.key.created_at);
+            record(w.conn(), at, tenant_id, actor, &key_issued(&issued.key)).await?;
+        }
         w.commit("committing a new key").await?;
         Ok(issued)
     }
@@ -392,24 +406,40 @@ impl TenantStore for SqliteStore {
         tenant_id: &str,
         key_id: &str,
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<ApiKey> {
         let (tenant_id, key_id) = key_of_tenant_checked(tenant_id, key_id)?;
         let mut w = self.begin_write("starting to revoke a key").await?;
-        let row = sqlx::query(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?3)
-             WHERE id = ?1 AND tenant_id = ?2 RETURNING *",
-        )
-        .bind(key_id)
-        .bind(tenant_id)
-        .bind(micros(now))
-        .fetch_optional(w.conn())
-        .await
-        .db("revoking an api key")?;
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?1 AND tenant_id = ?2")
+            .bind(key_id)
+            .bind(tenant_id)
+            .fetch_optional(w.conn())
+            .await
+            .db("reading the api key to revoke")?;
         let Some(row) = row else {
             w.rollback().await?;
             return Err(Error::no_such("api key", key_id));
         };
         let key = key_from_row(&row)?;
+        if key.revoked_at.is_some() {
+            w.rollback().await?;
+            return Ok(key);
+        }
+        let row = sqlx::query("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 RETURNING *")
+            .bind(key_id)
+            .bind(micros(now))
+            .fetch_one(w.conn())
+            .await
+            .db("revoking an api key")?;
+        let key = key_from_row(&row)?;
+        record(
+            w.conn(),
+            micros(Utc::now()),
+            tenant_id,
+            actor,
+            &key_revoked(&key),
+        )
+        .await?;
         w.commit("committing a revocation").await?;
         Ok(key)
     }
@@ -420,6 +450,7 @@ impl TenantStore for SqliteStore {
         key_id: &str,
         now: DateTime<Utc>,
         grace: Duration,
+        actor: &Actor,
     ) -> Result<IssuedKey> {
         let (tenant_id, key_id) = key_of_tenant_checked(tenant_id, key_id)?;
         let expires_at = grace_end(now, grace)?;
@@ -445,6 +476,8 @@ impl TenantStore for SqliteStore {
             .execute(w.conn())
             .await
             .db("ending a rotated key's life")?;
+        let change = key_rotated(key_id, &issued.key, expires_at);
+        record(w.conn(), micros(Utc::now()), tenant_id, actor, &change).await?;
         w.commit("committing a key rotation").await?;
         Ok(issued)
     }

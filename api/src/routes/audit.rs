@@ -1,0 +1,161 @@
+//! `/v1/audit/events`: a tenant's audit log. `GET` lists it newest first (or
+//! oldest first with `order=asc`) with filters and cursor pagination; `POST`
+//! lets the tenant's own applications add events, up to 1,000 per request,
+//! validated as a whole (one bad event refuses the batch, naming it).
+//! Reading needs `admin` (the log names keys and IPs); sending needs
+//! `developer`, as creating jobs does.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use longhaul_core::audit::{
+    check_ingest, AuditCursor, AuditEvent, AuditFilter, Ingested, NewAuditEvent, Order,
+    DEFAULT_PAGE, MAX_PAGE,
+};
+use longhaul_core::tenancy::Role;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::routes::jobs::time_param;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/audit/events", get(list).post(ingest))
+}
+
+/// `GET /v1/audit/events` query.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListAuditEvents {
+    /// RFC 3339; events that occurred at or after it.
+    pub from: Option<String>,
+    /// RFC 3339; events that occurred before it.
+    pub to: Option<String>,
+    pub action: Option<String>,
+    pub actor_id: Option<String>,
+    pub actor_key_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    /// `api`, `system` or `application`.
+    pub source: Option<String>,
+    /// `desc` (newest first, the default) or `asc`.
+    pub order: Option<String>,
+    /// 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of audit events.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    pub data: Vec<AuditEvent>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/audit/events` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestAuditEvents {
+    pub events: Vec<NewAuditEvent>,
+}
+
+impl ListAuditEvents {
+    fn filter(&self) -> Result<AuditFilter, ApiError> {
+        if let Some(source) = &self.source {
+            if !["api", "system", "application"].contains(&source.as_str()) {
+                return Err(ApiError::validation(
+                    "source",
+                    "must be api, system or application",
+                ));
+            }
+        }
+        let filter = AuditFilter {
+            from: time_param("from", self.from.as_deref())?,
+            to: time_param("to", self.to.as_deref())?,
+            action: self.action.clone(),
+            actor_id: self.actor_id.clone(),
+            actor_key_id: self.actor_key_id.clone(),
+            resource_type: self.resource_type.clone(),
+            resource_id: self.resource_id.clone(),
+            source: self.source.clone(),
+        };
+        filter.check()?;
+        Ok(filter)
+    }
+
+    fn order(&self) -> Result<Order, ApiError> {
+        match self.order.as_deref() {
+            None | Some("desc") => Ok(Order::NewestFirst),
+            Some("asc") => Ok(Order::OldestFirst),
+            Some(_) => Err(ApiError::validation("order", "must be asc or desc")),
+        }
+    }
+
+    fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+            Some(_) => Err(ApiError::validation(
+                "limit",
+                format!("must be from 1 to {MAX_PAGE}"),
+            )),
+        }
+    }
+
+    fn cursor(&self) -> Result<Option<AuditCursor>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|text| text.parse::<AuditCursor>().map_err(ApiError::from))
+            .transpose()
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListAuditEvents>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let tenant = caller.tenant_role(Role::Admin)?;
+    let filter = query.filter()?;
+    let order = query.order()?;
+    let limit = query.limit()?;
+    let after = query.cursor()?;
+    // One row more than the page tells whether another page follows.
+    let mut data = state
+        .stores
+        .list_audit_events(&tenant.id, &filter, after, order, limit + 1)
+        .await?;
+    let next_cursor = if data.len() > limit as usize {
+        data.truncate(limit as usize);
+        data.last()
+            .map(|event| event.cursor().map(|cursor| cursor.to_string()))
+            .transpose()?
+    } else {
+        None
+    };
+    Ok(Json(AuditPage { data, next_cursor }))
+}
+
+async fn ingest(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<IngestAuditEvents>,
+) -> Result<(StatusCode, Json<Ingested>), ApiError> {
+    let tenant = caller.tenant_writer(Role::Developer)?;
+    let events = check_ingest(
+        body.events,
+        state.clock.now(),
+        tenant.audit_log_retention_days(),
+    )?;
+    let ingested = state
+        .stores
+        .ingest_audit_events(&tenant.id, &caller.actor(), &events)
+        .await?;
+    Ok((StatusCode::CREATED, Json(ingested)))
+}

@@ -1,0 +1,668 @@
+//! The audit log: who changed what, when and from where, per tenant. It is the
+//! data of audit exports and of retention cleanup.
+//!
+//! Three sources write to it, each in the same transaction as the change:
+//!
+//! - **api**: every state-changing API call (`job.create`, `job.cancel`,
+//!   `tenant.update`, `api_key.rotate`, …). The store operation takes the
+//!   [`Actor`] (key, IP, request id) and writes the event itself;
+//! - **system**: every job transition (`job.started`, `job.succeeded`,
+//!   `job.failed`, `job.requeued`, …), written by a trigger on `job_events`
+//!   (see `migrations/*/0004_audit.sql`), so no code path can forget one;
+//! - **application**: events a tenant's own applications send through
+//!   `POST /v1/audit/events` ([`NewAuditEvent`], validated here).
+//!
+//! Rows are keyed `(tenant_id, occurred_at, id)`: the primary key is the index
+//! for time-range scans of one tenant, and the keyset of [`AuditCursor`].
+
+mod postgres;
+mod sqlite;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::nul::contains_nul;
+
+pub(crate) use postgres::insert_change as insert_change_pg;
+pub(crate) use sqlite::insert_change as insert_change_sqlite;
+
+/// Most events one ingest request may carry.
+pub const MAX_INGEST_BATCH: usize = 1000;
+/// Largest page of a listing, and the default one.
+pub const MAX_PAGE: u32 = 1000;
+pub const DEFAULT_PAGE: u32 = 100;
+/// Largest `details` object of an ingested event, serialized.
+pub const MAX_DETAILS_BYTES: usize = 16 * 1024;
+/// How far in the future an ingested `occurredAt` may be (clock skew).
+pub const MAX_FUTURE_SKEW: Duration = Duration::minutes(5);
+
+const ID_PREFIX: &str = "aud_";
+
+/// Who makes a change and from where; written with the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub kind: ActorKind,
+    /// The API key that made the call (`None` for the system).
+    pub key_id: Option<String>,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    /// A tenant's API key.
+    ApiKey,
+    /// An operator key acting on a tenant.
+    OperatorKey,
+    /// Longhaul itself: the command line, the scheduler, maintenance.
+    System,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::ApiKey => "api_key",
+            ActorKind::OperatorKey => "operator_key",
+            ActorKind::System => "system",
+        }
+    }
+}
+
+impl Actor {
+    /// Longhaul itself (command line, scheduler, tests of the stores).
+    pub fn system() -> Self {
+        Actor {
+            kind: ActorKind::System,
+            key_id: None,
+            ip: None,
+            request_id: None,
+        }
+    }
+
+    /// The `source` column of the events this actor writes.
+    fn source(&self) -> &'static str {
+        match self.kind {
+            ActorKind::System => "system",
+            ActorKind::ApiKey | ActorKind::OperatorKey => "api",
+        }
+    }
+}
+
+/// One change a store operation records for its tenant.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub action: &'static str,
+    pub resource_type: &'static str,
+    pub resource_id: String,
+    pub details: Value,
+}
+
+impl Change {
+    pub fn new(
+        action: &'static str,
+        resource_type: &'static str,
+        resource_id: impl Into<String>,
+        details: Value,
+    ) -> Self {
+        Change {
+            action,
+            resource_type,
+            resource_id: resource_id.into(),
+            details,
+        }
+    }
+}
+
+/// An audit event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// `aud_…`
+    pub id: String,
+    pub tenant_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    /// `api`, `system` or `application`.
+    pub source: String,
+    /// `api_key`, `operator_key`, `system`, or what an application says.
+    pub actor_type: String,
+    pub actor_id: Option<String>,
+    /// The API key that made the call or sent the event.
+    pub actor_key_id: Option<String>,
+    pub action: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    /// An application's own id for the event (deduplicates resends).
+    pub external_id: Option<String>,
+    pub details: Value,
+}
+
+impl AuditEvent {
+    /// Where the next page starts after this event.
+    pub fn cursor(&self) -> Result<AuditCursor> {
+        Ok(AuditCursor {
+            occurred_at: self.occurred_at,
+            id: parse_event_id(&self.id)?,
+        })
+    }
+}
+
+pub(crate) fn event_id_text(id: Uuid) -> String {
+    format!("{ID_PREFIX}{}", id.simple())
+}
+
+fn parse_event_id(text: &str) -> Result<Uuid> {
+    text.strip_prefix(ID_PREFIX)
+        .filter(|hex| hex.len() == 32)
+        .and_then(|hex| Uuid::try_parse(hex).ok())
+        .ok_or_else(|| Error::validation("audit event id", format!("{text:?} is not one")))
+}
+
+/// An event a tenant's application sends (`POST /v1/audit/events`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewAuditEvent {
+    /// `user.login`, `document.share`, …: letters, digits and `._:/-`.
+    pub action: String,
+    /// When it happened (default: when it is received).
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// Who did it, in the application's terms (default `application`).
+    pub actor_type: Option<String>,
+    pub actor_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    /// The end user's IP address, if the application knows it.
+    pub ip: Option<String>,
+    /// The application's own id for the event: sending it again is not a
+    /// second event.
+    pub external_id: Option<String>,
+    /// A JSON object (at most 16 KiB).
+    pub details: Option<Value>,
+}
+
+/// A batch checked and normalized for storage: times in whole microseconds
+/// (what both stores keep), defaults filled in.
+#[derive(Debug, Clone)]
+pub struct CheckedEvents(pub(crate) Vec<CheckedEvent>);
+
+#[derive(Debug, Clone)]
+pub(crate) struct CheckedEvent {
+    pub occurred_at: DateTime<Utc>,
+    pub action: String,
+    pub actor_type: String,
+    pub actor_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub ip: Option<String>,
+    pub external_id: Option<String>,
+    pub details: Value,
+}
+
+impl CheckedEvents {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Checks an ingest batch: 1 to [`MAX_INGEST_BATCH`] events, each valid, its
+/// time within the tenant's retention (`retention_days` back from `now`) and
+/// no more than [`MAX_FUTURE_SKEW`] ahead. Errors name the field as
+/// `events[i].field`.
+pub fn check_ingest(
+    events: Vec<NewAuditEvent>,
+    now: DateTime<Utc>,
+    retention_days: i64,
+) -> Result<CheckedEvents> {
+    if events.is_empty() {
+        return Err(Error::validation("events", "must hold at least one event"));
+    }
+    if events.len() > MAX_INGEST_BATCH {
+        return Err(Error::validation(
+            "events",
+            format!(
+                "holds {} events; send at most {MAX_INGEST_BATCH} per request",
+                events.len()
+            ),
+        ));
+    }
+    let oldest = now - Duration::days(retention_days);
+    let newest = now + MAX_FUTURE_SKEW;
+    let mut seen_external = std::collections::HashSet::new();
+    let mut checked = Vec::with_capacity(events.len());
+    for (i, event) in events.into_iter().enumerate() {
+        let field = |name: &str| format!("events[{i}].{name}");
+        check_name(&field("action"), &event.action, 128)?;
+        let actor_type = event.actor_type.unwrap_or_else(|| "application".into());
+        check_name(&field("actorType"), &actor_type, 64)?;
+        if let Some(resource_type) = &event.resource_type {
+            check_name(&field("resourceType"), resource_type, 64)?;
+        }
+        check_text(&field("actorId"), event.actor_id.as_deref(), 256)?;
+        check_text(&field("resourceId"), event.resource_id.as_deref(), 256)?;
+        check_text(&field("externalId"), event.external_id.as_deref(), 128)?;
+        if let Some(external_id) = &event.external_id {
+            if !seen_external.insert(external_id.clone()) {
+                return Err(Error::validation(
+                    field("externalId"),
+                    format!("{external_id:?} appears twice in the batch"),
+                ));
+            }
+        }
+        let ip = match event.ip {
+            Some(ip) => Some(
+                ip.parse::<IpAddr>()
+                    .map_err(|_| Error::validation(field("ip"), "is not an IPv4 or IPv6 address"))?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let occurred_at = event.occurred_at.unwrap_or(now).trunc_subsecs(6);
+        if occurred_at < oldest {
+            return Err(Error::validation(
+                field("occurredAt"),
+                format!("is older than the tenant's audit log retention of {retention_days} days"),
+            ));
+        }
+        if occurred_at > newest {
+            return Err(Error::validation(
+                field("occurredAt"),
+                "is more than 5 minutes in the future",
+            ));
+        }
+        let details = event
+            .details
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        if !details.is_object() {
+            return Err(Error::validation(field("details"), "must be a JSON object"));
+        }
+        if contains_nul(&details) {
+            return Err(Error::validation(
+                field("details"),
+                "must not contain the character U+0000",
+            ));
+        }
+        let size = details.to_string().len();
+        if size > MAX_DETAILS_BYTES {
+            return Err(Error::validation(
+                field("details"),
+                format!("is {size} bytes, larger than the {MAX_DETAILS_BYTES}-byte limit"),
+            ));
+        }
+        checked.push(CheckedEvent {
+            occurred_at,
+            action: event.action,
+            actor_type,
+            actor_id: event.actor_id,
+            resource_type: event.resource_type,
+            resource_id: event.resource_id,
+            ip,
+            external_id: event.external_id,
+            details,
+        });
+    }
+    Ok(CheckedEvents(checked))
+}
+
+/// An identifier-like name: 1 to `max` of letters, digits and `._:/-`,
+/// starting with a letter or digit.
+fn check_name(field: &str, value: &str, max: usize) -> Result<()> {
+    let well_formed = !value.is_empty()
+        && value.len() <= max
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:/-".contains(c));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(Error::validation(
+            field,
+            format!(
+                "must be 1 to {max} letters, digits or ._:/- (starting with a letter or digit)"
+            ),
+        ))
+    }
+}
+
+/// Free text: 1 to `max` bytes, no control characters.
+fn check_text(field: &str, value: Option<&str>, max: usize) -> Result<()> {
+    let Some(value) = value else { return Ok(()) };
+    if value.is_empty() || value.len() > max {
+        return Err(Error::validation(
+            field,
+            format!("must be 1 to {max} bytes"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::validation(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// What a listing or an export selects; every field narrows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Events that occurred at or after it.
+    pub from: Option<DateTime<Utc>>,
+    /// Events that occurred before it.
+    pub to: Option<DateTime<Utc>>,
+    pub action: Option<String>,
+    pub actor_id: Option<String>,
+    pub actor_key_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub source: Option<String>,
+}
+
+impl AuditFilter {
+    /// Rejects values no event can have (a NUL, which PostgreSQL cannot
+    /// store, or an empty range).
+    pub fn check(&self) -> Result<()> {
+        for (field, value) in [
+            ("action", &self.action),
+            ("actorId", &self.actor_id),
+            ("actorKeyId", &self.actor_key_id),
+            ("resourceType", &self.resource_type),
+            ("resourceId", &self.resource_id),
+            ("source", &self.source),
+        ] {
+            if value.as_deref().is_some_and(|v| v.contains('\0')) {
+                return Err(Error::validation(
+                    field,
+                    "must not contain the character U+0000",
+                ));
+            }
+        }
+        if let (Some(from), Some(to)) = (self.from, self.to) {
+            if from >= to {
+                return Err(Error::validation("to", "must be later than from"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Listing order: by `(occurred_at, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+/// A position in a tenant's log: `<microseconds since the epoch>.<id hex>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub occurred_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl fmt::Display for AuditCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{}",
+            self.occurred_at.timestamp_micros(),
+            self.id.simple()
+        )
+    }
+}
+
+impl FromStr for AuditCursor {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::validation("cursor", "is not a cursor this API returned");
+        let (micros, hex) = s.split_once('.').ok_or_else(bad)?;
+        let micros: i64 = micros.parse().map_err(|_| bad())?;
+        let occurred_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+        if hex.len() != 32 {
+            return Err(bad());
+        }
+        let id = Uuid::try_parse(hex).map_err(|_| bad())?;
+        Ok(AuditCursor { occurred_at, id })
+    }
+}
+
+/// The keyset range a page scans: rows strictly between `low` and `high` in
+/// `(occurred_at, id)` order. It folds the filter's time range and the cursor
+/// into the two bounds, so that both backends scan the primary key from one
+/// bound towards the other and stop at `limit` rows, however deep the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyRange {
+    pub low: (DateTime<Utc>, Uuid),
+    pub high: (DateTime<Utc>, Uuid),
+}
+
+impl KeyRange {
+    pub fn new(filter: &AuditFilter, after: Option<AuditCursor>, order: Order) -> Self {
+        // The nil uuid is never an event's id (v7 or random v4), so an
+        // exclusive bound at (t, nil) keeps every event at t above it.
+        let earliest = DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::UNIX_EPOCH);
+        let latest = DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::UNIX_EPOCH);
+        let mut low = (filter.from.unwrap_or(earliest), Uuid::nil());
+        let mut high = (filter.to.unwrap_or(latest), Uuid::nil());
+        if let Some(cursor) = after {
+            let at = (cursor.occurred_at, cursor.id);
+            match order {
+                Order::NewestFirst => high = high.min(at),
+                Order::OldestFirst => low = low.max(at),
+            }
+        }
+        KeyRange { low, high }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.low >= self.high
+    }
+}
+
+/// What an ingest stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ingested {
+    /// New events.
+    pub stored: usize,
+    /// Events whose `externalId` was already in the log (not stored again).
+    pub duplicates: usize,
+}
+
+/// The audit log of both backends.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Stores an application's events in one transaction, skipping those whose
+    /// `externalId` the tenant's log already holds.
+    async fn ingest_audit_events(
+        &self,
+        tenant_id: &str,
+        actor: &Actor,
+        events: &CheckedEvents,
+    ) -> Result<Ingested>;
+
+    /// Up to `limit` of the tenant's events matching `filter`, in `order`,
+    /// strictly past `after`: keyset pagination on the primary key.
+    async fn list_audit_events(
+        &self,
+        tenant_id: &str,
+        filter: &AuditFilter,
+        after: Option<AuditCursor>,
+        order: Order,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(action: &str) -> NewAuditEvent {
+        NewAuditEvent {
+            action: action.into(),
+            occurred_at: None,
+            actor_type: None,
+            actor_id: None,
+            resource_type: None,
+            resource_id: None,
+            ip: None,
+            external_id: None,
+            details: None,
+        }
+    }
+
+    fn field_of(error: Error) -> String {
+        match error {
+            Error::Validation { field, .. } => field,
+            other => panic!("not a validation error: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_batch_gets_defaults_and_whole_microseconds() {
+        let now = DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456789Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let mut with_ip = event("user.login");
+        with_ip.ip = Some("::ffff:10.0.0.1".into());
+        let checked = check_ingest(vec![event("document.share"), with_ip], now, 365).expect("ok");
+        assert_eq!(checked.len(), 2);
+        assert_eq!(checked.0[0].actor_type, "application");
+        assert_eq!(
+            checked.0[0].occurred_at.timestamp_subsec_nanos(),
+            123_456_000
+        );
+        assert_eq!(checked.0[0].details, json!({}));
+        assert_eq!(checked.0[1].ip.as_deref(), Some("::ffff:10.0.0.1"));
+    }
+
+    #[test]
+    fn bad_events_name_their_field_and_index() {
+        let now = Utc::now();
+        let cases: Vec<(NewAuditEvent, &str)> = vec![
+            (event(""), "events[1].action"),
+            (event("has space"), "events[1].action"),
+            (event(&"a".repeat(129)), "events[1].action"),
+            (
+                NewAuditEvent {
+                    ip: Some("999.1.1.1".into()),
+                    ..event("a")
+                },
+                "events[1].ip",
+            ),
+            (
+                NewAuditEvent {
+                    details: Some(json!([1])),
+                    ..event("a")
+                },
+                "events[1].details",
+            ),
+            (
+                NewAuditEvent {
+                    details: Some(json!({"x": "a\u{0}b"})),
+                    ..event("a")
+                },
+                "events[1].details",
+            ),
+            (
+                NewAuditEvent {
+                    details: Some(json!({"x": "y".repeat(MAX_DETAILS_BYTES)})),
+                    ..event("a")
+                },
+                "events[1].details",
+            ),
+            (
+                NewAuditEvent {
+                    occurred_at: Some(now - Duration::days(91)),
+                    ..event("a")
+                },
+                "events[1].occurredAt",
+            ),
+            (
+                NewAuditEvent {
+                    occurred_at: Some(now + Duration::minutes(6)),
+                    ..event("a")
+                },
+                "events[1].occurredAt",
+            ),
+            (
+                NewAuditEvent {
+                    actor_id: Some("a\nb".into()),
+                    ..event("a")
+                },
+                "events[1].actorId",
+            ),
+            (
+                NewAuditEvent {
+                    actor_type: Some("".into()),
+                    ..event("a")
+                },
+                "events[1].actorType",
+            ),
+        ];
+        for (bad, expected) in cases {
+            let error = check_ingest(vec![event("ok"), bad], now, 90).expect_err("refused");
+            assert_eq!(field_of(error), expected);
+        }
+    }
+
+    #[test]
+    fn batches_are_one_to_a_thousand_events_with_distinct_external_ids() {
+        let now = Utc::now();
+        assert_eq!(
+            field_of(check_ingest(vec![], now, 90).expect_err("empty")),
+            "events"
+        );
+        let many = vec![event("a"); MAX_INGEST_BATCH + 1];
+        assert_eq!(
+            field_of(check_ingest(many, now, 90).expect_err("too many")),
+            "events"
+        );
+        assert!(check_ingest(vec![event("a"); MAX_INGEST_BATCH], now, 90).is_ok());
+        let twice = NewAuditEvent {
+            external_id: Some("e-1".into()),
+            ..event("a")
+        };
+        assert_eq!(
+            field_of(check_ingest(vec![twice.clone(), twice], now, 90).expect_err("dup")),
+            "events[1].externalId"
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor = AuditCursor {
+            occurred_at: DateTime::from_timestamp_micros(1_763_892_000_123_456).expect("time"),
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(
+            cursor.to_string().parse::<AuditCursor>().expect("parses"),
+            cursor
+        );
+        for bad in [
+            "",
+            "12",
+            "x.y",
+            "12.abc",
+            "12.0193a4b2-c3d4-7e8f-9a0b-1c2d3e4f5a6b",
+        ] {
+            assert!(bad.parse::<AuditCursor>().is_err(), "{bad}");
+        }
+    }
+}

@@ -7,6 +7,7 @@ mod harness;
 mod http;
 
 mod api;
+mod audit;
 mod conformance;
 mod events;
 mod lockout;

@@ -1,0 +1,827 @@
+//! The audit log on both stores, through the HTTP API: every state-changing
+//! call is recorded with its key, IP and request id; refused calls record
+//! nothing; job transitions are recorded by the store; applications ingest
+//! their own events (validated, deduplicated); listings filter, page in both
+//! orders without gaps or repeats, and never show another tenant's events.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use chrono::{DateTime, Duration as TimeSpan, SecondsFormat, Utc};
+use longhaul_api::clock::{Clock, ManualClock};
+use longhaul_api::AppState;
+use longhaul_core::audit::Actor;
+use longhaul_core::job::{ClaimRequest, Finish, Lease};
+use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
+use longhaul_core::{Catalogue, JobId};
+use serde_json::{json, Value};
+
+use crate::harness::TestDb;
+use crate::http::{self, Reply};
+
+const CLIENT_IP: &str = "203.0.113.7";
+
+struct App {
+    router: Router,
+    clock: Arc<ManualClock>,
+    stores: Arc<dyn Stores>,
+}
+
+/// The API behind a trusted proxy, so the tests choose the client IP.
+async fn app(db: &TestDb) -> App {
+    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+        .with_clock(clock.clone())
+        .with_trust_forwarded_for(true);
+    App {
+        router: longhaul_api::router(state),
+        clock,
+        stores,
+    }
+}
+
+impl App {
+    async fn tenant(&self, name: &str, quotas: Quotas) -> (Tenant, String) {
+        let tenant = self
+            .stores
+            .create_tenant(
+                NewTenant {
+                    quotas,
+                    ..NewTenant::new(name, "eu", "standard")
+                },
+                &Actor::system(),
+            )
+            .await
+            .expect("tenant");
+        let key = self.key(&tenant, Role::Admin).await;
+        (tenant, key)
+    }
+
+    async fn key(&self, tenant: &Tenant, role: Role) -> String {
+        self.stores
+            .issue_api_key(
+                Some(&tenant.id),
+                "test",
+                role,
+                KeyMode::Live,
+                &Actor::system(),
+            )
+            .await
+            .expect("key")
+            .secret
+    }
+
+    async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header("x-forwarded-for", CLIENT_IP);
+        let request = match body {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        };
+        http::send(&self.router, request.expect("request")).await
+    }
+
+    /// Every event of the key's tenant matching `query`, oldest first, read
+    /// page by page.
+    async fn events(&self, key: &str, query: &str) -> Vec<Value> {
+        let mut events = vec![];
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/audit/events?order=asc&limit=50{query}");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let page = self.call(Method::GET, &path, key, None).await;
+            page.assert_status(StatusCode::OK);
+            events.extend(page.body["data"].as_array().expect("data").iter().cloned());
+            match page.body["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return events,
+            }
+        }
+    }
+
+    async fn ingest(&self, key: &str, events: Value) -> Reply {
+        self.call(
+            Method::POST,
+            "/v1/audit/events",
+            key,
+            Some(json!({ "events": events })),
+        )
+        .await
+    }
+}
+
+fn request_id(reply: &Reply) -> String {
+    reply.headers["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string()
+}
+
+fn key_id_of(app_key: &str, keys: &Value) -> String {
+    // The listing shows prefixes; a token is `lh_live_<prefix>_<secret>`.
+    let prefix = app_key.split('_').nth(2).expect("prefix");
+    keys["data"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|key| key["prefix"] == prefix)
+        .and_then(|key| key["id"].as_str())
+        .expect("the key is listed")
+        .to_string()
+}
+
+fn actions(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| event["action"].as_str().expect("action").to_string())
+        .collect()
+}
+
+fn time(text: &str) -> String {
+    DateTime::parse_from_rfc3339(text)
+        .expect("time")
+        .with_timezone(&Utc)
+        .to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+async fn api_changes_are_recorded_with_key_ip_and_request_id(db: TestDb) {
+    let app = app(&db).await;
+    let operator = app
+        .stores
+        .issue_api_key(None, "ops", Role::Operator, KeyMode::Live, &Actor::system())
+        .await
+        .expect("operator key");
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    let keys = app.call(Method::GET, "/v1/api-keys", &admin, None).await;
+    let admin_key_id = key_id_of(&admin, &keys.body);
+
+    // Jobs: create, cancel (queued: cancelled at once), retry.
+    let created = app
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            &admin,
+            Some(json!({ "kind": "system.noop" })),
+        )
+        .await;
+    created.assert_status(StatusCode::ACCEPTED);
+    let job_id = created.body["id"].as_str().expect("id").to_string();
+    let cancelled = app
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{job_id}/cancel"),
+            &admin,
+            None,
+        )
+        .await;
+    cancelled.assert_status(StatusCode::OK);
+    let retried = app
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{job_id}/retry"),
+            &admin,
+            None,
+        )
+        .await;
+    retried.assert_status(StatusCode::ACCEPTED);
+
+    // Keys: issue, rotate the new one, revoke its successor.
+    let issued = app
+        .call(
+            Method::POST,
+            "/v1/api-keys",
+            &admin,
+            Some(json!({ "name": "ci", "role": "viewer" })),
+        )
+        .await;
+    issued.assert_status(StatusCode::CREATED);
+    let issued_id = issued.body["id"].as_str().expect("key id").to_string();
+    let rotated = app
+        .call(
+            Method::POST,
+            &format!("/v1/api-keys/{issued_id}/rotate"),
+            &admin,
+            None,
+        )
+        .await;
+    rotated.assert_status(StatusCode::CREATED);
+    let successor_id = rotated.body["id"].as_str().expect("key id").to_string();
+    let revoked = app
+        .call(
+            Method::POST,
+            &format!("/v1/api-keys/{successor_id}/revoke"),
+            &admin,
+            None,
+        )
+        .await;
+    revoked.assert_status(StatusCode::OK);
+
+    // The tenant, by an operator: update, suspend, resume.
+    let tenant_path = format!("/v1/tenants/{}", tenant.id);
+    let updated = app
+        .call(
+            Method::PATCH,
+            &tenant_path,
+            &operator.secret,
+            Some(json!({ "plan": "enterprise" })),
+        )
+        .await;
+    updated.assert_status(StatusCode::OK);
+    let suspended = app
+        .call(
+            Method::POST,
+            &format!("{tenant_path}/suspend"),
+            &operator.secret,
+            Some(json!({ "reason": "unpaid invoice" })),
+        )
+        .await;
+    suspended.assert_status(StatusCode::OK);
+    let resumed = app
+        .call(
+            Method::POST,
+            &format!("{tenant_path}/resume"),
+            &operator.secret,
+            None,
+        )
+        .await;
+    resumed.assert_status(StatusCode::OK);
+
+    let api_events: Vec<Value> = app.events(&admin, "&source=api").await;
+    let expected = [
+        (
+            "job.create",
+            "job",
+            job_id.as_str(),
+            &admin_key_id,
+            &created,
+            "api_key",
+        ),
+        (
+            "job.cancel",
+            "job",
+            &job_id,
+            &admin_key_id,
+            &cancelled,
+            "api_key",
+        ),
+        (
+            "job.retry",
+            "job",
+            &job_id,
+            &admin_key_id,
+            &retried,
+            "api_key",
+        ),
+        (
+            "api_key.create",
+            "api_key",
+            &issued_id,
+            &admin_key_id,
+            &issued,
+            "api_key",
+        ),
+        (
+            "api_key.rotate",
+            "api_key",
+            &issued_id,
+            &admin_key_id,
+            &rotated,
+            "api_key",
+        ),
+        (
+            "api_key.revoke",
+            "api_key",
+            &successor_id,
+            &admin_key_id,
+            &revoked,
+            "api_key",
+        ),
+        (
+            "tenant.update",
+            "tenant",
+            &tenant.id,
+            &operator.key.id,
+            &updated,
+            "operator_key",
+        ),
+        (
+            "tenant.suspend",
+            "tenant",
+            &tenant.id,
+            &operator.key.id,
+            &suspended,
+            "operator_key",
+        ),
+        (
+            "tenant.resume",
+            "tenant",
+            &tenant.id,
+            &operator.key.id,
+            &resumed,
+            "operator_key",
+        ),
+    ];
+    assert_eq!(
+        actions(&api_events),
+        expected.iter().map(|e| e.0.to_string()).collect::<Vec<_>>(),
+        "{api_events:#?}"
+    );
+    for (event, (action, resource_type, resource_id, key_id, reply, actor_type)) in
+        api_events.iter().zip(expected)
+    {
+        assert_eq!(event["tenantId"], json!(tenant.id), "{action}");
+        assert_eq!(event["resourceType"], json!(resource_type), "{action}");
+        assert_eq!(event["resourceId"], json!(resource_id), "{action}");
+        assert_eq!(event["actorKeyId"], json!(key_id), "{action}");
+        assert_eq!(event["actorId"], json!(key_id), "{action}");
+        assert_eq!(event["actorType"], json!(actor_type), "{action}");
+        assert_eq!(event["ip"], json!(CLIENT_IP), "{action}");
+        assert_eq!(event["requestId"], json!(request_id(reply)), "{action}");
+    }
+    assert_eq!(api_events[0]["details"]["kind"], "system.noop");
+    assert_eq!(api_events[1]["details"]["state"], "cancelled");
+    assert_eq!(
+        api_events[4]["details"]["successorKeyId"],
+        json!(successor_id)
+    );
+    assert_eq!(api_events[6]["details"], json!({ "plan": "enterprise" }));
+    assert_eq!(api_events[7]["details"]["reason"], "unpaid invoice");
+    // The secret of an issued key is never in the log.
+    let log = serde_json::to_string(&api_events).expect("json");
+    let secret = issued.body["secret"].as_str().expect("secret");
+    assert!(!log.contains(secret), "a key secret reached the audit log");
+
+    // The cancel's transition was recorded too, by the system.
+    let transitions = app
+        .events(&admin, &format!("&source=system&resourceId={job_id}"))
+        .await;
+    assert_eq!(actions(&transitions), ["job.cancelled", "job.requeued"]);
+    assert!(transitions
+        .iter()
+        .all(|e| e["actorType"] == "system" && e["ip"].is_null()));
+}
+
+async fn refused_and_no_op_calls_record_nothing(db: TestDb) {
+    let app = app(&db).await;
+    let quotas = Quotas {
+        max_queued: Some(1),
+        ..Quotas::default()
+    };
+    let (tenant, admin) = app.tenant("acme", quotas).await;
+    let noop = json!({ "kind": "system.noop" });
+    let post = |body: Value, idempotency: &'static str| {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/jobs")
+            .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", idempotency)
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        http::send(&app.router, request)
+    };
+    post(noop.clone(), "one")
+        .await
+        .assert_status(StatusCode::ACCEPTED);
+    // A replay, a refusal at the queued cap, and an invalid job: no new events.
+    post(noop.clone(), "one")
+        .await
+        .assert_status(StatusCode::ACCEPTED);
+    post(noop.clone(), "two")
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+    post(json!({ "kind": "no.such.kind" }), "three")
+        .await
+        .assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Revoking twice records one revocation; a failed rotation records nothing.
+    let extra = app
+        .stores
+        .issue_api_key(
+            Some(&tenant.id),
+            "x",
+            Role::Viewer,
+            KeyMode::Live,
+            &Actor::system(),
+        )
+        .await
+        .expect("key");
+    for _ in 0..2 {
+        app.call(
+            Method::POST,
+            &format!("/v1/api-keys/{}/revoke", extra.key.id),
+            &admin,
+            None,
+        )
+        .await
+        .assert_status(StatusCode::OK);
+    }
+    app.call(
+        Method::POST,
+        &format!("/v1/api-keys/{}/rotate", extra.key.id),
+        &admin,
+        None,
+    )
+    .await
+    .assert_error(StatusCode::CONFLICT, "conflict");
+
+    let events = app.events(&admin, "&source=api").await;
+    assert_eq!(
+        actions(&events),
+        ["job.create", "api_key.revoke"],
+        "{events:#?}"
+    );
+}
+
+async fn job_transitions_are_recorded_by_the_store(db: TestDb) {
+    let app = app(&db).await;
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    let created = app
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            &admin,
+            Some(json!({ "kind": "system.noop", "maxAttempts": 2 })),
+        )
+        .await;
+    created.assert_status(StatusCode::ACCEPTED);
+    let id: JobId = created.body["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("job id");
+    let queue = created.body["queue"].as_str().expect("queue").to_string();
+    let claim = ClaimRequest {
+        queues: vec![queue],
+        limit: 1,
+        worker_id: "worker-7".into(),
+        lease: Duration::from_secs(30),
+    };
+    let first = db.store.claim(&claim, None).await.expect("claim");
+    assert_eq!(first.len(), 1);
+    let lease = Lease {
+        job_id: id,
+        attempt: first[0].attempt,
+    };
+    db.store
+        .set_progress(
+            lease,
+            &longhaul_core::Progress {
+                current: 1,
+                total: Some(2),
+                unit: None,
+                message: None,
+            },
+        )
+        .await
+        .expect("progress");
+    db.store
+        .finish(
+            lease,
+            &Finish::Failed {
+                error: "disk full".into(),
+                retry_at: Utc::now(),
+                permanent: false,
+            },
+        )
+        .await
+        .expect("fail");
+    let second = db.store.claim(&claim, None).await.expect("claim again");
+    assert_eq!(second.len(), 1);
+    db.store
+        .finish(
+            Lease {
+                job_id: id,
+                attempt: second[0].attempt,
+            },
+            &Finish::Succeeded {
+                result: json!({ "ok": true }),
+            },
+        )
+        .await
+        .expect("succeed");
+
+    let events = app
+        .events(&admin, &format!("&resourceType=job&resourceId={id}"))
+        .await;
+    assert_eq!(
+        actions(&events),
+        [
+            "job.create",
+            "job.started",
+            "job.retry_scheduled",
+            "job.started",
+            "job.succeeded"
+        ],
+        "progress is not a transition: {events:#?}"
+    );
+    let started = &events[1];
+    assert_eq!(started["source"], "system");
+    assert_eq!(started["actorId"], "worker-7");
+    assert_eq!(started["details"]["attempt"], 1);
+    assert_eq!(started["tenantId"], json!(tenant.id));
+    assert_eq!(events[3]["details"]["attempt"], 2);
+    let log = serde_json::to_string(&events[2]).expect("json");
+    assert!(
+        log.contains("disk full"),
+        "the failure's error is recorded: {log}"
+    );
+}
+
+async fn applications_ingest_validated_events(db: TestDb) {
+    let app = app(&db).await;
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    let developer = app.key(&tenant, Role::Developer).await;
+    let viewer = app.key(&tenant, Role::Viewer).await;
+    let now = app.clock.now();
+    let an_hour_ago = (now - TimeSpan::hours(1)).to_rfc3339();
+    let batch = json!([
+        {
+            "action": "user.login", "occurredAt": an_hour_ago, "actorType": "user",
+            "actorId": "alice@example.com", "ip": "198.51.100.4", "externalId": "evt-1",
+            "details": { "mfa": true }
+        },
+        { "action": "document.share", "resourceType": "document", "resourceId": "doc-9",
+          "externalId": "evt-2" },
+        { "action": "report.view" }
+    ]);
+    let stored = app.ingest(&developer, batch.clone()).await;
+    stored.assert_status(StatusCode::CREATED);
+    assert_eq!(stored.body, json!({ "stored": 3, "duplicates": 0 }));
+    // A resend: the events with an externalId are not stored twice.
+    let resent = app.ingest(&developer, batch).await;
+    assert_eq!(resent.body, json!({ "stored": 1, "duplicates": 2 }));
+
+    let events = app.events(&admin, "&source=application").await;
+    assert_eq!(
+        actions(&events),
+        ["user.login", "document.share", "report.view", "report.view"]
+    );
+    let login = &events[0];
+    assert_eq!(
+        login["occurredAt"].as_str().map(time),
+        Some(time(&an_hour_ago))
+    );
+    assert_eq!(login["actorType"], "user");
+    assert_eq!(login["actorId"], "alice@example.com");
+    assert_eq!(login["ip"], "198.51.100.4");
+    assert_eq!(login["details"], json!({ "mfa": true }));
+    assert_eq!(login["requestId"], json!(request_id(&stored)));
+    assert!(login["actorKeyId"]
+        .as_str()
+        .is_some_and(|k| k.starts_with("key_")));
+    assert_eq!(events[2]["actorType"], "application");
+
+    // Bad batches: refused whole, naming the event and field; nothing stored.
+    let old = (now - TimeSpan::days(400)).to_rfc3339();
+    let future = (now + TimeSpan::hours(1)).to_rfc3339();
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({ "action": "a" })).collect();
+    for (events, field) in [
+        (
+            json!([{ "action": "ok" }, { "action": "bad action" }]),
+            "events[1].action",
+        ),
+        (
+            json!([{ "action": "ok", "ip": "not-an-ip" }]),
+            "events[0].ip",
+        ),
+        (
+            json!([{ "action": "ok", "occurredAt": old }]),
+            "events[0].occurredAt",
+        ),
+        (
+            json!([{ "action": "ok", "occurredAt": future }]),
+            "events[0].occurredAt",
+        ),
+        (
+            json!([{ "action": "ok", "details": "text" }]),
+            "events[0].details",
+        ),
+        (
+            json!([{ "action": "ok", "actorId": "a\u{0000}b" }]),
+            "events[0].actorId",
+        ),
+        (json!([]), "events"),
+        (json!(too_many), "events"),
+    ] {
+        let reply = app.ingest(&developer, events).await;
+        reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+        assert_eq!(
+            reply.body["error"]["details"]["field"],
+            json!(field),
+            "{}",
+            reply.body
+        );
+    }
+    for body in [
+        json!({ "events": [{ "action": "ok", "extra": 1 }] }),
+        json!({ "nope": [] }),
+    ] {
+        let reply = app
+            .call(Method::POST, "/v1/audit/events", &developer, Some(body))
+            .await;
+        assert!(reply.status.is_client_error(), "{}", reply.body);
+        assert!(reply.body["error"]["code"].is_string(), "{}", reply.body);
+    }
+    assert_eq!(app.events(&admin, "&source=application").await.len(), 4);
+
+    // Roles: viewers neither send nor read; developers send but do not read.
+    app.ingest(&viewer, json!([{ "action": "a" }]))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    for key in [&viewer, &developer] {
+        app.call(Method::GET, "/v1/audit/events", key, None)
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    }
+    // A suspended tenant's applications cannot add events.
+    app.stores
+        .set_tenant_status(
+            &tenant.id,
+            tenancy::TenantStatus::Suspended,
+            Some("test".into()),
+            &Actor::system(),
+        )
+        .await
+        .expect("suspend");
+    app.ingest(&developer, json!([{ "action": "a" }]))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "tenant_suspended");
+}
+
+async fn listings_filter_and_page_without_gaps(db: TestDb) {
+    let app = app(&db).await;
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    let now = app.clock.now();
+    // 230 events over 230 minutes, two actions, some sharing a timestamp.
+    let start = now - TimeSpan::minutes(240);
+    let batch: Vec<Value> = (0..230)
+        .map(|i| {
+            json!({
+                "action": if i % 3 == 0 { "file.delete" } else { "file.read" },
+                "occurredAt": (start + TimeSpan::minutes(i / 2)).to_rfc3339(),
+                "resourceType": "file",
+                "resourceId": format!("f-{}", i % 7),
+                "details": { "n": i },
+            })
+        })
+        .collect();
+    app.ingest(&admin, json!(batch))
+        .await
+        .assert_status(StatusCode::CREATED);
+
+    let oldest_first = app.events(&admin, "&source=application").await;
+    let numbers: Vec<i64> = oldest_first
+        .iter()
+        .map(|e| e["details"]["n"].as_i64().expect("n"))
+        .collect();
+    assert_eq!(numbers.len(), 230);
+    assert_eq!(
+        numbers.iter().collect::<HashSet<_>>().len(),
+        230,
+        "no repeats"
+    );
+    let times: Vec<String> = oldest_first
+        .iter()
+        .map(|e| time(e["occurredAt"].as_str().expect("time")))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+
+    // Newest first, by the default order, in pages of 100: the reverse.
+    let mut newest_first = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/v1/audit/events?source=application&limit=100".to_string();
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = app.call(Method::GET, &path, &admin, None).await;
+        page.assert_status(StatusCode::OK);
+        newest_first.extend(page.body["data"].as_array().expect("data").iter().cloned());
+        match page.body["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let reversed: Vec<Value> = oldest_first.iter().rev().cloned().collect();
+    assert_eq!(newest_first, reversed);
+
+    // Filters.
+    let deletes = app.events(&admin, "&action=file.delete").await;
+    assert_eq!(deletes.len(), (0..230).filter(|i| i % 3 == 0).count());
+    let f3 = app
+        .events(&admin, "&resourceType=file&resourceId=f-3")
+        .await;
+    assert_eq!(f3.len(), (0..230).filter(|i| i % 7 == 3).count());
+    let from = (start + TimeSpan::minutes(10)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let to = (start + TimeSpan::minutes(20)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let window = app
+        .events(&admin, &format!("&source=application&from={from}&to={to}"))
+        .await;
+    let in_window: Vec<i64> = window
+        .iter()
+        .map(|e| e["details"]["n"].as_i64().expect("n"))
+        .collect();
+    assert_eq!(
+        in_window,
+        (20..40).collect::<Vec<i64>>(),
+        "from inclusive, to exclusive"
+    );
+
+    // Bad query values: 422 naming the parameter, never a 500.
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("order=sideways", "order"),
+        ("cursor=garbage", "cursor"),
+        ("from=yesterday", "from"),
+        ("source=robots", "source"),
+        (&format!("from={to}&to={from}") as &str, "to"),
+        ("action=a%00b", "action"),
+    ] {
+        let reply = app
+            .call(
+                Method::GET,
+                &format!("/v1/audit/events?{query}"),
+                &admin,
+                None,
+            )
+            .await;
+        reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+        assert_eq!(
+            reply.body["error"]["details"]["field"],
+            json!(field),
+            "{query}"
+        );
+    }
+    let _ = tenant;
+}
+
+async fn another_tenants_events_are_invisible(db: TestDb) {
+    let app = app(&db).await;
+    let (_, key_a) = app.tenant("acme", Quotas::default()).await;
+    let (_, key_b) = app.tenant("globex", Quotas::default()).await;
+    app.ingest(
+        &key_a,
+        json!([{ "action": "secret.read", "resourceId": "acme-vault" }]),
+    )
+    .await
+    .assert_status(StatusCode::CREATED);
+    app.call(
+        Method::POST,
+        "/v1/jobs",
+        &key_a,
+        Some(json!({ "kind": "system.noop" })),
+    )
+    .await
+    .assert_status(StatusCode::ACCEPTED);
+    let seen_by_a = app.events(&key_a, "").await;
+    assert!(actions(&seen_by_a).contains(&"secret.read".to_string()));
+    // B's listing, and B paging from A's cursor, show none of A's events.
+    let first = app
+        .call(Method::GET, "/v1/audit/events?limit=1", &key_a, None)
+        .await;
+    let a_cursor = first.body["nextCursor"].as_str().expect("a second page");
+    for path in [
+        "/v1/audit/events".to_string(),
+        format!("/v1/audit/events?cursor={a_cursor}"),
+        "/v1/audit/events?action=secret.read".to_string(),
+    ] {
+        let reply = app.call(Method::GET, &path, &key_b, None).await;
+        reply.assert_status(StatusCode::OK);
+        let text = reply.body.to_string();
+        assert!(
+            !text.contains("acme-vault") && !text.contains("secret.read"),
+            "{text}"
+        );
+        assert!(
+            reply.body["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .all(|e| e["action"] != "job.create"),
+            "{text}"
+        );
+    }
+}
+
+both_stores!(
+    api_changes_are_recorded_with_key_ip_and_request_id,
+    refused_and_no_op_calls_record_nothing,
+    job_transitions_are_recorded_by_the_store,
+    applications_ingest_validated_events,
+    listings_filter_and_page_without_gaps,
+    another_tenants_events_are_invisible,
+);

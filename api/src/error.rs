@@ -6,7 +6,41 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+// The OpenAPI schema of what `ApiError::into_response` writes; the suite
+// (tests/suite/openapi.rs) parses real error responses into it.
+/// Every error the API answers, whatever the status.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "error": {
+        "code": "validation_error",
+        "message": "invalid priority: must be from 0 to 9",
+        "details": {"field": "priority", "reason": "must be from 0 to 9"}
+    }
+}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `validation_error`, `not_found`,
+    /// `unauthorized`, `forbidden`, `tenant_suspended`, `conflict`,
+    /// `rate_limited`, `quota_exceeded`, `brute_force_lockout`,
+    /// `payload_too_large`, `internal`, …
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// For people; may change.
+    pub message: String,
+    /// `null`, or an object with specifics (e.g. `field` and `reason` of a
+    /// `validation_error`, `limit` of a quota).
+    pub details: Value,
+}
 
 #[derive(Debug)]
 pub struct ApiError {

@@ -2,6 +2,7 @@
 //! module per resource; authentication in `auth.rs`; every error in the one
 //! shape of `error.rs`; a request id on every response and log line. The API
 //! never runs a job: it validates and stores work through core's `JobClient`.
+//! The OpenAPI document is generated from the handlers (`openapi.rs`).
 
 pub mod auth;
 pub mod clock;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod lockout;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
@@ -20,6 +22,8 @@ use axum::http::{HeaderName, Request};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use state::AppState;
 
@@ -28,9 +32,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every documented route, with the OpenAPI document they make.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::health::routes())
         .merge(routes::jobs::routes())
         .merge(routes::events::routes())
@@ -39,6 +43,12 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::routes())
         .merge(routes::usage::routes())
         .merge(routes::audit::routes())
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let (api, spec) = documented_routes().split_for_parts();
+    api.merge(openapi::routes(&spec))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

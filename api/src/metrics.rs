@@ -11,11 +11,12 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::{LockedOut, Unauthorized};
 use crate::state::AppState;
 
 /// Requests served, by (method, route template, status).
@@ -46,8 +47,8 @@ impl HttpMetrics {
     }
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
 /// Middleware: counts every request by its route template (never the raw
@@ -74,6 +75,22 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
+/// Prometheus metrics: jobs by state, requests and their time by method,
+/// route template and status.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "metrics",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The Prometheus text format",
+            content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs an operator key", body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.operator()?;
     let mut text = String::new();

@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Serialize, Serializer};
+use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
 
@@ -84,7 +85,7 @@ impl Serialize for Period {
 }
 
 /// Billable operations of one job kind in one period.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KindUsage {
     pub kind: String,

@@ -11,6 +11,7 @@ mod audit;
 mod conformance;
 mod events;
 mod lockout;
+mod openapi;
 mod process;
 mod quotas;
 mod runtime;

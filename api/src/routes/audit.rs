@@ -7,28 +7,32 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use longhaul_core::audit::{
     check_ingest, AuditCursor, AuditEvent, AuditFilter, Ingested, NewAuditEvent, Order,
     DEFAULT_PAGE, MAX_PAGE,
 };
 use longhaul_core::tenancy::Role;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
 use crate::routes::jobs::time_param;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/audit/events", get(list).post(ingest))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, ingest))
 }
 
 /// `GET /v1/audit/events` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListAuditEvents {
     /// RFC 3339; events that occurred at or after it.
     pub from: Option<String>,
@@ -44,13 +48,14 @@ pub struct ListAuditEvents {
     /// `desc` (newest first, the default) or `asc`.
     pub order: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
 }
 
 /// One page of audit events.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditPage {
     pub data: Vec<AuditEvent>,
@@ -59,9 +64,11 @@ pub struct AuditPage {
 }
 
 /// `POST /v1/audit/events` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IngestAuditEvents {
+    /// 1 to 1,000 events.
+    #[schema(min_items = 1, max_items = 1000)]
     pub events: Vec<NewAuditEvent>,
 }
 
@@ -116,6 +123,24 @@ impl ListAuditEvents {
     }
 }
 
+/// List the tenant's audit log, newest first (or oldest first with `order=asc`).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/events",
+    operation_id = "listAuditEvents",
+    tag = "audit",
+    security(("bearer" = [])),
+    params(ListAuditEvents),
+    responses(
+        (status = 200, description = "One page of events", body = AuditPage),
+        QueryRejected,
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs an admin key", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a bad time, source, order, limit or \
+            cursor (`details.field` names it)", body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -142,6 +167,30 @@ async fn list(
     Ok(Json(AuditPage { data, next_cursor }))
 }
 
+/// Add the tenant's own application events to its audit log.
+///
+/// Validated as a whole: one bad event refuses the batch, naming it
+/// (`events[i].field`). An event whose `externalId` the log already holds is
+/// counted as a duplicate and not stored again.
+#[utoipa::path(
+    post,
+    path = "/v1/audit/events",
+    operation_id = "ingestAuditEvents",
+    tag = "audit",
+    security(("bearer" = [])),
+    request_body = IngestAuditEvents,
+    responses(
+        (status = 201, description = "Stored (and duplicates skipped)", body = Ingested),
+        BodyRejected,
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs a developer key; `tenant_suspended`",
+            body = ErrorBody),
+        TooLarge,
+        (status = 422, description = "`validation_error`: an invalid event (`events[i].field`), \
+            none or over 1,000", body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn ingest(
     State(state): State<AppState>,
     caller: Caller,

@@ -12,27 +12,57 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
-use axum::Router;
 use futures_util::stream::{self, Stream};
 use longhaul_core::job::{Job, JobEvent};
 use longhaul_core::tenancy::Role;
 use longhaul_core::{JobClient, JobId};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiPath;
+use crate::openapi::{LockedOut, Unauthorized};
 use crate::state::AppState;
 
 /// How often a stream looks for new events.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 const PAGE: u32 = 500;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/jobs/{id}/events", get(events))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
+/// Follow a job as Server-Sent Events.
+///
+/// First `event: state` (data: `{id, status, progress, attempt, error, result,
+/// finishedAt}`), then each new entry of the job's event log as it is written
+/// (`event:` its kind: `started`, `progress`, `checkpoint`, `retry_scheduled`,
+/// `succeeded`, …; `id:` its log id; data: `{at, attempt, data}`), then the
+/// final `state` once the job has finished, and the stream ends.
+/// `Last-Event-ID` resumes after the entry a client last saw.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    operation_id = "followJobEvents",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The job id", example = "job_01932f6e3b7a7c3e9d2a4b5c6d7e8f90"),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false,
+            description = "Resume after this event log id (sent by browsers on reconnect)"),
+    ),
+    responses(
+        (status = 200, description = "A stream of `state` and job log events",
+            content_type = "text/event-stream", body = String),
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs a tenant key", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job in the caller's tenant",
+            body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn events(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,8 +7,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::{Attempt, Job, JobFilter};
@@ -17,31 +16,44 @@ use longhaul_core::usage::Period;
 use longhaul_core::{JobId, JobState, Progress};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::lockout;
+use crate::openapi::{BodyRejected, LockedOut, QueryRejected, Unauthorized};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/jobs", post(create).get(list))
-        .route("/v1/jobs/{id}", get(read))
-        .route("/v1/jobs/{id}/cancel", post(cancel))
-        .route("/v1/jobs/{id}/retry", post(retry))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateJob {
+    /// A kind of the catalogue, e.g. `system.sleep`.
+    #[schema(example = "system.sleep")]
     pub kind: String,
+    /// A JSON object the kind validates (at most 64 KiB); default `{}`.
     #[serde(default = "empty_object")]
+    #[schema(example = json!({"durationMs": 3000, "steps": 6}))]
     pub params: Value,
+    /// Default: the kind's queue.
     pub queue: Option<String>,
-    /// 0 (most urgent) to 9.
+    /// 0 (most urgent) to 9; default 5.
+    #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<i16>,
+    /// Run no earlier than this (RFC 3339); default now.
     pub run_at: Option<DateTime<Utc>>,
+    /// Default: the kind's.
+    #[schema(minimum = 1)]
     pub max_attempts: Option<i32>,
 }
 
@@ -52,17 +64,22 @@ fn empty_object() -> Value {
 /// `GET /v1/jobs` query: `state=queued,running&kind=…&queue=…&createdFrom=…&
 /// createdTo=…&limit=…&cursor=…`. Values are parsed by hand so that a bad one
 /// is a `422` naming its parameter.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListJobs {
-    /// Comma-separated states.
+    /// Comma-separated states: `queued`, `running`, `succeeded`, `failed`, `cancelled`.
+    #[param(example = "queued,running")]
     pub state: Option<String>,
     pub kind: Option<String>,
     pub queue: Option<String>,
     /// RFC 3339; jobs created at or after it.
+    #[param(example = "2025-01-31T12:00:00Z")]
     pub created_from: Option<String>,
     /// RFC 3339; jobs created before it.
     pub created_to: Option<String>,
+    /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -71,11 +88,12 @@ pub struct ListJobs {
 pub const DEFAULT_PAGE: u32 = 50;
 
 /// One page of jobs, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobPage {
     pub data: Vec<JobView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(value_type = Option<String>, example = "job_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")]
     pub next_cursor: Option<JobId>,
 }
 
@@ -135,9 +153,11 @@ pub(crate) fn time_param(
 }
 
 /// A job as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Job)]
 pub struct JobView {
+    #[schema(value_type = String, example = "job_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")]
     pub id: JobId,
     pub kind: String,
     pub queue: String,
@@ -152,14 +172,19 @@ pub struct JobView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The last attempt's error.
     pub error: Option<String>,
+    /// What the job reported on success.
     pub result: Option<Value>,
+    /// Finished attempts, oldest first: only in `GET /v1/jobs/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub attempts: Option<Vec<AttemptView>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Attempt)]
 pub struct AttemptView {
     pub attempt: i32,
     pub outcome: longhaul_core::job::AttemptOutcome,
@@ -218,6 +243,47 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Create a job.
+///
+/// Validated first (kind, params, priority, attempts), then the tenant's
+/// `creationsPerMinute` and `maxQueued` quotas are checked; an accepted job is
+/// one billable operation. The same `Idempotency-Key` with the same kind and
+/// params answers the existing job (`Idempotent-Replayed: true`).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    operation_id = "createJob",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false,
+            description = "Makes a retried request answer the job the first one created"),
+    ),
+    request_body = CreateJob,
+    responses(
+        (status = 202, description = "Accepted (created, or replayed by its idempotency key)",
+            body = JobView,
+            headers(
+                ("Location" = String, description = "`/v1/jobs/{id}`"),
+                ("Idempotent-Replayed" = String,
+                    description = "`true` when an earlier request with this key created the job; absent otherwise"),
+            )),
+        BodyRejected,
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs a developer key; `tenant_suspended`",
+            body = ErrorBody),
+        (status = 409, description = "`conflict`: the idempotency key was used with another kind or params",
+            body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 1 MiB or `params` over 64 KiB",
+            body = ErrorBody),
+        (status = 422, description = "`validation_error`: unknown kind, invalid params or field (`details.field`)",
+            body = ErrorBody),
+        (status = 429, description = "`rate_limited` (past `creationsPerMinute`), `quota_exceeded` \
+            (past `maxQueued`; nothing written) or `brute_force_lockout`",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -286,6 +352,24 @@ fn rate_limited(limit: u64, remaining: std::time::Duration) -> ApiError {
     error
 }
 
+/// List the tenant's jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    operation_id = "listJobs",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(ListJobs),
+    responses(
+        (status = 200, description = "One page of jobs", body = JobPage),
+        QueryRejected,
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs a tenant key", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a bad state, time, limit or cursor \
+            (`details.field` names it)", body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -318,6 +402,23 @@ async fn list(
     }))
 }
 
+/// Read a job: status, progress, attempts, timings, error, result.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    operation_id = "getJob",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job id", example = "job_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")),
+    responses(
+        (status = 200, description = "The job, with its finished attempts", body = JobView),
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs a tenant key", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job in the caller's tenant",
+            body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -329,6 +430,25 @@ async fn read(
     Ok(Json(JobView::of(job, Some(attempts))))
 }
 
+/// Cancel a job: a queued job is cancelled, a running one is asked to stop.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    operation_id = "cancelJob",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job id", example = "job_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")),
+    responses(
+        (status = 200, description = "The job: `cancelled`, or running with `cancelRequested`",
+            body = JobView),
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs a developer key", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job in the caller's tenant",
+            body = ErrorBody),
+        (status = 409, description = "`conflict`: the job has already finished", body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -343,6 +463,29 @@ async fn cancel(
     Ok(Json(JobView::of(job, None)))
 }
 
+/// Retry a failed or cancelled job: it is queued again.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    operation_id = "retryJob",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job id", example = "job_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")),
+    responses(
+        (status = 202, description = "The job, queued again", body = JobView),
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs a developer key; `tenant_suspended`",
+            body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job in the caller's tenant",
+            body = ErrorBody),
+        (status = 409, description = "`conflict`: the job is neither failed nor cancelled",
+            body = ErrorBody),
+        (status = 429, description = "`quota_exceeded` (the tenant is at `maxQueued`) or \
+            `brute_force_lockout`",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+    )
+)]
 async fn retry(
     State(state): State<AppState>,
     caller: Caller,

@@ -4,35 +4,44 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use longhaul_core::tenancy::{NewTenant, Quotas, Tenant, TenantPatch, TenantStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants", post(create).get(list))
-        .route("/v1/tenants/{id}", get(read).patch(update))
-        .route("/v1/tenants/{id}/suspend", post(suspend))
-        .route("/v1/tenants/{id}/resume", post(resume))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read, update))
+        .routes(routes!(suspend))
+        .routes(routes!(resume))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateTenant {
+    #[schema(example = "acme")]
     name: String,
+    /// Where the tenant's data lives; default `us`.
     #[serde(default = "default_region")]
+    #[schema(example = "eu")]
     region: String,
+    /// Default `standard`.
     #[serde(default = "default_plan")]
     plan: String,
+    /// Default: no quotas of its own.
     #[serde(default)]
     quotas: Quotas,
+    /// A JSON object, e.g. `{"auditLogRetentionDays": 365}`; default `{}`.
     #[serde(default = "empty_object")]
     settings: Value,
 }
@@ -49,7 +58,9 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-#[derive(Debug, Deserialize)]
+/// Each field given replaces the stored value whole (`quotas` all three
+/// quotas, `settings` the whole object).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateTenant {
     name: Option<String>,
@@ -59,29 +70,58 @@ struct UpdateTenant {
     settings: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SuspendTenant)]
 struct Suspend {
+    /// 1 to 500 characters; shown to the tenant's callers.
+    #[schema(example = "unpaid invoice")]
     reason: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// One page of tenants, by id.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TenantPage {
     data: Vec<Tenant>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
 }
 
 pub const MAX_PAGE: u32 = 200;
 pub const DEFAULT_PAGE: u32 = 50;
 
+/// Create a tenant.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    operation_id = "createTenant",
+    tag = "tenants",
+    security(("bearer" = [])),
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "Created", body = Tenant,
+            headers(("Location" = String, description = "`/v1/tenants/{id}`"))),
+        BodyRejected,
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs an operator key", body = ErrorBody),
+        TooLarge,
+        (status = 422, description = "`validation_error`: a field is invalid (`details.field`)",
+            body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -108,6 +148,23 @@ async fn create(
     Ok(response)
 }
 
+/// List tenants.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    operation_id = "listTenants",
+    tag = "tenants",
+    security(("bearer" = [])),
+    params(Page),
+    responses(
+        (status = 200, description = "One page of tenants", body = TenantPage),
+        QueryRejected,
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs an operator key", body = ErrorBody),
+        (status = 422, description = "`validation_error`: `limit` out of range", body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,6 +191,22 @@ async fn list(
     Ok(Json(TenantPage { data, next_cursor }))
 }
 
+/// Read a tenant.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}",
+    operation_id = "getTenant",
+    tag = "tenants",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The tenant id", example = "tnt_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")),
+    responses(
+        (status = 200, description = "The tenant", body = Tenant),
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs an operator key", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such tenant", body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -143,6 +216,27 @@ async fn read(
     Ok(Json(state.stores.get_tenant(&id).await?))
 }
 
+/// Update a tenant's name, region, plan, quotas or settings.
+#[utoipa::path(
+    patch,
+    path = "/v1/tenants/{id}",
+    operation_id = "updateTenant",
+    tag = "tenants",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The tenant id", example = "tnt_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")),
+    request_body = UpdateTenant,
+    responses(
+        (status = 200, description = "The updated tenant", body = Tenant),
+        BodyRejected,
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs an operator key", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such tenant", body = ErrorBody),
+        TooLarge,
+        (status = 422, description = "`validation_error`: a field is invalid (`details.field`)",
+            body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -165,6 +259,27 @@ async fn update(
     ))
 }
 
+/// Suspend a tenant: its keys may still read, but not start work.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/suspend",
+    operation_id = "suspendTenant",
+    tag = "tenants",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The tenant id", example = "tnt_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")),
+    request_body = Suspend,
+    responses(
+        (status = 200, description = "The suspended tenant", body = Tenant),
+        BodyRejected,
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs an operator key", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such tenant", body = ErrorBody),
+        TooLarge,
+        (status = 422, description = "`validation_error`: `reason` is empty or over 500 characters",
+            body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn suspend(
     State(state): State<AppState>,
     caller: Caller,
@@ -184,6 +299,22 @@ async fn suspend(
     ))
 }
 
+/// Resume a suspended tenant.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/resume",
+    operation_id = "resumeTenant",
+    tag = "tenants",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The tenant id", example = "tnt_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")),
+    responses(
+        (status = 200, description = "The active tenant", body = Tenant),
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs an operator key", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such tenant", body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn resume(
     State(state): State<AppState>,
     caller: Caller,

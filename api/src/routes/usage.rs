@@ -4,31 +4,40 @@
 //! the job.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use longhaul_core::tenancy::Role;
 use longhaul_core::usage::{KindUsage, Period};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
+use crate::openapi::{LockedOut, QueryRejected, Unauthorized};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/usage", get(usage))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(usage))
 }
 
 /// `GET /v1/usage?period=YYYY-MM` (default: the current month).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
+    /// A calendar month (UTC), `YYYY-MM`; default the current one.
+    #[param(example = "2025-01", pattern = r"^\d{4}-\d{2}$")]
     pub period: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Usage)]
 pub struct UsageView {
+    /// The calendar month (UTC), `YYYY-MM`.
+    #[schema(value_type = String, example = "2025-01", pattern = r"^\d{4}-\d{2}$")]
     pub period: Period,
     /// Per kind, sorted by kind; kinds without operations are absent.
     pub data: Vec<KindUsage>,
@@ -36,6 +45,24 @@ pub struct UsageView {
     pub total: i64,
 }
 
+/// The tenant's billable operations per job kind in one month.
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    operation_id = "getUsage",
+    tag = "usage",
+    security(("bearer" = [])),
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "Operations per kind and in total", body = UsageView),
+        QueryRejected,
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs a tenant key", body = ErrorBody),
+        (status = 422, description = "`validation_error`: `period` is not `YYYY-MM`",
+            body = ErrorBody),
+        LockedOut,
+    )
+)]
 async fn usage(
     State(state): State<AppState>,
     caller: Caller,

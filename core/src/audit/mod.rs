@@ -122,7 +122,7 @@ impl Change {
 }
 
 /// An audit event as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
     /// `aud_…`
@@ -169,7 +169,7 @@ fn parse_event_id(text: &str) -> Result<Uuid> {
 }
 
 /// An event a tenant's application sends (`POST /v1/audit/events`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewAuditEvent {
     /// `user.login`, `document.share`, …: letters, digits and `._:/-`.
@@ -475,7 +475,7 @@ impl KeyRange {
 }
 
 /// What an ingest stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Ingested {
     /// New events.

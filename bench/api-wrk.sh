@@ -12,7 +12,7 @@ server=${1:-postgres://postgres@127.0.0.1:5432}
 duration=${2:-30s}
 db=longhaul_api_bench_$$
 addr=127.0.0.1:18181
-bin=target/release/longhaul
+bin=${CARGO_TARGET_DIR:-target}/release/longhaul
 
 psql "$server/postgres" -qc "CREATE DATABASE $db"
 cleanup() {

@@ -13,7 +13,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use longhaul_core::audit::{Actor, ActorKind};
-use longhaul_core::tenancy::{parse_token, ApiKey, Role, Tenant, TenantStatus};
+use longhaul_core::tenancy::{hash_token, parse_token, ApiKey, Role, Tenant, TenantStatus};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -55,17 +55,35 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(remaining) = locked {
             return Err(locked_out(remaining));
         }
+        let request_id = parts
+            .headers
+            .get(crate::REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        // A cached key is checked for expiry (rotation grace) on every use.
+        let digest = hash_token(token);
+        if let Some((key, tenant)) = state.auth_cache.get(&digest, now) {
+            if key.is_valid_at(now) {
+                return Ok(Caller {
+                    key,
+                    tenant,
+                    ip,
+                    request_id,
+                });
+            }
+        }
         match state.stores.authenticate(token, now).await? {
-            Some((key, tenant)) => Ok(Caller {
-                key,
-                tenant,
-                ip,
-                request_id: parts
-                    .headers
-                    .get(crate::REQUEST_ID)
-                    .and_then(|value| value.to_str().ok())
-                    .map(str::to_string),
-            }),
+            Some((key, tenant)) => {
+                state
+                    .auth_cache
+                    .insert(digest, (key.clone(), tenant.clone()), now);
+                Ok(Caller {
+                    key,
+                    tenant,
+                    ip,
+                    request_id,
+                })
+            }
             None => {
                 match state.lockout.record_failure(&keys, now).await {
                     Ok(Some(_)) => {

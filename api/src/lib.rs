@@ -5,6 +5,7 @@
 //! The OpenAPI document is generated from the handlers (`openapi.rs`).
 
 pub mod auth;
+pub mod cache;
 pub mod clock;
 pub mod error;
 pub mod extract;

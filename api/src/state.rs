@@ -1,11 +1,15 @@
 //! What every handler shares: the stores, the validating job client, the
-//! clock, the brute-force lockout and creation rate counters.
+//! clock, the brute-force lockout and creation rate counters, and the
+//! short-lived caches of keys and job status (`cache.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use longhaul_core::tenancy::Stores;
-use longhaul_core::{Catalogue, JobClient};
+use axum::body::Bytes;
+use longhaul_core::tenancy::{ApiKey, Stores, Tenant};
+use longhaul_core::{Catalogue, JobClient, JobId};
 
+use crate::cache::TtlCache;
 use crate::clock::{Clock, SystemClock};
 use crate::lockout::{Lockout, MemoryLockout};
 use crate::metrics::HttpMetrics;
@@ -24,7 +28,21 @@ pub struct AppState {
     pub trust_forwarded_for: bool,
     /// Requests served per route, for `/metrics`.
     pub http_metrics: Arc<HttpMetrics>,
+    /// Authenticated keys by the SHA-256 of their token (disabled by default).
+    pub auth_cache: Arc<AuthCache>,
+    /// `GET /v1/jobs/{id}` answers (JSON) by tenant and job (disabled by default).
+    pub job_status_cache: Arc<JobStatusCache>,
 }
+
+/// A key and its tenant, by the SHA-256 of the token.
+pub type AuthCache = TtlCache<[u8; 32], (ApiKey, Option<Tenant>)>;
+/// An encoded `GET /v1/jobs/{id}` answer, by tenant and job.
+pub type JobStatusCache = TtlCache<(String, JobId), Bytes>;
+
+/// Most keys the auth cache holds.
+const AUTH_CACHE_CAPACITY: usize = 10_000;
+/// Most job answers the status cache holds (a few MB).
+const JOB_STATUS_CACHE_CAPACITY: usize = 10_000;
 
 impl AppState {
     pub fn new(stores: Arc<dyn Stores>, catalogue: Arc<Catalogue>) -> Self {
@@ -37,7 +55,38 @@ impl AppState {
             rate_limiter: Arc::new(MemoryRateLimiter::new()),
             trust_forwarded_for: false,
             http_metrics: Arc::new(HttpMetrics::default()),
+            auth_cache: Arc::new(TtlCache::disabled()),
+            job_status_cache: Arc::new(TtlCache::disabled()),
         }
+    }
+
+    /// Reuse authenticated keys for `ttl` (zero disables).
+    pub fn with_auth_cache(mut self, ttl: Duration) -> Self {
+        self.auth_cache = Arc::new(TtlCache::new(ttl, AUTH_CACHE_CAPACITY));
+        self
+    }
+
+    /// Serve job status reads from memory for `ttl` (zero disables).
+    pub fn with_job_status_cache(mut self, ttl: Duration) -> Self {
+        self.job_status_cache = Arc::new(TtlCache::new(ttl, JOB_STATUS_CACHE_CAPACITY));
+        self
+    }
+
+    /// Forgets the cached keys of a tenant (its status, quotas or role
+    /// checks changed).
+    pub fn forget_tenant_keys(&self, tenant_id: &str) {
+        self.auth_cache
+            .remove_where(|(_, tenant)| tenant.as_ref().is_some_and(|t| t.id == tenant_id));
+    }
+
+    /// Forgets a cached key (revoked or rotated).
+    pub fn forget_key(&self, key_id: &str) {
+        self.auth_cache.remove_where(|(key, _)| key.id == key_id);
+    }
+
+    /// Forgets a job's cached status (changed through this process).
+    pub fn forget_job_status(&self, tenant_id: &str, id: JobId) {
+        self.job_status_cache.remove(&(tenant_id.to_string(), id));
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

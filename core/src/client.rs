@@ -85,70 +85,7 @@ impl JobClient {
 
     /// Validates a request into a job ready to store (no I/O).
     pub fn prepare(&self, request: EnqueueRequest) -> Result<NewJob> {
-        validate_tenant_id(&request.tenant_id)?;
-        let spec = self
-            .catalogue
-            .get(&request.kind)
-            .ok_or_else(|| Error::UnknownKind(request.kind.clone()))?;
-        let size = serde_json::to_vec(&request.params)
-            .map_err(|e| Error::validation("params", e.to_string()))?
-            .len();
-        if size > MAX_PARAMS_BYTES {
-            return Err(Error::PayloadTooLarge {
-                size,
-                limit: MAX_PARAMS_BYTES,
-            });
-        }
-        if contains_nul(&request.params) {
-            return Err(Error::validation(
-                "params",
-                "must not contain the NUL character (\\u0000)",
-            ));
-        }
-        (spec.validate)(&request.params).map_err(|message| Error::validation("params", message))?;
-        let queue = request.queue.unwrap_or_else(|| spec.queue.clone());
-        validate_queue_name(&queue).map_err(|message| Error::validation("queue", message))?;
-        if let Some(run_at) = request.run_at {
-            if !RUN_AT_RANGE.contains(&run_at.timestamp()) {
-                return Err(Error::validation(
-                    "run_at",
-                    "must be between the years 2000 and 9999",
-                ));
-            }
-        }
-        let priority = request.priority.unwrap_or(DEFAULT_PRIORITY);
-        if !PRIORITY_RANGE.contains(&priority) {
-            return Err(Error::validation(
-                "priority",
-                "must be from 0 (most urgent) to 9",
-            ));
-        }
-        let max_attempts = request.max_attempts.unwrap_or(spec.max_attempts);
-        if !MAX_ATTEMPTS_RANGE.contains(&max_attempts) {
-            return Err(Error::validation("max_attempts", "must be from 1 to 100"));
-        }
-        if let Some(key) = &request.idempotency_key {
-            if key.is_empty()
-                || key.len() > MAX_IDEMPOTENCY_KEY_LEN
-                || key.chars().any(char::is_control)
-            {
-                return Err(Error::validation(
-                    "idempotency_key",
-                    "must be 1-255 characters without control characters",
-                ));
-            }
-        }
-        Ok(NewJob {
-            id: JobId::new(),
-            tenant_id: request.tenant_id,
-            kind: request.kind,
-            queue,
-            priority,
-            params: request.params,
-            run_at: request.run_at,
-            max_attempts,
-            idempotency_key: request.idempotency_key,
-        })
+        prepare_with(&self.catalogue, request)
     }
 
     /// Stores one job (or finds the one its idempotency key already names).
@@ -321,6 +258,75 @@ impl JobClient {
             .retry_within_quota(tenant_id, id, max_queued, actor)
             .await
     }
+}
+
+/// Validates a request against a catalogue into a job ready to store (no
+/// I/O): what [`JobClient::prepare`] does, for callers without a store (the
+/// scheduler builds the jobs of its fires inside the store's transaction).
+pub fn prepare_with(catalogue: &Catalogue, request: EnqueueRequest) -> Result<NewJob> {
+    validate_tenant_id(&request.tenant_id)?;
+    let spec = catalogue
+        .get(&request.kind)
+        .ok_or_else(|| Error::UnknownKind(request.kind.clone()))?;
+    let size = serde_json::to_vec(&request.params)
+        .map_err(|e| Error::validation("params", e.to_string()))?
+        .len();
+    if size > MAX_PARAMS_BYTES {
+        return Err(Error::PayloadTooLarge {
+            size,
+            limit: MAX_PARAMS_BYTES,
+        });
+    }
+    if contains_nul(&request.params) {
+        return Err(Error::validation(
+            "params",
+            "must not contain the NUL character (\\u0000)",
+        ));
+    }
+    (spec.validate)(&request.params).map_err(|message| Error::validation("params", message))?;
+    let queue = request.queue.unwrap_or_else(|| spec.queue.clone());
+    validate_queue_name(&queue).map_err(|message| Error::validation("queue", message))?;
+    if let Some(run_at) = request.run_at {
+        if !RUN_AT_RANGE.contains(&run_at.timestamp()) {
+            return Err(Error::validation(
+                "run_at",
+                "must be between the years 2000 and 9999",
+            ));
+        }
+    }
+    let priority = request.priority.unwrap_or(DEFAULT_PRIORITY);
+    if !PRIORITY_RANGE.contains(&priority) {
+        return Err(Error::validation(
+            "priority",
+            "must be from 0 (most urgent) to 9",
+        ));
+    }
+    let max_attempts = request.max_attempts.unwrap_or(spec.max_attempts);
+    if !MAX_ATTEMPTS_RANGE.contains(&max_attempts) {
+        return Err(Error::validation("max_attempts", "must be from 1 to 100"));
+    }
+    if let Some(key) = &request.idempotency_key {
+        if key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+            || key.chars().any(char::is_control)
+        {
+            return Err(Error::validation(
+                "idempotency_key",
+                "must be 1-255 characters without control characters",
+            ));
+        }
+    }
+    Ok(NewJob {
+        id: JobId::new(),
+        tenant_id: request.tenant_id,
+        kind: request.kind,
+        queue,
+        priority,
+        params: request.params,
+        run_at: request.run_at,
+        max_attempts,
+        idempotency_key: request.idempotency_key,
+    })
 }
 
 fn at_index(index: usize, error: Error) -> Error {

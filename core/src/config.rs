@@ -38,6 +38,14 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// The API is behind a trusted proxy: take the client IP from `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
+    /// How long an API process reuses an authenticated key without reading it
+    /// again (zero: every request reads it). A revoke or suspension made
+    /// through another replica takes effect within it.
+    pub auth_cache_ttl: Duration,
+    /// How long an API process serves a job's status from memory (zero: every
+    /// read goes to the database). Polling clients see changes made by
+    /// workers or other replicas within it.
+    pub job_status_cache_ttl: Duration,
 }
 
 struct Setting {
@@ -101,6 +109,16 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "LONGHAUL_REDIS_URL",
         help: "redis://… or rediss://… shared by API replicas (default: none, in-process)",
+    },
+    Setting {
+        name: "LONGHAUL_AUTH_CACHE_MS",
+        help:
+            "0..=60000: API reuse of an authenticated key; 0 reads it every request (default 2000)",
+    },
+    Setting {
+        name: "LONGHAUL_JOB_STATUS_CACHE_MS",
+        help:
+            "0..=10000: API reuse of a job's status for polling clients; 0 disables (default 250)",
     },
     Setting {
         name: "LONGHAUL_TRUST_FORWARDED_FOR",
@@ -208,6 +226,8 @@ impl Config {
             }
         }
         let trust_forwarded_for = reader.flag("LONGHAUL_TRUST_FORWARDED_FOR", false);
+        let auth_cache_ms = reader.number("LONGHAUL_AUTH_CACHE_MS", 2000u64, 0, 60_000);
+        let job_status_cache_ms = reader.number("LONGHAUL_JOB_STATUS_CACHE_MS", 250u64, 0, 10_000);
 
         if !problems.is_empty() {
             return Err(Error::Config(problems));
@@ -228,6 +248,8 @@ impl Config {
             api_addr,
             redis_url,
             trust_forwarded_for,
+            auth_cache_ttl: Duration::from_millis(auth_cache_ms),
+            job_status_cache_ttl: Duration::from_millis(job_status_cache_ms),
         })
     }
 

@@ -6,17 +6,14 @@ use anyhow::Context;
 use longhaul_api::lockout::{Lockout, MemoryLockout, RedisLockout, REDIS_NAMESPACE};
 use longhaul_api::rate_limit::{self, MemoryRateLimiter, RateLimiter, RedisRateLimiter};
 use longhaul_api::AppState;
+use longhaul_core::tenancy::Stores;
 use longhaul_core::{Catalogue, Config};
 
 use crate::runtime;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let stores = runtime::connect(&config).await?;
-    let (lockout, rate_limiter) = counters(&config).await?;
-    let state = AppState::new(stores, Arc::new(Catalogue::builtin()))
-        .with_lockout(lockout)
-        .with_rate_limiter(rate_limiter)
-        .with_trust_forwarded_for(config.trust_forwarded_for);
+    let state = app_state(&config, stores).await?;
     let shutdown = runtime::shutdown_on_signal();
     longhaul_api::serve(
         config.api_addr,
@@ -25,6 +22,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// The API's shared state as the configuration asks: counters (Redis or in
+/// process), proxy trust, and the key and job-status caches.
+pub async fn app_state(config: &Config, stores: Arc<dyn Stores>) -> anyhow::Result<AppState> {
+    let (lockout, rate_limiter) = counters(config).await?;
+    Ok(AppState::new(stores, Arc::new(Catalogue::builtin()))
+        .with_lockout(lockout)
+        .with_rate_limiter(rate_limiter)
+        .with_trust_forwarded_for(config.trust_forwarded_for)
+        .with_auth_cache(config.auth_cache_ttl)
+        .with_job_status_cache(config.job_status_cache_ttl))
 }
 
 /// The brute-force lockout and creation-rate counters: in Redis when

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use clap::Args;
-use longhaul_api::AppState;
 use longhaul_core::audit::Actor;
 use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use longhaul_core::{Config, JobStore};
@@ -39,7 +38,7 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
         )
         .await?;
 
-    let (lockout, rate_limiter) = super::api::counters(&config).await?;
+    let state = super::api::app_state(&config, stores.clone()).await?;
 
     let registry = Registry::builtin();
     let queues: BTreeSet<String> = registry
@@ -82,10 +81,6 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     let job_store: Arc<dyn JobStore> = stores.clone();
     let pool = WorkerPool::new(job_store, registry, pool_config);
     let worker = tokio::spawn(pool.run(shutdown.clone()));
-    let state = AppState::new(stores, Arc::new(longhaul_core::Catalogue::builtin()))
-        .with_lockout(lockout)
-        .with_rate_limiter(rate_limiter)
-        .with_trust_forwarded_for(config.trust_forwarded_for);
     let api_shutdown = shutdown.clone();
     let served = longhaul_api::serve(config.api_addr, state, async move {
         api_shutdown.cancelled().await

@@ -8,6 +8,7 @@ mod http;
 
 mod api;
 mod audit;
+mod caches;
 mod conformance;
 mod events;
 mod lockout;

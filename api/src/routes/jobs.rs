@@ -4,6 +4,7 @@
 //! cursor pagination), read, cancel and retry a tenant's jobs. A job of
 //! another tenant is `404`, never `403`, and never appears in a listing.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -423,11 +424,28 @@ async fn read(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<JobView>, ApiError> {
+) -> Result<Response, ApiError> {
     let tenant = caller.tenant_role(Role::Viewer)?;
     let id = job_id(&id)?;
-    let (job, attempts) = state.jobs.get_with_attempts(&tenant.id, id).await?;
-    Ok(Json(JobView::of(job, Some(attempts))))
+    // Polling clients read the same job over and over: its answer is kept,
+    // already encoded, for the status cache's TTL (see `cache.rs`).
+    let now = state.clock.now();
+    let cache_key = (tenant.id.clone(), id);
+    let body = match state.job_status_cache.get(&cache_key, now) {
+        Some(body) => body,
+        None => {
+            let (job, attempts) = state.jobs.get_with_attempts(&tenant.id, id).await?;
+            let body = Bytes::from(
+                serde_json::to_vec(&JobView::of(job, Some(attempts))).map_err(|error| {
+                    tracing::error!(%error, "encoding a job");
+                    ApiError::internal()
+                })?,
+            );
+            state.job_status_cache.insert(cache_key, body.clone(), now);
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Cancel a job: a queued job is cancelled, a running one is asked to stop.
@@ -456,10 +474,12 @@ async fn cancel(
 ) -> Result<Json<JobView>, ApiError> {
     // Stopping work is allowed for suspended tenants too.
     let tenant = caller.tenant_role(Role::Developer)?;
+    let id = job_id(&id)?;
     let job = state
         .jobs
-        .cancel_as(&tenant.id, job_id(&id)?, &caller.actor())
+        .cancel_as(&tenant.id, id, &caller.actor())
         .await?;
+    state.forget_job_status(&tenant.id, id);
     Ok(Json(JobView::of(job, None)))
 }
 
@@ -492,14 +512,11 @@ async fn retry(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let tenant = caller.tenant_writer(Role::Developer)?;
+    let id = job_id(&id)?;
     let job = state
         .jobs
-        .retry_within_quota(
-            &tenant.id,
-            job_id(&id)?,
-            tenant.quotas.max_queued,
-            &caller.actor(),
-        )
+        .retry_within_quota(&tenant.id, id, tenant.quotas.max_queued, &caller.actor())
         .await?;
+    state.forget_job_status(&tenant.id, id);
     Ok((StatusCode::ACCEPTED, Json(JobView::of(job, None))))
 }

@@ -173,6 +173,7 @@ async fn rotate(
             &caller.actor(),
         )
         .await?;
+    state.forget_key(&id);
     Ok((StatusCode::CREATED, Json(issued.into())))
 }
 
@@ -199,10 +200,11 @@ async fn revoke(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
     let tenant = caller.tenant_role(Role::Admin)?;
-    Ok(Json(
-        state
-            .stores
-            .revoke_api_key(&tenant.id, &id, state.clock.now(), &caller.actor())
-            .await?,
-    ))
+    let key = state
+        .stores
+        .revoke_api_key(&tenant.id, &id, state.clock.now(), &caller.actor())
+        .await?;
+    // At once in this process; other replicas within their auth cache TTL.
+    state.forget_key(&id);
+    Ok(Json(key))
 }

@@ -251,12 +251,12 @@ async fn update(
         quotas: body.quotas,
         settings: body.settings,
     };
-    Ok(Json(
-        state
-            .stores
-            .update_tenant(&id, patch, &caller.actor())
-            .await?,
-    ))
+    let tenant = state
+        .stores
+        .update_tenant(&id, patch, &caller.actor())
+        .await?;
+    state.forget_tenant_keys(&id);
+    Ok(Json(tenant))
 }
 
 /// Suspend a tenant: its keys may still read, but not start work.
@@ -291,12 +291,12 @@ async fn suspend(
     if reason.is_empty() || reason.len() > 500 {
         return Err(ApiError::validation("reason", "must be 1-500 characters"));
     }
-    Ok(Json(
-        state
-            .stores
-            .set_tenant_status(&id, TenantStatus::Suspended, Some(reason), &caller.actor())
-            .await?,
-    ))
+    let tenant = state
+        .stores
+        .set_tenant_status(&id, TenantStatus::Suspended, Some(reason), &caller.actor())
+        .await?;
+    state.forget_tenant_keys(&id);
+    Ok(Json(tenant))
 }
 
 /// Resume a suspended tenant.
@@ -321,10 +321,10 @@ async fn resume(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Tenant>, ApiError> {
     caller.operator()?;
-    Ok(Json(
-        state
-            .stores
-            .set_tenant_status(&id, TenantStatus::Active, None, &caller.actor())
-            .await?,
-    ))
+    let tenant = state
+        .stores
+        .set_tenant_status(&id, TenantStatus::Active, None, &caller.actor())
+        .await?;
+    state.forget_tenant_keys(&id);
+    Ok(Json(tenant))
 }

@@ -704,6 +704,47 @@ impl JobStore for PgStore {
         rows.iter().map(job_from_row).collect()
     }
 
+    /// One round trip (a status read is the API's hottest path): the job row
+    /// joined with its attempts, the job's columns repeated on each.
+    async fn get_job_with_attempts(
+        &self,
+        tenant_id: &str,
+        id: JobId,
+    ) -> Result<(Job, Vec<Attempt>)> {
+        let rows = sqlx::query(
+            "SELECT j.*, a.attempt AS a_attempt, a.worker_id AS a_worker_id,
+                    a.started_at AS a_started_at, a.finished_at AS a_finished_at,
+                    a.outcome AS a_outcome, a.error AS a_error
+             FROM jobs j
+             LEFT JOIN job_attempts a ON a.job_id = j.id AND a.tenant_id = j.tenant_id
+             WHERE j.id = $1 AND j.tenant_id = $2
+             ORDER BY a.attempt",
+        )
+        .bind(id.as_uuid())
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .db("reading a job with its attempts")?;
+        let first = rows.first().ok_or(Error::NotFound(id))?;
+        let job = job_from_row(first)?;
+        let mut attempts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(attempt) = row.try_get("a_attempt").db("reading attempt number")? else {
+                continue;
+            };
+            let outcome: String = row.try_get("a_outcome").db("reading attempt outcome")?;
+            attempts.push(Attempt {
+                attempt,
+                worker_id: row.try_get("a_worker_id").db("reading attempt worker")?,
+                started_at: row.try_get("a_started_at").db("reading attempt start")?,
+                finished_at: row.try_get("a_finished_at").db("reading attempt end")?,
+                outcome: AttemptOutcome::from_str(&outcome)?,
+                error: row.try_get("a_error").db("reading attempt error")?,
+            });
+        }
+        Ok((job, attempts))
+    }
+
     async fn attempts_of(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {
         let rows = sqlx::query(
             "SELECT attempt, worker_id, started_at, finished_at, outcome, error FROM job_attempts

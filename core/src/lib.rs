@@ -16,6 +16,7 @@ pub mod ids;
 pub mod job;
 pub mod kinds;
 pub mod nul;
+pub mod schedule;
 pub mod store;
 pub mod tenancy;
 pub mod usage;

@@ -27,6 +27,8 @@ enum Command {
     Api,
     /// Run a worker pool for some queues.
     Worker(commands::worker::WorkerArgs),
+    /// Fire due schedules and run the maintenance loops (any number may run).
+    Scheduler,
     /// Apply the database migrations and exit.
     Migrate,
     /// Bootstrap: create a tenant with its first admin key, or an operator key.
@@ -65,6 +67,7 @@ fn main() -> std::process::ExitCode {
             Command::Dev(args) => commands::dev::run(config, args).await,
             Command::Api => commands::api::run(config).await,
             Command::Worker(args) => commands::worker::run(config, args).await,
+            Command::Scheduler => commands::scheduler::run(config).await,
             Command::Admin(command) => commands::admin::run(config, command).await,
             Command::Migrate => commands::migrate::run(config).await,
             Command::Jobs(command) => commands::jobs::run(config, command).await,

@@ -155,6 +155,19 @@ impl From<longhaul_core::Error> for ApiError {
                 error.retry_after = Some(QUEUE_FULL_RETRY_AFTER_SECS);
                 error
             }
+            E::LimitReached {
+                what,
+                limit,
+                current,
+            } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                format!(
+                    "the tenant has {current} {what}, at its plan's limit of {limit}; \
+                     delete some or ask for a higher limit"
+                ),
+            )
+            .with_details(json!({ "limit": limit, "current": current, "resource": what })),
             other => {
                 tracing::error!(error = %other, "request failed");
                 ApiError::internal()

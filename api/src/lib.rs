@@ -44,6 +44,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(metrics::routes())
         .merge(routes::usage::routes())
         .merge(routes::audit::routes())
+        .merge(routes::schedules::routes())
 }
 
 /// The whole API.

@@ -52,6 +52,7 @@ pub const BEARER: &str = "bearer";
     modifiers(&BearerAuth),
     tags(
         (name = "jobs", description = "A tenant's jobs: create, list, read, follow (SSE), cancel, retry"),
+        (name = "schedules", description = "A tenant's recurring jobs: cron in an IANA zone, jitter, overlap and misfire policies"),
         (name = "tenants", description = "Tenants, their quotas and settings (operator keys)"),
         (name = "api-keys", description = "A tenant's API keys (admin)"),
         (name = "usage", description = "Billable operations per month"),

@@ -38,6 +38,15 @@ pub enum Error {
     #[error("the tenant already has {current} queued jobs, at its limit of {limit}")]
     QuotaExceeded { limit: i64, current: i64 },
 
+    /// The tenant already holds as many of `what` (e.g. "schedules") as its
+    /// plan allows; nothing was written.
+    #[error("the tenant already has {current} {what}, at its limit of {limit}")]
+    LimitReached {
+        what: &'static str,
+        limit: i64,
+        current: i64,
+    },
+
     /// A worker write was fenced: the attempt no longer holds the job's lease.
     #[error("job {job_id} attempt {attempt} no longer holds the lease")]
     LeaseLost { job_id: JobId, attempt: i32 },

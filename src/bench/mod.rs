@@ -3,6 +3,7 @@
 //! numbers and the commands.
 
 mod queue;
+mod scheduler;
 mod scratch;
 
 use clap::Subcommand;
@@ -11,10 +12,13 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Bulk enqueue, drain of system.noop jobs, and enqueue→start latency.
     Queue(queue::QueueBenchArgs),
+    /// Many tenant schedules, many due in the same second: fire lag.
+    Scheduler(scheduler::SchedulerBenchArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Queue(args) => queue::run(args).await,
+        BenchCommand::Scheduler(args) => scheduler::run(args).await,
     }
 }

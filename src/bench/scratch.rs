@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use longhaul_core::store::{self, JobStore};
+use longhaul_core::store::JobStore;
+use longhaul_core::tenancy::{connect_stores, Stores};
 use sqlx::Connection;
 
 pub struct Scratch {
     pub store: Arc<dyn JobStore>,
+    /// The same store with its tenancy and schedule faces.
+    pub stores: Arc<dyn Stores>,
     pub backend: &'static str,
     cleanup: Cleanup,
 }
@@ -33,10 +36,11 @@ impl Scratch {
             .context("creating the benchmark schema")?;
             let separator = if url.contains('?') { '&' } else { '?' };
             let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
-            let store = store::connect(&scoped, max_connections).await?;
-            store.migrate().await?;
+            let stores = connect_stores(&scoped, max_connections).await?;
+            stores.migrate().await?;
             Ok(Scratch {
-                store,
+                store: stores.clone(),
+                stores,
                 backend: "postgres",
                 cleanup: Cleanup::DropSchema {
                     url: url.to_string(),
@@ -51,10 +55,11 @@ impl Scratch {
                     path.display()
                 );
             }
-            let store = store::connect(url, max_connections).await?;
-            store.migrate().await?;
+            let stores = connect_stores(url, max_connections).await?;
+            stores.migrate().await?;
             Ok(Scratch {
-                store,
+                store: stores.clone(),
+                stores,
                 backend: "sqlite",
                 cleanup: Cleanup::RemoveFile(path),
             })
@@ -65,6 +70,7 @@ impl Scratch {
 
     pub async fn remove(self) -> anyhow::Result<()> {
         drop(self.store);
+        drop(self.stores);
         match self.cleanup {
             Cleanup::DropSchema { url, schema } => {
                 let mut conn = sqlx::PgConnection::connect(&url).await?;

@@ -1,7 +1,8 @@
 //! `longhaul dev`: the embedded mode, zero set-up. Migrates the configured
 //! store (a SQLite file under ./longhaul-data by default), makes sure a demo
 //! tenant exists and prints a fresh admin key for it, then runs the API and a
-//! worker pool for every queue of the catalogue in this one process.
+//! worker pool for every queue of the catalogue, and the scheduler, in this one
+//! process.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -81,6 +82,13 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     let job_store: Arc<dyn JobStore> = stores.clone();
     let pool = WorkerPool::new(job_store, registry, pool_config);
     let worker = tokio::spawn(pool.run(shutdown.clone()));
+    let scheduler_store: Arc<dyn longhaul_scheduler::SchedulerStore> = stores.clone();
+    let scheduler = tokio::spawn(longhaul_scheduler::run(
+        scheduler_store,
+        Arc::new(longhaul_core::Catalogue::builtin()),
+        longhaul_scheduler::SchedulerConfig::from_config(&config),
+        shutdown.clone(),
+    ));
     let api_shutdown = shutdown.clone();
     let served = longhaul_api::serve(config.api_addr, state, async move {
         api_shutdown.cancelled().await
@@ -88,6 +96,7 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     .await;
     shutdown.cancel();
     worker.await?;
+    scheduler.await?;
     served?;
     Ok(())
 }

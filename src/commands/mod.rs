@@ -5,4 +5,5 @@ pub mod api;
 pub mod dev;
 pub mod jobs;
 pub mod migrate;
+pub mod scheduler;
 pub mod worker;

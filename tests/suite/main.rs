@@ -16,5 +16,7 @@ mod openapi;
 mod process;
 mod quotas;
 mod runtime;
+mod scheduler_processes;
+mod schedules;
 mod support;
 mod tenancy;

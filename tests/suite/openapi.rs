@@ -50,6 +50,14 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("get", "/v1/usage", Key),
     ("get", "/v1/audit/events", Key),
     ("post", "/v1/audit/events", Key),
+    ("post", "/v1/schedules", Key),
+    ("get", "/v1/schedules", Key),
+    ("get", "/v1/schedules/{id}", Key),
+    ("patch", "/v1/schedules/{id}", Key),
+    ("delete", "/v1/schedules/{id}", Key),
+    ("post", "/v1/schedules/{id}/pause", Key),
+    ("post", "/v1/schedules/{id}/resume", Key),
+    ("get", "/v1/schedules/{id}/next", Key),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];

@@ -50,6 +50,7 @@ fn acme() -> NewTenant {
             max_running: None,
             max_queued: Some(1000),
             creations_per_minute: Some(60),
+            max_schedules: Some(20),
         },
         settings: json!({"auditLogRetentionDays": 365, "theme": "dark"}),
     }
@@ -139,7 +140,7 @@ async fn tenant_create_get_and_update(db: TestDb) {
     assert_eq!(got, created);
     assert_eq!(
         serde_json::to_value(&got).expect("serialize")["quotas"],
-        json!({"maxRunning": null, "maxQueued": 1000, "creationsPerMinute": 60})
+        json!({"maxRunning": null, "maxQueued": 1000, "creationsPerMinute": 60, "maxSchedules": 20})
     );
 
     // One field changes; the others stay.
@@ -198,7 +199,8 @@ async fn tenant_create_get_and_update(db: TestDb) {
         Quotas {
             max_running: Some(4),
             max_queued: None,
-            creations_per_minute: None
+            creations_per_minute: None,
+            max_schedules: None,
         }
     );
     assert_eq!(replaced.settings, json!({"auditLogRetentionDays": 90}));

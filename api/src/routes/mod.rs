@@ -5,5 +5,6 @@ pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod keys;
+pub mod schedules;
 pub mod tenants;
 pub mod usage;

@@ -31,7 +31,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::nul::contains_nul;
 
-pub(crate) use postgres::insert_change as insert_change_pg;
+pub(crate) use postgres::{insert_change as insert_change_pg, insert_changes as insert_changes_pg};
 pub(crate) use sqlite::insert_change as insert_change_sqlite;
 
 /// Most events one ingest request may carry.

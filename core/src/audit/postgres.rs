@@ -44,6 +44,51 @@ pub(crate) async fn insert_change(
     Ok(())
 }
 
+/// Records many changes by one actor in one statement (a scheduler tick
+/// creates hundreds of jobs), inside the caller's transaction.
+pub(crate) async fn insert_changes(
+    conn: &mut PgConnection,
+    changes: &[(&str, Change)],
+    actor: &Actor,
+) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<&str> = changes.iter().map(|(tenant, _)| *tenant).collect();
+    let ids: Vec<Uuid> = changes.iter().map(|_| Uuid::now_v7()).collect();
+    let actions: Vec<&str> = changes.iter().map(|(_, c)| c.action).collect();
+    let types: Vec<&str> = changes.iter().map(|(_, c)| c.resource_type).collect();
+    let resources: Vec<&str> = changes
+        .iter()
+        .map(|(_, c)| c.resource_id.as_str())
+        .collect();
+    let details: Vec<&serde_json::Value> = changes.iter().map(|(_, c)| &c.details).collect();
+    sqlx::query(
+        "INSERT INTO audit_events (tenant_id, occurred_at, id, source, actor_type, actor_id,
+                                   actor_key_id, action, resource_type, resource_id, ip,
+                                   request_id, details)
+         SELECT x.tenant_id, now(), x.id, $7, $8, $9, $9, x.action, x.resource_type,
+                x.resource_id, $10, $11, x.details
+         FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[])
+              AS x(tenant_id, id, action, resource_type, resource_id, details)",
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&actions)
+    .bind(&types)
+    .bind(&resources)
+    .bind(&details)
+    .bind(actor.source())
+    .bind(actor.kind.as_str())
+    .bind(&actor.key_id)
+    .bind(&actor.ip)
+    .bind(&actor.request_id)
+    .execute(conn)
+    .await
+    .db("recording audit events")?;
+    Ok(())
+}
+
 /// An application's batch in one statement: `$1` tenant, `$2` key, `$3`
 /// request id, `$4`… the columns as arrays. A resent `external_id` is skipped.
 const INGEST_SQL: &str = "

@@ -166,6 +166,11 @@ impl CronSpec {
     pub fn describe(&self) -> String {
         self.cron.describe()
     }
+
+    /// `at` in the schedule's time zone, as RFC 3339 with its offset.
+    pub fn local_rfc3339(&self, at: DateTime<Utc>) -> String {
+        at.with_timezone(&self.tz).to_rfc3339()
+    }
 }
 
 /// A deterministic offset in [0, jitter) for a schedule's fire time: the same
@@ -192,7 +197,9 @@ pub fn jitter_offset(schedule_id: &str, fire_time: DateTime<Utc>, jitter: Durati
 }
 
 /// What to do with fire times missed by more than the misfire threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MisfirePolicy {
     /// Run nothing for them; wait for the next fire time after now.
@@ -230,7 +237,9 @@ impl FromStr for MisfirePolicy {
 
 /// What to do when a fire time comes while the schedule's previous job is
 /// still running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OverlapPolicy {
     /// Start no new job for that fire time.

@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use postgres::PgStore;
+pub(crate) use sqlite::enqueue_in as sqlite_enqueue_in;
 pub use sqlite::SqliteStore;
 pub use wake::{Wake, WakeReceiver};
 

@@ -23,7 +23,7 @@ use super::{
     check_max_queued, count_created, idempotency_conflict, job_cancelled, job_creations,
     job_retried, state_conflict, validate_max_running, Backend, Created, JobStore, Rescued,
 };
-use crate::audit::{insert_change_pg as record, Actor};
+use crate::audit::{insert_change_pg as record, insert_changes_pg, Actor};
 use crate::error::{DbContext, Error, Result};
 use crate::ids::JobId;
 use crate::job::{
@@ -643,9 +643,8 @@ impl JobStore for PgStore {
             check_max_queued(limit, &queued_before, &created)?;
         }
         add_usage(&mut tx, &created, period).await?;
-        for (tenant_id, change) in job_creations(jobs, &answers) {
-            record(&mut tx, tenant_id, actor, &change).await?;
-        }
+        let changes: Vec<(&str, crate::audit::Change)> = job_creations(jobs, &answers).collect();
+        insert_changes_pg(&mut tx, &changes, actor).await?;
         tx.commit().await.db("committing enqueued jobs")?;
         Ok(answers)
     }

@@ -127,7 +127,7 @@ impl SqliteStore {
         Ok(WriteTx { tx, _lock: lock })
     }
 
-    fn wake_queues<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn wake_queues<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
         let queues: BTreeSet<&str> = queues.into_iter().collect();
         for queue in queues {
             self.wakes.send(Wake::Queue(queue.to_string()));
@@ -246,7 +246,7 @@ fn create_parent_dir(file: &std::path::Path) -> Result<()> {
 // ---- enqueue -----------------------------------------------------------------
 
 /// Stores jobs inside a write transaction; see [`JobStore::enqueue`].
-async fn enqueue_in(
+pub(crate) async fn enqueue_in(
     conn: &mut SqliteConnection,
     jobs: &[NewJob],
     now: i64,

@@ -34,6 +34,7 @@ use uuid::Uuid;
 use crate::audit::{Actor, AuditStore, Change};
 use crate::error::{Error, Result};
 use crate::nul::contains_nul;
+use crate::schedule::ScheduleStore;
 use crate::store::{JobStore, PgStore, SqliteStore};
 
 // ---- model -------------------------------------------------------------------
@@ -124,6 +125,9 @@ pub struct Quotas {
     pub max_queued: Option<i64>,
     /// Jobs created per minute (enforced by the API).
     pub creations_per_minute: Option<i32>,
+    /// Schedules held at once (default 100; enforced when one is created).
+    #[serde(default)]
+    pub max_schedules: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -480,6 +484,7 @@ fn validate_quotas(quotas: &Quotas) -> Result<()> {
     };
     positive("quotas.maxRunning", quotas.max_running.map(i64::from))?;
     positive("quotas.maxQueued", quotas.max_queued)?;
+    positive("quotas.maxSchedules", quotas.max_schedules)?;
     positive(
         "quotas.creationsPerMinute",
         quotas.creations_per_minute.map(i64::from),
@@ -637,6 +642,7 @@ struct TenantColumns {
     max_running: &'static str,
     max_queued: &'static str,
     creations_per_minute: &'static str,
+    max_schedules: &'static str,
     settings: &'static str,
     created_at: &'static str,
     updated_at: &'static str,
@@ -652,6 +658,7 @@ const TENANT: TenantColumns = TenantColumns {
     max_running: "max_running",
     max_queued: "max_queued",
     creations_per_minute: "creations_per_minute",
+    max_schedules: "max_schedules",
     settings: "settings",
     created_at: "created_at",
     updated_at: "updated_at",
@@ -667,6 +674,7 @@ const JOINED_TENANT: TenantColumns = TenantColumns {
     max_running: "t_max_running",
     max_queued: "t_max_queued",
     creations_per_minute: "t_creations_per_minute",
+    max_schedules: "t_max_schedules",
     settings: "t_settings",
     created_at: "t_created_at",
     updated_at: "t_updated_at",
@@ -801,7 +809,7 @@ pub trait TenantStore: Send + Sync {
 
 /// A store that keeps both jobs and tenants (both backends do), so the API can
 /// hold one `Arc<dyn Stores>`.
-pub trait Stores: JobStore + TenantStore + AuditStore {
+pub trait Stores: JobStore + TenantStore + AuditStore + ScheduleStore {
     /// The same store as a job store (for [`crate::JobClient`]): trait
     /// upcasting needs Rust 1.86 and the workspace supports 1.85.
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore>;
@@ -810,7 +818,7 @@ pub trait Stores: JobStore + TenantStore + AuditStore {
     fn tenant_store(self: Arc<Self>) -> Arc<dyn TenantStore>;
 }
 
-impl<T: JobStore + TenantStore + AuditStore> Stores for T {
+impl<T: JobStore + TenantStore + AuditStore + ScheduleStore> Stores for T {
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore> {
         self
     }
@@ -996,10 +1004,11 @@ mod tests {
             max_running: Some(2),
             max_queued: None,
             creations_per_minute: Some(60),
+            max_schedules: Some(5),
         };
         assert_eq!(
             json!(quotas),
-            json!({"maxRunning": 2, "maxQueued": null, "creationsPerMinute": 60})
+            json!({"maxRunning": 2, "maxQueued": null, "creationsPerMinute": 60, "maxSchedules": 5})
         );
         let patch: TenantPatch =
             serde_json::from_value(json!({"quotas": {"maxRunning": 3}})).expect("patch");

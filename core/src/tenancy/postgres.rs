@@ -27,6 +27,7 @@ SELECT k.*, t.id AS t_id, t.name AS t_name, t.region AS t_region, t.plan AS t_pl
        t.status AS t_status, t.suspended_reason AS t_suspended_reason,
        t.max_running AS t_max_running, t.max_queued AS t_max_queued,
        t.creations_per_minute AS t_creations_per_minute, t.settings AS t_settings,
+       t.max_schedules AS t_max_schedules,
        t.created_at AS t_created_at, t.updated_at AS t_updated_at
 FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id
 WHERE k.prefix = $1";
@@ -50,6 +51,7 @@ fn tenant_from_row(row: &PgRow, c: &TenantColumns) -> Result<Tenant> {
             creations_per_minute: row
                 .try_get(c.creations_per_minute)
                 .db("reading tenant quotas")?,
+            max_schedules: row.try_get(c.max_schedules).db("reading tenant quotas")?,
         },
         settings: row.try_get(c.settings).db("reading tenant settings")?,
         created_at: row.try_get(c.created_at).db("reading tenant created_at")?,
@@ -150,8 +152,8 @@ impl TenantStore for PgStore {
             .db("starting to create a tenant")?;
         let row = sqlx::query(
             "INSERT INTO tenants (id, name, region, plan, max_running, max_queued,
-                                  creations_per_minute, settings)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                  creations_per_minute, settings, max_schedules)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              RETURNING *",
         )
         .bind(&id)
@@ -162,6 +164,7 @@ impl TenantStore for PgStore {
         .bind(new.quotas.max_queued)
         .bind(new.quotas.creations_per_minute)
         .bind(&new.settings)
+        .bind(new.quotas.max_schedules)
         .fetch_one(&mut *tx)
         .await
         .db("inserting a tenant")?;
@@ -220,6 +223,7 @@ impl TenantStore for PgStore {
                  max_running = CASE WHEN $5 THEN $6 ELSE max_running END,
                  max_queued = CASE WHEN $5 THEN $7 ELSE max_queued END,
                  creations_per_minute = CASE WHEN $5 THEN $8 ELSE creations_per_minute END,
+                 max_schedules = CASE WHEN $5 THEN $10 ELSE max_schedules END,
                  settings = coalesce($9, settings),
                  updated_at = now()
              WHERE id = $1
@@ -234,6 +238,7 @@ impl TenantStore for PgStore {
         .bind(quotas.max_queued)
         .bind(quotas.creations_per_minute)
         .bind(&patch.settings)
+        .bind(quotas.max_schedules)
         .fetch_optional(&mut *tx)
         .await
         .db("updating a tenant")?

@@ -34,6 +34,7 @@ SELECT k.*, t.id AS t_id, t.name AS t_name, t.region AS t_region, t.plan AS t_pl
        t.status AS t_status, t.suspended_reason AS t_suspended_reason,
        t.max_running AS t_max_running, t.max_queued AS t_max_queued,
        t.creations_per_minute AS t_creations_per_minute, t.settings AS t_settings,
+       t.max_schedules AS t_max_schedules,
        t.created_at AS t_created_at, t.updated_at AS t_updated_at
 FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id
 WHERE k.prefix = ?1";
@@ -83,6 +84,7 @@ fn tenant_from_row(row: &SqliteRow, c: &TenantColumns) -> Result<Tenant> {
             creations_per_minute: row
                 .try_get(c.creations_per_minute)
                 .db("reading tenant quotas")?,
+            max_schedules: row.try_get(c.max_schedules).db("reading tenant quotas")?,
         },
         settings: serde_json::from_str(&settings)
             .map_err(|e| Error::corrupt("tenant settings", e))?,
@@ -182,8 +184,9 @@ impl TenantStore for SqliteStore {
         let mut w = self.begin_write("starting to create a tenant").await?;
         let row = sqlx::query(
             "INSERT INTO tenants (id, name, region, plan, max_running, max_queued,
-                                  creations_per_minute, settings, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+                                  creations_per_minute, settings, created_at, updated_at,
+                                  max_schedules)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)
              RETURNING *",
         )
         .bind(&id)
@@ -195,6 +198,7 @@ impl TenantStore for SqliteStore {
         .bind(new.quotas.creations_per_minute)
         .bind(new.settings.to_string())
         .bind(now)
+        .bind(new.quotas.max_schedules)
         .fetch_one(w.conn())
         .await
         .db("inserting a tenant")?;
@@ -250,6 +254,7 @@ impl TenantStore for SqliteStore {
                  max_running = CASE WHEN ?5 THEN ?6 ELSE max_running END,
                  max_queued = CASE WHEN ?5 THEN ?7 ELSE max_queued END,
                  creations_per_minute = CASE WHEN ?5 THEN ?8 ELSE creations_per_minute END,
+                 max_schedules = CASE WHEN ?5 THEN ?11 ELSE max_schedules END,
                  settings = coalesce(?9, settings),
                  updated_at = ?10
              WHERE id = ?1
@@ -265,6 +270,7 @@ impl TenantStore for SqliteStore {
         .bind(quotas.creations_per_minute)
         .bind(patch.settings.as_ref().map(|settings| settings.to_string()))
         .bind(now)
+        .bind(quotas.max_schedules)
         .fetch_optional(w.conn())
         .await
         .db("updating a tenant")?;

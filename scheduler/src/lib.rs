@@ -1,0 +1,55 @@
+//! longhaul-scheduler: the `longhaul scheduler` role (also inside `longhaul
+//! dev`). It fires due schedules (`ticker.rs`: exactly one job per fire time
+//! whatever the number of replicas, see `longhaul_core::schedule`) and runs
+//! the maintenance loops (`maintenance.rs`: lease rescue and pruning), each
+//! safe with several replicas. It keeps no schedule in memory.
+
+mod job_maker;
+mod maintenance;
+mod ticker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use longhaul_core::{Catalogue, Config, JobStore};
+use tokio_util::sync::CancellationToken;
+
+pub use job_maker::CatalogueJobs;
+pub use maintenance::Maintenance;
+pub use ticker::{Ticker, TickerConfig};
+
+/// The store the scheduler uses: jobs and schedules (both backends are).
+pub use longhaul_core::tenancy::Stores as SchedulerStore;
+
+/// What the role runs, from the configuration.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub ticker: TickerConfig,
+    /// How often expired leases are rescued.
+    pub rescue_interval: Duration,
+    /// How long finished jobs are kept.
+    pub job_retention: Duration,
+}
+
+impl SchedulerConfig {
+    pub fn from_config(config: &Config) -> Self {
+        SchedulerConfig {
+            ticker: TickerConfig::default(),
+            rescue_interval: config.rescue_interval,
+            job_retention: config.job_retention,
+        }
+    }
+}
+
+/// Runs the ticker and the maintenance loops until `shutdown`.
+pub async fn run(
+    store: Arc<dyn SchedulerStore>,
+    catalogue: Arc<Catalogue>,
+    config: SchedulerConfig,
+    shutdown: CancellationToken,
+) {
+    let job_store: Arc<dyn JobStore> = store.clone();
+    let maintenance = Maintenance::new(job_store, config.rescue_interval, config.job_retention);
+    let ticker = Ticker::new(store, CatalogueJobs::new(catalogue), config.ticker);
+    tokio::join!(ticker.run(shutdown.clone()), maintenance.run(shutdown));
+}

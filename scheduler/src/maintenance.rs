@@ -1,0 +1,87 @@
+//! Maintenance loops, each safe with several replicas: lease rescue (fenced
+//! in the store: two rescuers cannot both take a job back) and pruning of
+//! finished jobs with their events and attempts past retention (bounded
+//! batches; a row is deleted once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use longhaul_core::JobStore;
+use tokio_util::sync::CancellationToken;
+
+/// Rows rescued or pruned per statement.
+const BATCH: u32 = 1000;
+/// How often pruning runs.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+pub struct Maintenance {
+    store: Arc<dyn JobStore>,
+    rescue_interval: Duration,
+    job_retention: Duration,
+}
+
+impl Maintenance {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        rescue_interval: Duration,
+        job_retention: Duration,
+    ) -> Self {
+        Maintenance {
+            store,
+            rescue_interval,
+            job_retention,
+        }
+    }
+
+    /// Rescues every expired lease now; answers how many jobs.
+    pub async fn rescue(&self) -> longhaul_core::Result<usize> {
+        let mut total = 0;
+        loop {
+            let rescued = self.store.rescue_expired(BATCH).await?;
+            for job in &rescued {
+                tracing::info!(tenant_id = %job.tenant_id, job_id = %job.job_id, state = %job.state, "rescued an expired lease");
+            }
+            total += rescued.len();
+            if rescued.len() < BATCH as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Prunes finished jobs past retention; answers how many.
+    pub async fn prune(&self) -> longhaul_core::Result<u64> {
+        let before = Utc::now()
+            - chrono::Duration::from_std(self.job_retention).unwrap_or(chrono::Duration::zero());
+        let mut total = 0;
+        loop {
+            let pruned = self.store.prune_finished(before, BATCH).await?;
+            total += pruned;
+            if pruned < u64::from(BATCH) {
+                return Ok(total);
+            }
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut rescue = tokio::time::interval(self.rescue_interval);
+        let mut prune = tokio::time::interval(PRUNE_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = rescue.tick() => {
+                    if let Err(error) = self.rescue().await {
+                        tracing::error!(%error, "lease rescue failed");
+                    }
+                }
+                _ = prune.tick() => {
+                    match self.prune().await {
+                        Ok(0) => {}
+                        Ok(pruned) => tracing::info!(pruned, "pruned finished jobs"),
+                        Err(error) => tracing::error!(%error, "pruning failed"),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The fire loop: fire what is due, in batches, then sleep until the next
+//! schedule is due (at most `poll_interval`, so schedules created meanwhile
+//! are seen). Every replica runs it; the store makes each fire time produce
+//! one job (see `longhaul_core::schedule`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use longhaul_core::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::job_maker::CatalogueJobs;
+use crate::SchedulerStore;
+
+#[derive(Debug, Clone)]
+pub struct TickerConfig {
+    /// Schedules fired per transaction.
+    pub batch: u32,
+    /// Longest sleep between looks at the due index.
+    pub poll_interval: Duration,
+    /// A fire time seen later than this is a misfire (the schedule's misfire
+    /// policy decides).
+    pub misfire_threshold: Duration,
+}
+
+impl Default for TickerConfig {
+    fn default() -> Self {
+        TickerConfig {
+            batch: 500,
+            poll_interval: Duration::from_millis(500),
+            misfire_threshold: Duration::from_secs(60),
+        }
+    }
+}
+
+pub struct Ticker {
+    store: Arc<dyn SchedulerStore>,
+    jobs: CatalogueJobs,
+    config: TickerConfig,
+}
+
+/// What a run of the ticker did (for tests and logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickerReport {
+    pub fired: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+impl Ticker {
+    pub fn new(store: Arc<dyn SchedulerStore>, jobs: CatalogueJobs, config: TickerConfig) -> Self {
+        Ticker {
+            store,
+            jobs,
+            config,
+        }
+    }
+
+    /// Fires everything due now, batch after batch; answers what it did.
+    pub async fn tick(&self) -> Result<TickerReport, Error> {
+        let mut total = TickerReport::default();
+        loop {
+            let now = Utc::now();
+            let report = match self
+                .store
+                .fire_due(
+                    now,
+                    self.config.batch,
+                    self.config.misfire_threshold,
+                    &self.jobs,
+                )
+                .await
+            {
+                Ok(report) => report,
+                // Another replica moved a schedule under this tick: its
+                // transaction rolled back whole; look again.
+                Err(Error::Conflict(_)) => continue,
+                Err(error) => return Err(error),
+            };
+            for (schedule_id, fire_time, job_id) in &report.fired {
+                tracing::debug!(%schedule_id, %fire_time, %job_id, "schedule fired");
+            }
+            let fired = report.fired.len() as u64;
+            total.fired += fired;
+            total.skipped += report.skipped;
+            total.failed += report.failed;
+            if fired + report.skipped + report.failed < u64::from(self.config.batch) {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Ticks until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!("scheduler ticking");
+        while !shutdown.is_cancelled() {
+            if let Err(error) = self.tick().await {
+                tracing::error!(%error, "scheduler tick failed");
+            }
+            let sleep = match self.store.next_due_at().await {
+                Ok(Some(due)) => (due - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(self.config.poll_interval),
+                Ok(None) => self.config.poll_interval,
+                Err(error) => {
+                    tracing::error!(%error, "reading the next due schedule failed");
+                    self.config.poll_interval
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(sleep.max(Duration::from_millis(5))) => {}
+            }
+        }
+        tracing::info!("scheduler stopped");
+    }
+}

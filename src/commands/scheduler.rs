@@ -1,0 +1,23 @@
+//! `longhaul scheduler`: fires due schedules and runs the maintenance loops
+//! (lease rescue, pruning) until SIGTERM or ctrl-c. Any number may run.
+
+use std::sync::Arc;
+
+use longhaul_core::{Catalogue, Config};
+use longhaul_scheduler::{SchedulerConfig, SchedulerStore};
+
+use crate::runtime;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let stores = runtime::connect(&config).await?;
+    let store: Arc<dyn SchedulerStore> = stores;
+    tracing::info!("scheduler starting");
+    longhaul_scheduler::run(
+        store,
+        Arc::new(Catalogue::builtin()),
+        SchedulerConfig::from_config(&config),
+        runtime::shutdown_on_signal(),
+    )
+    .await;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Three `longhaul scheduler` processes on one PostgreSQL database for two and
+//! a half minutes, one of them killed with SIGKILL and restarted halfway: a
+//! per-second schedule and 50 per-minute ones get exactly one job per fire
+//! time, none missing, none doubled.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, Utc};
+use longhaul_core::audit::Actor;
+use longhaul_core::job::JobFilter;
+use longhaul_core::schedule::{MisfirePolicy, NewSchedule, OverlapPolicy, Schedule};
+use longhaul_core::tenancy::{self, NewTenant, Stores};
+use serde_json::json;
+
+use crate::harness::{self, TestDb};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_longhaul");
+const RUN_FOR: Duration = Duration::from_secs(150);
+
+fn spawn_scheduler(db: &TestDb) -> Child {
+    let mut command = Command::new(BINARY);
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("LONGHAUL_")) {
+        command.env_remove(name);
+    }
+    command
+        .arg("scheduler")
+        .env("LONGHAUL_DATABASE_URL", &db.url)
+        .env("LONGHAUL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning longhaul scheduler")
+}
+
+fn new_schedule(name: &str, cron: &str) -> NewSchedule {
+    NewSchedule {
+        name: name.into(),
+        cron: cron.into(),
+        time_zone: "UTC".into(),
+        kind: "system.noop".into(),
+        params: json!({}),
+        queue: None,
+        priority: None,
+        jitter_seconds: 0,
+        overlap_policy: OverlapPolicy::Allow,
+        misfire_policy: MisfirePolicy::Skip,
+        paused: false,
+    }
+}
+
+/// Jobs per fire time of every schedule, from the jobs' idempotency keys
+/// (`schedule:<id>:<fire time>`).
+async fn fires(
+    stores: &dyn Stores,
+    tenant_id: &str,
+) -> BTreeMap<String, BTreeMap<DateTime<Utc>, usize>> {
+    let mut by_schedule: BTreeMap<String, BTreeMap<DateTime<Utc>, usize>> = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = stores
+            .list_jobs(tenant_id, &JobFilter::default(), after, 1000)
+            .await
+            .expect("jobs");
+        for job in &page {
+            let key = job
+                .idempotency_key
+                .as_deref()
+                .expect("a scheduled job names its fire");
+            let rest = key.strip_prefix("schedule:").expect("schedule key");
+            let (schedule, time) = rest.split_once(':').expect("schedule:<id>:<time>");
+            let time = DateTime::parse_from_rfc3339(time)
+                .expect("fire time")
+                .with_timezone(&Utc);
+            *by_schedule
+                .entry(schedule.to_string())
+                .or_default()
+                .entry(time)
+                .or_default() += 1;
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = Some(last.id),
+            _ => return by_schedule,
+        }
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_scheduler_processes_fire_every_time_exactly_once() {
+    let db = harness::postgres().await;
+    let stores = tenancy::connect_stores(&db.url, 4).await.expect("stores");
+    let tenant = stores
+        .create_tenant(NewTenant::new("acme", "eu", "standard"), &Actor::system())
+        .await
+        .expect("tenant");
+    let created_at = Utc::now();
+    let mut schedules: Vec<Schedule> = vec![];
+    let every_second = stores
+        .create_schedule(
+            Some(&tenant.id),
+            &new_schedule("every second", "* * * * * *"),
+            None,
+            created_at,
+            &Actor::system(),
+        )
+        .await
+        .expect("schedule");
+    for i in 0..50 {
+        schedules.push(
+            stores
+                .create_schedule(
+                    Some(&tenant.id),
+                    &new_schedule(&format!("every minute {i}"), "* * * * *"),
+                    None,
+                    created_at,
+                    &Actor::system(),
+                )
+                .await
+                .expect("schedule"),
+        );
+    }
+
+    let mut replicas: Vec<Child> = (0..3).map(|_| spawn_scheduler(&db)).collect();
+    tokio::time::sleep(RUN_FOR / 2).await;
+    // A replica dies without warning and comes back 10 s later.
+    replicas[0].kill().expect("SIGKILL a scheduler");
+    replicas[0].wait().expect("reaping it");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    replicas[0] = spawn_scheduler(&db);
+    tokio::time::sleep(RUN_FOR / 2 - Duration::from_secs(10)).await;
+    let stopping_at = Utc::now();
+    for replica in &mut replicas {
+        stop(replica);
+    }
+    let stopped_at = Utc::now();
+
+    let fired = fires(&*stores, &tenant.id).await;
+    // The per-second schedule: one job a second from its first fire to its
+    // last, and those span the run.
+    let seconds = fired.get(&every_second.id).expect("per-second fires");
+    assert!(seconds.values().all(|n| *n == 1), "a second fired twice");
+    let times: Vec<DateTime<Utc>> = seconds.keys().copied().collect();
+    for pair in times.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(1),
+            "a second is missing after {}",
+            pair[0]
+        );
+    }
+    let first = *times.first().expect("fires");
+    let last = *times.last().expect("fires");
+    assert!(
+        first - created_at < chrono::Duration::seconds(5),
+        "first fire {first}"
+    );
+    assert!(
+        stopping_at - last < chrono::Duration::seconds(3),
+        "last fire {last}"
+    );
+    assert!(last <= stopped_at);
+
+    // The per-minute schedules: every minute boundary of the run, once.
+    let minute = chrono::Duration::minutes(1);
+    let mut boundary = created_at.duration_trunc(minute).expect("minute") + minute;
+    let mut expected = vec![];
+    while boundary + chrono::Duration::seconds(2) < stopping_at {
+        expected.push(boundary);
+        boundary += minute;
+    }
+    assert!(
+        expected.len() >= 2,
+        "the run covers at least two minute boundaries"
+    );
+    for schedule in &schedules {
+        let got = fired.get(&schedule.id).expect("per-minute fires");
+        let got_times: Vec<DateTime<Utc>> = got
+            .keys()
+            .copied()
+            .filter(|t| *t < stopping_at - chrono::Duration::seconds(2))
+            .collect();
+        assert_eq!(got_times, expected, "{}", schedule.name);
+        assert!(
+            got.values().all(|n| *n == 1),
+            "{} fired twice",
+            schedule.name
+        );
+    }
+    assert_eq!(fired.len(), 51, "no job from anywhere else");
+}

@@ -38,6 +38,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// The API is behind a trusted proxy: take the client IP from `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
+    /// A schedule's fire time seen later than this is a misfire (its misfire
+    /// policy decides: skip to the next time, or fire once to catch up).
+    pub misfire_threshold: Duration,
     /// How long an API process reuses an authenticated key without reading it
     /// again (zero: every request reads it). A revoke or suspension made
     /// through another replica takes effect within it.
@@ -109,6 +112,10 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "LONGHAUL_REDIS_URL",
         help: "redis://… or rediss://… shared by API replicas (default: none, in-process)",
+    },
+    Setting {
+        name: "LONGHAUL_MISFIRE_THRESHOLD_SECONDS",
+        help: "1..=3600: a fire time seen later than this is a misfire (default 60)",
     },
     Setting {
         name: "LONGHAUL_AUTH_CACHE_MS",
@@ -226,6 +233,7 @@ impl Config {
             }
         }
         let trust_forwarded_for = reader.flag("LONGHAUL_TRUST_FORWARDED_FOR", false);
+        let misfire_seconds = reader.number("LONGHAUL_MISFIRE_THRESHOLD_SECONDS", 60u64, 1, 3600);
         let auth_cache_ms = reader.number("LONGHAUL_AUTH_CACHE_MS", 2000u64, 0, 60_000);
         let job_status_cache_ms = reader.number("LONGHAUL_JOB_STATUS_CACHE_MS", 250u64, 0, 10_000);
 
@@ -248,6 +256,7 @@ impl Config {
             api_addr,
             redis_url,
             trust_forwarded_for,
+            misfire_threshold: Duration::from_secs(misfire_seconds),
             auth_cache_ttl: Duration::from_millis(auth_cache_ms),
             job_status_cache_ttl: Duration::from_millis(job_status_cache_ms),
         })

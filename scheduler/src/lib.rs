@@ -34,7 +34,10 @@ pub struct SchedulerConfig {
 impl SchedulerConfig {
     pub fn from_config(config: &Config) -> Self {
         SchedulerConfig {
-            ticker: TickerConfig::default(),
+            ticker: TickerConfig {
+                misfire_threshold: config.misfire_threshold,
+                ..TickerConfig::default()
+            },
             rescue_interval: config.rescue_interval,
             job_retention: config.job_retention,
         }

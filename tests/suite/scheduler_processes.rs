@@ -1,7 +1,9 @@
-//! Three `longhaul scheduler` processes on one PostgreSQL database for two and
-//! a half minutes, one of them killed with SIGKILL and restarted halfway: a
-//! per-second schedule and 50 per-minute ones get exactly one job per fire
-//! time, none missing, none doubled.
+//! `longhaul scheduler` processes on one PostgreSQL database: three for two
+//! and a half minutes, one of them killed with SIGKILL and restarted halfway
+//! (a per-second schedule and 50 per-minute ones get exactly one job per fire
+//! time, none missing, none doubled); and a lone scheduler killed and
+//! restarted after a gap longer than the misfire threshold (`skip` leaves the
+//! gap empty, `fire_once` fills it with one job).
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -20,6 +22,10 @@ const BINARY: &str = env!("CARGO_BIN_EXE_longhaul");
 const RUN_FOR: Duration = Duration::from_secs(150);
 
 fn spawn_scheduler(db: &TestDb) -> Child {
+    spawn_scheduler_with(db, &[])
+}
+
+fn spawn_scheduler_with(db: &TestDb, env: &[(&str, &str)]) -> Child {
     let mut command = Command::new(BINARY);
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("LONGHAUL_")) {
         command.env_remove(name);
@@ -28,6 +34,7 @@ fn spawn_scheduler(db: &TestDb) -> Child {
         .arg("scheduler")
         .env("LONGHAUL_DATABASE_URL", &db.url)
         .env("LONGHAUL_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -203,4 +210,81 @@ async fn three_scheduler_processes_fire_every_time_exactly_once() {
         );
     }
     assert_eq!(fired.len(), 51, "no job from anywhere else");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduler_restarted_after_a_gap_skips_or_fires_once() {
+    let db = harness::postgres().await;
+    let stores = tenancy::connect_stores(&db.url, 4).await.expect("stores");
+    let tenant = stores
+        .create_tenant(NewTenant::new("acme", "eu", "standard"), &Actor::system())
+        .await
+        .expect("tenant");
+    let mut ids = BTreeMap::new();
+    for policy in [MisfirePolicy::Skip, MisfirePolicy::FireOnce] {
+        let schedule = stores
+            .create_schedule(
+                Some(&tenant.id),
+                &NewSchedule {
+                    misfire_policy: policy,
+                    ..new_schedule(policy.as_str(), "* * * * * *")
+                },
+                None,
+                Utc::now(),
+                &Actor::system(),
+            )
+            .await
+            .expect("schedule");
+        ids.insert(policy.as_str(), schedule.id);
+    }
+    let settings = [("LONGHAUL_MISFIRE_THRESHOLD_SECONDS", "2")];
+    let mut scheduler = spawn_scheduler_with(&db, &settings);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    scheduler.kill().expect("SIGKILL the scheduler");
+    scheduler.wait().expect("reaping it");
+    let down_at = Utc::now();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let restarted_at = Utc::now();
+    let mut scheduler = spawn_scheduler_with(&db, &settings);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop(&mut scheduler);
+
+    let fired = fires(&*stores, &tenant.id).await;
+    for (policy, times) in &fired {
+        assert!(
+            times.values().all(|n| *n == 1),
+            "{policy}: a second fired twice"
+        );
+    }
+    let after_gap = |policy: &str| -> Vec<DateTime<Utc>> {
+        fired[&ids[policy]]
+            .keys()
+            .copied()
+            .filter(|t| *t > down_at + chrono::Duration::seconds(1))
+            .collect()
+    };
+    let (skip, once) = (after_gap("skip"), after_gap("fire_once"));
+    // skip: nothing for the seconds the scheduler was down; the first fire
+    // after the gap is the first second after the restart.
+    let first_skip = *skip.first().expect("skip fires after the restart");
+    assert!(
+        first_skip >= restarted_at - chrono::Duration::seconds(1),
+        "skip filled the gap: {skip:?}"
+    );
+    // fire_once: exactly one more job, for the latest missed second, then
+    // the same seconds as skip.
+    assert_eq!(
+        once.len(),
+        skip.len() + 1,
+        "skip {skip:?}, fire_once {once:?}"
+    );
+    assert_eq!(once[0] + chrono::Duration::seconds(1), first_skip);
+    assert_eq!(&once[1..], &skip[..]);
+    // Both fired before the gap too.
+    for policy in ["skip", "fire_once"] {
+        assert!(
+            fired[&ids[policy]].keys().any(|t| *t < down_at),
+            "{policy} before the gap"
+        );
+    }
 }

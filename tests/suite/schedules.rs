@@ -484,6 +484,58 @@ async fn paused_schedules_do_not_fire_and_resume_from_now(db: TestDb) {
     assert!(report.fired.is_empty(), "a deleted schedule does not fire");
 }
 
+async fn a_suspended_tenants_schedules_start_no_work(db: TestDb) {
+    let stores = stores(&db).await;
+    let tenant = tenant(&*stores, Quotas::default()).await;
+    let s = create(
+        &*stores,
+        &tenant,
+        schedule("s", "* * * * *", "UTC"),
+        at("2026-06-01T10:00:30Z"),
+    )
+    .await;
+    let status = |status| {
+        let stores = stores.clone();
+        let id = tenant.id.clone();
+        async move {
+            stores
+                .set_tenant_status(
+                    &id,
+                    status,
+                    Some("unpaid".into()).filter(|_| status == tenancy::TenantStatus::Suspended),
+                    &Actor::system(),
+                )
+                .await
+                .expect("status")
+        }
+    };
+    status(tenancy::TenantStatus::Suspended).await;
+    let report = stores
+        .fire_due(at("2026-06-01T10:01:00Z"), 10, MINUTE, &jobs())
+        .await
+        .expect("tick");
+    assert!(
+        report.fired.is_empty(),
+        "a suspended tenant's schedule started work"
+    );
+    assert_eq!(report.skipped, 1);
+    let moved = stores
+        .get_schedule(Some(&tenant.id), &s.id)
+        .await
+        .expect("read");
+    assert_eq!(
+        moved.next_fire_at,
+        Some(at("2026-06-01T10:02:00Z")),
+        "the fire time passed by"
+    );
+    status(tenancy::TenantStatus::Active).await;
+    let report = stores
+        .fire_due(at("2026-06-01T10:02:00Z"), 10, MINUTE, &jobs())
+        .await
+        .expect("tick");
+    assert_eq!(report.fired.len(), 1, "fires again once resumed");
+}
+
 // ---- the API ------------------------------------------------------------------
 
 struct Api {
@@ -766,5 +818,6 @@ both_stores!(
     daylight_saving_days_fire_once,
     overlap_skip_waits_for_the_previous_run,
     paused_schedules_do_not_fire_and_resume_from_now,
+    a_suspended_tenants_schedules_start_no_work,
     schedules_api_validates_limits_and_isolates,
 );

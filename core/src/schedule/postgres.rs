@@ -370,10 +370,11 @@ impl ScheduleStore for PgStore {
     ) -> Result<FireReport> {
         let mut tx = self.pool().begin().await.db("starting a scheduler tick")?;
         let rows = sqlx::query(
-            "SELECT * FROM schedules
-             WHERE NOT paused AND next_run_at IS NOT NULL AND next_run_at <= $1
-             ORDER BY next_run_at LIMIT $2
-             FOR UPDATE SKIP LOCKED",
+            "SELECT s.*, coalesce(t.status = 'suspended', false) AS tenant_suspended
+             FROM schedules s LEFT JOIN tenants t ON t.id = s.tenant_id
+             WHERE NOT s.paused AND s.next_run_at IS NOT NULL AND s.next_run_at <= $1
+             ORDER BY s.next_run_at LIMIT $2
+             FOR UPDATE OF s SKIP LOCKED",
         )
         .bind(now)
         .bind(i64::from(limit))
@@ -388,13 +389,16 @@ impl ScheduleStore for PgStore {
         for row in &rows {
             let schedule = schedule_from_row(row)?;
             let uuid: Uuid = row.try_get("id").db("reading a schedule id")?;
-            due.push((schedule, uuid));
+            let suspended: bool = row
+                .try_get("tenant_suspended")
+                .db("reading a tenant's status")?;
+            due.push((schedule, uuid, suspended));
         }
         // Overlap `skip`: is the previous run still queued or running?
         let previous: Vec<Uuid> = due
             .iter()
-            .filter(|(s, _)| s.overlap_policy == super::OverlapPolicy::Skip)
-            .filter_map(|(s, _)| s.last_job_id.map(|id| id.as_uuid()))
+            .filter(|(s, _, _)| s.overlap_policy == super::OverlapPolicy::Skip)
+            .filter_map(|(s, _, _)| s.last_job_id.map(|id| id.as_uuid()))
             .collect();
         let unfinished: std::collections::HashSet<Uuid> = if previous.is_empty() {
             Default::default()
@@ -411,15 +415,17 @@ impl ScheduleStore for PgStore {
         };
         let mut planned: Vec<(PlannedFire, Option<crate::job::NewJob>)> =
             Vec::with_capacity(due.len());
-        for (schedule, uuid) in &due {
+        for (schedule, uuid, suspended) in &due {
             let mut fire = plan(schedule, *uuid, now, misfire_threshold)?;
             report.skipped += fire.skipped;
             let mut job = None;
             if let Some(fire_time) = fire.fire {
-                let busy = schedule.overlap_policy == super::OverlapPolicy::Skip
-                    && schedule
-                        .last_job_id
-                        .is_some_and(|id| unfinished.contains(&id.as_uuid()));
+                // A suspended tenant starts no work; its fire times pass by.
+                let busy = *suspended
+                    || schedule.overlap_policy == super::OverlapPolicy::Skip
+                        && schedule
+                            .last_job_id
+                            .is_some_and(|id| unfinished.contains(&id.as_uuid()));
                 if busy {
                     report.skipped += 1;
                     fire.fire = None;
@@ -469,7 +475,7 @@ impl ScheduleStore for PgStore {
             .filter_map(|(_, job)| job.clone())
             .collect();
         PgStore::enqueue_in(&mut tx, &new_jobs).await?;
-        let by_schedule: HashMap<Uuid, &Schedule> = due.iter().map(|(s, u)| (*u, s)).collect();
+        let by_schedule: HashMap<Uuid, &Schedule> = due.iter().map(|(s, u, _)| (*u, s)).collect();
         let created: Vec<(&str, Change)> = new_jobs
             .iter()
             .map(|job| {

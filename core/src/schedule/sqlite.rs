@@ -387,9 +387,10 @@ impl ScheduleStore for SqliteStore {
     ) -> Result<FireReport> {
         let mut w = self.begin_write("starting a scheduler tick").await?;
         let rows = sqlx::query(
-            "SELECT * FROM schedules
-             WHERE paused = 0 AND next_run_at IS NOT NULL AND next_run_at <= ?1
-             ORDER BY next_run_at LIMIT ?2",
+            "SELECT s.*, coalesce(t.status = 'suspended', 0) AS tenant_suspended
+             FROM schedules s LEFT JOIN tenants t ON t.id = s.tenant_id
+             WHERE s.paused = 0 AND s.next_run_at IS NOT NULL AND s.next_run_at <= ?1
+             ORDER BY s.next_run_at LIMIT ?2",
         )
         .bind(micros(now))
         .bind(i64::from(limit))
@@ -406,22 +407,27 @@ impl ScheduleStore for SqliteStore {
         for row in &rows {
             let schedule = schedule_from_row(row)?;
             let uuid: Uuid = row.try_get("id").db("reading a schedule id")?;
+            let suspended: bool = row
+                .try_get("tenant_suspended")
+                .db("reading a tenant's status")?;
             let mut fire = plan(&schedule, uuid, now, misfire_threshold)?;
             report.skipped += fire.skipped;
             let mut fired_job = None;
             if let Some(fire_time) = fire.fire {
-                let busy = match (schedule.overlap_policy, schedule.last_job_id) {
-                    (OverlapPolicy::Skip, Some(previous)) => {
-                        let state: Option<String> =
-                            sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?1")
-                                .bind(previous.as_uuid())
-                                .fetch_optional(w.conn())
-                                .await
-                                .db("checking a previous run")?;
-                        matches!(state.as_deref(), Some("queued" | "running"))
-                    }
-                    _ => false,
-                };
+                // A suspended tenant starts no work; its fire times pass by.
+                let busy = suspended
+                    || match (schedule.overlap_policy, schedule.last_job_id) {
+                        (OverlapPolicy::Skip, Some(previous)) => {
+                            let state: Option<String> =
+                                sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?1")
+                                    .bind(previous.as_uuid())
+                                    .fetch_optional(w.conn())
+                                    .await
+                                    .db("checking a previous run")?;
+                            matches!(state.as_deref(), Some("queued" | "running"))
+                        }
+                        _ => false,
+                    };
                 if busy {
                     report.skipped += 1;
                     fire.fire = None;

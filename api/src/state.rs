@@ -41,7 +41,7 @@ pub type JobStatusCache = TtlCache<(String, JobId), Bytes>;
 
 /// Most keys the auth cache holds.
 const AUTH_CACHE_CAPACITY: usize = 10_000;
-/// Most job answers the status cache holds (a few MB).
+/// Most job answers the status cache holds (each at most 4 KiB: 40 MB).
 const JOB_STATUS_CACHE_CAPACITY: usize = 10_000;
 
 impl AppState {

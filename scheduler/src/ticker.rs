@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::job_maker::CatalogueJobs;
 use crate::SchedulerStore;
 
+/// Ticks retried at once after a conflict before the tick reports it.
+const MAX_CONFLICT_RETRIES: u32 = 3;
+
 #[derive(Debug, Clone)]
 pub struct TickerConfig {
     /// Schedules fired per transaction.
@@ -60,6 +63,7 @@ impl Ticker {
     /// Fires everything due now, batch after batch; answers what it did.
     pub async fn tick(&self) -> Result<TickerReport, Error> {
         let mut total = TickerReport::default();
+        let mut conflicts = 0;
         loop {
             let now = Utc::now();
             let report = match self
@@ -73,19 +77,22 @@ impl Ticker {
                 .await
             {
                 Ok(report) => report,
-                // Another replica moved a schedule under this tick: its
-                // transaction rolled back whole; look again.
-                Err(Error::Conflict(_)) => continue,
+                // A schedule moved under this tick (its transaction rolled
+                // back whole): look again, a few times at most.
+                Err(Error::Conflict(message)) if conflicts < MAX_CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    tracing::debug!(%message, "scheduler tick conflicted; looking again");
+                    continue;
+                }
                 Err(error) => return Err(error),
             };
             for (schedule_id, fire_time, job_id) in &report.fired {
                 tracing::debug!(%schedule_id, %fire_time, %job_id, "schedule fired");
             }
-            let fired = report.fired.len() as u64;
-            total.fired += fired;
+            total.fired += report.fired.len() as u64;
             total.skipped += report.skipped;
             total.failed += report.failed;
-            if fired + report.skipped + report.failed < u64::from(self.config.batch) {
+            if report.schedules < self.config.batch as usize {
                 return Ok(total);
             }
         }
@@ -96,7 +103,13 @@ impl Ticker {
         tracing::info!("scheduler ticking");
         while !shutdown.is_cancelled() {
             if let Err(error) = self.tick().await {
+                // Back off: a failing database must not be hammered.
                 tracing::error!(%error, "scheduler tick failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+                continue;
             }
             let sleep = match self.store.next_due_at().await {
                 Ok(Some(due)) => (due - Utc::now())

@@ -87,17 +87,7 @@ impl Api {
         key: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(key) = key {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
-        }
-        let request = match body {
-            Some(body) => request
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string())),
-            None => request.body(Body::empty()),
-        };
-        self.send(request.expect("request")).await
+        http::call(&self.router, method, path, key, body).await
     }
 
     async fn create_job(&self, key: &str, body: Value) -> Reply {

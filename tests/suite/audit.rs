@@ -77,18 +77,12 @@ impl App {
     }
 
     async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {key}"))
-            .header("x-forwarded-for", CLIENT_IP);
-        let request = match body {
-            Some(body) => request
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string())),
-            None => request.body(Body::empty()),
-        };
-        http::send(&self.router, request.expect("request")).await
+        let forwarded = [("x-forwarded-for", CLIENT_IP)];
+        http::send(
+            &self.router,
+            http::request(method, path, Some(key), &forwarded, body),
+        )
+        .await
     }
 
     /// Every event of the key's tenant matching `query`, oldest first, read
@@ -442,6 +436,57 @@ async fn refused_and_no_op_calls_record_nothing(db: TestDb) {
         actions(&events),
         ["job.create", "api_key.revoke"],
         "{events:#?}"
+    );
+}
+
+async fn cancelling_twice_records_one_cancel(db: TestDb) {
+    let app = app(&db).await;
+    let (_, admin) = app.tenant("acme", Quotas::default()).await;
+    let created = app
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            &admin,
+            Some(json!({ "kind": "system.noop" })),
+        )
+        .await;
+    let id = created.body["id"].as_str().expect("id").to_string();
+    let queue = created.body["queue"].as_str().expect("queue").to_string();
+    let claimed = db
+        .store
+        .claim(
+            &ClaimRequest {
+                queues: vec![queue],
+                limit: 1,
+                worker_id: "w".into(),
+                lease: Duration::from_secs(30),
+            },
+            None,
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    for _ in 0..2 {
+        let reply = app
+            .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), &admin, None)
+            .await;
+        reply.assert_status(StatusCode::OK);
+        assert_eq!(reply.body["cancelRequested"], true);
+    }
+    let events = app.events(&admin, &format!("&resourceId={id}")).await;
+    // The cancel call and the transition it makes share a transaction (and
+    // a timestamp), so their relative order is not defined.
+    let mut actions = actions(&events);
+    actions[2..].sort();
+    assert_eq!(
+        actions,
+        [
+            "job.create",
+            "job.started",
+            "job.cancel",
+            "job.cancel_requested"
+        ],
+        "a second cancel changes nothing: {events:#?}"
     );
 }
 
@@ -820,6 +865,7 @@ async fn another_tenants_events_are_invisible(db: TestDb) {
 both_stores!(
     api_changes_are_recorded_with_key_ip_and_request_id,
     refused_and_no_op_calls_record_nothing,
+    cancelling_twice_records_one_cancel,
     job_transitions_are_recorded_by_the_store,
     applications_ingest_validated_events,
     listings_filter_and_page_without_gaps,

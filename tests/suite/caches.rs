@@ -7,8 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::Router;
 use chrono::Utc;
 use longhaul_api::clock::{Clock, ManualClock};
@@ -67,17 +66,7 @@ impl App {
     }
 
     async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {key}"));
-        let request = match body {
-            Some(body) => request
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string())),
-            None => request.body(Body::empty()),
-        };
-        http::send(&self.router, request.expect("request")).await
+        http::call(&self.router, method, path, Some(key), body).await
     }
 
     fn advance(&self, by: Duration) {

@@ -8,8 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::Router;
 use chrono::Utc;
 use longhaul_api::clock::{Clock, ManualClock};
@@ -154,20 +153,11 @@ async fn call(
     idempotency_key: Option<&str>,
     body: Option<Value>,
 ) -> Reply {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(key) = key {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
-    }
-    if let Some(idempotency_key) = idempotency_key {
-        request = request.header("idempotency-key", idempotency_key);
-    }
-    let request = match body {
-        Some(body) => request
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string())),
-        None => request.body(Body::empty()),
-    };
-    http::send(router, request.expect("request")).await
+    let headers: Vec<(&str, &str)> = idempotency_key
+        .map(|key| ("idempotency-key", key))
+        .into_iter()
+        .collect();
+    http::send(router, http::request(method, path, key, &headers, body)).await
 }
 
 fn sleep_job() -> Value {

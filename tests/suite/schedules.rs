@@ -8,8 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use chrono::{DateTime, Duration as Span, TimeZone, Utc};
 use longhaul_core::audit::Actor;
 use longhaul_core::job::{ClaimRequest, Finish, Lease};
@@ -215,6 +214,12 @@ async fn misfires_skip_or_fire_once_after_a_gap(db: TestDb) {
     }
     assert_eq!(fire_times(&*stores, &tenant, &skip).await.len(), 1);
     assert_eq!(fire_times(&*stores, &tenant, &once).await.len(), 2);
+    // Scheduled jobs are billed as the API's are: three jobs, three operations.
+    let usage = stores
+        .usage(&tenant.id, longhaul_core::usage::Period::of(after_gap))
+        .await
+        .expect("usage");
+    assert_eq!(usage.iter().map(|u| u.operations).sum::<i64>(), 3);
     // A second look at the same moment fires nothing more.
     let again = stores
         .fire_due(after_gap, 100, MINUTE, &jobs())
@@ -484,6 +489,41 @@ async fn paused_schedules_do_not_fire_and_resume_from_now(db: TestDb) {
     assert!(report.fired.is_empty(), "a deleted schedule does not fire");
 }
 
+async fn jitter_longer_than_the_misfire_threshold_is_not_a_misfire(db: TestDb) {
+    let stores = stores(&db).await;
+    let tenant = tenant(&*stores, Quotas::default()).await;
+    let jittered = create(
+        &*stores,
+        &tenant,
+        NewSchedule {
+            jitter_seconds: 3600,
+            ..schedule("hourly, jittered", "0 * * * *", "UTC")
+        },
+        at("2026-06-01T10:30:00Z"),
+    )
+    .await;
+    // Ticks every 20 s for five hours: every hour fires (with `skip`, most
+    // would be dropped if lateness were measured from the nominal time).
+    let mut now = at("2026-06-01T11:00:00Z");
+    while now < at("2026-06-01T16:00:00Z") {
+        stores
+            .fire_due(now, 10, MINUTE, &jobs())
+            .await
+            .expect("tick");
+        now += Span::seconds(20);
+    }
+    let fires = fire_times(&*stores, &tenant, &jittered).await;
+    let hours: Vec<DateTime<Utc>> = fires.iter().map(|(t, _)| at(t)).collect();
+    let expected: Vec<DateTime<Utc>> = (11..15)
+        .map(|h| {
+            Utc.with_ymd_and_hms(2026, 6, 1, h, 0, 0)
+                .single()
+                .expect("time")
+        })
+        .collect();
+    assert_eq!(&hours[..4], &expected[..], "{hours:?}");
+}
+
 async fn a_suspended_tenants_schedules_start_no_work(db: TestDb) {
     let stores = stores(&db).await;
     let tenant = tenant(&*stores, Quotas::default()).await;
@@ -561,17 +601,7 @@ impl Api {
     }
 
     async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {key}"));
-        let request = match body {
-            Some(body) => request
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string())),
-            None => request.body(Body::empty()),
-        };
-        http::send(&self.router, request.expect("request")).await
+        http::call(&self.router, method, path, Some(key), body).await
     }
 }
 
@@ -735,6 +765,19 @@ async fn schedules_api_validates_limits_and_isolates(db: TestDb) {
     )
     .await
     .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    // A client cannot take a fire's idempotency key.
+    let reserved = http::send(
+        &api.router,
+        http::request(
+            Method::POST,
+            "/v1/jobs",
+            Some(&developer),
+            &[("idempotency-key", "schedule:sch_x:2026-01-01T00:00:00Z")],
+            Some(json!({ "kind": "system.noop" })),
+        ),
+    )
+    .await;
+    reserved.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
     let paused = api
         .call(
             Method::POST,
@@ -744,6 +787,30 @@ async fn schedules_api_validates_limits_and_isolates(db: TestDb) {
         )
         .await;
     assert_eq!(paused.body["paused"], true);
+    // Pausing a paused schedule changes nothing and records nothing.
+    api.call(
+        Method::POST,
+        &format!("/v1/schedules/{id}/pause"),
+        &developer,
+        None,
+    )
+    .await
+    .assert_status(StatusCode::OK);
+    let events = api
+        .stores
+        .list_audit_events(
+            &tenant.id,
+            &longhaul_core::audit::AuditFilter {
+                action: Some("schedule.pause".into()),
+                ..Default::default()
+            },
+            None,
+            longhaul_core::audit::Order::NewestFirst,
+            10,
+        )
+        .await
+        .expect("audit");
+    assert_eq!(events.len(), 1, "one pause recorded");
     let resumed = api
         .call(
             Method::POST,
@@ -819,5 +886,6 @@ both_stores!(
     overlap_skip_waits_for_the_previous_run,
     paused_schedules_do_not_fire_and_resume_from_now,
     a_suspended_tenants_schedules_start_no_work,
+    jitter_longer_than_the_misfire_threshold_is_not_a_misfire,
     schedules_api_validates_limits_and_isolates,
 );

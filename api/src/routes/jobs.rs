@@ -234,15 +234,30 @@ fn job_id(text: &str) -> Result<JobId, ApiError> {
         .map_err(|_| ApiError::not_found(format!("job {text} not found")))
 }
 
+/// The `Idempotency-Key` header. Keys starting `schedule:` are the
+/// scheduler's (one per fire time) and refused here, so a client cannot take
+/// a fire's key ahead of it.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    match headers.get("idempotency-key") {
-        None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .map(|key| Some(key.to_string()))
-            .map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII")),
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII"))?;
+    if key.starts_with(RESERVED_IDEMPOTENCY_PREFIX) {
+        return Err(ApiError::validation(
+            "Idempotency-Key",
+            format!("keys starting {RESERVED_IDEMPOTENCY_PREFIX:?} are reserved for schedules"),
+        ));
     }
+    Ok(Some(key.to_string()))
 }
+
+/// The largest `GET /v1/jobs/{id}` answer the status cache keeps.
+const MAX_CACHED_STATUS_BYTES: usize = 4 * 1024;
+
+/// The prefix of the idempotency keys of scheduled jobs.
+const RESERVED_IDEMPOTENCY_PREFIX: &str = "schedule:";
 
 /// Create a job.
 ///
@@ -441,7 +456,11 @@ async fn read(
                     ApiError::internal()
                 })?,
             );
-            state.job_status_cache.insert(cache_key, body.clone(), now);
+            // Large answers (big params, results or errors) are not kept:
+            // the cache stays within a few tens of MB.
+            if body.len() <= MAX_CACHED_STATUS_BYTES {
+                state.job_status_cache.insert(cache_key, body.clone(), now);
+            }
             body
         }
     };

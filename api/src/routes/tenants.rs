@@ -58,7 +58,7 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-/// Each field given replaces the stored value whole (`quotas` all three
+/// Each field given replaces the stored value whole (`quotas` all four
 /// quotas, `settings` the whole object).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

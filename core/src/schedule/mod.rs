@@ -193,6 +193,10 @@ impl SchedulePatch {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        *self == SchedulePatch::default()
+    }
+
     /// Does the patch move the fire times?
     pub fn changes_timing(&self) -> bool {
         self.cron.is_some() || self.time_zone.is_some() || self.jitter_seconds.is_some()
@@ -272,6 +276,8 @@ pub trait JobMaker: Send + Sync {
 /// What one tick did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FireReport {
+    /// Due schedules this tick took (fired, skipped or failed).
+    pub schedules: usize,
     /// Jobs created: (schedule id, fire time, job id).
     pub fired: Vec<(String, DateTime<Utc>, JobId)>,
     /// Fire times passed over: misfires skipped by policy, and fires skipped
@@ -357,29 +363,52 @@ pub(crate) struct PlannedFire {
     pub next_fire_at: Option<DateTime<Utc>>,
     pub next_run_at: Option<DateTime<Utc>>,
     pub skipped: u64,
+    /// The schedule could not be planned (its stored cron or zone no longer
+    /// parses): it stops firing (`next_fire_at` NULL) instead of stalling the
+    /// tick for every other schedule.
+    pub failed: bool,
 }
 
+/// Lateness is measured from the run time (nominal time + the schedule's
+/// jitter offset), not the nominal time: a schedule jittered by more than the
+/// misfire threshold is not a misfire.
 pub(crate) fn plan(
     schedule: &Schedule,
     schedule_id: Uuid,
+    due: DateTime<Utc>,
     now: DateTime<Utc>,
     threshold: Duration,
-) -> Result<PlannedFire> {
-    let due = schedule
-        .next_fire_at
-        .ok_or_else(|| Error::corrupt("schedule", "due without a fire time"))?;
-    let spec = schedule.spec()?;
+) -> PlannedFire {
+    let spec = match schedule.spec() {
+        Ok(spec) => spec,
+        Err(error) => {
+            tracing::error!(schedule_id = %schedule.id, %error, "a stored schedule no longer parses; it stops firing");
+            return PlannedFire {
+                schedule_id,
+                old_next_fire_at: due,
+                fire: None,
+                next_fire_at: None,
+                next_run_at: None,
+                skipped: 0,
+                failed: true,
+            };
+        }
+    };
+    let offset = (run_time(schedule_id, due, schedule.jitter_seconds) - due)
+        .to_std()
+        .unwrap_or_default();
     let FirePlan {
         fire,
         next,
         skipped,
-    } = plan_fire(&spec, schedule.misfire_policy, due, now, threshold);
-    Ok(PlannedFire {
+    } = plan_fire(&spec, schedule.misfire_policy, due, now, threshold + offset);
+    PlannedFire {
         schedule_id,
         old_next_fire_at: due,
         fire,
         next_fire_at: next,
         next_run_at: next.map(|at| run_time(schedule_id, at, schedule.jitter_seconds)),
         skipped,
-    })
+        failed: false,
+    }
 }

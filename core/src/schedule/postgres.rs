@@ -22,6 +22,7 @@ use crate::audit::{insert_change_pg as record, insert_changes_pg, Actor, Change}
 use crate::error::{DbContext, Error, Result};
 use crate::ids::JobId;
 use crate::store::PgStore;
+use crate::usage::Period;
 
 fn schedule_from_row(row: &PgRow) -> Result<Schedule> {
     let id: Uuid = row.try_get("id").db("reading a schedule id")?;
@@ -182,20 +183,29 @@ impl ScheduleStore for PgStore {
                 })?),
                 None => None,
             };
-        sqlx::query(
-            "SELECT * FROM schedules
-             WHERE tenant_id IS NOT DISTINCT FROM $1 AND ($2::uuid IS NULL OR id > $2)
-             ORDER BY id LIMIT $3",
-        )
-        .bind(tenant_id)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
-        .await
-        .db("listing schedules")?
-        .iter()
-        .map(schedule_from_row)
-        .collect()
+        // `tenant_id = $1` (not IS NOT DISTINCT FROM) so that a tenant's page
+        // reads schedules_tenant_idx; system schedules have their own query.
+        let sql = match tenant_id {
+            Some(_) => {
+                "SELECT * FROM schedules WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2)
+                 ORDER BY id LIMIT $3"
+            }
+            None => {
+                "SELECT * FROM schedules
+                 WHERE tenant_id IS NULL AND $1::text IS NULL AND ($2::uuid IS NULL OR id > $2)
+                 ORDER BY id LIMIT $3"
+            }
+        };
+        sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await
+            .db("listing schedules")?
+            .iter()
+            .map(schedule_from_row)
+            .collect()
     }
 
     async fn update_schedule(
@@ -222,6 +232,9 @@ impl ScheduleStore for PgStore {
         .db("reading a schedule")?
         .ok_or_else(|| Error::no_such("schedule", id))?;
         let old = schedule_from_row(&row)?;
+        if patch.is_empty() {
+            return Ok(old);
+        }
         let new = patch.apply_to(&old);
         let spec = check_new_schedule(&new)?;
         let (next_fire_at, next_run_at) = if patch.changes_timing() {
@@ -276,8 +289,28 @@ impl ScheduleStore for PgStore {
         now: DateTime<Utc>,
         actor: &Actor,
     ) -> Result<Schedule> {
-        let old = self.get_schedule(tenant_id, id).await?;
         let uuid = parse_schedule_id(id)?;
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .db("starting to pause a schedule")?;
+        // Read under the row lock: a concurrent PATCH cannot change the cron
+        // between this read and the next fire time computed from it.
+        let row = sqlx::query(
+            "SELECT * FROM schedules WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 FOR UPDATE",
+        )
+        .bind(uuid)
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .db("reading a schedule")?
+        .ok_or_else(|| Error::no_such("schedule", id))?;
+        let old = schedule_from_row(&row)?;
+        if old.paused == paused {
+            // Already so: nothing changes, nothing is recorded.
+            return Ok(old);
+        }
         let spec = old.spec()?;
         let (next_fire_at, next_run_at) = if paused {
             (
@@ -288,11 +321,6 @@ impl ScheduleStore for PgStore {
         } else {
             first_fire(&spec, uuid, old.jitter_seconds, now)
         };
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .db("starting to pause a schedule")?;
         let row = sqlx::query(
             "UPDATE schedules SET paused = $3, next_fire_at = $4, next_run_at = $5, updated_at = now()
              WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 RETURNING *",
@@ -384,7 +412,10 @@ impl ScheduleStore for PgStore {
         if rows.is_empty() {
             return Ok(FireReport::default());
         }
-        let mut report = FireReport::default();
+        let mut report = FireReport {
+            schedules: rows.len(),
+            ..FireReport::default()
+        };
         let mut due = Vec::with_capacity(rows.len());
         for row in &rows {
             let schedule = schedule_from_row(row)?;
@@ -416,8 +447,12 @@ impl ScheduleStore for PgStore {
         let mut planned: Vec<(PlannedFire, Option<crate::job::NewJob>)> =
             Vec::with_capacity(due.len());
         for (schedule, uuid, suspended) in &due {
-            let mut fire = plan(schedule, *uuid, now, misfire_threshold)?;
+            let due = schedule
+                .next_fire_at
+                .ok_or_else(|| Error::corrupt("schedule", "due without a fire time"))?;
+            let mut fire = plan(schedule, *uuid, due, now, misfire_threshold);
             report.skipped += fire.skipped;
+            report.failed += u64::from(fire.failed);
             let mut job = None;
             if let Some(fire_time) = fire.fire {
                 // A suspended tenant starts no work; its fire times pass by.
@@ -474,7 +509,9 @@ impl ScheduleStore for PgStore {
             .filter(|(f, _)| accepted.contains(&f.schedule_id))
             .filter_map(|(_, job)| job.clone())
             .collect();
-        PgStore::enqueue_in(&mut tx, &new_jobs).await?;
+        let answers = PgStore::enqueue_in(&mut tx, &new_jobs).await?;
+        // Scheduled jobs are billed as the API's are.
+        crate::store::pg_meter_created(&mut tx, &new_jobs, &answers, Period::of(now)).await?;
         let by_schedule: HashMap<Uuid, &Schedule> = due.iter().map(|(s, u, _)| (*u, s)).collect();
         let created: Vec<(&str, Change)> = new_jobs
             .iter()

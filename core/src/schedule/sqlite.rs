@@ -21,6 +21,7 @@ use crate::audit::{insert_change_sqlite as record, Actor, Change};
 use crate::error::{DbContext, Error, Result};
 use crate::ids::JobId;
 use crate::store::SqliteStore;
+use crate::usage::Period;
 
 fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
@@ -240,6 +241,10 @@ impl ScheduleStore for SqliteStore {
             w.rollback().await?;
             return Err(Error::no_such("schedule", id));
         };
+        if patch.is_empty() {
+            w.rollback().await?;
+            return Ok(old);
+        }
         let new = patch.apply_to(&old);
         let spec = match check_new_schedule(&new) {
             Ok(spec) => spec,
@@ -307,6 +312,11 @@ impl ScheduleStore for SqliteStore {
             w.rollback().await?;
             return Err(Error::no_such("schedule", id));
         };
+        if old.paused == paused {
+            // Already so: nothing changes, nothing is recorded.
+            w.rollback().await?;
+            return Ok(old);
+        }
         let (next_fire_at, next_run_at) = if paused {
             (
                 old.next_fire_at,
@@ -397,7 +407,10 @@ impl ScheduleStore for SqliteStore {
         .fetch_all(w.conn())
         .await
         .db("reading due schedules")?;
-        let mut report = FireReport::default();
+        let mut report = FireReport {
+            schedules: rows.len(),
+            ..FireReport::default()
+        };
         if rows.is_empty() {
             w.rollback().await?;
             return Ok(report);
@@ -410,8 +423,12 @@ impl ScheduleStore for SqliteStore {
             let suspended: bool = row
                 .try_get("tenant_suspended")
                 .db("reading a tenant's status")?;
-            let mut fire = plan(&schedule, uuid, now, misfire_threshold)?;
+            let due = schedule
+                .next_fire_at
+                .ok_or_else(|| Error::corrupt("schedule", "due without a fire time"))?;
+            let mut fire = plan(&schedule, uuid, due, now, misfire_threshold);
             report.skipped += fire.skipped;
+            report.failed += u64::from(fire.failed);
             let mut fired_job = None;
             if let Some(fire_time) = fire.fire {
                 // A suspended tenant starts no work; its fire times pass by.
@@ -484,7 +501,9 @@ impl ScheduleStore for SqliteStore {
                 ));
             }
         }
-        crate::store::sqlite_enqueue_in(w.conn(), &new_jobs, at).await?;
+        let answers = crate::store::sqlite_enqueue_in(w.conn(), &new_jobs, at).await?;
+        // Scheduled jobs are billed as the API's are.
+        crate::store::sqlite_meter_created(w.conn(), &new_jobs, &answers, Period::of(now)).await?;
         for job in &new_jobs {
             let details = json!({"kind": job.kind, "queue": job.queue});
             record(

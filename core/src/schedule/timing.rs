@@ -60,7 +60,7 @@ use crate::error::{Error, Result};
 const LATEST_WINDOW: TimeDelta = TimeDelta::days(366);
 
 /// The most fire times [`plan_fire`] walks to count `skipped`.
-const MAX_SKIP_COUNT: u64 = 100_000;
+const MAX_SKIP_COUNT: u64 = 1_000;
 
 /// A parsed cron expression in an IANA time zone.
 #[derive(Debug, Clone)]

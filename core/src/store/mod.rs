@@ -21,9 +21,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+pub(crate) use postgres::meter_created as pg_meter_created;
 pub use postgres::PgStore;
-pub(crate) use sqlite::enqueue_in as sqlite_enqueue_in;
 pub use sqlite::SqliteStore;
+pub(crate) use sqlite::{enqueue_in as sqlite_enqueue_in, meter_created as sqlite_meter_created};
 pub use wake::{Wake, WakeReceiver};
 
 use crate::audit::{Actor, Change};

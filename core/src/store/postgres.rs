@@ -435,6 +435,17 @@ impl EnqueueColumns {
 }
 
 /// Adds one billable operation per created job, inside the enqueue transaction.
+/// Meters the jobs an enqueue created (not replays) as billable operations of
+/// `period`, in the caller's transaction (the scheduler's fires use it).
+pub(crate) async fn meter_created(
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+    answers: &[Enqueued],
+    period: Period,
+) -> Result<()> {
+    add_usage(conn, &count_created(jobs, answers), period).await
+}
+
 async fn add_usage(conn: &mut PgConnection, created: &Created<'_>, period: Period) -> Result<()> {
     if created.per_kind.is_empty() {
         return Ok(());
@@ -816,7 +827,8 @@ impl JobStore for PgStore {
                     state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
                     cancel_requested = cancel_requested OR state = 'running',
                     finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END
-                WHERE id = $1 AND tenant_id = $2 AND state IN ('queued', 'running')
+                WHERE id = $1 AND tenant_id = $2
+                  AND (state = 'queued' OR (state = 'running' AND NOT cancel_requested))
                 RETURNING *),
              e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind)
                    SELECT id, tenant_id, attempt,
@@ -831,8 +843,10 @@ impl JobStore for PgStore {
         let Some(row) = row else {
             drop(tx);
             let job = self.get_job(tenant_id, id).await?;
+            // Cancelled, or already asked to cancel: nothing more to do.
             return match job.state {
                 JobState::Cancelled => Ok(job),
+                JobState::Running if job.cancel_requested => Ok(job),
                 state => Err(state_conflict("cancel", id, state)),
             };
         };

@@ -323,6 +323,17 @@ async fn queued_counts(
 }
 
 /// Adds one billable operation per created job, inside the enqueue transaction.
+/// Meters the jobs an enqueue created (not replays) as billable operations of
+/// `period`, in the caller's write transaction (the scheduler's fires use it).
+pub(crate) async fn meter_created(
+    conn: &mut SqliteConnection,
+    jobs: &[NewJob],
+    answers: &[Enqueued],
+    period: Period,
+) -> Result<()> {
+    add_usage(conn, &count_created(jobs, answers), period).await
+}
+
 async fn add_usage(
     conn: &mut SqliteConnection,
     created: &Created<'_>,
@@ -961,7 +972,8 @@ impl JobStore for SqliteStore {
                  state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
                  cancel_requested = cancel_requested OR state = 'running',
                  finished_at = CASE WHEN state = 'queued' THEN ?3 ELSE finished_at END
-             WHERE id = ?1 AND tenant_id = ?2 AND state IN ('queued', 'running')
+             WHERE id = ?1 AND tenant_id = ?2
+               AND (state = 'queued' OR (state = 'running' AND cancel_requested = 0))
              RETURNING *",
         )
         .bind(id.as_uuid())
@@ -975,7 +987,9 @@ impl JobStore for SqliteStore {
             w.rollback().await?;
             return match job {
                 None => Err(Error::NotFound(id)),
+                // Cancelled, or already asked to cancel: nothing more to do.
                 Some(job) if job.state == JobState::Cancelled => Ok(job),
+                Some(job) if job.state == JobState::Running && job.cancel_requested => Ok(job),
                 Some(job) => Err(state_conflict("cancel", id, job.state)),
             };
         };

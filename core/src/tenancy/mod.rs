@@ -180,7 +180,8 @@ fn empty_object() -> Value {
 }
 
 /// A change to a tenant: each `Some` field replaces the stored value whole
-/// (`quotas` replaces all three quotas, `settings` the whole object).
+/// (`quotas` replaces all four quotas, an absent one becoming "no limit of
+/// its own"; `settings` replaces the whole object).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantPatch {

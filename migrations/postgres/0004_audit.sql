@@ -35,7 +35,8 @@ CREATE FUNCTION audit_job_transitions() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO audit_events (tenant_id, occurred_at, id, source, actor_type, actor_id, action,
                               resource_type, resource_id, details)
-    SELECT e.tenant_id, e.at, gen_random_uuid(), 'system', 'system', e.data ->> 'workerId',
+    SELECT e.tenant_id, e.at, gen_random_uuid(), 'system', 'system',
+           CASE WHEN e.kind = 'started' THEN e.data ->> 'workerId' END,
            'job.' || e.kind, 'job', 'job_' || replace(e.job_id::text, '-', ''),
            jsonb_strip_nulls(jsonb_build_object('attempt', e.attempt, 'data', e.data))
     FROM logged e

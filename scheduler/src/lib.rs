@@ -11,7 +11,7 @@ mod ticker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use longhaul_core::{Catalogue, Config, JobStore};
+use longhaul_core::{Catalogue, Config};
 use tokio_util::sync::CancellationToken;
 
 pub use job_maker::CatalogueJobs;
@@ -51,8 +51,7 @@ pub async fn run(
     config: SchedulerConfig,
     shutdown: CancellationToken,
 ) {
-    let job_store: Arc<dyn JobStore> = store.clone();
-    let maintenance = Maintenance::new(job_store, config.rescue_interval, config.job_retention);
+    let maintenance = Maintenance::new(store.clone(), config.rescue_interval, config.job_retention);
     let ticker = Ticker::new(store, CatalogueJobs::new(catalogue), config.ticker);
     tokio::join!(ticker.run(shutdown.clone()), maintenance.run(shutdown));
 }

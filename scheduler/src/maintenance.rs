@@ -1,13 +1,13 @@
 //! Maintenance loops, each safe with several replicas: lease rescue (fenced
 //! in the store: two rescuers cannot both take a job back) and pruning of
-//! finished jobs with their events and attempts past retention (bounded
-//! batches; a row is deleted once).
+//! finished jobs with their events and attempts, and of schedule fire
+//! records, past retention (bounded batches; a row is deleted once).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::SchedulerStore;
 use chrono::Utc;
-use longhaul_core::JobStore;
 use tokio_util::sync::CancellationToken;
 
 /// Rows rescued or pruned per statement.
@@ -16,14 +16,14 @@ const BATCH: u32 = 1000;
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub struct Maintenance {
-    store: Arc<dyn JobStore>,
+    store: Arc<dyn SchedulerStore>,
     rescue_interval: Duration,
     job_retention: Duration,
 }
 
 impl Maintenance {
     pub fn new(
-        store: Arc<dyn JobStore>,
+        store: Arc<dyn SchedulerStore>,
         rescue_interval: Duration,
         job_retention: Duration,
     ) -> Self {
@@ -49,13 +49,23 @@ impl Maintenance {
         }
     }
 
-    /// Prunes finished jobs past retention; answers how many.
+    /// Prunes finished jobs and fire records past retention; answers how many
+    /// rows.
     pub async fn prune(&self) -> longhaul_core::Result<u64> {
         let before = Utc::now()
             - chrono::Duration::from_std(self.job_retention).unwrap_or(chrono::Duration::zero());
         let mut total = 0;
         loop {
             let pruned = self.store.prune_finished(before, BATCH).await?;
+            total += pruned;
+            if pruned < u64::from(BATCH) {
+                break;
+            }
+        }
+        // Fire records are only needed while a fire time could come again;
+        // once a schedule moved past it (the fence), they are history.
+        loop {
+            let pruned = self.store.prune_fires(before, BATCH).await?;
             total += pruned;
             if pruned < u64::from(BATCH) {
                 return Ok(total);

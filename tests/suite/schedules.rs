@@ -524,6 +524,42 @@ async fn jitter_longer_than_the_misfire_threshold_is_not_a_misfire(db: TestDb) {
     assert_eq!(&hours[..4], &expected[..], "{hours:?}");
 }
 
+async fn pruned_fire_records_do_not_fire_again(db: TestDb) {
+    let stores = stores(&db).await;
+    let tenant = tenant(&*stores, Quotas::default()).await;
+    let s = create(
+        &*stores,
+        &tenant,
+        schedule("m", "* * * * *", "UTC"),
+        at("2026-06-01T10:00:30Z"),
+    )
+    .await;
+    let fired = stores
+        .fire_due(at("2026-06-01T10:01:00Z"), 10, MINUTE, &jobs())
+        .await
+        .expect("tick");
+    assert_eq!(fired.fired.len(), 1);
+    let pruned = stores
+        .prune_fires(at("2026-06-01T10:01:01Z"), 100)
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 1);
+    assert_eq!(
+        stores
+            .prune_fires(at("2026-06-01T10:01:01Z"), 100)
+            .await
+            .expect("prune"),
+        0
+    );
+    // The same moment again: the schedule has moved past 10:01 (the fence).
+    let again = stores
+        .fire_due(at("2026-06-01T10:01:00Z"), 10, MINUTE, &jobs())
+        .await
+        .expect("tick");
+    assert!(again.fired.is_empty());
+    assert_eq!(fire_times(&*stores, &tenant, &s).await.len(), 1);
+}
+
 async fn a_suspended_tenants_schedules_start_no_work(db: TestDb) {
     let stores = stores(&db).await;
     let tenant = tenant(&*stores, Quotas::default()).await;
@@ -887,5 +923,6 @@ both_stores!(
     paused_schedules_do_not_fire_and_resume_from_now,
     a_suspended_tenants_schedules_start_no_work,
     jitter_longer_than_the_misfire_threshold_is_not_a_misfire,
+    pruned_fire_records_do_not_fire_again,
     schedules_api_validates_limits_and_isolates,
 );

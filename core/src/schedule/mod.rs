@@ -350,6 +350,11 @@ pub trait ScheduleStore: Send + Sync {
         jobs: &dyn JobMaker,
     ) -> Result<FireReport>;
 
+    /// Deletes up to `limit` fire records of fire times before `before`
+    /// (a schedule has moved past them; its fenced `next_fire_at` keeps them
+    /// from firing again). Answers how many.
+    async fn prune_fires(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
+
     /// When the earliest unpaused schedule is due (to sleep until then).
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>>;
 }

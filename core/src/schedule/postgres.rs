@@ -583,6 +583,19 @@ impl ScheduleStore for PgStore {
         Ok(report)
     }
 
+    async fn prune_fires(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM schedule_fires WHERE ctid = ANY (ARRAY(
+                 SELECT ctid FROM schedule_fires WHERE fire_time < $1 LIMIT $2))",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(self.pool())
+        .await
+        .db("pruning fire records")?
+        .rows_affected())
+    }
+
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         sqlx::query_scalar(
             "SELECT min(next_run_at) FROM schedules WHERE NOT paused AND next_run_at IS NOT NULL",

@@ -521,6 +521,22 @@ impl ScheduleStore for SqliteStore {
         Ok(report)
     }
 
+    async fn prune_fires(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        let mut w = self.begin_write("starting to prune fire records").await?;
+        let pruned = sqlx::query(
+            "DELETE FROM schedule_fires WHERE rowid IN (
+                 SELECT rowid FROM schedule_fires WHERE fire_time < ?1 LIMIT ?2)",
+        )
+        .bind(micros(before))
+        .bind(i64::from(limit))
+        .execute(w.conn())
+        .await
+        .db("pruning fire records")?
+        .rows_affected();
+        w.commit("committing pruned fire records").await?;
+        Ok(pruned)
+    }
+
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         let micros: Option<i64> = sqlx::query_scalar(
             "SELECT min(next_run_at) FROM schedules WHERE paused = 0 AND next_run_at IS NOT NULL",

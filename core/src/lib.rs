@@ -7,6 +7,7 @@
 //! the audit log of every change behind [`audit::AuditStore`].
 //! Core knows no role: it never runs a job and never serves HTTP.
 
+pub mod artifacts;
 pub mod audit;
 pub mod backoff;
 pub mod client;

@@ -1,0 +1,441 @@
+//! The S3 object store (aws-sdk-s3 over one rustls+ring HTTP client): uploads
+//! are S3 multipart uploads fed one buffered part at a time, sha256 computed
+//! while streaming; abort (or a failed part) aborts the multipart upload so no
+//! parts are left behind; downloads are presigned GET links with an expiry.
+//! Works with any S3-compatible server (endpoint URL + path-style option).
+
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
+};
+use aws_sdk_s3::Client;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+
+use super::{
+    hex, validate_key, validate_prefix, ObjectInfo, ObjectStore, Result, StorageError,
+    StoredObject, Upload, MIN_PART_SIZE,
+};
+
+/// Where and how to reach one bucket (a region's bucket: a tenant's artifacts
+/// go to the store of its region).
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// For S3-compatible servers; `None` is AWS itself.
+    pub endpoint_url: Option<String>,
+    /// `http://host/bucket/key` instead of `http://bucket.host/key`.
+    pub force_path_style: bool,
+    /// Static credentials; `None` uses the standard AWS chain (env, profile,
+    /// web identity, instance metadata).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Bytes buffered per part; raised to [`MIN_PART_SIZE`] if smaller.
+    pub part_size: usize,
+}
+
+impl S3Config {
+    pub fn new(bucket: impl Into<String>, region: impl Into<String>) -> Self {
+        Self {
+            bucket: bucket.into(),
+            region: region.into(),
+            endpoint_url: None,
+            force_path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            part_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    region: String,
+    part_size: usize,
+}
+
+fn s3_err<E>(operation: &'static str) -> impl FnOnce(E) -> StorageError
+where
+    E: std::error::Error,
+{
+    move |e| StorageError::S3 {
+        operation,
+        message: DisplayErrorContext(e).to_string(),
+    }
+}
+
+impl S3Store {
+    pub async fn connect(config: &S3Config) -> Result<Self> {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .region(Region::new(config.region.clone()));
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        match (&config.access_key_id, &config.secret_access_key) {
+            (Some(id), Some(secret)) => {
+                loader = loader.credentials_provider(Credentials::new(
+                    id,
+                    secret,
+                    None,
+                    None,
+                    "longhaul-config",
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(StorageError::S3 {
+                    operation: "configure",
+                    message: "set both the access key id and the secret access key, or neither"
+                        .into(),
+                })
+            }
+        }
+        let shared = loader.load().await;
+        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.force_path_style)
+            .build();
+        Ok(Self {
+            client: Client::from_conf(s3),
+            bucket: config.bucket.clone(),
+            region: config.region.clone(),
+            part_size: config.part_size.max(MIN_PART_SIZE),
+        })
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates the bucket unless it exists already (for dev and tests; in
+    /// production buckets are provisioned with their region's policies).
+    pub async fn ensure_bucket(&self) -> Result<()> {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        // Outside us-east-1, S3 wants the bucket's region spelled out.
+        let location = (self.region != "us-east-1").then(|| {
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                .build()
+        });
+        self.client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .set_create_bucket_configuration(location)
+            .send()
+            .await
+            .map_err(s3_err("CreateBucket"))?;
+        Ok(())
+    }
+
+    /// Keys of multipart uploads still pending under `prefix` (an aborted or
+    /// completed upload is not pending; anything listed here costs storage).
+    pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<String>> {
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .map_err(s3_err("ListMultipartUploads"))?;
+        Ok(out
+            .uploads()
+            .iter()
+            .filter_map(|u| u.key().map(str::to_string))
+            .collect())
+    }
+
+    /// A presigned GET link to the object, valid for `expires_in` (at most
+    /// 7 days, S3's limit).
+    pub async fn download_url(&self, key: &str, expires_in: Duration) -> Result<String> {
+        validate_key(key)?;
+        let presigning =
+            PresigningConfig::expires_in(expires_in).map_err(|e| StorageError::S3 {
+                operation: "presign",
+                message: e.to_string(),
+            })?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presigning)
+            .await
+            .map_err(s3_err("presign GetObject"))?;
+        Ok(request.uri().to_string())
+    }
+
+    async fn get_object(&self, key: &str, range: Option<String>) -> Result<Bytes> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(s) if s.is_no_such_key() => StorageError::NotFound(key.to_string()),
+                _ => s3_err("GetObject")(e),
+            })?;
+        let body = out.body.collect().await.map_err(s3_err("GetObject body"))?;
+        Ok(body.into_bytes())
+    }
+
+    async fn size_of(&self, key: &str) -> Result<u64> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(s) if s.is_not_found() => StorageError::NotFound(key.to_string()),
+                _ => s3_err("HeadObject")(e),
+            })?;
+        Ok(out.content_length().unwrap_or(0).max(0) as u64)
+    }
+}
+
+pub struct S3Upload {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    part_size: usize,
+    buffer: BytesMut,
+    parts: Vec<CompletedPart>,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl S3Upload {
+    async fn send_part(&mut self) -> Result<()> {
+        let body = self.buffer.split().freeze();
+        let number = self.parts.len() as i32 + 1;
+        let sent = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => {
+                self.parts.push(
+                    CompletedPart::builder()
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .part_number(number)
+                        .build(),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.abort_upload().await;
+                Err(s3_err("UploadPart")(e))
+            }
+        }
+    }
+
+    /// Best effort: the caller reports the error that led here.
+    async fn abort_upload(&self) {
+        if let Err(e) = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await
+        {
+            tracing::warn!(key = %self.key, error = %DisplayErrorContext(e), "aborting a multipart upload failed");
+        }
+    }
+}
+
+#[async_trait]
+impl Upload for S3Upload {
+    async fn put_part(&mut self, mut bytes: Bytes) -> Result<()> {
+        self.hasher.update(&bytes);
+        self.size += bytes.len() as u64;
+        // Fill the buffer to exactly one part at a time: memory stays bounded
+        // by the part size whatever the caller's chunk size.
+        while !bytes.is_empty() {
+            let room = self.part_size - self.buffer.len();
+            let take = room.min(bytes.len());
+            self.buffer.extend_from_slice(&bytes.split_to(take));
+            if self.buffer.len() == self.part_size {
+                self.send_part().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn complete(mut self: Box<Self>) -> Result<StoredObject> {
+        // The last part may be short; an empty object still needs one part.
+        if !self.buffer.is_empty() || self.parts.is_empty() {
+            self.send_part().await?;
+        }
+        let done = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(std::mem::take(&mut self.parts)))
+                    .build(),
+            )
+            .send()
+            .await;
+        if let Err(e) = done {
+            self.abort_upload().await;
+            return Err(s3_err("CompleteMultipartUpload")(e));
+        }
+        Ok(StoredObject {
+            key: std::mem::take(&mut self.key),
+            size: self.size,
+            sha256: hex(&std::mem::take(&mut self.hasher).finalize()),
+        })
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await
+            .map_err(s3_err("AbortMultipartUpload"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        validate_key(key)?;
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_err("CreateMultipartUpload"))?;
+        let upload_id = out.upload_id().ok_or_else(|| StorageError::S3 {
+            operation: "CreateMultipartUpload",
+            message: "the response has no upload id".into(),
+        })?;
+        Ok(Box::new(S3Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            part_size: self.part_size,
+            buffer: BytesMut::with_capacity(self.part_size),
+            parts: Vec::new(),
+            hasher: Sha256::new(),
+            size: 0,
+        }))
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        validate_key(key)?;
+        let size = self.size_of(key).await?;
+        if range.start > range.end || range.end > size {
+            return Err(StorageError::InvalidRange {
+                key: key.to_string(),
+                start: range.start,
+                end: range.end,
+                size,
+            });
+        }
+        if range.start == range.end {
+            return Ok(Bytes::new());
+        }
+        self.get_object(
+            key,
+            Some(format!("bytes={}-{}", range.start, range.end - 1)),
+        )
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        validate_key(key)?;
+        self.get_object(key, None).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_err("DeleteObject"))?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        validate_prefix(prefix)?;
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(s3_err("ListObjectsV2"))?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    out.push(ObjectInfo {
+                        key: key.to_string(),
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                    });
+                }
+            }
+            token = page.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}

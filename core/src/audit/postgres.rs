@@ -21,27 +21,7 @@ pub(crate) async fn insert_change(
     actor: &Actor,
     change: &Change,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_events (tenant_id, occurred_at, id, source, actor_type, actor_id,
-                                   actor_key_id, action, resource_type, resource_id, ip,
-                                   request_id, details)
-         VALUES ($1, now(), $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(tenant_id)
-    .bind(Uuid::now_v7())
-    .bind(actor.source())
-    .bind(actor.kind.as_str())
-    .bind(&actor.key_id)
-    .bind(change.action)
-    .bind(change.resource_type)
-    .bind(&change.resource_id)
-    .bind(&actor.ip)
-    .bind(&actor.request_id)
-    .bind(&change.details)
-    .execute(conn)
-    .await
-    .db("recording an audit event")?;
-    Ok(())
+    insert_changes(conn, &[(tenant_id, change.clone())], actor).await
 }
 
 /// Records many changes by one actor in one statement (a scheduler tick

@@ -246,6 +246,19 @@ pub(crate) fn first_fire(
     )
 }
 
+/// The same nominal fire time (paused, or a change that does not move the
+/// fire times), with its run time for `jitter_seconds`.
+pub(crate) fn same_fire(
+    schedule_id: Uuid,
+    next_fire_at: Option<DateTime<Utc>>,
+    jitter_seconds: u32,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    (
+        next_fire_at,
+        next_fire_at.map(|at| run_time(schedule_id, at, jitter_seconds)),
+    )
+}
+
 /// When a scheduler acts on the nominal fire time `at`.
 pub(crate) fn run_time(schedule_id: Uuid, at: DateTime<Utc>, jitter_seconds: u32) -> DateTime<Utc> {
     let offset = jitter_offset(

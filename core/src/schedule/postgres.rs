@@ -14,8 +14,8 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    change, check_new_schedule, first_fire, parse_schedule_id, plan, schedule_id_text, FireReport,
-    JobMaker, NewSchedule, PlannedFire, Schedule, SchedulePatch, ScheduleStore,
+    change, check_new_schedule, first_fire, parse_schedule_id, plan, same_fire, schedule_id_text,
+    FireReport, JobMaker, NewSchedule, PlannedFire, Schedule, SchedulePatch, ScheduleStore,
     DEFAULT_MAX_SCHEDULES,
 };
 use crate::audit::{insert_change_pg as record, insert_changes_pg, Actor, Change};
@@ -54,6 +54,26 @@ fn schedule_from_row(row: &PgRow) -> Result<Schedule> {
         created_at: row.try_get("created_at").db("reading a schedule")?,
         updated_at: row.try_get("updated_at").db("reading a schedule")?,
     })
+}
+
+/// A tenant's schedule, read under its row lock until the transaction ends
+/// (`id` is the text the caller named it by, for the not-found error).
+async fn lock_schedule(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Option<&str>,
+    uuid: Uuid,
+    id: &str,
+) -> Result<Schedule> {
+    let row = sqlx::query(
+        "SELECT * FROM schedules WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 FOR UPDATE",
+    )
+    .bind(uuid)
+    .bind(tenant_id)
+    .fetch_optional(conn)
+    .await
+    .db("reading a schedule")?
+    .ok_or_else(|| Error::no_such("schedule", id))?;
+    schedule_from_row(&row)
 }
 
 /// The audit log is per tenant; system schedules log under the system tenant.
@@ -222,16 +242,7 @@ impl ScheduleStore for PgStore {
             .begin()
             .await
             .db("starting to update a schedule")?;
-        let row = sqlx::query(
-            "SELECT * FROM schedules WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 FOR UPDATE",
-        )
-        .bind(uuid)
-        .bind(tenant_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .db("reading a schedule")?
-        .ok_or_else(|| Error::no_such("schedule", id))?;
-        let old = schedule_from_row(&row)?;
+        let old = lock_schedule(&mut tx, tenant_id, uuid, id).await?;
         if patch.is_empty() {
             return Ok(old);
         }
@@ -240,11 +251,7 @@ impl ScheduleStore for PgStore {
         let (next_fire_at, next_run_at) = if patch.changes_timing() {
             first_fire(&spec, uuid, new.jitter_seconds, now)
         } else {
-            (
-                old.next_fire_at,
-                old.next_fire_at
-                    .map(|at| super::run_time(uuid, at, new.jitter_seconds)),
-            )
+            same_fire(uuid, old.next_fire_at, new.jitter_seconds)
         };
         let row = sqlx::query(
             "UPDATE schedules SET name = $2, cron = $3, time_zone = $4, kind = $5, queue = $6,
@@ -297,27 +304,14 @@ impl ScheduleStore for PgStore {
             .db("starting to pause a schedule")?;
         // Read under the row lock: a concurrent PATCH cannot change the cron
         // between this read and the next fire time computed from it.
-        let row = sqlx::query(
-            "SELECT * FROM schedules WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 FOR UPDATE",
-        )
-        .bind(uuid)
-        .bind(tenant_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .db("reading a schedule")?
-        .ok_or_else(|| Error::no_such("schedule", id))?;
-        let old = schedule_from_row(&row)?;
+        let old = lock_schedule(&mut tx, tenant_id, uuid, id).await?;
         if old.paused == paused {
             // Already so: nothing changes, nothing is recorded.
             return Ok(old);
         }
         let spec = old.spec()?;
         let (next_fire_at, next_run_at) = if paused {
-            (
-                old.next_fire_at,
-                old.next_fire_at
-                    .map(|at| super::run_time(uuid, at, old.jitter_seconds)),
-            )
+            same_fire(uuid, old.next_fire_at, old.jitter_seconds)
         } else {
             first_fire(&spec, uuid, old.jitter_seconds, now)
         };

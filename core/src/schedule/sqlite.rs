@@ -13,7 +13,7 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::{
-    change, check_new_schedule, first_fire, parse_schedule_id, plan, run_time, schedule_id_text,
+    change, check_new_schedule, first_fire, parse_schedule_id, plan, same_fire, schedule_id_text,
     FireReport, JobMaker, NewSchedule, OverlapPolicy, Schedule, SchedulePatch, ScheduleStore,
     DEFAULT_MAX_SCHEDULES,
 };
@@ -256,11 +256,7 @@ impl ScheduleStore for SqliteStore {
         let (next_fire_at, next_run_at) = if patch.changes_timing() {
             first_fire(&spec, uuid, new.jitter_seconds, now)
         } else {
-            (
-                old.next_fire_at,
-                old.next_fire_at
-                    .map(|at| run_time(uuid, at, new.jitter_seconds)),
-            )
+            same_fire(uuid, old.next_fire_at, new.jitter_seconds)
         };
         let row = sqlx::query(
             "UPDATE schedules SET name = ?2, cron = ?3, time_zone = ?4, kind = ?5, queue = ?6,
@@ -318,11 +314,7 @@ impl ScheduleStore for SqliteStore {
             return Ok(old);
         }
         let (next_fire_at, next_run_at) = if paused {
-            (
-                old.next_fire_at,
-                old.next_fire_at
-                    .map(|at| run_time(uuid, at, old.jitter_seconds)),
-            )
+            same_fire(uuid, old.next_fire_at, old.jitter_seconds)
         } else {
             first_fire(&old.spec()?, uuid, old.jitter_seconds, now)
         };

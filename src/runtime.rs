@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use longhaul_core::artifacts::ArtifactStores;
 use longhaul_core::tenancy::Stores;
 use longhaul_core::Config;
+use longhaul_worker::JobServices;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +33,28 @@ pub async fn connect(config: &Config) -> anyhow::Result<Arc<dyn Stores>> {
     longhaul_core::tenancy::connect_stores(&config.database_url, config.database_max_connections)
         .await
         .with_context(|| format!("connecting to {}", redact(&config.database_url)))
+}
+
+/// The artifact stores the configuration names (a local folder by default).
+pub async fn artifact_stores(config: &Config) -> anyhow::Result<Arc<ArtifactStores>> {
+    let stores = ArtifactStores::from_config(&config.artifacts, &config.data_dir)
+        .await
+        .context("setting up artifact storage (LONGHAUL_ARTIFACT_STORE)")?;
+    tracing::info!(artifacts = ?stores, "artifact storage");
+    Ok(Arc::new(stores))
+}
+
+/// What job kinds that touch tenant data need.
+pub async fn job_services(
+    config: &Config,
+    stores: Arc<dyn Stores>,
+    artifacts: Arc<ArtifactStores>,
+) -> JobServices {
+    JobServices {
+        stores,
+        artifacts,
+        artifact_retention: config.artifacts.retention,
+    }
 }
 
 /// A database URL without its password, for messages.

@@ -44,6 +44,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(metrics::routes())
         .merge(routes::usage::routes())
         .merge(routes::audit::routes())
+        .merge(routes::exports::routes())
+        .merge(routes::artifacts::routes())
         .merge(routes::schedules::routes())
 }
 

@@ -6,11 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::http::StatusCode;
+use longhaul_core::artifacts::records::ArtifactRecord;
+use longhaul_core::artifacts::{
+    ArtifactStores, DownloadGrant, DownloadLink, ObjectStore, TokenError,
+};
 use longhaul_core::tenancy::{ApiKey, Stores, Tenant};
 use longhaul_core::{Catalogue, JobClient, JobId};
 
 use crate::cache::TtlCache;
 use crate::clock::{Clock, SystemClock};
+use crate::error::ApiError;
 use crate::lockout::{Lockout, MemoryLockout};
 use crate::metrics::HttpMetrics;
 use crate::rate_limit::{MemoryRateLimiter, RateLimiter};
@@ -32,6 +38,9 @@ pub struct AppState {
     pub auth_cache: Arc<AuthCache>,
     /// `GET /v1/jobs/{id}` answers (JSON) by tenant and job (disabled by default).
     pub job_status_cache: Arc<JobStatusCache>,
+    /// Where job artifacts are and how links to them are made (None: no
+    /// storage configured; exports and downloads answer 503).
+    pub artifacts: Option<Arc<ArtifactStores>>,
 }
 
 /// A key and its tenant, by the SHA-256 of the token.
@@ -57,7 +66,67 @@ impl AppState {
             http_metrics: Arc::new(HttpMetrics::default()),
             auth_cache: Arc::new(TtlCache::disabled()),
             job_status_cache: Arc::new(TtlCache::disabled()),
+            artifacts: None,
         }
+    }
+
+    pub fn with_artifacts(mut self, artifacts: Arc<ArtifactStores>) -> Self {
+        self.artifacts = Some(artifacts);
+        self
+    }
+
+    fn artifact_stores(&self) -> Result<&ArtifactStores, ApiError> {
+        self.artifacts.as_deref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "no artifact storage is configured",
+            )
+        })
+    }
+
+    /// The object store of a region (503 when the deployment has none).
+    pub fn artifact_store(&self, region: &str) -> Result<Arc<dyn ObjectStore>, ApiError> {
+        self.artifact_stores()?.store(region).map_err(|error| {
+            tracing::error!(%error, region, "no artifact store for a tenant's region");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("no artifact storage is configured for region {region:?}"),
+            )
+        })
+    }
+
+    /// A fresh download link to a stored artifact.
+    pub async fn download_link(&self, record: &ArtifactRecord) -> Result<DownloadLink, ApiError> {
+        self.artifact_stores()?
+            .download_link(&record.region, &record.object_key, self.clock.now())
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, key = %record.object_key, "making a download link");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the artifact storage could not make a download link",
+                )
+            })
+    }
+
+    /// The grant of a download token (404 for anything not genuine, 410 once
+    /// expired).
+    pub fn verify_download(&self, token: &str) -> Result<DownloadGrant, ApiError> {
+        self.artifact_stores()?
+            .verify_token(token, self.clock.now())
+            .map_err(|error| match error {
+                TokenError::Expired(at) => ApiError::new(
+                    StatusCode::GONE,
+                    "link_expired",
+                    format!("the download link expired at {at}; ask for a new one"),
+                ),
+                TokenError::Malformed | TokenError::BadSignature => {
+                    ApiError::not_found("no such download")
+                }
+            })
     }
 
     /// Reuse authenticated keys for `ttl` (zero disables).

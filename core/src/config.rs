@@ -49,6 +49,85 @@ pub struct Config {
     /// read goes to the database). Polling clients see changes made by
     /// workers or other replicas within it.
     pub job_status_cache_ttl: Duration,
+    /// Where job artifacts (export files, reports) are stored and how they
+    /// are handed out.
+    pub artifacts: ArtifactConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtifactConfig {
+    pub backend: ArtifactBackend,
+    /// How long a download link stays valid.
+    pub download_link_ttl: Duration,
+    /// The HMAC secret of local download tokens (None: a random secret kept
+    /// in `data_dir`, created on first start).
+    pub signing_secret: Option<Secret>,
+    /// The API's address as clients reach it, for local download links.
+    pub public_url: String,
+    /// How long an artifact is kept after its job succeeded, unless the
+    /// tenant's plan says otherwise (`artifactRetentionDays`).
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArtifactBackend {
+    /// A folder; each region is a sub-folder.
+    Local { dir: PathBuf },
+    /// S3 or an S3-compatible server, one bucket per tenant region.
+    S3 {
+        /// Tenant region → bucket and its AWS region.
+        buckets: BTreeMap<String, S3Bucket>,
+        endpoint_url: Option<String>,
+        force_path_style: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Bucket {
+    pub bucket: String,
+    pub aws_region: String,
+}
+
+/// A secret value: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Parses `us=bucket-us@us-east-1,eu=bucket-eu@eu-central-1` (the AWS region
+/// defaults to us-east-1).
+pub fn parse_bucket_map(text: &str) -> std::result::Result<BTreeMap<String, S3Bucket>, String> {
+    let mut buckets = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (region, target) = entry.split_once('=').ok_or_else(|| {
+            format!("{entry:?} must be region=bucket or region=bucket@aws-region")
+        })?;
+        let (bucket, aws_region) = target.split_once('@').unwrap_or((target, "us-east-1"));
+        let (region, bucket, aws_region) = (region.trim(), bucket.trim(), aws_region.trim());
+        if region.is_empty() || bucket.is_empty() || aws_region.is_empty() {
+            return Err(format!("{entry:?} has an empty region or bucket"));
+        }
+        if buckets
+            .insert(
+                region.to_string(),
+                S3Bucket {
+                    bucket: bucket.to_string(),
+                    aws_region: aws_region.to_string(),
+                },
+            )
+            .is_some()
+        {
+            return Err(format!("region {region:?} is named twice"));
+        }
+    }
+    if buckets.is_empty() {
+        return Err("name at least one region=bucket".into());
+    }
+    Ok(buckets)
 }
 
 struct Setting {
@@ -126,6 +205,42 @@ const SETTINGS: &[Setting] = &[
         name: "LONGHAUL_JOB_STATUS_CACHE_MS",
         help:
             "0..=10000: API reuse of a job's status for polling clients; 0 disables (default 250)",
+    },
+    Setting {
+        name: "LONGHAUL_ARTIFACT_STORE",
+        help: "local or s3: where job artifacts go (default local)",
+    },
+    Setting {
+        name: "LONGHAUL_ARTIFACTS_DIR",
+        help: "folder of the local artifact store (default LONGHAUL_DATA_DIR/artifacts)",
+    },
+    Setting {
+        name: "LONGHAUL_S3_BUCKETS",
+        help: "tenant region to bucket, e.g. us=lh-us@us-east-1,eu=lh-eu@eu-central-1 (s3 only)",
+    },
+    Setting {
+        name: "LONGHAUL_S3_ENDPOINT_URL",
+        help: "S3-compatible endpoint, e.g. http://127.0.0.1:9000 (default: AWS)",
+    },
+    Setting {
+        name: "LONGHAUL_S3_FORCE_PATH_STYLE",
+        help: "true/false: path-style bucket addressing (default false)",
+    },
+    Setting {
+        name: "LONGHAUL_DOWNLOAD_LINK_SECONDS",
+        help: "10..=604800: validity of download links (default 300)",
+    },
+    Setting {
+        name: "LONGHAUL_DOWNLOAD_SIGNING_KEY",
+        help: "secret (32+ bytes) signing local download links (default: a file in LONGHAUL_DATA_DIR)",
+    },
+    Setting {
+        name: "LONGHAUL_PUBLIC_URL",
+        help: "the API's URL as clients reach it, for download links (default http://LONGHAUL_API_ADDR)",
+    },
+    Setting {
+        name: "LONGHAUL_ARTIFACT_RETENTION_DAYS",
+        help: "1..=3650: artifacts kept after their job succeeded, unless the plan says (default 7)",
     },
     Setting {
         name: "LONGHAUL_TRUST_FORWARDED_FOR",
@@ -237,6 +352,8 @@ impl Config {
         let auth_cache_ms = reader.number("LONGHAUL_AUTH_CACHE_MS", 2000u64, 0, 60_000);
         let job_status_cache_ms = reader.number("LONGHAUL_JOB_STATUS_CACHE_MS", 250u64, 0, 10_000);
 
+        let artifacts = reader.artifacts(&data_dir, api_addr);
+
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }
@@ -259,6 +376,7 @@ impl Config {
             misfire_threshold: Duration::from_secs(misfire_seconds),
             auth_cache_ttl: Duration::from_millis(auth_cache_ms),
             job_status_cache_ttl: Duration::from_millis(job_status_cache_ms),
+            artifacts,
         })
     }
 
@@ -328,6 +446,94 @@ impl<'a> Reader<'a> {
         self.problems.push(format!("{name}={value:?}: {message}"));
     }
 
+    fn artifacts(
+        &mut self,
+        data_dir: &std::path::Path,
+        api_addr: std::net::SocketAddr,
+    ) -> ArtifactConfig {
+        let backend = match self.text("LONGHAUL_ARTIFACT_STORE").unwrap_or("local") {
+            "local" => {
+                for name in ["LONGHAUL_S3_BUCKETS", "LONGHAUL_S3_ENDPOINT_URL"] {
+                    if let Some(value) = self.text(name) {
+                        self.problem(name, value, "is only read when LONGHAUL_ARTIFACT_STORE=s3");
+                    }
+                }
+                ArtifactBackend::Local {
+                    dir: self
+                        .text("LONGHAUL_ARTIFACTS_DIR")
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| data_dir.join("artifacts")),
+                }
+            }
+            "s3" => {
+                let buckets = match self.text("LONGHAUL_S3_BUCKETS") {
+                    Some(text) => parse_bucket_map(text).unwrap_or_else(|message| {
+                        self.problem("LONGHAUL_S3_BUCKETS", text, &message);
+                        BTreeMap::new()
+                    }),
+                    None => {
+                        self.problems.push(
+                            "LONGHAUL_S3_BUCKETS is required when LONGHAUL_ARTIFACT_STORE=s3"
+                                .into(),
+                        );
+                        BTreeMap::new()
+                    }
+                };
+                let endpoint_url = self.text("LONGHAUL_S3_ENDPOINT_URL").map(str::to_string);
+                if let Some(url) = &endpoint_url {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        self.problem(
+                            "LONGHAUL_S3_ENDPOINT_URL",
+                            url,
+                            "must start with http:// or https://",
+                        );
+                    }
+                }
+                ArtifactBackend::S3 {
+                    buckets,
+                    endpoint_url,
+                    force_path_style: self.flag("LONGHAUL_S3_FORCE_PATH_STYLE", false),
+                }
+            }
+            other => {
+                let other = other.to_string();
+                self.problem("LONGHAUL_ARTIFACT_STORE", &other, "must be local or s3");
+                ArtifactBackend::Local {
+                    dir: data_dir.join("artifacts"),
+                }
+            }
+        };
+        let signing_secret = self
+            .text("LONGHAUL_DOWNLOAD_SIGNING_KEY")
+            .map(|secret| Secret(secret.to_string()));
+        if let Some(Secret(secret)) = &signing_secret {
+            if secret.len() < 32 {
+                self.problems
+                    .push("LONGHAUL_DOWNLOAD_SIGNING_KEY must be at least 32 bytes long".into());
+            }
+        }
+        let public_url = self
+            .text("LONGHAUL_PUBLIC_URL")
+            .map(|url| url.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{api_addr}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            self.problem(
+                "LONGHAUL_PUBLIC_URL",
+                &public_url.clone(),
+                "must start with http:// or https://",
+            );
+        }
+        let link_seconds = self.number("LONGHAUL_DOWNLOAD_LINK_SECONDS", 300u64, 10, 604_800);
+        let retention_days = self.number("LONGHAUL_ARTIFACT_RETENTION_DAYS", 7u64, 1, 3650);
+        ArtifactConfig {
+            backend,
+            download_link_ttl: Duration::from_secs(link_seconds),
+            signing_secret,
+            public_url,
+            retention: Duration::from_secs(retention_days * 86_400),
+        }
+    }
+
     fn flag(&mut self, name: &str, default: bool) -> bool {
         match self.text(name) {
             None => default,
@@ -382,6 +588,70 @@ mod tests {
         assert_eq!(config.default_max_running_per_tenant, None);
         assert_eq!(config.redis_url, None);
         assert!(!config.trust_forwarded_for);
+        assert_eq!(
+            config.artifacts.backend,
+            ArtifactBackend::Local {
+                dir: PathBuf::from("./longhaul-data/artifacts")
+            }
+        );
+        assert_eq!(config.artifacts.public_url, "http://127.0.0.1:8080");
+        assert_eq!(config.artifacts.download_link_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn reads_s3_buckets_per_region_and_refuses_half_settings() {
+        let config = Config::from_vars(vars(&[
+            ("LONGHAUL_ARTIFACT_STORE", "s3"),
+            ("LONGHAUL_S3_BUCKETS", "us=lh-us, eu=lh-eu@eu-central-1"),
+            ("LONGHAUL_S3_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("LONGHAUL_S3_FORCE_PATH_STYLE", "true"),
+            (
+                "LONGHAUL_DOWNLOAD_SIGNING_KEY",
+                "0123456789abcdef0123456789abcdef",
+            ),
+        ]))
+        .expect("valid");
+        let ArtifactBackend::S3 {
+            buckets,
+            endpoint_url,
+            force_path_style,
+        } = &config.artifacts.backend
+        else {
+            panic!("expected s3, got {:?}", config.artifacts.backend)
+        };
+        assert_eq!(
+            buckets["us"],
+            S3Bucket {
+                bucket: "lh-us".into(),
+                aws_region: "us-east-1".into()
+            }
+        );
+        assert_eq!(buckets["eu"].aws_region, "eu-central-1");
+        assert_eq!(endpoint_url.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(force_path_style);
+        assert!(
+            !format!("{config:?}").contains("0123456789abcdef"),
+            "the secret must not be printed"
+        );
+
+        let err = Config::from_vars(vars(&[
+            ("LONGHAUL_ARTIFACT_STORE", "s3"),
+            ("LONGHAUL_DOWNLOAD_SIGNING_KEY", "short"),
+        ]))
+        .expect_err("invalid")
+        .to_string();
+        assert!(err.contains("LONGHAUL_S3_BUCKETS is required"), "{err}");
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        let err = Config::from_vars(vars(&[
+            ("LONGHAUL_ARTIFACT_STORE", "ftp"),
+            ("LONGHAUL_S3_BUCKETS", "us=x"),
+        ]))
+        .expect_err("invalid")
+        .to_string();
+        assert!(err.contains("must be local or s3"), "{err}");
+        assert!(parse_bucket_map("us=a,us=b").is_err());
+        assert!(parse_bucket_map("us").is_err());
+        assert!(parse_bucket_map("=a").is_err());
     }
 
     #[test]

@@ -140,6 +140,14 @@ impl Catalogue {
                 }),
         );
         catalogue.register(
+            KindSpec::new(crate::audit::export::AUDIT_EXPORT)
+                .queue("exports")
+                .timeout(Duration::from_secs(6 * 3600))
+                .validate_with(|params| {
+                    crate::audit::export::ExportParams::parse(params).map(|_| ())
+                }),
+        );
+        catalogue.register(
             KindSpec::new(SYSTEM_SLEEP)
                 .timeout(Duration::from_secs(25 * 3600))
                 .validate_with(|params| SleepParams::parse(params).map(|_| ())),

@@ -1,9 +1,11 @@
 //! longhaul-scheduler: the `longhaul scheduler` role (also inside `longhaul
 //! dev`). It fires due schedules (`ticker.rs`: exactly one job per fire time
 //! whatever the number of replicas, see `longhaul_core::schedule`) and runs
-//! the maintenance loops (`maintenance.rs`: lease rescue and pruning), each
-//! safe with several replicas. It keeps no schedule in memory.
+//! the maintenance loops (`maintenance.rs`: lease rescue and pruning;
+//! `artifact_sweeper.rs`: expired and abandoned artifacts), each safe with
+//! several replicas. It keeps no schedule in memory.
 
+mod artifact_sweeper;
 mod job_maker;
 mod maintenance;
 mod ticker;
@@ -11,9 +13,11 @@ mod ticker;
 use std::sync::Arc;
 use std::time::Duration;
 
+use longhaul_core::artifacts::ArtifactStores;
 use longhaul_core::{Catalogue, Config};
 use tokio_util::sync::CancellationToken;
 
+pub use artifact_sweeper::{ArtifactSweeper, SweepReport};
 pub use job_maker::CatalogueJobs;
 pub use maintenance::Maintenance;
 pub use ticker::{Ticker, TickerConfig};
@@ -44,14 +48,20 @@ impl SchedulerConfig {
     }
 }
 
-/// Runs the ticker and the maintenance loops until `shutdown`.
+/// Runs the ticker and the maintenance loops until `shutdown`; the artifact
+/// sweeper too when `artifacts` is given.
 pub async fn run(
     store: Arc<dyn SchedulerStore>,
     catalogue: Arc<Catalogue>,
     config: SchedulerConfig,
+    artifacts: Option<Arc<ArtifactStores>>,
     shutdown: CancellationToken,
 ) {
-    let maintenance = Maintenance::new(store.clone(), config.rescue_interval, config.job_retention);
+    let mut maintenance =
+        Maintenance::new(store.clone(), config.rescue_interval, config.job_retention);
+    if let Some(artifacts) = artifacts {
+        maintenance = maintenance.with_sweeper(ArtifactSweeper::new(store.clone(), artifacts));
+    }
     let ticker = Ticker::new(store, CatalogueJobs::new(catalogue), config.ticker);
     tokio::join!(ticker.run(shutdown.clone()), maintenance.run(shutdown));
 }

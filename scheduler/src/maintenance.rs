@@ -1,12 +1,13 @@
 //! Maintenance loops, each safe with several replicas: lease rescue (fenced
 //! in the store: two rescuers cannot both take a job back) and pruning of
 //! finished jobs with their events and attempts, and of schedule fire
-//! records, past retention (bounded batches; a row is deleted once).
+//! records, past retention (bounded batches; a row is deleted once); and the
+//! artifact sweeper when object storage is configured.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::SchedulerStore;
+use crate::{ArtifactSweeper, SchedulerStore};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
@@ -14,11 +15,14 @@ use tokio_util::sync::CancellationToken;
 const BATCH: u32 = 1000;
 /// How often pruning runs.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often the artifact sweeper runs.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct Maintenance {
     store: Arc<dyn SchedulerStore>,
     rescue_interval: Duration,
     job_retention: Duration,
+    sweeper: Option<ArtifactSweeper>,
 }
 
 impl Maintenance {
@@ -31,7 +35,13 @@ impl Maintenance {
             store,
             rescue_interval,
             job_retention,
+            sweeper: None,
         }
+    }
+
+    pub fn with_sweeper(mut self, sweeper: ArtifactSweeper) -> Self {
+        self.sweeper = Some(sweeper);
+        self
     }
 
     /// Rescues every expired lease now; answers how many jobs.
@@ -76,6 +86,7 @@ impl Maintenance {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut rescue = tokio::time::interval(self.rescue_interval);
         let mut prune = tokio::time::interval(PRUNE_INTERVAL);
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -89,6 +100,15 @@ impl Maintenance {
                         Ok(0) => {}
                         Ok(pruned) => tracing::info!(pruned, "pruned finished jobs"),
                         Err(error) => tracing::error!(%error, "pruning failed"),
+                    }
+                }
+                _ = sweep.tick(), if self.sweeper.is_some() => {
+                    if let Some(sweeper) = &self.sweeper {
+                        match sweeper.sweep(Utc::now()).await {
+                            Ok(report) if report.removed() == 0 && report.failed == 0 => {}
+                            Ok(report) => tracing::info!(?report, "swept artifacts"),
+                            Err(error) => tracing::error!(%error, "artifact sweep failed"),
+                        }
                     }
                 }
             }

@@ -99,6 +99,7 @@ pub async fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
             rescue_interval: Duration::from_secs(15),
             job_retention: Duration::from_secs(14 * 86_400),
         },
+        None,
         shutdown.clone(),
     ));
     // Wait with one cheap count a poll; read the jobs once all exist.

@@ -6,6 +6,7 @@ use anyhow::Context;
 use longhaul_api::lockout::{Lockout, MemoryLockout, RedisLockout, REDIS_NAMESPACE};
 use longhaul_api::rate_limit::{self, MemoryRateLimiter, RateLimiter, RedisRateLimiter};
 use longhaul_api::AppState;
+use longhaul_core::artifacts::ArtifactStores;
 use longhaul_core::tenancy::Stores;
 use longhaul_core::{Catalogue, Config};
 
@@ -13,7 +14,8 @@ use crate::runtime;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let stores = runtime::connect(&config).await?;
-    let state = app_state(&config, stores).await?;
+    let artifacts = runtime::artifact_stores(&config).await?;
+    let state = app_state(&config, stores, artifacts).await?;
     let shutdown = runtime::shutdown_on_signal();
     longhaul_api::serve(
         config.api_addr,
@@ -25,10 +27,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// The API's shared state as the configuration asks: counters (Redis or in
-/// process), proxy trust, and the key and job-status caches.
-pub async fn app_state(config: &Config, stores: Arc<dyn Stores>) -> anyhow::Result<AppState> {
+/// process), proxy trust, the key and job-status caches, artifact storage.
+pub async fn app_state(
+    config: &Config,
+    stores: Arc<dyn Stores>,
+    artifacts: Arc<ArtifactStores>,
+) -> anyhow::Result<AppState> {
     let (lockout, rate_limiter) = counters(config).await?;
     Ok(AppState::new(stores, Arc::new(Catalogue::builtin()))
+        .with_artifacts(artifacts)
         .with_lockout(lockout)
         .with_rate_limiter(rate_limiter)
         .with_trust_forwarded_for(config.trust_forwarded_for)

@@ -39,9 +39,11 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
         )
         .await?;
 
-    let state = super::api::app_state(&config, stores.clone()).await?;
+    let artifacts = runtime::artifact_stores(&config).await?;
+    let state = super::api::app_state(&config, stores.clone(), artifacts.clone()).await?;
+    let services = runtime::job_services(&config, stores.clone(), artifacts.clone()).await;
 
-    let registry = Registry::builtin();
+    let registry = Registry::builtin().with_services(&services);
     let queues: BTreeSet<String> = registry
         .catalogue()
         .names()
@@ -87,6 +89,7 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
         scheduler_store,
         Arc::new(longhaul_core::Catalogue::builtin()),
         longhaul_scheduler::SchedulerConfig::from_config(&config),
+        Some(artifacts),
         shutdown.clone(),
     ));
     let api_shutdown = shutdown.clone();

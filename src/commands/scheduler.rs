@@ -1,5 +1,5 @@
 //! `longhaul scheduler`: fires due schedules and runs the maintenance loops
-//! (lease rescue, pruning) until SIGTERM or ctrl-c. Any number may run.
+//! (lease rescue, pruning, artifact sweeping) until SIGTERM or ctrl-c. Any number may run.
 
 use std::sync::Arc;
 
@@ -10,12 +10,14 @@ use crate::runtime;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let stores = runtime::connect(&config).await?;
+    let artifacts = runtime::artifact_stores(&config).await?;
     let store: Arc<dyn SchedulerStore> = stores;
     tracing::info!("scheduler starting");
     longhaul_scheduler::run(
         store,
         Arc::new(Catalogue::builtin()),
         SchedulerConfig::from_config(&config),
+        Some(artifacts),
         runtime::shutdown_on_signal(),
     )
     .await;

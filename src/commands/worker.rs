@@ -26,7 +26,10 @@ fn parse_queues(text: &str) -> Result<QueueList, String> {
 }
 
 pub async fn run(config: Config, args: WorkerArgs) -> anyhow::Result<()> {
-    let store: std::sync::Arc<dyn longhaul_core::JobStore> = runtime::connect(&config).await?;
+    let stores = runtime::connect(&config).await?;
+    let artifacts = runtime::artifact_stores(&config).await?;
+    let services = runtime::job_services(&config, stores.clone(), artifacts).await;
+    let store: std::sync::Arc<dyn longhaul_core::JobStore> = stores;
     let mut pool_config = PoolConfig::from_config(&config);
     if let Some(QueueList(queues)) = args.queues {
         pool_config.queues = queues;
@@ -36,7 +39,11 @@ pub async fn run(config: Config, args: WorkerArgs) -> anyhow::Result<()> {
     }
     tracing::info!(worker_id = %pool_config.worker_id, queues = ?pool_config.queues,
         concurrency = pool_config.concurrency, "worker starting");
-    let pool = WorkerPool::new(store, Registry::builtin(), pool_config);
+    let pool = WorkerPool::new(
+        store,
+        Registry::builtin().with_services(&services),
+        pool_config,
+    );
     let report = pool.run(runtime::shutdown_on_signal()).await;
     tracing::info!(
         claimed = report.claimed,

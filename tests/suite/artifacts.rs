@@ -48,10 +48,7 @@ async fn contract(store: &dyn ObjectStore, tenant: &str) -> (String, Vec<u8>) {
     // Streamed in small, odd-sized chunks that cross part boundaries.
     let mut upload = store.start_upload(&key).await.unwrap();
     for chunk in data.chunks(100_003) {
-        upload
-            .put_part(Bytes::copy_from_slice(chunk))
-            .await
-            .unwrap();
+        upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
     }
     // Nothing is visible before complete.
     assert!(store
@@ -71,6 +68,13 @@ async fn contract(store: &dyn ObjectStore, tenant: &str) -> (String, Vec<u8>) {
     let back = store.get(&key).await.unwrap();
     assert_eq!(back.len(), data.len());
     assert!(back[..] == data[..], "the object round-trips byte-exact");
+    let mut reader = store.read(&key).await.unwrap();
+    assert_eq!(reader.size, data.len() as u64);
+    let mut streamed = Vec::new();
+    reader.body.read_to_end(&mut streamed).await.unwrap();
+    assert!(streamed == data, "the streamed read is byte-exact");
+
+    resume_contract(store, tenant, &data).await;
 
     // Ranges inside a part, across the 5 MiB part boundary, and at the end.
     for (start, end) in [
@@ -93,7 +97,7 @@ async fn contract(store: &dyn ObjectStore, tenant: &str) -> (String, Vec<u8>) {
     // A second object of another job; list filters by prefix.
     let other = artifact_key(tenant, "audit.export", "job_2", "small.json").unwrap();
     let mut upload = store.start_upload(&other).await.unwrap();
-    upload.put_part(Bytes::from_static(b"{}\n")).await.unwrap();
+    upload.write(Bytes::from_static(b"{}\n")).await.unwrap();
     let small = upload.complete().await.unwrap();
     assert_eq!(small.size, 3);
     assert_eq!(small.sha256, sha256sum(b"{}\n"));
@@ -120,10 +124,11 @@ async fn contract(store: &dyn ObjectStore, tenant: &str) -> (String, Vec<u8>) {
     // Abort after a full part was sent: no object under the key.
     let aborted = artifact_key(tenant, "audit.export", "job_3", "aborted.csv").unwrap();
     let mut upload = store.start_upload(&aborted).await.unwrap();
-    upload
-        .put_part(Bytes::copy_from_slice(&data[..6 * MIB]))
+    let stored = upload
+        .write(Bytes::copy_from_slice(&data[..9 * MIB]))
         .await
         .unwrap();
+    assert!(stored.is_some(), "9 MiB stores a part");
     upload.abort().await.unwrap();
     assert!(matches!(
         store.get(&aborted).await,
@@ -157,6 +162,73 @@ async fn contract(store: &dyn ObjectStore, tenant: &str) -> (String, Vec<u8>) {
         );
     }
     (key, data)
+}
+
+/// An upload whose writer died after its first stored part goes on, in a new
+/// upload handle, from the state that part answered; bytes the dead writer
+/// wrote after it are dropped; the object is byte-exact with the right sha256.
+/// A leftover upload is removed by `abort_uploads`.
+async fn resume_contract(store: &dyn ObjectStore, tenant: &str, data: &[u8]) {
+    let key = artifact_key(tenant, "audit.export", "job_4", "resumed.csv").unwrap();
+    let mut upload = store.start_upload(&key).await.unwrap();
+    let mut saved = None;
+    let mut offset = 0;
+    for chunk in data.chunks(100_003) {
+        offset += chunk.len();
+        let state = upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        if let Some(state) = state {
+            saved = Some(state);
+            break;
+        }
+    }
+    let state = saved.expect("a part was stored");
+    assert_eq!(state.size, offset as u64);
+    assert_eq!(state.parts.len(), 1);
+    assert_eq!(upload.buffered(), 0);
+    // Written but never saved by the dying writer.
+    upload
+        .write(Bytes::copy_from_slice(&data[offset..offset + 70_000]))
+        .await
+        .unwrap();
+    drop(upload);
+    // The state survives a JSON round trip (it lives in a job checkpoint).
+    let state: longhaul_core::artifacts::UploadState =
+        serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
+
+    let mut upload = store.resume_upload(&state).await.unwrap();
+    assert_eq!(upload.written(), offset as u64);
+    for chunk in data[offset..].chunks(1_000_003) {
+        upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    let stored = upload.complete().await.unwrap();
+    assert_eq!(stored.size, data.len() as u64);
+    assert_eq!(stored.sha256, sha256sum(data));
+    let back = store.get(&key).await.unwrap();
+    assert!(back[..] == data[..], "the resumed object is byte-exact");
+    assert!(matches!(
+        store.resume_upload(&state).await.err(),
+        Some(StorageError::UploadGone { .. })
+    ));
+    store.delete(&key).await.unwrap();
+
+    // A writer that dies mid-upload leaves it pending until abort_uploads.
+    let mut upload = store.start_upload(&key).await.unwrap();
+    let state = upload
+        .write(Bytes::copy_from_slice(&data[..9 * MIB]))
+        .await
+        .unwrap()
+        .expect("a part was stored");
+    drop(upload);
+    store.abort_uploads(&key).await.unwrap();
+    store.abort_uploads(&key).await.unwrap();
+    assert!(matches!(
+        store.resume_upload(&state).await.err(),
+        Some(StorageError::UploadGone { .. })
+    ));
+    assert!(matches!(
+        store.get(&key).await,
+        Err(StorageError::NotFound(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

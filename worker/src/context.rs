@@ -58,7 +58,8 @@ impl JobContext {
         self.job.attempt
     }
 
-    fn lease(&self) -> Lease {
+    /// The attempt's lease: what fences the handler's own store writes.
+    pub fn lease(&self) -> Lease {
         self.job.lease()
     }
 
@@ -120,6 +121,13 @@ impl JobContext {
     /// lease lost, timeout or shutdown).
     pub fn cancellation(&self) -> CancellationToken {
         self.stop.token().clone()
+    }
+
+    /// Whether the stop is a client's cancel (work is to be discarded), as
+    /// opposed to a shutdown, timeout or lost lease (work may be resumed by a
+    /// later attempt).
+    pub fn cancel_requested(&self) -> bool {
+        self.stop.reason() == Some(StopReason::CancelRequested)
     }
 
     pub fn is_cancelled(&self) -> bool {

@@ -81,7 +81,8 @@ impl Registry {
         }
     }
 
-    /// The built-in catalogue with a handler for every built-in kind.
+    /// The built-in catalogue with the handlers of the kinds that need no
+    /// services; add the others with [`Registry::with_services`].
     pub fn builtin() -> Self {
         Self::with_builtin_handlers(Arc::new(Catalogue::builtin()))
     }
@@ -96,6 +97,17 @@ impl Registry {
             }
         }
         registry
+    }
+
+    /// Adds the handlers of the built-in kinds that read or write tenant data
+    /// (audit exports), for the kinds the catalogue contains.
+    pub fn with_services(mut self, services: &crate::JobServices) -> Self {
+        for (kind, handler) in crate::jobs::data_handlers(services) {
+            if self.catalogue.get(kind).is_some() {
+                self.handlers.insert(kind.to_string(), handler);
+            }
+        }
+        self
     }
 
     /// Adds the handler of a kind the catalogue knows.

@@ -14,8 +14,10 @@ mod handler;
 mod heartbeat;
 pub mod jobs;
 mod pool;
+mod services;
 mod stop;
 
 pub use context::JobContext;
 pub use handler::{JobError, JobHandler, JobOutput, Registry, RegistryError};
 pub use pool::{default_worker_id, PoolConfig, PoolReport, WorkerPool};
+pub use services::JobServices;

@@ -229,7 +229,7 @@ impl JobView {
 }
 
 /// A job id from the path: a malformed one names no job, so it is a 404.
-fn job_id(text: &str) -> Result<JobId, ApiError> {
+pub(crate) fn job_id(text: &str) -> Result<JobId, ApiError> {
     text.parse()
         .map_err(|_| ApiError::not_found(format!("job {text} not found")))
 }
@@ -237,7 +237,7 @@ fn job_id(text: &str) -> Result<JobId, ApiError> {
 /// The `Idempotency-Key` header. Keys starting `schedule:` are the
 /// scheduler's (one per fire time) and refused here, so a client cannot take
 /// a fire's key ahead of it.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -317,7 +317,22 @@ async fn create(
         max_attempts: body.max_attempts,
         idempotency_key: idempotency_key(&headers)?,
     };
-    // Validation first: a request refused as invalid is not a creation.
+    let (job, created) = admit(&state, &caller, tenant, request).await?;
+    let location = format!("/v1/jobs/{}", job.id);
+    Ok(accepted(JobView::of(job, None), &location, created))
+}
+
+/// Validates and stores a job for the caller's tenant under its quotas:
+/// validation first (a request refused as invalid is not a creation), then
+/// `creationsPerMinute`, then `maxQueued` and metering in the insert's
+/// transaction (a refusal writes nothing, an acceptance is billed once).
+/// The job, and whether this request created it (false: an idempotent replay).
+pub(crate) async fn admit(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &longhaul_core::tenancy::Tenant,
+    request: EnqueueRequest,
+) -> Result<(Job, bool), ApiError> {
     let job = state.jobs.prepare(request)?;
     let now = state.clock.now();
     if let Some(limit) = tenant.quotas.creations_per_minute {
@@ -332,8 +347,6 @@ async fn create(
             }
         }
     }
-    // The queued cap is checked and the usage metered in the insert's
-    // transaction: a refusal writes nothing, an acceptance is billed once.
     let enqueued = state
         .jobs
         .admit(
@@ -344,16 +357,21 @@ async fn create(
         )
         .await?;
     let job = state.jobs.get(&tenant.id, enqueued.id).await?;
-    let location = format!("/v1/jobs/{}", job.id);
-    let mut response = (StatusCode::ACCEPTED, Json(JobView::of(job, None))).into_response();
+    Ok((job, enqueued.created))
+}
+
+/// `202 Accepted` with the resource, its `Location`, and
+/// `Idempotent-Replayed: true` when an earlier request created it.
+pub(crate) fn accepted(body: impl Serialize, location: &str, created: bool) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&location) {
+    if let Ok(value) = HeaderValue::from_str(location) {
         headers.insert(header::LOCATION, value);
     }
-    if !enqueued.created {
+    if !created {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 fn rate_limited(limit: u64, remaining: std::time::Duration) -> ApiError {

@@ -1,7 +1,9 @@
 //! One module per resource; each exposes `routes()` for the router.
 
+pub mod artifacts;
 pub mod audit;
 pub mod events;
+pub mod exports;
 pub mod health;
 pub mod jobs;
 pub mod keys;

@@ -1,21 +1,23 @@
 //! The local-folder object store for `longhaul dev`: keys are paths under one
 //! root. An upload streams into a hidden temp file in the destination folder
-//! and is renamed into place on complete (an atomic rename: nothing
-//! half-written is ever visible under the key); abort deletes the temp file.
-//! Download links (HMAC-signed tokens served by the API) are not here yet.
+//! (named by its upload id, so a later attempt can find it, cut it back to its
+//! last stored part and go on) and is renamed into place on complete: an
+//! atomic rename, so nothing half-written is ever visible under the key. Abort
+//! deletes the temp file. Downloads go through HMAC-signed tokens the API
+//! serves (`download_token`), not through links of the store's own.
 
 use std::io::SeekFrom;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{
-    hex, validate_key, validate_prefix, ObjectInfo, ObjectStore, Result, StorageError,
-    StoredObject, Upload,
+    validate_key, validate_prefix, ObjectInfo, ObjectReader, ObjectStore, Result, ResumableSha256,
+    StorageError, StoredObject, Upload, UploadState, UploadedPart, DEFAULT_PART_SIZE,
 };
 
 /// Marks temp files of uploads in progress; [`LocalStore::list`] skips them.
@@ -24,6 +26,7 @@ const TEMP_MARKER: &str = ".longhaul-upload-";
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    part_size: usize,
 }
 
 fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> StorageError {
@@ -37,7 +40,26 @@ impl LocalStore {
         tokio::fs::create_dir_all(&root)
             .await
             .map_err(io("creating the root folder"))?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            part_size: DEFAULT_PART_SIZE,
+        })
+    }
+
+    /// A store rooted at `root`, created lazily (an upload creates the
+    /// folders it needs; reads of a missing root find nothing).
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            part_size: DEFAULT_PART_SIZE,
+        }
+    }
+
+    /// Bytes per stored part (each part is flushed to disk and answers a
+    /// resumable state); at least 1.
+    pub fn with_part_size(mut self, part_size: usize) -> Self {
+        self.part_size = part_size.max(1);
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -47,6 +69,20 @@ impl LocalStore {
     fn path_of(&self, key: &str) -> Result<PathBuf> {
         validate_key(key)?;
         Ok(self.root.join(key))
+    }
+
+    /// The object's path and the temp file path of upload `upload_id` to it.
+    fn upload_paths(&self, key: &str, upload_id: &str) -> Result<(PathBuf, PathBuf)> {
+        if upload_id.is_empty() || !upload_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StorageError::UploadGone {
+                key: key.to_string(),
+                reason: format!("{upload_id:?} is not a local upload id"),
+            });
+        }
+        let dest = self.path_of(key)?;
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let temp = dest.with_file_name(format!(".{name}{TEMP_MARKER}{upload_id}"));
+        Ok((dest, temp))
     }
 
     async fn open_existing(&self, key: &str) -> Result<(tokio::fs::File, u64)> {
@@ -65,52 +101,88 @@ impl LocalStore {
 
 pub struct LocalUpload {
     key: String,
+    upload_id: String,
     temp: PathBuf,
     dest: PathBuf,
-    file: Option<tokio::fs::File>,
-    hasher: Sha256,
-    size: u64,
+    file: tokio::fs::File,
+    part_size: usize,
+    parts: Vec<UploadedPart>,
+    /// Bytes in stored parts.
+    stored: u64,
+    hasher: ResumableSha256,
+}
+
+impl LocalUpload {
+    fn state(&self) -> UploadState {
+        UploadState {
+            key: self.key.clone(),
+            upload_id: self.upload_id.clone(),
+            parts: self.parts.clone(),
+            size: self.stored,
+            sha256: self.hasher.save(),
+        }
+    }
 }
 
 #[async_trait]
 impl Upload for LocalUpload {
-    async fn put_part(&mut self, bytes: Bytes) -> Result<()> {
-        let file = self
-            .file
-            .as_mut()
-            .expect("an upload is used after it ended");
-        if let Err(e) = file.write_all(&bytes).await {
-            let _ = tokio::fs::remove_file(&self.temp).await;
-            return Err(io("writing an upload")(e));
-        }
+    async fn write(&mut self, bytes: Bytes) -> Result<Option<UploadState>> {
+        self.file
+            .write_all(&bytes)
+            .await
+            .map_err(io("writing an upload"))?;
         self.hasher.update(&bytes);
-        self.size += bytes.len() as u64;
-        Ok(())
+        let pending = self.hasher.len() - self.stored;
+        if pending < self.part_size as u64 {
+            return Ok(None);
+        }
+        // A part is stored once it is on disk: a state answered here must
+        // survive a crash of this process.
+        self.file
+            .sync_data()
+            .await
+            .map_err(io("flushing an upload part"))?;
+        self.parts.push(UploadedPart {
+            number: self.parts.len() as i32 + 1,
+            etag: None,
+            size: pending,
+        });
+        self.stored += pending;
+        Ok(Some(self.state()))
+    }
+
+    fn written(&self) -> u64 {
+        self.hasher.len()
+    }
+
+    fn buffered(&self) -> u64 {
+        self.hasher.len() - self.stored
+    }
+
+    fn part_size(&self) -> usize {
+        self.part_size
     }
 
     async fn complete(mut self: Box<Self>) -> Result<StoredObject> {
-        let mut file = self.file.take().expect("an upload is used after it ended");
         let finished = async {
-            file.flush().await?;
-            file.sync_all().await?;
-            drop(file);
+            self.file.flush().await?;
+            self.file.sync_all().await?;
             tokio::fs::rename(&self.temp, &self.dest).await
         }
         .await;
-        if let Err(e) = finished {
-            let _ = tokio::fs::remove_file(&self.temp).await;
-            return Err(io("completing an upload")(e));
-        }
+        finished.map_err(io("completing an upload"))?;
+        let size = self.hasher.len();
         Ok(StoredObject {
             key: std::mem::take(&mut self.key),
-            size: self.size,
-            sha256: hex(&std::mem::take(&mut self.hasher).finalize()),
+            size,
+            sha256: std::mem::take(&mut self.hasher).finalize_hex(),
         })
     }
 
-    async fn abort(mut self: Box<Self>) -> Result<()> {
-        drop(self.file.take());
-        match tokio::fs::remove_file(&self.temp).await {
+    async fn abort(self: Box<Self>) -> Result<()> {
+        let LocalUpload { temp, file, .. } = *self;
+        drop(file);
+        match tokio::fs::remove_file(&temp).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("aborting an upload")(e)),
             _ => Ok(()),
         }
@@ -120,19 +192,13 @@ impl Upload for LocalUpload {
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn start_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
-        let dest = self.path_of(key)?;
-        let dir = dest
-            .parent()
-            .expect("a key path has a parent")
-            .to_path_buf();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(io("creating the object's folder"))?;
-        let name = dest
-            .file_name()
-            .expect("a key has a name")
-            .to_string_lossy();
-        let temp = dir.join(format!(".{name}{TEMP_MARKER}{:016x}", fastrand::u64(..)));
+        let upload_id = format!("{:016x}", fastrand::u64(..));
+        let (dest, temp) = self.upload_paths(key, &upload_id)?;
+        if let Some(dir) = dest.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(io("creating the object's folder"))?;
+        }
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -141,12 +207,101 @@ impl ObjectStore for LocalStore {
             .map_err(io("creating an upload's temp file"))?;
         Ok(Box::new(LocalUpload {
             key: key.to_string(),
+            upload_id,
             temp,
             dest,
-            file: Some(file),
-            hasher: Sha256::new(),
-            size: 0,
+            file,
+            part_size: self.part_size,
+            parts: Vec::new(),
+            stored: 0,
+            hasher: ResumableSha256::new(),
         }))
+    }
+
+    async fn resume_upload(&self, state: &UploadState) -> Result<Box<dyn Upload>> {
+        let gone = |reason: String| StorageError::UploadGone {
+            key: state.key.clone(),
+            reason,
+        };
+        let (dest, temp) = self.upload_paths(&state.key, &state.upload_id)?;
+        let hasher = ResumableSha256::restore(&state.sha256)
+            .filter(|h| h.len() == state.size)
+            .ok_or_else(|| gone("the saved hash state is damaged".into()))?;
+        let mut file = match tokio::fs::OpenOptions::new().write(true).open(&temp).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(gone("its temp file is gone".into()))
+            }
+            Err(e) => return Err(io("reopening an upload")(e)),
+        };
+        let on_disk = file.metadata().await.map_err(io("reading metadata"))?.len();
+        if on_disk < state.size {
+            return Err(gone(format!(
+                "its temp file holds {on_disk} bytes, fewer than the {} stored",
+                state.size
+            )));
+        }
+        // Bytes after the last stored part were written by an attempt that
+        // did not get to save them: cut them off.
+        file.set_len(state.size)
+            .await
+            .map_err(io("truncating an upload"))?;
+        file.seek(SeekFrom::End(0))
+            .await
+            .map_err(io("seeking an upload"))?;
+        Ok(Box::new(LocalUpload {
+            key: state.key.clone(),
+            upload_id: state.upload_id.clone(),
+            temp,
+            dest,
+            file,
+            part_size: self.part_size,
+            parts: state.parts.clone(),
+            stored: state.size,
+            hasher,
+        }))
+    }
+
+    async fn abort_uploads(&self, key: &str) -> Result<()> {
+        let dest = self.path_of(key)?;
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let temp_prefix = format!(".{name}{TEMP_MARKER}");
+        let Some(dir) = dest.parent() else {
+            return Ok(());
+        };
+        let mut entries = match tokio::fs::read_dir(dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("listing an object's folder")(e)),
+        };
+        while let Some(entry) = entries.next_entry().await.map_err(io("listing"))? {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&temp_prefix)
+            {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io("aborting an upload")(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn read(&self, key: &str) -> Result<ObjectReader> {
+        let (file, size) = self.open_existing(key).await?;
+        Ok(ObjectReader {
+            size,
+            body: Box::pin(file),
+        })
+    }
+
+    async fn presigned_url(&self, key: &str, _expires_in: Duration) -> Result<Option<String>> {
+        validate_key(key)?;
+        Ok(None)
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {

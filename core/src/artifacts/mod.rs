@@ -1,22 +1,37 @@
 //! Object storage for job artifacts: one [`ObjectStore`] trait with a local
-//! folder backend (`longhaul dev`) and an S3 backend, streaming multipart
-//! uploads with bounded memory (one part buffered), sha256 and size recorded
-//! while streaming, ranged reads, delete and list by prefix; and the key layout
+//! folder backend (`longhaul dev`) and an S3 backend; uploads that stream with
+//! bounded memory (one part buffered), record sha256 and size as they go, and
+//! can be resumed by a later attempt from a saved [`UploadState`]; streamed and
+//! ranged reads, delete and list by prefix; the key layout
 //! `tenants/<tenant>/<kind>/<job>/<name>` that ties an artifact to its job.
 
+pub mod download_token;
+pub mod hashing;
 pub mod local;
+pub mod records;
+pub mod regions;
 pub mod s3;
 
 use std::ops::Range;
+use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 pub use bytes::Bytes;
+pub use download_token::{DownloadGrant, DownloadSigner, TokenError};
+pub use hashing::{HashState, ResumableSha256};
 pub use local::LocalStore;
+pub use regions::{ArtifactStores, DownloadLink};
 pub use s3::{S3Config, S3Store};
 
-/// S3 refuses parts under 5 MiB (except the last), so no backend buffers less.
+/// S3 refuses parts under 5 MiB (except the last), so the S3 backend never
+/// sends less; the local backend accepts any part size.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// The part size both backends use unless told otherwise.
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -38,6 +53,11 @@ pub enum StorageError {
         size: u64,
     },
 
+    /// A saved upload cannot be resumed (it was aborted, completed or swept,
+    /// or its saved state is damaged): start a new upload from the beginning.
+    #[error("upload of {key:?} cannot be resumed: {reason}")]
+    UploadGone { key: String, reason: String },
+
     #[error("local object store: {context}: {source}")]
     Io {
         context: &'static str,
@@ -52,10 +72,14 @@ pub enum StorageError {
         operation: &'static str,
         message: String,
     },
+
+    /// The configuration names no store for a tenant's region.
+    #[error("no artifact storage is configured for region {0:?}")]
+    NoRegion(String),
 }
 
 /// A completed upload: what the job records as its result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredObject {
     pub key: String,
     pub size: u64,
@@ -70,14 +94,59 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// A part already stored by an upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadedPart {
+    pub number: i32,
+    /// The S3 ETag (None on the local store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    pub size: u64,
+}
+
+/// Where an upload stands after its last stored part: everything written
+/// before that part's end is stored. A job saves it in its checkpoint, beside
+/// its own cursor, and a later attempt hands it to
+/// [`ObjectStore::resume_upload`] to go on from there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadState {
+    pub key: String,
+    /// The S3 multipart upload id, or the local temp file's id.
+    pub upload_id: String,
+    pub parts: Vec<UploadedPart>,
+    /// Bytes stored so far (the sum of the parts).
+    pub size: u64,
+    /// The sha256 of those bytes, resumable.
+    pub sha256: HashState,
+}
+
+/// An object's bytes as a stream, for serving downloads without holding the
+/// object in memory.
+pub struct ObjectReader {
+    pub size: u64,
+    pub body: Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+}
+
 /// An upload in progress. Nothing is visible under its key until
-/// [`Upload::complete`]; [`Upload::abort`] (or a failed part) leaves nothing
-/// behind, neither an object nor (S3) pending parts.
+/// [`Upload::complete`]; [`Upload::abort`] leaves nothing behind, neither an
+/// object nor (S3) pending parts. A failed write or complete leaves the upload
+/// as its last answered state: the caller resumes it later or aborts it (and
+/// the artifact sweeper aborts uploads whose job is over).
 #[async_trait]
 pub trait Upload: Send {
-    /// Appends bytes; a part is sent once a full part has been buffered, so at
-    /// most one part is held in memory.
-    async fn put_part(&mut self, bytes: Bytes) -> Result<()>;
+    /// Appends bytes. Once a part's worth is buffered, the whole buffer is
+    /// stored as one part (so memory stays near one part whatever the
+    /// writes' sizes) and the answer is the upload's state: everything written
+    /// so far is stored and a later attempt may resume from it.
+    async fn write(&mut self, bytes: Bytes) -> Result<Option<UploadState>>;
+    /// Bytes written so far (stored or buffered).
+    fn written(&self) -> u64;
+    /// Bytes written but not yet stored in a part.
+    fn buffered(&self) -> u64;
+    /// A write that brings [`Upload::buffered`] to this stores a part.
+    fn part_size(&self) -> usize;
     /// Sends the last part and publishes the object.
     async fn complete(self: Box<Self>) -> Result<StoredObject>;
     /// Discards everything uploaded so far.
@@ -88,14 +157,27 @@ pub trait Upload: Send {
 pub trait ObjectStore: Send + Sync {
     /// Starts a streaming upload to `key` (see [`validate_key`]).
     async fn start_upload(&self, key: &str) -> Result<Box<dyn Upload>>;
+    /// Goes on with an upload from a state one of its writes answered; bytes
+    /// written after that state are dropped. [`StorageError::UploadGone`]
+    /// when the upload no longer exists.
+    async fn resume_upload(&self, state: &UploadState) -> Result<Box<dyn Upload>>;
+    /// Discards every upload in progress to `key` (attempts that died left
+    /// them behind); none being there is not an error.
+    async fn abort_uploads(&self, key: &str) -> Result<()>;
     /// The bytes `range` of the object; the range must lie within it.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
-    /// The whole object (for small objects; stream large ones by ranges).
+    /// The whole object (for small objects; stream large ones with `read`).
     async fn get(&self, key: &str) -> Result<Bytes>;
+    /// The object as a stream.
+    async fn read(&self, key: &str) -> Result<ObjectReader>;
     /// Deletes the object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// A link the client can fetch the object from directly, valid for
+    /// `expires_in` (S3: presigned GET). None when the store has no links of
+    /// its own (the local store: the API serves a signed token instead).
+    async fn presigned_url(&self, key: &str, expires_in: Duration) -> Result<Option<String>>;
 }
 
 /// The key of an artifact: `tenants/<tenant>/<kind>/<job>/<name>`. Each
@@ -115,7 +197,15 @@ pub fn job_prefix(tenant_id: &str, kind: &str, job_id: &str) -> Result<String> {
     Ok(format!("tenants/{tenant_id}/{kind}/{job_id}/"))
 }
 
-fn validate_component(part: &str) -> Result<()> {
+/// Whether `key` lies under the tenant's own prefix (a download token or a
+/// record naming another tenant's key is refused).
+pub fn key_belongs_to(key: &str, tenant_id: &str) -> bool {
+    key.strip_prefix("tenants/")
+        .and_then(|rest| rest.strip_prefix(tenant_id))
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+pub(crate) fn validate_component(part: &str) -> Result<()> {
     let bad = |reason| {
         Err(StorageError::InvalidKey {
             key: part.to_string(),
@@ -197,5 +287,8 @@ mod tests {
         assert!(validate_prefix("tenants/t/").is_ok());
         assert!(validate_prefix("/").is_err());
         assert!(validate_prefix("../").is_err());
+        assert!(key_belongs_to("tenants/t1/k/j/n", "t1"));
+        assert!(!key_belongs_to("tenants/t10/k/j/n", "t1"));
+        assert!(!key_belongs_to("tenants/t1", "t1"));
     }
 }

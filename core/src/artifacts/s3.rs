@@ -1,7 +1,8 @@
 //! The S3 object store (aws-sdk-s3 over one rustls+ring HTTP client): uploads
 //! are S3 multipart uploads fed one buffered part at a time, sha256 computed
-//! while streaming; abort (or a failed part) aborts the multipart upload so no
-//! parts are left behind; downloads are presigned GET links with an expiry.
+//! while streaming; a failed part keeps the upload for a later attempt to
+//! resume (the job aborts it when it gives up, the artifact sweeper when the
+//! job is gone); downloads are presigned GET links with an expiry.
 //! Works with any S3-compatible server (endpoint URL + path-style option).
 
 use std::ops::Range;
@@ -19,11 +20,11 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use bytes::{Bytes, BytesMut};
-use sha2::{Digest, Sha256};
 
 use super::{
-    hex, validate_key, validate_prefix, ObjectInfo, ObjectStore, Result, StorageError,
-    StoredObject, Upload, MIN_PART_SIZE,
+    validate_key, validate_prefix, ObjectInfo, ObjectReader, ObjectStore, Result, ResumableSha256,
+    StorageError, StoredObject, Upload, UploadState, UploadedPart, DEFAULT_PART_SIZE,
+    MIN_PART_SIZE,
 };
 
 /// Where and how to reach one bucket (a region's bucket: a tenant's artifacts
@@ -53,7 +54,7 @@ impl S3Config {
             force_path_style: false,
             access_key_id: None,
             secret_access_key: None,
-            part_size: 8 * 1024 * 1024,
+            part_size: DEFAULT_PART_SIZE,
         }
     }
 }
@@ -154,19 +155,54 @@ impl S3Store {
     /// Keys of multipart uploads still pending under `prefix` (an aborted or
     /// completed upload is not pending; anything listed here costs storage).
     pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<String>> {
-        let out = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .map_err(s3_err("ListMultipartUploads"))?;
-        Ok(out
-            .uploads()
-            .iter()
-            .filter_map(|u| u.key().map(str::to_string))
+        Ok(self
+            .pending(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
             .collect())
+    }
+
+    /// The ids of multipart uploads pending to exactly `key`.
+    async fn pending_upload_ids(&self, key: &str) -> Result<Vec<String>> {
+        Ok(self
+            .pending(key)
+            .await?
+            .into_iter()
+            .filter(|(pending_key, _)| pending_key == key)
+            .map(|(_, id)| id)
+            .collect())
+    }
+
+    /// (key, upload id) of every pending multipart upload under `prefix`.
+    async fn pending(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker)
+                .set_upload_id_marker(id_marker)
+                .send()
+                .await
+                .map_err(s3_err("ListMultipartUploads"))?;
+            out.extend(
+                page.uploads()
+                    .iter()
+                    .filter_map(|u| Some((u.key()?.to_string(), u.upload_id()?.to_string()))),
+            );
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     /// A presigned GET link to the object, valid for `expires_in` (at most
@@ -229,14 +265,17 @@ pub struct S3Upload {
     upload_id: String,
     part_size: usize,
     buffer: BytesMut,
-    parts: Vec<CompletedPart>,
-    hasher: Sha256,
-    size: u64,
+    parts: Vec<UploadedPart>,
+    /// Bytes in stored parts.
+    stored: u64,
+    hasher: ResumableSha256,
 }
 
 impl S3Upload {
+    /// Sends the buffer as the next part; a failure aborts the whole upload.
     async fn send_part(&mut self) -> Result<()> {
         let body = self.buffer.split().freeze();
+        let size = body.len() as u64;
         let number = self.parts.len() as i32 + 1;
         let sent = self
             .client
@@ -250,53 +289,55 @@ impl S3Upload {
             .await;
         match sent {
             Ok(out) => {
-                self.parts.push(
-                    CompletedPart::builder()
-                        .set_e_tag(out.e_tag().map(str::to_string))
-                        .part_number(number)
-                        .build(),
-                );
+                self.parts.push(UploadedPart {
+                    number,
+                    etag: out.e_tag().map(str::to_string),
+                    size,
+                });
+                self.stored += size;
                 Ok(())
             }
             Err(e) => {
-                self.abort_upload().await;
+                // Keep the upload: the parts stored so far are still good and
+                // a later attempt resumes from the last saved state.
                 Err(s3_err("UploadPart")(e))
             }
         }
     }
 
-    /// Best effort: the caller reports the error that led here.
-    async fn abort_upload(&self) {
-        if let Err(e) = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&self.upload_id)
-            .send()
-            .await
-        {
-            tracing::warn!(key = %self.key, error = %DisplayErrorContext(e), "aborting a multipart upload failed");
+    fn state(&self) -> UploadState {
+        UploadState {
+            key: self.key.clone(),
+            upload_id: self.upload_id.clone(),
+            parts: self.parts.clone(),
+            size: self.stored,
+            sha256: self.hasher.save(),
         }
     }
 }
 
 #[async_trait]
 impl Upload for S3Upload {
-    async fn put_part(&mut self, mut bytes: Bytes) -> Result<()> {
+    async fn write(&mut self, bytes: Bytes) -> Result<Option<UploadState>> {
         self.hasher.update(&bytes);
-        self.size += bytes.len() as u64;
-        // Fill the buffer to exactly one part at a time: memory stays bounded
-        // by the part size whatever the caller's chunk size.
-        while !bytes.is_empty() {
-            let room = self.part_size - self.buffer.len();
-            let take = room.min(bytes.len());
-            self.buffer.extend_from_slice(&bytes.split_to(take));
-            if self.buffer.len() == self.part_size {
-                self.send_part().await?;
-            }
+        self.buffer.extend_from_slice(&bytes);
+        if self.buffer.len() < self.part_size {
+            return Ok(None);
         }
-        Ok(())
+        self.send_part().await?;
+        Ok(Some(self.state()))
+    }
+
+    fn written(&self) -> u64 {
+        self.hasher.len()
+    }
+
+    fn buffered(&self) -> u64 {
+        self.hasher.len() - self.stored
+    }
+
+    fn part_size(&self) -> usize {
+        self.part_size
     }
 
     async fn complete(mut self: Box<Self>) -> Result<StoredObject> {
@@ -304,40 +345,54 @@ impl Upload for S3Upload {
         if !self.buffer.is_empty() || self.parts.is_empty() {
             self.send_part().await?;
         }
-        let done = self
-            .client
+        let parts = self
+            .parts
+            .iter()
+            .map(|part| {
+                CompletedPart::builder()
+                    .set_e_tag(part.etag.clone())
+                    .part_number(part.number)
+                    .build()
+            })
+            .collect();
+        self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
             .upload_id(&self.upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(std::mem::take(&mut self.parts)))
+                    .set_parts(Some(parts))
                     .build(),
             )
             .send()
-            .await;
-        if let Err(e) = done {
-            self.abort_upload().await;
-            return Err(s3_err("CompleteMultipartUpload")(e));
-        }
+            .await
+            .map_err(s3_err("CompleteMultipartUpload"))?;
+        let size = self.hasher.len();
         Ok(StoredObject {
             key: std::mem::take(&mut self.key),
-            size: self.size,
-            sha256: hex(&std::mem::take(&mut self.hasher).finalize()),
+            size,
+            sha256: std::mem::take(&mut self.hasher).finalize_hex(),
         })
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
-        self.client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&self.upload_id)
-            .send()
-            .await
-            .map_err(s3_err("AbortMultipartUpload"))?;
-        Ok(())
+        abort_multipart(&self.client, &self.bucket, &self.key, &self.upload_id).await
+    }
+}
+
+async fn abort_multipart(client: &Client, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+    let aborted = client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await;
+    match aborted {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => Ok(()),
+        Err(e) => Err(s3_err("AbortMultipartUpload")(e)),
     }
 }
 
@@ -365,9 +420,75 @@ impl ObjectStore for S3Store {
             part_size: self.part_size,
             buffer: BytesMut::with_capacity(self.part_size),
             parts: Vec::new(),
-            hasher: Sha256::new(),
-            size: 0,
+            stored: 0,
+            hasher: ResumableSha256::new(),
         }))
+    }
+
+    async fn resume_upload(&self, state: &UploadState) -> Result<Box<dyn Upload>> {
+        validate_key(&state.key)?;
+        let gone = |reason: String| StorageError::UploadGone {
+            key: state.key.clone(),
+            reason,
+        };
+        let hasher = ResumableSha256::restore(&state.sha256)
+            .filter(|h| h.len() == state.size)
+            .filter(|_| state.parts.iter().map(|p| p.size).sum::<u64>() == state.size)
+            .ok_or_else(|| gone("the saved state is damaged".into()))?;
+        // The upload must still be open (not aborted, completed or expired by
+        // a lifecycle rule); parts stored after the saved state are replaced
+        // by the next part numbers and left out of the completion.
+        // (ListMultipartUploads rather than ListParts: S3-compatible servers
+        // such as moto answer ListParts in a shape the SDK cannot parse.)
+        if !self
+            .pending_upload_ids(&state.key)
+            .await?
+            .contains(&state.upload_id)
+        {
+            return Err(gone("the multipart upload no longer exists".into()));
+        }
+        Ok(Box::new(S3Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: state.key.clone(),
+            upload_id: state.upload_id.clone(),
+            part_size: self.part_size,
+            buffer: BytesMut::with_capacity(self.part_size),
+            parts: state.parts.clone(),
+            stored: state.size,
+            hasher,
+        }))
+    }
+
+    async fn abort_uploads(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        for upload_id in self.pending_upload_ids(key).await? {
+            abort_multipart(&self.client, &self.bucket, key, &upload_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn read(&self, key: &str) -> Result<ObjectReader> {
+        validate_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(s) if s.is_no_such_key() => StorageError::NotFound(key.to_string()),
+                _ => s3_err("GetObject")(e),
+            })?;
+        Ok(ObjectReader {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            body: Box::pin(out.body.into_async_read()),
+        })
+    }
+
+    async fn presigned_url(&self, key: &str, expires_in: Duration) -> Result<Option<String>> {
+        self.download_url(key, expires_in).await.map(Some)
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {

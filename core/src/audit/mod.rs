@@ -15,6 +15,7 @@
 //! Rows are keyed `(tenant_id, occurred_at, id)`: the primary key is the index
 //! for time-range scans of one tenant, and the keyset of [`AuditCursor`].
 
+pub mod export;
 mod postgres;
 mod sqlite;
 
@@ -506,6 +507,9 @@ pub trait AuditStore: Send + Sync {
         order: Order,
         limit: u32,
     ) -> Result<Vec<AuditEvent>>;
+
+    /// How many of the tenant's events match `filter` (an export's estimate).
+    async fn count_audit_events(&self, tenant_id: &str, filter: &AuditFilter) -> Result<u64>;
 }
 
 #[cfg(test)]

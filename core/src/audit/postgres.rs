@@ -112,6 +112,15 @@ LIMIT $12"
 }
 const LIST_NEWEST_SQL: &str = list_sql!("DESC");
 const LIST_OLDEST_SQL: &str = list_sql!("ASC");
+const COUNT_SQL: &str = "SELECT count(*) AS n FROM audit_events
+WHERE (tenant_id, occurred_at, id) > ($1, $2, $3)
+  AND (tenant_id, occurred_at, id) < ($1, $4, $5)
+  AND ($6::text IS NULL OR action = $6)
+  AND ($7::text IS NULL OR actor_id = $7)
+  AND ($8::text IS NULL OR actor_key_id = $8)
+  AND ($9::text IS NULL OR resource_type = $9)
+  AND ($10::text IS NULL OR resource_id = $10)
+  AND ($11::text IS NULL OR source = $11)";
 
 fn event_from_row(row: &PgRow) -> Result<AuditEvent> {
     let id: Uuid = row.try_get("id").db("reading an audit event id")?;
@@ -217,6 +226,30 @@ impl AuditStore for PgStore {
             .iter()
             .map(event_from_row)
             .collect()
+    }
+
+    async fn count_audit_events(&self, tenant_id: &str, filter: &AuditFilter) -> Result<u64> {
+        filter.check()?;
+        let range = KeyRange::new(filter, None, Order::OldestFirst);
+        if range.is_empty() {
+            return Ok(0);
+        }
+        let count: i64 = sqlx::query_scalar(COUNT_SQL)
+            .bind(tenant_id)
+            .bind(range.low.0)
+            .bind(range.low.1)
+            .bind(range.high.0)
+            .bind(range.high.1)
+            .bind(&filter.action)
+            .bind(&filter.actor_id)
+            .bind(&filter.actor_key_id)
+            .bind(&filter.resource_type)
+            .bind(&filter.resource_id)
+            .bind(&filter.source)
+            .fetch_one(self.pool())
+            .await
+            .db("counting audit events")?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 }
 

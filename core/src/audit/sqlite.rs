@@ -75,6 +75,15 @@ LIMIT ?12"
 }
 const LIST_NEWEST_SQL: &str = list_sql!("DESC");
 const LIST_OLDEST_SQL: &str = list_sql!("ASC");
+const COUNT_SQL: &str = "SELECT count(*) AS n FROM audit_events
+WHERE (tenant_id, occurred_at, id) > (?1, ?2, ?3)
+  AND (tenant_id, occurred_at, id) < (?1, ?4, ?5)
+  AND (?6 IS NULL OR action = ?6)
+  AND (?7 IS NULL OR actor_id = ?7)
+  AND (?8 IS NULL OR actor_key_id = ?8)
+  AND (?9 IS NULL OR resource_type = ?9)
+  AND (?10 IS NULL OR resource_id = ?10)
+  AND (?11 IS NULL OR source = ?11)";
 
 fn time_at(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>> {
     let micros: i64 = row.try_get(column).db("reading an audit event time")?;
@@ -190,5 +199,29 @@ impl AuditStore for SqliteStore {
             .iter()
             .map(event_from_row)
             .collect()
+    }
+
+    async fn count_audit_events(&self, tenant_id: &str, filter: &AuditFilter) -> Result<u64> {
+        filter.check()?;
+        let range = KeyRange::new(filter, None, Order::OldestFirst);
+        if range.is_empty() {
+            return Ok(0);
+        }
+        let count: i64 = sqlx::query_scalar(COUNT_SQL)
+            .bind(tenant_id)
+            .bind(range.low.0.timestamp_micros())
+            .bind(range.low.1)
+            .bind(range.high.0.timestamp_micros())
+            .bind(range.high.1)
+            .bind(&filter.action)
+            .bind(&filter.actor_id)
+            .bind(&filter.actor_key_id)
+            .bind(&filter.resource_type)
+            .bind(&filter.resource_id)
+            .bind(&filter.source)
+            .fetch_one(self.pool())
+            .await
+            .db("counting audit events")?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 }

@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::artifacts::records::ArtifactRecords;
 use crate::audit::{Actor, AuditStore, Change};
 use crate::error::{Error, Result};
 use crate::nul::contains_nul;
@@ -302,6 +303,16 @@ impl Tenant {
             .and_then(Value::as_i64)
             .unwrap_or(DEFAULT_AUDIT_LOG_RETENTION_DAYS)
     }
+
+    /// How long the tenant's job artifacts are kept after their job
+    /// succeeded: `settings.artifactRetentionDays` (the plan's), else
+    /// `default` (the deployment's `LONGHAUL_ARTIFACT_RETENTION_DAYS`).
+    pub fn artifact_retention(&self, default: Duration) -> Duration {
+        self.settings
+            .get("artifactRetentionDays")
+            .and_then(Value::as_u64)
+            .map_or(default, |days| Duration::from_secs(days * 86_400))
+    }
 }
 /// `last_used_at` is written at most this often per key.
 pub const LAST_USED_GRANULARITY: Duration = Duration::from_secs(60);
@@ -524,8 +535,26 @@ fn validate_settings(settings: &Value) -> Result<()> {
             ));
         }
     }
+    if let Some(days) = map.get("artifactRetentionDays") {
+        if !days
+            .as_i64()
+            .is_some_and(|days| ARTIFACT_RETENTION_DAYS.contains(&days))
+        {
+            return Err(Error::validation(
+                "settings.artifactRetentionDays",
+                format!(
+                    "must be a whole number of days from {} to {}",
+                    ARTIFACT_RETENTION_DAYS.start(),
+                    ARTIFACT_RETENTION_DAYS.end()
+                ),
+            ));
+        }
+    }
     Ok(())
 }
+
+/// The range `settings.artifactRetentionDays` may take.
+pub const ARTIFACT_RETENTION_DAYS: RangeInclusive<i64> = 1..=3650;
 
 fn validate_new_tenant(new: &NewTenant) -> Result<()> {
     validate_text("name", &new.name, MAX_NAME_CHARS)?;
@@ -810,7 +839,7 @@ pub trait TenantStore: Send + Sync {
 
 /// A store that keeps both jobs and tenants (both backends do), so the API can
 /// hold one `Arc<dyn Stores>`.
-pub trait Stores: JobStore + TenantStore + AuditStore + ScheduleStore {
+pub trait Stores: JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords {
     /// The same store as a job store (for [`crate::JobClient`]): trait
     /// upcasting needs Rust 1.86 and the workspace supports 1.85.
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore>;
@@ -819,7 +848,7 @@ pub trait Stores: JobStore + TenantStore + AuditStore + ScheduleStore {
     fn tenant_store(self: Arc<Self>) -> Arc<dyn TenantStore>;
 }
 
-impl<T: JobStore + TenantStore + AuditStore + ScheduleStore> Stores for T {
+impl<T: JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords> Stores for T {
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore> {
         self
     }
@@ -950,6 +979,9 @@ mod tests {
     fn settings_rules() {
         assert!(validate_settings(&json!({})).is_ok());
         assert!(validate_settings(&json!({"auditLogRetentionDays": 90})).is_ok());
+        assert!(validate_settings(&json!({"artifactRetentionDays": 30})).is_ok());
+        assert!(validate_settings(&json!({"artifactRetentionDays": 0})).is_err());
+        assert!(validate_settings(&json!({"artifactRetentionDays": "7"})).is_err());
         assert!(validate_settings(&json!({"auditLogRetentionDays": 2555})).is_ok());
         for bad in [
             json!(null),

@@ -1,0 +1,120 @@
+//! The database side of artifacts: one row per file a job writes, from before
+//! its upload starts until the sweeper deletes it. Writes by a job are fenced
+//! by its lease like every other worker write; reads are scoped by tenant.
+//! `postgres.rs` and `sqlite.rs` hold each backend's SQL; the schema is
+//! `migrations/<backend>/0006_artifacts.sql`.
+
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+use crate::job::Lease;
+use crate::JobId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactStatus {
+    /// An upload may be under way (or was left behind by a failed attempt).
+    Uploading,
+    /// The object is complete and is the job's result.
+    Stored,
+}
+
+impl ArtifactStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactStatus::Uploading => "uploading",
+            ArtifactStatus::Stored => "stored",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "uploading" => Ok(ArtifactStatus::Uploading),
+            "stored" => Ok(ArtifactStatus::Stored),
+            other => Err(crate::Error::corrupt(
+                "artifact status",
+                format!("unknown status {other:?}"),
+            )),
+        }
+    }
+}
+
+/// A file a job is writing, recorded before its upload starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewArtifact {
+    pub job_id: JobId,
+    pub name: String,
+    pub tenant_id: String,
+    pub region: String,
+    pub object_key: String,
+    pub content_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    pub job_id: JobId,
+    pub name: String,
+    pub tenant_id: String,
+    pub region: String,
+    pub object_key: String,
+    pub content_type: String,
+    pub status: ArtifactStatus,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub stored_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Why the sweeper removes an artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepReason {
+    /// Stored, and its retention ended.
+    Expired,
+    /// Its job was purged.
+    JobGone,
+    /// Never stored, and its job is over (failed, cancelled, or succeeded
+    /// without it): an abandoned upload.
+    Abandoned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepCandidate {
+    pub record: ArtifactRecord,
+    pub reason: SweepReason,
+}
+
+#[async_trait]
+pub trait ArtifactRecords: Send + Sync {
+    /// Records (or re-records, for a later attempt) that the job is about to
+    /// upload `artifact`; its status is `uploading`. Fenced by the lease.
+    async fn begin_artifact(&self, lease: Lease, artifact: &NewArtifact) -> Result<()>;
+
+    /// Marks the job's artifact stored with its size and digest, kept until
+    /// `expires_at`. Fenced by the lease.
+    async fn store_artifact(
+        &self,
+        lease: Lease,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// The tenant's artifacts of one job, by name.
+    async fn job_artifacts(&self, tenant_id: &str, job_id: JobId) -> Result<Vec<ArtifactRecord>>;
+
+    /// Artifacts to remove as of `now`, at most `limit`.
+    async fn artifacts_to_sweep(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<SweepCandidate>>;
+
+    /// Deletes the row the sweeper read, unless it changed since (a retried
+    /// job re-recorded or stored it meanwhile). Whether it was deleted.
+    async fn forget_artifact(&self, seen: &ArtifactRecord) -> Result<bool>;
+}

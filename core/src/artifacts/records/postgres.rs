@@ -1,0 +1,162 @@
+//! Artifact records on PostgreSQL: all of their SQL.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{
+    ArtifactRecord, ArtifactRecords, ArtifactStatus, NewArtifact, SweepCandidate, SweepReason,
+};
+use crate::error::{DbContext, Error, Result};
+use crate::job::Lease;
+use crate::store::PgStore;
+use crate::JobId;
+
+fn lease_lost(lease: Lease) -> Error {
+    Error::LeaseLost {
+        job_id: lease.job_id,
+        attempt: lease.attempt,
+    }
+}
+
+fn record_from_row(row: &PgRow) -> Result<ArtifactRecord> {
+    let read = "reading an artifact";
+    let status: String = row.try_get("status").db(read)?;
+    let size: Option<i64> = row.try_get("size").db(read)?;
+    Ok(ArtifactRecord {
+        job_id: JobId::from_uuid(row.try_get::<Uuid, _>("job_id").db(read)?),
+        name: row.try_get("name").db(read)?,
+        tenant_id: row.try_get("tenant_id").db(read)?,
+        region: row.try_get("region").db(read)?,
+        object_key: row.try_get("object_key").db(read)?,
+        content_type: row.try_get("content_type").db(read)?,
+        status: ArtifactStatus::parse(&status)?,
+        size: size.map(|s| s.max(0) as u64),
+        sha256: row.try_get("sha256").db(read)?,
+        created_at: row.try_get("created_at").db(read)?,
+        stored_at: row.try_get("stored_at").db(read)?,
+        expires_at: row.try_get("expires_at").db(read)?,
+    })
+}
+
+#[async_trait]
+impl ArtifactRecords for PgStore {
+    async fn begin_artifact(&self, lease: Lease, artifact: &NewArtifact) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO artifacts (job_id, name, tenant_id, region, object_key, content_type, status)
+             SELECT j.id, $3, j.tenant_id, $4, $5, $6, 'uploading'
+             FROM jobs j WHERE j.id = $1 AND j.attempt = $2 AND j.state = 'running' AND j.tenant_id = $7
+             ON CONFLICT (job_id, name) DO UPDATE
+                SET region = excluded.region, object_key = excluded.object_key,
+                    content_type = excluded.content_type, status = 'uploading',
+                    size = NULL, sha256 = NULL, stored_at = NULL, expires_at = NULL
+             RETURNING job_id",
+        )
+        .bind(lease.job_id.as_uuid())
+        .bind(lease.attempt)
+        .bind(&artifact.name)
+        .bind(&artifact.region)
+        .bind(&artifact.object_key)
+        .bind(&artifact.content_type)
+        .bind(&artifact.tenant_id)
+        .fetch_optional(self.pool())
+        .await
+        .db("recording an artifact upload")?
+        .map(|_| ())
+        .ok_or_else(|| lease_lost(lease))
+    }
+
+    async fn store_artifact(
+        &self,
+        lease: Lease,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE artifacts a SET status = 'stored', size = $4, sha256 = $5, stored_at = now(),
+                    expires_at = $6
+             FROM jobs j
+             WHERE a.job_id = $1 AND a.name = $3
+               AND j.id = a.job_id AND j.attempt = $2 AND j.state = 'running'
+             RETURNING a.job_id",
+        )
+        .bind(lease.job_id.as_uuid())
+        .bind(lease.attempt)
+        .bind(name)
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(sha256)
+        .bind(expires_at)
+        .fetch_optional(self.pool())
+        .await
+        .db("recording a stored artifact")?
+        .map(|_| ())
+        .ok_or_else(|| lease_lost(lease))
+    }
+
+    async fn job_artifacts(&self, tenant_id: &str, job_id: JobId) -> Result<Vec<ArtifactRecord>> {
+        sqlx::query("SELECT * FROM artifacts WHERE job_id = $1 AND tenant_id = $2 ORDER BY name")
+            .bind(job_id.as_uuid())
+            .bind(tenant_id)
+            .fetch_all(self.pool())
+            .await
+            .db("reading a job's artifacts")?
+            .iter()
+            .map(record_from_row)
+            .collect()
+    }
+
+    async fn artifacts_to_sweep(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<SweepCandidate>> {
+        sqlx::query(
+            "SELECT a.*, CASE WHEN j.id IS NULL THEN 'job_gone'
+                              WHEN a.status = 'stored' THEN 'expired'
+                              ELSE 'abandoned' END AS reason
+             FROM artifacts a LEFT JOIN jobs j ON j.id = a.job_id
+             WHERE j.id IS NULL
+                OR (a.status = 'stored' AND a.expires_at <= $1)
+                OR (a.status = 'uploading' AND j.state IN ('succeeded', 'failed', 'cancelled'))
+             ORDER BY a.created_at
+             LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .db("finding artifacts to sweep")?
+        .iter()
+        .map(|row| {
+            let reason: String = row.try_get("reason").db("reading a sweep reason")?;
+            Ok(SweepCandidate {
+                record: record_from_row(row)?,
+                reason: match reason.as_str() {
+                    "job_gone" => SweepReason::JobGone,
+                    "expired" => SweepReason::Expired,
+                    _ => SweepReason::Abandoned,
+                },
+            })
+        })
+        .collect()
+    }
+
+    async fn forget_artifact(&self, seen: &ArtifactRecord) -> Result<bool> {
+        let deleted = sqlx::query(
+            "DELETE FROM artifacts WHERE job_id = $1 AND name = $2 AND status = $3
+                AND stored_at IS NOT DISTINCT FROM $4",
+        )
+        .bind(seen.job_id.as_uuid())
+        .bind(&seen.name)
+        .bind(seen.status.as_str())
+        .bind(seen.stored_at)
+        .execute(self.pool())
+        .await
+        .db("forgetting an artifact")?;
+        Ok(deleted.rows_affected() == 1)
+    }
+}

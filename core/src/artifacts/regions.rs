@@ -1,0 +1,199 @@
+//! The artifact stores of one deployment, by tenant region (data residency:
+//! a tenant's artifacts go to its region's bucket), and the download links
+//! handed to clients: the store's own presigned link where it has one (S3),
+//! else an HMAC-signed token the API serves (`/v1/artifacts/{token}`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    validate_component, DownloadGrant, DownloadSigner, LocalStore, ObjectStore, Result, S3Config,
+    S3Store, StorageError, TokenError,
+};
+use crate::config::{ArtifactBackend, ArtifactConfig};
+
+/// A link a client downloads an artifact from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadLink {
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+enum Regions {
+    /// One folder; region `r` is the sub-folder `r` (any region is served).
+    Local {
+        root: PathBuf,
+        part_size: usize,
+        opened: std::sync::Mutex<BTreeMap<String, Arc<dyn ObjectStore>>>,
+    },
+    /// A configured store per region; other regions have none.
+    Fixed(BTreeMap<String, Arc<dyn ObjectStore>>),
+}
+
+pub struct ArtifactStores {
+    regions: Regions,
+    signer: DownloadSigner,
+    public_url: String,
+    link_ttl: Duration,
+}
+
+impl std::fmt::Debug for ArtifactStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let regions = match &self.regions {
+            Regions::Local { root, .. } => format!("local {}", root.display()),
+            Regions::Fixed(stores) => format!("{:?}", stores.keys().collect::<Vec<_>>()),
+        };
+        f.debug_struct("ArtifactStores")
+            .field("regions", &regions)
+            .field("public_url", &self.public_url)
+            .field("link_ttl", &self.link_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArtifactStores {
+    /// Local folders under `root`, one per region.
+    pub fn local(root: impl Into<PathBuf>, signer: DownloadSigner) -> Self {
+        Self {
+            regions: Regions::Local {
+                root: root.into(),
+                part_size: super::DEFAULT_PART_SIZE,
+                opened: Default::default(),
+            },
+            signer,
+            public_url: "http://127.0.0.1:8080".into(),
+            link_ttl: Duration::from_secs(300),
+        }
+    }
+
+    /// The given store per region.
+    pub fn fixed(stores: BTreeMap<String, Arc<dyn ObjectStore>>, signer: DownloadSigner) -> Self {
+        Self {
+            regions: Regions::Fixed(stores),
+            signer,
+            public_url: "http://127.0.0.1:8080".into(),
+            link_ttl: Duration::from_secs(300),
+        }
+    }
+
+    /// The base URL of token links (the API as clients reach it).
+    pub fn with_public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = url.into().trim_end_matches('/').to_string();
+        self
+    }
+
+    pub fn with_link_ttl(mut self, ttl: Duration) -> Self {
+        self.link_ttl = ttl;
+        self
+    }
+
+    /// The local stores' part size (each part is a resumable checkpoint).
+    pub fn with_local_part_size(mut self, size: usize) -> Self {
+        if let Regions::Local { part_size, .. } = &mut self.regions {
+            *part_size = size.max(1);
+        }
+        self
+    }
+
+    /// The stores the configuration names; S3 buckets are not created here
+    /// (production buckets come with their region's policies).
+    pub async fn from_config(config: &ArtifactConfig, data_dir: &std::path::Path) -> Result<Self> {
+        let signer = match &config.signing_secret {
+            Some(secret) => {
+                DownloadSigner::new(secret.0.clone().into_bytes()).map_err(|message| {
+                    StorageError::S3 {
+                        operation: "configure",
+                        message,
+                    }
+                })?
+            }
+            None => DownloadSigner::load_or_create(&data_dir.join("download-signing.key"))
+                .map_err(|source| StorageError::Io {
+                    context: "reading the download signing secret",
+                    source,
+                })?,
+        };
+        let stores = match &config.backend {
+            ArtifactBackend::Local { dir } => Self::local(dir.clone(), signer),
+            ArtifactBackend::S3 {
+                buckets,
+                endpoint_url,
+                force_path_style,
+            } => {
+                let mut stores: BTreeMap<String, Arc<dyn ObjectStore>> = BTreeMap::new();
+                for (region, bucket) in buckets {
+                    let mut s3 = S3Config::new(&bucket.bucket, &bucket.aws_region);
+                    s3.endpoint_url = endpoint_url.clone();
+                    s3.force_path_style = *force_path_style;
+                    stores.insert(region.clone(), Arc::new(S3Store::connect(&s3).await?));
+                }
+                Self::fixed(stores, signer)
+            }
+        };
+        Ok(stores
+            .with_public_url(config.public_url.clone())
+            .with_link_ttl(config.download_link_ttl))
+    }
+
+    /// The store holding region `region`'s artifacts.
+    pub fn store(&self, region: &str) -> Result<Arc<dyn ObjectStore>> {
+        match &self.regions {
+            Regions::Fixed(stores) => stores
+                .get(region)
+                .cloned()
+                .ok_or_else(|| StorageError::NoRegion(region.to_string())),
+            Regions::Local {
+                root,
+                part_size,
+                opened,
+            } => {
+                validate_component(region).map_err(|_| StorageError::NoRegion(region.into()))?;
+                let mut opened = opened.lock().unwrap_or_else(|p| p.into_inner());
+                let store = opened.entry(region.to_string()).or_insert_with(|| {
+                    Arc::new(LocalStore::at(root.join(region)).with_part_size(*part_size))
+                });
+                Ok(store.clone())
+            }
+        }
+    }
+
+    /// A link to download `key` from `region`'s store, valid for the
+    /// configured time from `now`.
+    pub async fn download_link(
+        &self,
+        region: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DownloadLink> {
+        // Whole seconds: a token carries its expiry in seconds.
+        let expires_at = now
+            + chrono::Duration::from_std(self.link_ttl).unwrap_or(chrono::Duration::seconds(300));
+        let expires_at = DateTime::from_timestamp(expires_at.timestamp(), 0).unwrap_or(expires_at);
+        let store = self.store(region)?;
+        if let Some(url) = store.presigned_url(key, self.link_ttl).await? {
+            return Ok(DownloadLink { url, expires_at });
+        }
+        let token = self.signer.sign(&DownloadGrant {
+            region: region.to_string(),
+            key: key.to_string(),
+            expires_at,
+        });
+        Ok(DownloadLink {
+            url: format!("{}/v1/artifacts/{token}", self.public_url),
+            expires_at,
+        })
+    }
+
+    /// The object a token links to, if the token is genuine and unexpired.
+    pub fn verify_token(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<DownloadGrant, TokenError> {
+        self.signer.verify(token, now)
+    }
+}

@@ -1,0 +1,319 @@
+//! `audit.export`: streams a tenant's audit events (a fixed time range and
+//! filters) into one object-storage artifact, as CSV or NDJSON, gzip optional.
+//!
+//! Rows are read by keyset pagination on the audit log's primary key (a short
+//! query per page, never OFFSET, never a long transaction), encoded as they
+//! come, and written to a streaming upload. Each time a part is stored the job
+//! saves a checkpoint: the cursor of the last row in it, the row count, and the
+//! upload's state (id, parts, size, hash state). A later attempt resumes the
+//! same upload from there; if the upload is gone it starts over. Memory holds
+//! one page of rows and one part. A cancel aborts the upload; a shutdown or a
+//! lost lease keeps it for the next attempt, and the artifact sweeper aborts it
+//! if no attempt comes.
+
+mod encode;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use longhaul_core::artifacts::records::NewArtifact;
+use longhaul_core::artifacts::{
+    artifact_key, Bytes, ObjectStore, StorageError, StoredObject, Upload, UploadState,
+};
+use longhaul_core::audit::export::{ExportParams, AUDIT_EXPORT, EXPORT_ARTIFACT};
+use longhaul_core::audit::{AuditCursor, Order};
+use longhaul_core::Progress;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub use encode::{Encoder, CSV_HEADER};
+
+use crate::context::JobContext;
+use crate::handler::{JobError, JobHandler, JobOutput};
+use crate::services::JobServices;
+
+/// Rows read per query.
+pub const PAGE_ROWS: u32 = 2000;
+
+/// What the export saves each time a part is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportCheckpoint {
+    /// The last exported row (None: only the header so far).
+    pub cursor: Option<String>,
+    pub rows_done: u64,
+    pub rows_estimated: u64,
+    pub upload: UploadState,
+}
+
+pub struct AuditExport {
+    services: JobServices,
+}
+
+impl AuditExport {
+    pub fn new(services: JobServices) -> Self {
+        Self { services }
+    }
+}
+
+/// Where an attempt starts.
+struct Start {
+    upload: Box<dyn Upload>,
+    cursor: Option<AuditCursor>,
+    rows_done: u64,
+    rows_estimated: u64,
+    resumed: bool,
+}
+
+fn storage(error: StorageError) -> JobError {
+    match error {
+        StorageError::InvalidKey { .. } | StorageError::NoRegion(_) => {
+            JobError::permanent(error.to_string())
+        }
+        other => JobError::retryable(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl JobHandler for AuditExport {
+    async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
+        let params = ExportParams::parse(&ctx.job().params).map_err(JobError::permanent)?;
+        let tenant = self.services.stores.get_tenant(ctx.tenant_id()).await?;
+        let store = self
+            .services
+            .artifacts
+            .store(&tenant.region)
+            .map_err(storage)?;
+        let key = artifact_key(
+            &tenant.id,
+            AUDIT_EXPORT,
+            &ctx.job_id().to_string(),
+            &params.file_name(),
+        )
+        .map_err(storage)?;
+        self.services
+            .stores
+            .begin_artifact(
+                ctx.lease(),
+                &NewArtifact {
+                    job_id: ctx.job_id(),
+                    name: EXPORT_ARTIFACT.into(),
+                    tenant_id: tenant.id.clone(),
+                    region: tenant.region.clone(),
+                    object_key: key.clone(),
+                    content_type: params.content_type().into(),
+                },
+            )
+            .await?;
+        let start = self.start(&ctx, &params, store.as_ref(), &key).await?;
+        let resumed_from_row = start.rows_done;
+        tracing::info!(resumed = start.resumed, resumed_from_row, rows_estimated = start.rows_estimated,
+            key = %key, "exporting audit events");
+        let mut upload = start.upload;
+        match self
+            .export(
+                &ctx,
+                &params,
+                upload.as_mut(),
+                start.cursor,
+                start.rows_done,
+                start.rows_estimated,
+            )
+            .await
+        {
+            Ok(rows) => {
+                let stored = upload.complete().await.map_err(storage)?;
+                self.record_stored(
+                    &ctx,
+                    &tenant,
+                    &params,
+                    &stored,
+                    &tenant.region,
+                    rows,
+                    resumed_from_row,
+                )
+                .await
+            }
+            Err(error) => {
+                if ctx.cancel_requested() || matches!(error, JobError::Permanent(_)) {
+                    // Nothing of a cancelled or failed export is kept.
+                    if let Err(abort) = upload.abort().await {
+                        tracing::warn!(error = %abort, "aborting the export's upload failed; the sweeper will");
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+impl AuditExport {
+    /// Resumes the saved upload, or starts from the first row.
+    async fn start(
+        &self,
+        ctx: &JobContext,
+        params: &ExportParams,
+        store: &dyn ObjectStore,
+        key: &str,
+    ) -> Result<Start, JobError> {
+        if let Some(saved) = ctx.checkpoint::<ExportCheckpoint>()? {
+            if saved.upload.key == key {
+                match store.resume_upload(&saved.upload).await {
+                    Ok(upload) => {
+                        let cursor = saved
+                            .cursor
+                            .as_deref()
+                            .map(str::parse::<AuditCursor>)
+                            .transpose()
+                            .map_err(|e| {
+                                JobError::permanent(format!("unreadable checkpoint: {e}"))
+                            })?;
+                        return Ok(Start {
+                            upload,
+                            cursor,
+                            rows_done: saved.rows_done,
+                            rows_estimated: saved.rows_estimated,
+                            resumed: true,
+                        });
+                    }
+                    Err(StorageError::UploadGone { reason, .. }) => {
+                        tracing::warn!(%reason, "the saved upload is gone; exporting from the first row");
+                    }
+                    Err(other) => return Err(storage(other)),
+                }
+            }
+        }
+        // Uploads of earlier attempts that never saved a checkpoint.
+        store.abort_uploads(key).await.map_err(storage)?;
+        let rows_estimated = self
+            .services
+            .stores
+            .count_audit_events(ctx.tenant_id(), &params.filter())
+            .await?;
+        let upload = store.start_upload(key).await.map_err(storage)?;
+        Ok(Start {
+            upload,
+            cursor: None,
+            rows_done: 0,
+            rows_estimated,
+            resumed: false,
+        })
+    }
+
+    /// Streams the rows after `cursor` into the upload; the number of rows
+    /// the whole file holds.
+    async fn export(
+        &self,
+        ctx: &JobContext,
+        params: &ExportParams,
+        upload: &mut dyn Upload,
+        mut cursor: Option<AuditCursor>,
+        mut rows_done: u64,
+        rows_estimated: u64,
+    ) -> Result<u64, JobError> {
+        let filter = params.filter();
+        let mut encoder = Encoder::new(params.format, params.gzip);
+        if rows_done == 0 && upload.written() == 0 {
+            encoder.header();
+        }
+        loop {
+            if ctx.is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            let page = self
+                .services
+                .stores
+                .list_audit_events(
+                    ctx.tenant_id(),
+                    &filter,
+                    cursor,
+                    Order::OldestFirst,
+                    PAGE_ROWS,
+                )
+                .await?;
+            for event in &page {
+                encoder.row(event).map_err(JobError::permanent)?;
+            }
+            if let Some(last) = page.last() {
+                cursor = Some(last.cursor()?);
+            }
+            rows_done += page.len() as u64;
+            let last_page = page.len() < PAGE_ROWS as usize;
+            let mut out = encoder.take().map_err(JobError::permanent)?;
+            // A part is stored when the buffer reaches the part size: end
+            // the gzip member first, so every stored part ends a member and a
+            // resumed attempt can start the next one.
+            if upload.buffered() + out.len() as u64 >= upload.part_size() as u64 {
+                out.extend(encoder.end_member().map_err(JobError::permanent)?);
+            }
+            if last_page {
+                out.extend(encoder.end_member().map_err(JobError::permanent)?);
+            }
+            let stored = upload.write(Bytes::from(out)).await.map_err(storage)?;
+            if let Some(state) = stored {
+                ctx.save_checkpoint(&ExportCheckpoint {
+                    cursor: cursor.map(|c| c.to_string()),
+                    rows_done,
+                    rows_estimated,
+                    upload: state,
+                })
+                .await?;
+            }
+            ctx.progress(Progress {
+                current: rows_done,
+                total: Some(rows_estimated.max(rows_done)),
+                unit: Some("rows".into()),
+                message: None,
+            })
+            .await?;
+            if last_page {
+                return Ok(rows_done);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record_stored(
+        &self,
+        ctx: &JobContext,
+        tenant: &longhaul_core::tenancy::Tenant,
+        params: &ExportParams,
+        stored: &StoredObject,
+        region: &str,
+        rows: u64,
+        resumed_from_row: u64,
+    ) -> Result<JobOutput, JobError> {
+        let retention = tenant.artifact_retention(self.services.artifact_retention);
+        let expires_at =
+            Utc::now() + chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
+        self.services
+            .stores
+            .store_artifact(
+                ctx.lease(),
+                EXPORT_ARTIFACT,
+                stored.size,
+                &stored.sha256,
+                expires_at,
+            )
+            .await?;
+        Ok(json!({
+            "rows": rows,
+            "resumedFromRow": resumed_from_row,
+            "artifact": {
+                "name": EXPORT_ARTIFACT,
+                "fileName": params.file_name(),
+                "contentType": params.content_type(),
+                "region": region,
+                "size": stored.size,
+                "sha256": stored.sha256,
+                "expiresAt": expires_at,
+            },
+        }))
+    }
+}
+
+/// The handler as the registry holds it.
+pub fn handler(services: JobServices) -> Arc<dyn JobHandler> {
+    Arc::new(AuditExport::new(services))
+}

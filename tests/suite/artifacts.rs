@@ -28,7 +28,7 @@ fn payload() -> Vec<u8> {
 }
 
 /// sha256 by an independent tool, not by the code under test.
-fn sha256sum(bytes: &[u8]) -> String {
+pub fn sha256sum(bytes: &[u8]) -> String {
     let path = std::env::temp_dir().join(format!("longhaul-sha-{}", uuid::Uuid::now_v7()));
     std::fs::write(&path, bytes).unwrap();
     let out = std::process::Command::new("sha256sum")
@@ -255,13 +255,13 @@ async fn local_store_contract() {
 }
 
 /// A `moto_server` on a free 127.0.0.1 port, killed when dropped.
-struct Moto {
+pub struct Moto {
     child: tokio::process::Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl Moto {
-    async fn start() -> Moto {
+    pub async fn start() -> Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -290,6 +290,30 @@ impl Moto {
     }
 }
 
+impl Moto {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An S3 store on this server, the bucket created.
+    pub async fn store(&self, bucket: &str) -> S3Store {
+        let mut config = S3Config::new(bucket, "eu-west-1");
+        config.endpoint_url = Some(self.endpoint());
+        config.force_path_style = true;
+        config.access_key_id = Some("test".into());
+        config.secret_access_key = Some("test".into());
+        config.part_size = 0; // raised to the 5 MiB minimum
+        let store = S3Store::connect(&config).await.expect("an S3 client");
+        store.ensure_bucket().await.expect("the bucket");
+        store
+    }
+
+    /// Stops the server at once (its buckets are gone with it).
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("killing moto_server");
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
@@ -297,7 +321,7 @@ impl Drop for Moto {
 }
 
 /// A plain HTTP/1.1 GET (no SDK, no signing): status and body.
-async fn http_get(url: &str) -> (u16, Vec<u8>) {
+pub async fn http_get(url: &str) -> (u16, Vec<u8>) {
     let rest = url.strip_prefix("http://").expect("an http URL");
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();

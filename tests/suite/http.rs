@@ -11,6 +11,7 @@ use chrono::Utc;
 use http_body_util::BodyExt;
 use longhaul_api::clock::ManualClock;
 use longhaul_api::AppState;
+use longhaul_core::artifacts::{ArtifactStores, DownloadSigner};
 use longhaul_core::tenancy::{self, Stores};
 use longhaul_core::Catalogue;
 use serde_json::{json, Value};
@@ -28,13 +29,25 @@ pub struct TestApp {
 pub async fn test_app(db: &TestDb) -> TestApp {
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let state =
-        AppState::new(stores.clone(), Arc::new(Catalogue::builtin())).with_clock(clock.clone());
+    let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+        .with_clock(clock.clone())
+        .with_artifacts(Arc::new(local_artifacts()));
     TestApp {
         router: longhaul_api::router(state),
         clock,
         stores,
     }
+}
+
+/// Local artifact storage in a fresh temp folder, links signed with a fixed
+/// test secret.
+pub fn local_artifacts() -> ArtifactStores {
+    let root = std::env::temp_dir().join(format!("longhaul-artifacts-{}", uuid::Uuid::now_v7()));
+    ArtifactStores::local(root, test_signer())
+}
+
+pub fn test_signer() -> DownloadSigner {
+    DownloadSigner::new(b"longhaul-test-download-signing-key".to_vec()).expect("a long secret")
 }
 
 /// An answer: status, headers, and the body as JSON (`Null` when empty).

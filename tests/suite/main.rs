@@ -12,6 +12,7 @@ mod audit;
 mod caches;
 mod conformance;
 mod events;
+mod exports;
 mod lockout;
 mod openapi;
 mod process;

@@ -29,7 +29,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::{BodyRejected, LockedOut, QueryRejected, Unauthorized};
+use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
 use crate::routes::jobs::{accepted, admit, idempotency_key, DEFAULT_PAGE};
 use crate::state::AppState;
 
@@ -172,10 +172,12 @@ impl ExportView {
             body = ErrorBody),
         (status = 409, description = "`conflict`: the idempotency key was used with other params",
             body = ErrorBody),
+        TooLarge,
         (status = 422, description = "`validation_error`: bad format, range (over the retention, \
             in the future, empty) or filter", body = ErrorBody),
         (status = 429, description = "`rate_limited`, `quota_exceeded` or `brute_force_lockout`",
-            body = ErrorBody),
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
         (status = 503, description = "`unavailable`: no artifact storage for the tenant's region",
             body = ErrorBody),
     )

@@ -218,20 +218,14 @@ impl AuditExport {
             encoder.header();
         }
         loop {
-            if ctx.is_cancelled() {
-                return Err(JobError::Cancelled);
-            }
-            let page = self
-                .services
-                .stores
-                .list_audit_events(
-                    ctx.tenant_id(),
-                    &filter,
-                    cursor,
-                    Order::OldestFirst,
-                    PAGE_ROWS,
-                )
-                .await?;
+            // A stop (cancel, shutdown, lost lease) is obeyed at once, even in
+            // the middle of a slow read or part upload.
+            let page = tokio::select! {
+                biased;
+                _ = ctx.cancelled() => return Err(JobError::Cancelled),
+                page = self.services.stores.list_audit_events(
+                    ctx.tenant_id(), &filter, cursor, Order::OldestFirst, PAGE_ROWS) => page?,
+            };
             for event in &page {
                 encoder.row(event).map_err(JobError::permanent)?;
             }
@@ -250,7 +244,11 @@ impl AuditExport {
             if last_page {
                 out.extend(encoder.end_member().map_err(JobError::permanent)?);
             }
-            let stored = upload.write(Bytes::from(out)).await.map_err(storage)?;
+            let stored = tokio::select! {
+                biased;
+                _ = ctx.cancelled() => return Err(JobError::Cancelled),
+                stored = upload.write(Bytes::from(out)) => stored.map_err(storage)?,
+            };
             if let Some(state) = stored {
                 ctx.save_checkpoint(&ExportCheckpoint {
                     cursor: cursor.map(|c| c.to_string()),

@@ -2,6 +2,7 @@
 //! figures. They are programs, not timed tests; docs/BENCHMARKS.md records the
 //! numbers and the commands.
 
+mod export;
 mod queue;
 mod scheduler;
 mod scratch;
@@ -10,6 +11,8 @@ use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// An audit export of many rows through the real job, beside psql \copy.
+    Export(export::ExportBenchArgs),
     /// Bulk enqueue, drain of system.noop jobs, and enqueue→start latency.
     Queue(queue::QueueBenchArgs),
     /// Many tenant schedules, many due in the same second: fire lag.
@@ -18,6 +21,7 @@ pub enum BenchCommand {
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Export(args) => export::run(args).await,
         BenchCommand::Queue(args) => queue::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
     }

@@ -7,6 +7,7 @@ mod harness;
 mod http;
 
 mod api;
+mod artifact_sweeper;
 mod artifacts;
 mod audit;
 mod caches;

@@ -145,7 +145,119 @@ pub struct AuditEvent {
     pub request_id: Option<String>,
     /// An application's own id for the event (deduplicates resends).
     pub external_id: Option<String>,
-    pub details: Value,
+    /// A JSON object, as stored.
+    #[schema(value_type = Object)]
+    pub details: RawJson,
+}
+
+/// An audit event borrowed from its database row (no allocation per field):
+/// what a scan hands its visitor. Serializes exactly as [`AuditEvent`].
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEventRef<'a> {
+    #[serde(serialize_with = "serialize_event_id")]
+    pub id: Uuid,
+    pub tenant_id: &'a str,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub source: &'a str,
+    pub actor_type: &'a str,
+    pub actor_id: Option<&'a str>,
+    pub actor_key_id: Option<&'a str>,
+    pub action: &'a str,
+    pub resource_type: Option<&'a str>,
+    pub resource_id: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub external_id: Option<&'a str>,
+    /// The details object as stored JSON text.
+    #[serde(serialize_with = "serialize_raw_json")]
+    pub details: &'a str,
+}
+
+fn serialize_event_id<S: serde::Serializer>(
+    id: &Uuid,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let mut buf = Uuid::encode_buffer();
+    let hex = id.simple().encode_lower(&mut buf);
+    serializer.collect_str(&format_args!("{ID_PREFIX}{hex}"))
+}
+
+fn serialize_raw_json<S: serde::Serializer>(
+    text: &&str,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::Error as _;
+    let raw: &serde_json::value::RawValue =
+        serde_json::from_str(text).map_err(|e| S::Error::custom(format!("stored details: {e}")))?;
+    raw.serialize(serializer)
+}
+
+impl AuditEventRef<'_> {
+    /// The owned event (for listings).
+    pub fn to_event(&self) -> Result<AuditEvent> {
+        Ok(AuditEvent {
+            id: event_id_text(self.id),
+            tenant_id: self.tenant_id.to_string(),
+            occurred_at: self.occurred_at,
+            recorded_at: self.recorded_at,
+            source: self.source.to_string(),
+            actor_type: self.actor_type.to_string(),
+            actor_id: self.actor_id.map(str::to_string),
+            actor_key_id: self.actor_key_id.map(str::to_string),
+            action: self.action.to_string(),
+            resource_type: self.resource_type.map(str::to_string),
+            resource_id: self.resource_id.map(str::to_string),
+            ip: self.ip.map(str::to_string),
+            request_id: self.request_id.map(str::to_string),
+            external_id: self.external_id.map(str::to_string),
+            details: RawJson::from_text(self.details.to_string())
+                .map_err(|error| Error::corrupt("audit event details", error))?,
+        })
+    }
+
+    /// Where the next page starts after this event.
+    pub fn cursor(&self) -> AuditCursor {
+        AuditCursor {
+            occurred_at: self.occurred_at,
+            id: self.id,
+        }
+    }
+}
+
+/// What a scan calls for each event, in order; an error stops the scan.
+pub type AuditVisitor<'v> = dyn FnMut(&AuditEventRef<'_>) -> Result<()> + Send + 'v;
+
+/// JSON text passed through as it is (validated when read, never parsed into
+/// a tree): an event's details on their way to a listing or an export.
+#[derive(Debug, Clone)]
+pub struct RawJson(Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// Checks that `text` is JSON.
+    pub fn from_text(text: String) -> std::result::Result<Self, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text).map(RawJson)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 impl AuditEvent {
@@ -498,7 +610,19 @@ pub trait AuditStore: Send + Sync {
     ) -> Result<Ingested>;
 
     /// Up to `limit` of the tenant's events matching `filter`, in `order`,
-    /// strictly past `after`: keyset pagination on the primary key.
+    /// strictly past `after` (keyset pagination on the primary key), each
+    /// handed to `visit` borrowed from its row; how many there were.
+    async fn scan_audit_events(
+        &self,
+        tenant_id: &str,
+        filter: &AuditFilter,
+        after: Option<AuditCursor>,
+        order: Order,
+        limit: u32,
+        visit: &mut AuditVisitor<'_>,
+    ) -> Result<usize>;
+
+    /// [`AuditStore::scan_audit_events`] collected as owned events.
     async fn list_audit_events(
         &self,
         tenant_id: &str,
@@ -506,7 +630,15 @@ pub trait AuditStore: Send + Sync {
         after: Option<AuditCursor>,
         order: Order,
         limit: u32,
-    ) -> Result<Vec<AuditEvent>>;
+    ) -> Result<Vec<AuditEvent>> {
+        let mut events = Vec::with_capacity(limit.min(MAX_PAGE) as usize);
+        self.scan_audit_events(tenant_id, filter, after, order, limit, &mut |event| {
+            events.push(event.to_event()?);
+            Ok(())
+        })
+        .await?;
+        Ok(events)
+    }
 
     /// How many of the tenant's events match `filter` (an export's estimate).
     async fn count_audit_events(&self, tenant_id: &str, filter: &AuditFilter) -> Result<u64>;

@@ -7,8 +7,8 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::{
-    event_id_text, Actor, AuditCursor, AuditEvent, AuditFilter, AuditStore, Change, CheckedEvents,
-    Ingested, KeyRange, Order,
+    Actor, AuditCursor, AuditEventRef, AuditFilter, AuditStore, AuditVisitor, Change,
+    CheckedEvents, Ingested, KeyRange, Order,
 };
 use crate::error::{DbContext, Result};
 use crate::store::PgStore;
@@ -90,7 +90,10 @@ ON CONFLICT (tenant_id, external_id) WHERE external_id IS NOT NULL DO NOTHING";
 macro_rules! list_sql {
     ($dir:literal) => {
         concat!(
-            "SELECT * FROM audit_events
+            "SELECT id, tenant_id, occurred_at, recorded_at, source, actor_type, actor_id,
+       actor_key_id, action, resource_type, resource_id, ip, request_id, external_id,
+       details::text
+FROM audit_events
 WHERE (tenant_id, occurred_at, id) > ($1, $2, $3)
   AND (tenant_id, occurred_at, id) < ($1, $4, $5)
   AND ($6::text IS NULL OR action = $6)
@@ -122,24 +125,25 @@ WHERE (tenant_id, occurred_at, id) > ($1, $2, $3)
   AND ($10::text IS NULL OR resource_id = $10)
   AND ($11::text IS NULL OR source = $11)";
 
-fn event_from_row(row: &PgRow) -> Result<AuditEvent> {
-    let id: Uuid = row.try_get("id").db("reading an audit event id")?;
-    Ok(AuditEvent {
-        id: event_id_text(id),
-        tenant_id: row.try_get("tenant_id").db("reading an audit event")?,
-        occurred_at: row.try_get("occurred_at").db("reading an audit event")?,
-        recorded_at: row.try_get("recorded_at").db("reading an audit event")?,
-        source: row.try_get("source").db("reading an audit event")?,
-        actor_type: row.try_get("actor_type").db("reading an audit event")?,
-        actor_id: row.try_get("actor_id").db("reading an audit event")?,
-        actor_key_id: row.try_get("actor_key_id").db("reading an audit event")?,
-        action: row.try_get("action").db("reading an audit event")?,
-        resource_type: row.try_get("resource_type").db("reading an audit event")?,
-        resource_id: row.try_get("resource_id").db("reading an audit event")?,
-        ip: row.try_get("ip").db("reading an audit event")?,
-        request_id: row.try_get("request_id").db("reading an audit event")?,
-        external_id: row.try_get("external_id").db("reading an audit event")?,
-        details: row.try_get("details").db("reading an audit event")?,
+/// A row of the listing query, borrowed: columns by position (the query's
+/// own list), types known, so no name lookups or type checks per row.
+fn event_of(row: &PgRow) -> std::result::Result<AuditEventRef<'_>, sqlx::Error> {
+    Ok(AuditEventRef {
+        id: row.try_get_unchecked(0)?,
+        tenant_id: row.try_get_unchecked(1)?,
+        occurred_at: row.try_get_unchecked(2)?,
+        recorded_at: row.try_get_unchecked(3)?,
+        source: row.try_get_unchecked(4)?,
+        actor_type: row.try_get_unchecked(5)?,
+        actor_id: row.try_get_unchecked(6)?,
+        actor_key_id: row.try_get_unchecked(7)?,
+        action: row.try_get_unchecked(8)?,
+        resource_type: row.try_get_unchecked(9)?,
+        resource_id: row.try_get_unchecked(10)?,
+        ip: row.try_get_unchecked(11)?,
+        request_id: row.try_get_unchecked(12)?,
+        external_id: row.try_get_unchecked(13)?,
+        details: row.try_get_unchecked(14)?,
     })
 }
 
@@ -190,24 +194,25 @@ impl AuditStore for PgStore {
         })
     }
 
-    async fn list_audit_events(
+    async fn scan_audit_events(
         &self,
         tenant_id: &str,
         filter: &AuditFilter,
         after: Option<AuditCursor>,
         order: Order,
         limit: u32,
-    ) -> Result<Vec<AuditEvent>> {
+        visit: &mut AuditVisitor<'_>,
+    ) -> Result<usize> {
         filter.check()?;
         let range = KeyRange::new(filter, after, order);
         if range.is_empty() {
-            return Ok(vec![]);
+            return Ok(0);
         }
         let sql = match order {
             Order::NewestFirst => LIST_NEWEST_SQL,
             Order::OldestFirst => LIST_OLDEST_SQL,
         };
-        sqlx::query(sql)
+        let rows = sqlx::query(sql)
             .bind(tenant_id)
             .bind(range.low.0)
             .bind(range.low.1)
@@ -222,10 +227,11 @@ impl AuditStore for PgStore {
             .bind(i64::from(limit))
             .fetch_all(self.pool())
             .await
-            .db("listing audit events")?
-            .iter()
-            .map(event_from_row)
-            .collect()
+            .db("listing audit events")?;
+        for row in &rows {
+            visit(&event_of(row).db("reading an audit event")?)?;
+        }
+        Ok(rows.len())
     }
 
     async fn count_audit_events(&self, tenant_id: &str, filter: &AuditFilter) -> Result<u64> {

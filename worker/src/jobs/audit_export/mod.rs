@@ -12,6 +12,7 @@
 //! if no attempt comes.
 
 mod encode;
+mod pages;
 
 use std::sync::Arc;
 
@@ -22,19 +23,20 @@ use longhaul_core::artifacts::{
     artifact_key, Bytes, ObjectStore, StorageError, StoredObject, Upload, UploadState,
 };
 use longhaul_core::audit::export::{ExportParams, AUDIT_EXPORT, EXPORT_ARTIFACT};
-use longhaul_core::audit::{AuditCursor, Order};
+use longhaul_core::audit::AuditCursor;
 use longhaul_core::Progress;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-pub use encode::{Encoder, CSV_HEADER};
+pub use encode::{encode_row, header, Packer, CSV_HEADER};
 
 use crate::context::JobContext;
 use crate::handler::{JobError, JobHandler, JobOutput};
 use crate::services::JobServices;
+use pages::PageReader;
 
 /// Rows read per query.
-pub const PAGE_ROWS: u32 = 2000;
+pub const PAGE_ROWS: u32 = 5000;
 
 /// What the export saves each time a part is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,37 +214,45 @@ impl AuditExport {
         mut rows_done: u64,
         rows_estimated: u64,
     ) -> Result<u64, JobError> {
-        let filter = params.filter();
-        let mut encoder = Encoder::new(params.format, params.gzip);
-        if rows_done == 0 && upload.written() == 0 {
-            encoder.header();
-        }
+        let reader = PageReader::new(
+            self.services.stores.clone(),
+            ctx.tenant_id(),
+            params.filter(),
+            params.format,
+            PAGE_ROWS,
+        );
+        let mut packer = Packer::new(params.gzip);
+        let mut pending = reader.start(cursor);
+        let mut header = (rows_done == 0 && upload.written() == 0).then(|| header(params.format));
         loop {
             // A stop (cancel, shutdown, lost lease) is obeyed at once, even in
             // the middle of a slow read or part upload.
             let page = tokio::select! {
                 biased;
                 _ = ctx.cancelled() => return Err(JobError::Cancelled),
-                page = self.services.stores.list_audit_events(
-                    ctx.tenant_id(), &filter, cursor, Order::OldestFirst, PAGE_ROWS) => page?,
+                page = pending.wait() => page?,
             };
-            for event in &page {
-                encoder.row(event).map_err(JobError::permanent)?;
+            if page.last.is_some() {
+                cursor = page.last;
             }
-            if let Some(last) = page.last() {
-                cursor = Some(last.cursor()?);
+            let last_page = page.rows < PAGE_ROWS as usize;
+            if !last_page {
+                pending = reader.start(cursor);
             }
-            rows_done += page.len() as u64;
-            let last_page = page.len() < PAGE_ROWS as usize;
-            let mut out = encoder.take().map_err(JobError::permanent)?;
+            rows_done += page.rows as u64;
+            let bytes = match header.take() {
+                Some(mut first) => {
+                    first.extend_from_slice(&page.bytes);
+                    first
+                }
+                None => page.bytes,
+            };
+            let mut out = packer.pack(bytes).map_err(JobError::permanent)?;
             // A part is stored when the buffer reaches the part size: end
             // the gzip member first, so every stored part ends a member and a
             // resumed attempt can start the next one.
-            if upload.buffered() + out.len() as u64 >= upload.part_size() as u64 {
-                out.extend(encoder.end_member().map_err(JobError::permanent)?);
-            }
-            if last_page {
-                out.extend(encoder.end_member().map_err(JobError::permanent)?);
+            if last_page || upload.buffered() + out.len() as u64 >= upload.part_size() as u64 {
+                out.extend(packer.end_member().map_err(JobError::permanent)?);
             }
             let stored = tokio::select! {
                 biased;

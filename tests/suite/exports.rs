@@ -598,6 +598,10 @@ async fn exports_round_trip_every_row(db: TestDb) {
         view["progress"]["rowsDone"].as_u64(),
         Some(source.len() as u64)
     );
+    assert_eq!(
+        view["progress"]["rowsEstimated"].as_u64(),
+        Some(source.len() as u64)
+    );
     assert_eq!(view["fileName"], "audit-export.csv");
     let expires: DateTime<Utc> = view["downloadExpiresAt"].as_str().unwrap().parse().unwrap();
     assert!(expires > Utc::now() && expires < Utc::now() + chrono::Duration::minutes(6));

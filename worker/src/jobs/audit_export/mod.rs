@@ -45,7 +45,9 @@ pub struct ExportCheckpoint {
     /// The last exported row (None: only the header so far).
     pub cursor: Option<String>,
     pub rows_done: u64,
-    pub rows_estimated: u64,
+    /// None while the count had not finished.
+    #[serde(default)]
+    pub rows_estimated: Option<u64>,
     pub upload: UploadState,
 }
 
@@ -64,8 +66,43 @@ struct Start {
     upload: Box<dyn Upload>,
     cursor: Option<AuditCursor>,
     rows_done: u64,
-    rows_estimated: u64,
+    rows_estimated: Estimate,
     resumed: bool,
+}
+
+/// The row count of the export: known (from the checkpoint), or being
+/// counted beside the export (it scans the whole range, so it is not waited
+/// for), or unknown (the count failed; progress then has no total).
+enum Estimate {
+    Known(u64),
+    Counting(tokio::task::JoinHandle<longhaul_core::Result<u64>>),
+    Unknown,
+}
+
+impl Estimate {
+    /// The count once it is known; waits for it only if `wait`.
+    async fn get(&mut self, wait: bool) -> Option<u64> {
+        if let Estimate::Counting(handle) = self {
+            if !wait && !handle.is_finished() {
+                return None;
+            }
+            *self = match handle.await {
+                Ok(Ok(rows)) => Estimate::Known(rows),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "counting the export's rows failed; progress has no total");
+                    Estimate::Unknown
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the row count task failed");
+                    Estimate::Unknown
+                }
+            };
+        }
+        match self {
+            Estimate::Known(rows) => Some(*rows),
+            _ => None,
+        }
+    }
 }
 
 fn storage(error: StorageError) -> JobError {
@@ -110,8 +147,7 @@ impl JobHandler for AuditExport {
             .await?;
         let start = self.start(&ctx, &params, store.as_ref(), &key).await?;
         let resumed_from_row = start.rows_done;
-        tracing::info!(resumed = start.resumed, resumed_from_row, rows_estimated = start.rows_estimated,
-            key = %key, "exporting audit events");
+        tracing::info!(resumed = start.resumed, resumed_from_row, key = %key, "exporting audit events");
         let mut upload = start.upload;
         match self
             .export(
@@ -175,7 +211,9 @@ impl AuditExport {
                             upload,
                             cursor,
                             rows_done: saved.rows_done,
-                            rows_estimated: saved.rows_estimated,
+                            rows_estimated: saved
+                                .rows_estimated
+                                .map_or(Estimate::Unknown, Estimate::Known),
                             resumed: true,
                         });
                     }
@@ -188,11 +226,14 @@ impl AuditExport {
         }
         // Uploads of earlier attempts that never saved a checkpoint.
         store.abort_uploads(key).await.map_err(storage)?;
-        let rows_estimated = self
-            .services
-            .stores
-            .count_audit_events(ctx.tenant_id(), &params.filter())
-            .await?;
+        let (stores, tenant_id, filter) = (
+            self.services.stores.clone(),
+            ctx.tenant_id().to_string(),
+            params.filter(),
+        );
+        let rows_estimated = Estimate::Counting(tokio::spawn(async move {
+            stores.count_audit_events(&tenant_id, &filter).await
+        }));
         let upload = store.start_upload(key).await.map_err(storage)?;
         Ok(Start {
             upload,
@@ -212,7 +253,7 @@ impl AuditExport {
         upload: &mut dyn Upload,
         mut cursor: Option<AuditCursor>,
         mut rows_done: u64,
-        rows_estimated: u64,
+        mut rows_estimated: Estimate,
     ) -> Result<u64, JobError> {
         let reader = PageReader::new(
             self.services.stores.clone(),
@@ -259,18 +300,20 @@ impl AuditExport {
                 _ = ctx.cancelled() => return Err(JobError::Cancelled),
                 stored = upload.write(Bytes::from(out)) => stored.map_err(storage)?,
             };
+            // The last progress has the total, however long the count took.
+            let estimate = rows_estimated.get(last_page).await;
             if let Some(state) = stored {
                 ctx.save_checkpoint(&ExportCheckpoint {
                     cursor: cursor.map(|c| c.to_string()),
                     rows_done,
-                    rows_estimated,
+                    rows_estimated: estimate,
                     upload: state,
                 })
                 .await?;
             }
             ctx.progress(Progress {
                 current: rows_done,
-                total: Some(rows_estimated.max(rows_done)),
+                total: estimate.map(|rows| rows.max(rows_done)),
                 unit: Some("rows".into()),
                 message: None,
             })

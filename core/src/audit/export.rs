@@ -3,7 +3,7 @@
 //! handler is `worker/src/jobs/audit_export/`). The time range is fixed when
 //! the export is created, so every attempt of the job exports the same rows.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -80,9 +80,11 @@ impl ExportRequest {
     /// The job params, with the range defaulted and checked against the
     /// tenant's audit retention (`retention_days`) as of `now`.
     pub fn resolve(self, now: DateTime<Utc>, retention_days: i64) -> Result<ExportParams> {
+        // Whole microseconds: what both stores keep.
+        let now = now.trunc_subsecs(6);
         let oldest = now - Duration::days(retention_days);
-        let from = self.from.unwrap_or(oldest);
-        let to = self.to.unwrap_or(now);
+        let from = self.from.unwrap_or(oldest).trunc_subsecs(6);
+        let to = self.to.unwrap_or(now).trunc_subsecs(6);
         if from < oldest {
             return Err(Error::validation(
                 "from",

@@ -154,6 +154,11 @@ impl JobClient {
         self.store.get_job(tenant_id, id).await
     }
 
+    /// The tenant's job created with this idempotency key, if any.
+    pub async fn find_by_idempotency_key(&self, tenant_id: &str, key: &str) -> Result<Option<Job>> {
+        self.store.find_job_by_idempotency_key(tenant_id, key).await
+    }
+
     /// A page of up to `limit` (1–200) of a tenant's jobs matching `filter`,
     /// newest first, older than the job `after` (the previous page's
     /// `next_cursor`) when it is set. One more job is read to know whether

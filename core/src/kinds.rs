@@ -22,6 +22,9 @@ pub struct KindSpec {
     pub max_attempts: i32,
     pub backoff: Backoff,
     pub validate: ParamsValidator,
+    /// Created only through its own API (e.g. audit exports, whose range
+    /// and role checks `POST /v1/jobs` and schedules would skip).
+    pub internal: bool,
 }
 
 impl std::fmt::Debug for KindSpec {
@@ -46,7 +49,14 @@ impl KindSpec {
             max_attempts: 5,
             backoff: Backoff::default(),
             validate: Arc::new(|_| Ok(())),
+            internal: false,
         }
+    }
+
+    /// Not creatable through `POST /v1/jobs` or schedules.
+    pub fn internal(mut self) -> Self {
+        self.internal = true;
+        self
     }
 
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
@@ -142,6 +152,7 @@ impl Catalogue {
         catalogue.register(
             KindSpec::new(crate::audit::export::AUDIT_EXPORT)
                 .queue("exports")
+                .internal()
                 .timeout(Duration::from_secs(6 * 3600))
                 .validate_with(|params| {
                     crate::audit::export::ExportParams::parse(params).map(|_| ())
@@ -163,6 +174,18 @@ impl Catalogue {
 
     pub fn get(&self, name: &str) -> Option<&KindSpec> {
         self.kinds.get(name)
+    }
+
+    /// Refuses kinds that only their own API creates (a validation error
+    /// naming `kind`); unknown kinds are left to the job validation.
+    pub fn check_public(&self, name: &str) -> crate::Result<()> {
+        match self.get(name) {
+            Some(spec) if spec.internal => Err(crate::Error::validation(
+                "kind",
+                format!("{name} jobs are created through their own endpoint, not as plain jobs"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

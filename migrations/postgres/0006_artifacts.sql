@@ -11,15 +11,18 @@ CREATE TABLE artifacts (
     region       text        NOT NULL,
     object_key   text        NOT NULL,
     content_type text        NOT NULL,
-    status       text        NOT NULL CHECK (status IN ('uploading', 'stored')),
+    status       text        NOT NULL CHECK (status IN ('uploading', 'stored', 'deleting')),
     size         bigint      CHECK (size >= 0),
     sha256       text,
     created_at   timestamptz NOT NULL DEFAULT now(),
     stored_at    timestamptz,
     expires_at   timestamptz,
     PRIMARY KEY (job_id, name),
-    CHECK (status = 'uploading' OR (size IS NOT NULL AND sha256 IS NOT NULL AND stored_at IS NOT NULL AND expires_at IS NOT NULL))
+    CHECK (status <> 'stored' OR (size IS NOT NULL AND sha256 IS NOT NULL AND stored_at IS NOT NULL AND expires_at IS NOT NULL))
 );
+
+-- A row the sweeper is removing is 'deleting' (claimed before its objects go,
+-- so a retried job cannot start a new upload under it meanwhile).
 
 -- What the sweeper reads: stored artifacts by expiry.
 CREATE INDEX artifacts_expiry_idx ON artifacts (expires_at) WHERE status = 'stored';

@@ -11,14 +11,14 @@ CREATE TABLE artifacts (
     region       text    NOT NULL,
     object_key   text    NOT NULL,
     content_type text    NOT NULL,
-    status       text    NOT NULL CHECK (status IN ('uploading', 'stored')),
+    status       text    NOT NULL CHECK (status IN ('uploading', 'stored', 'deleting')),
     size         integer CHECK (size >= 0),
     sha256       text,
     created_at   integer NOT NULL,
     stored_at    integer,
     expires_at   integer,
     PRIMARY KEY (job_id, name),
-    CHECK (status = 'uploading' OR (size IS NOT NULL AND sha256 IS NOT NULL AND stored_at IS NOT NULL AND expires_at IS NOT NULL))
+    CHECK (status <> 'stored' OR (size IS NOT NULL AND sha256 IS NOT NULL AND stored_at IS NOT NULL AND expires_at IS NOT NULL))
 );
 
 CREATE INDEX artifacts_expiry_idx ON artifacts (expires_at) WHERE status = 'stored';

@@ -224,6 +224,52 @@ async fn sweeper_removes_expired_abandoned_and_orphaned_artifacts(db: TestDb) {
     assert!(!fx.exists(&kept).await, "a purged job's result is deleted");
     assert_eq!(temp_files(&root), 1, "a running job is never purged");
 
+    // The claim only takes a row unchanged since it was read: a retried
+    // job's new `begin_artifact` renews it, and its upload is kept.
+    let seen = stores
+        .job_artifacts(&tenant.id, running_lease.job_id)
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fx.begin(running_lease).await;
+    assert!(!stores.claim_for_sweep(&seen, Utc::now()).await.unwrap());
+    // A claimed row refuses a new upload until the sweep is done with it...
+    let current = stores
+        .job_artifacts(&tenant.id, running_lease.job_id)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(stores.claim_for_sweep(&current, Utc::now()).await.unwrap());
+    let refused = stores
+        .begin_artifact(
+            running_lease,
+            &NewArtifact {
+                job_id: running_lease.job_id,
+                name: "out".into(),
+                tenant_id: tenant.id.clone(),
+                region: "eu".into(),
+                object_key: running.clone(),
+                content_type: "text/csv".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, longhaul_core::Error::Conflict(_)),
+        "{refused:?}"
+    );
+    // ...and a sweep that stopped after its claim is finished by the next.
+    let report = sweeper.sweep(Utc::now()).await.expect("sweep");
+    assert_eq!(report.abandoned, 1, "{report:?}");
+    assert_eq!(temp_files(&root), 0);
+    assert!(stores
+        .job_artifacts(&tenant.id, running_lease.job_id)
+        .await
+        .unwrap()
+        .is_empty());
+    fx.begin(running_lease).await;
+
     // Another tenant's view of a job never shows these records.
     assert!(stores
         .job_artifacts("someone-else", running_lease.job_id)

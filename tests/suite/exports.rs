@@ -221,6 +221,20 @@ impl Rig {
         (tenant, key.secret)
     }
 
+    async fn key(&self, tenant: &Tenant, role: Role) -> String {
+        self.stores
+            .issue_api_key(
+                Some(&tenant.id),
+                "another",
+                role,
+                KeyMode::Test,
+                &Actor::system(),
+            )
+            .await
+            .expect("key")
+            .secret
+    }
+
     async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
         http::call(&self.router, method, path, Some(key), body).await
     }
@@ -715,6 +729,87 @@ async fn exports_round_trip_every_row(db: TestDb) {
         .await;
     assert_eq!(list.body["data"], json!([]));
 
+    // A retried create with the same key answers the same export, though
+    // its defaulted range would resolve to a later "now"; another body with
+    // that key is a conflict.
+    let replay = http::send(
+        &rig.router,
+        http::request(
+            Method::POST,
+            "/v1/audit/exports",
+            Some(&key),
+            &[("idempotency-key", "nightly-1")],
+            Some(json!({"format": "csv"})),
+        ),
+    )
+    .await;
+    replay.assert_status(StatusCode::ACCEPTED);
+    let first_id = replay.body["exportId"].clone();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let again = http::send(
+        &rig.router,
+        http::request(
+            Method::POST,
+            "/v1/audit/exports",
+            Some(&key),
+            &[("idempotency-key", "nightly-1")],
+            Some(json!({"format": "csv"})),
+        ),
+    )
+    .await;
+    again.assert_status(StatusCode::ACCEPTED);
+    assert_eq!(again.body["exportId"], first_id);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    http::send(
+        &rig.router,
+        http::request(
+            Method::POST,
+            "/v1/audit/exports",
+            Some(&key),
+            &[("idempotency-key", "nightly-1")],
+            Some(json!({"format": "json"})),
+        ),
+    )
+    .await
+    .assert_error(StatusCode::CONFLICT, "conflict");
+
+    // Exports are made only through their endpoint, and only admins read them.
+    rig.call(
+        Method::POST,
+        "/v1/jobs",
+        &key,
+        Some(json!({"kind": "audit.export", "params": {
+            "format": "csv", "gzip": false, "from": "2001-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"}})),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    rig.call(
+        Method::POST,
+        "/v1/schedules",
+        &key,
+        Some(json!({"name": "exp", "cron": "0 3 * * *", "kind": "audit.export", "params": {
+            "format": "csv", "gzip": false, "from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"}})),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    let viewer = rig.key(&tenant, Role::Viewer).await;
+    rig.call(
+        Method::GET,
+        &format!("/v1/jobs/{csv_job}/result"),
+        &viewer,
+        None,
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    rig.call(
+        Method::GET,
+        &format!("/v1/audit/exports/{csv_id}"),
+        &viewer,
+        None,
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "forbidden");
+
     // Bad requests change nothing.
     let before = rig.call(Method::GET, "/v1/audit/exports", &key, None).await;
     for (body, field) in [
@@ -742,7 +837,19 @@ async fn exports_round_trip_every_row(db: TestDb) {
         }
     }
     let after = rig.call(Method::GET, "/v1/audit/exports", &key, None).await;
-    assert_eq!(before.body, after.body);
+    let ids = |reply: &Reply| -> Vec<Value> {
+        reply.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["exportId"].clone())
+            .collect()
+    };
+    assert_eq!(
+        ids(&before),
+        ids(&after),
+        "a refused request created nothing"
+    );
     let _ = std::fs::remove_dir_all(root);
 }
 

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use longhaul_core::artifacts::records::ArtifactStatus;
 use longhaul_core::artifacts::StorageError;
+use longhaul_core::audit::export::AUDIT_EXPORT;
 use longhaul_core::tenancy::Role;
 use longhaul_core::JobState;
 use tokio_util::io::ReaderStream;
@@ -41,7 +42,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 302, description = "To a short-lived download link",
             headers(("Location" = String, description = "The link"))),
         Unauthorized,
-        (status = 403, description = "`forbidden`: needs a tenant key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: needs a tenant key (an admin key for an audit \
+            export)", body = ErrorBody),
         (status = 404, description = "`not_found`: no such job, or it wrote no file", body = ErrorBody),
         (status = 409, description = "`conflict`: the job has not succeeded", body = ErrorBody),
         LockedOut,
@@ -55,6 +57,10 @@ async fn job_result(
     let tenant = caller.tenant_role(Role::Viewer)?;
     let id = job_id(&id)?;
     let job = state.jobs.get(&tenant.id, id).await?;
+    // An audit export holds the audit log, which only admins may read.
+    if job.kind == AUDIT_EXPORT {
+        caller.tenant_role(Role::Admin)?;
+    }
     if job.state != JobState::Succeeded {
         return Err(ApiError::conflict(format!(
             "job {id} is {}; its result is ready once it succeeds",

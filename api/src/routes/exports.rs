@@ -189,6 +189,23 @@ async fn create(
     ApiJson(body): ApiJson<ExportRequest>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_writer(Role::Admin)?;
+    let key = idempotency_key(&headers)?;
+    // A retried request answers the export the first one created, although
+    // its defaulted range ("until now") would resolve differently today.
+    if let Some(key) = &key {
+        if let Some(job) = state.jobs.find_by_idempotency_key(&tenant.id, key).await? {
+            let same = job.kind == AUDIT_EXPORT
+                && ExportParams::parse(&job.params).is_ok_and(|params| body.matches(&params));
+            if !same {
+                return Err(ApiError::conflict(
+                    "the Idempotency-Key was already used for another export or job",
+                ));
+            }
+            let view = ExportView::of(job)?;
+            let location = format!("/v1/audit/exports/{}", view.export_id);
+            return Ok(accepted(view, &location, false));
+        }
+    }
     let params = body.resolve(state.clock.now(), tenant.audit_log_retention_days())?;
     // Refused up front rather than failing in the worker.
     state.artifact_store(&tenant.region)?;
@@ -203,7 +220,7 @@ async fn create(
         priority: None,
         run_at: None,
         max_attempts: None,
-        idempotency_key: idempotency_key(&headers)?,
+        idempotency_key: key,
     };
     let (job, created) = admit(&state, &caller, tenant, request).await?;
     if job.kind != AUDIT_EXPORT {

@@ -307,6 +307,7 @@ async fn create(
     ApiJson(body): ApiJson<CreateJob>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_writer(Role::Developer)?;
+    state.jobs.catalogue().check_public(&body.kind)?;
     let request = EnqueueRequest {
         tenant_id: tenant.id.clone(),
         kind: body.kind,

@@ -97,6 +97,7 @@ pub struct FireTime {
 /// Checks the job a schedule would create against the catalogue, as
 /// `POST /v1/jobs` would (the errors name the same fields).
 fn check_job(state: &AppState, tenant: &Tenant, new: &NewSchedule) -> Result<(), ApiError> {
+    state.jobs.catalogue().check_public(&new.kind)?;
     state.jobs.prepare(EnqueueRequest {
         tenant_id: tenant.id.clone(),
         kind: new.kind.clone(),

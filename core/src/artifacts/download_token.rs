@@ -59,6 +59,13 @@ impl DownloadSigner {
         Ok(Self { secret })
     }
 
+    /// A random secret of this process only.
+    pub fn random() -> Result<Self, String> {
+        let mut secret = [0u8; 32];
+        getrandom::getrandom(&mut secret).map_err(|e| format!("no OS randomness: {e}"))?;
+        Self::new(secret.to_vec())
+    }
+
     /// The secret kept in `path`, created (random, owner-only) on first use:
     /// links stay valid across restarts of a single-node install.
     pub fn load_or_create(path: &Path) -> std::io::Result<Self> {

@@ -226,6 +226,7 @@ impl ObjectStore for LocalStore {
         let (dest, temp) = self.upload_paths(&state.key, &state.upload_id)?;
         let hasher = ResumableSha256::restore(&state.sha256)
             .filter(|h| h.len() == state.size)
+            .filter(|_| state.parts.iter().map(|p| p.size).sum::<u64>() == state.size)
             .ok_or_else(|| gone("the saved hash state is damaged".into()))?;
         let mut file = match tokio::fs::OpenOptions::new().write(true).open(&temp).await {
             Ok(file) => file,

@@ -197,14 +197,6 @@ pub fn job_prefix(tenant_id: &str, kind: &str, job_id: &str) -> Result<String> {
     Ok(format!("tenants/{tenant_id}/{kind}/{job_id}/"))
 }
 
-/// Whether `key` lies under the tenant's own prefix (a download token or a
-/// record naming another tenant's key is refused).
-pub fn key_belongs_to(key: &str, tenant_id: &str) -> bool {
-    key.strip_prefix("tenants/")
-        .and_then(|rest| rest.strip_prefix(tenant_id))
-        .is_some_and(|rest| rest.starts_with('/'))
-}
-
 pub(crate) fn validate_component(part: &str) -> Result<()> {
     let bad = |reason| {
         Err(StorageError::InvalidKey {
@@ -287,8 +279,5 @@ mod tests {
         assert!(validate_prefix("tenants/t/").is_ok());
         assert!(validate_prefix("/").is_err());
         assert!(validate_prefix("../").is_err());
-        assert!(key_belongs_to("tenants/t1/k/j/n", "t1"));
-        assert!(!key_belongs_to("tenants/t10/k/j/n", "t1"));
-        assert!(!key_belongs_to("tenants/t1", "t1"));
     }
 }

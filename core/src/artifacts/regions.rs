@@ -102,20 +102,24 @@ impl ArtifactStores {
     /// The stores the configuration names; S3 buckets are not created here
     /// (production buckets come with their region's policies).
     pub async fn from_config(config: &ArtifactConfig, data_dir: &std::path::Path) -> Result<Self> {
-        let signer = match &config.signing_secret {
-            Some(secret) => {
-                DownloadSigner::new(secret.0.clone().into_bytes()).map_err(|message| {
-                    StorageError::S3 {
-                        operation: "configure",
-                        message,
-                    }
-                })?
+        let signer_error = |message: String| StorageError::Io {
+            context: "the download signing secret",
+            source: std::io::Error::other(message),
+        };
+        let signer = match (&config.signing_secret, &config.backend) {
+            (Some(secret), _) => {
+                DownloadSigner::new(secret.0.clone().into_bytes()).map_err(signer_error)?
             }
-            None => DownloadSigner::load_or_create(&data_dir.join("download-signing.key"))
-                .map_err(|source| StorageError::Io {
-                    context: "reading the download signing secret",
-                    source,
-                })?,
+            // S3 links are presigned by S3: no token is ever signed, so no
+            // secret file is written.
+            (None, ArtifactBackend::S3 { .. }) => DownloadSigner::random().map_err(signer_error)?,
+            (None, ArtifactBackend::Local { .. }) => DownloadSigner::load_or_create(
+                &data_dir.join("download-signing.key"),
+            )
+            .map_err(|source| StorageError::Io {
+                context: "reading the download signing secret",
+                source,
+            })?,
         };
         let stores = match &config.backend {
             ArtifactBackend::Local { dir } => Self::local(dir.clone(), signer),

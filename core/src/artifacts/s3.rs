@@ -269,6 +269,9 @@ pub struct S3Upload {
     /// Bytes in stored parts.
     stored: u64,
     hasher: ResumableSha256,
+    /// A part failed: its bytes are lost to this handle, so it may not go on
+    /// (resume from the last answered state instead).
+    broken: bool,
 }
 
 impl S3Upload {
@@ -300,9 +303,21 @@ impl S3Upload {
             Err(e) => {
                 // Keep the upload: the parts stored so far are still good and
                 // a later attempt resumes from the last saved state.
+                self.broken = true;
                 Err(s3_err("UploadPart")(e))
             }
         }
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.broken {
+            return Err(StorageError::S3 {
+                operation: "UploadPart",
+                message: "an earlier part of this upload failed; resume it from its last state"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     fn state(&self) -> UploadState {
@@ -319,6 +334,7 @@ impl S3Upload {
 #[async_trait]
 impl Upload for S3Upload {
     async fn write(&mut self, bytes: Bytes) -> Result<Option<UploadState>> {
+        self.check_usable()?;
         self.hasher.update(&bytes);
         self.buffer.extend_from_slice(&bytes);
         if self.buffer.len() < self.part_size {
@@ -341,6 +357,7 @@ impl Upload for S3Upload {
     }
 
     async fn complete(mut self: Box<Self>) -> Result<StoredObject> {
+        self.check_usable()?;
         // The last part may be short; an empty object still needs one part.
         if !self.buffer.is_empty() || self.parts.is_empty() {
             self.send_part().await?;
@@ -422,6 +439,7 @@ impl ObjectStore for S3Store {
             parts: Vec::new(),
             stored: 0,
             hasher: ResumableSha256::new(),
+            broken: false,
         }))
     }
 
@@ -457,6 +475,7 @@ impl ObjectStore for S3Store {
             parts: state.parts.clone(),
             stored: state.size,
             hasher,
+            broken: false,
         }))
     }
 

@@ -1,7 +1,8 @@
 //! Audit exports: what a tenant asks for (`POST /v1/audit/exports`), checked
 //! here, and the params of the `audit.export` job that carries it out (the
 //! handler is `worker/src/jobs/audit_export/`). The time range is fixed when
-//! the export is created, so every attempt of the job exports the same rows.
+//! the export is created (the log itself is not frozen: an application may
+//! still send events dated inside it).
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
@@ -113,6 +114,21 @@ impl ExportRequest {
         };
         params.check()?;
         Ok(params)
+    }
+}
+
+impl ExportRequest {
+    /// Whether an export made from this request could be `params`: the same
+    /// format, compression and filters, and the same range where the request
+    /// names one (a defaulted range depends on when it was resolved).
+    pub fn matches(&self, params: &ExportParams) -> bool {
+        self.format == params.format
+            && self.gzip == params.gzip
+            && self.filters == params.filters
+            && self
+                .from
+                .is_none_or(|from| from.trunc_subsecs(6) == params.from)
+            && self.to.is_none_or(|to| to.trunc_subsecs(6) == params.to)
     }
 }
 

@@ -97,6 +97,9 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
 
     async fn get_job(&self, tenant_id: &str, id: JobId) -> Result<Job>;
 
+    /// The tenant's job created with this idempotency key, if any.
+    async fn find_job_by_idempotency_key(&self, tenant_id: &str, key: &str) -> Result<Option<Job>>;
+
     /// Up to `limit` of the tenant's jobs that match `filter`, newest first
     /// (id descending: ids are UUIDv7), strictly older than the job `after`
     /// when it is set: keyset pagination on `jobs_tenant_idx` (never OFFSET),

@@ -690,6 +690,18 @@ impl JobStore for PgStore {
         job_from_row(&row)
     }
 
+    async fn find_job_by_idempotency_key(&self, tenant_id: &str, key: &str) -> Result<Option<Job>> {
+        sqlx::query("SELECT * FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2")
+            .bind(tenant_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .db("reading a job by its idempotency key")?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
     async fn list_jobs(
         &self,
         tenant_id: &str,

@@ -20,6 +20,8 @@ pub enum ArtifactStatus {
     Uploading,
     /// The object is complete and is the job's result.
     Stored,
+    /// The sweeper is removing it (claimed; the row goes last).
+    Deleting,
 }
 
 impl ArtifactStatus {
@@ -27,6 +29,7 @@ impl ArtifactStatus {
         match self {
             ArtifactStatus::Uploading => "uploading",
             ArtifactStatus::Stored => "stored",
+            ArtifactStatus::Deleting => "deleting",
         }
     }
 
@@ -34,6 +37,7 @@ impl ArtifactStatus {
         match text {
             "uploading" => Ok(ArtifactStatus::Uploading),
             "stored" => Ok(ArtifactStatus::Stored),
+            "deleting" => Ok(ArtifactStatus::Deleting),
             other => Err(crate::Error::corrupt(
                 "artifact status",
                 format!("unknown status {other:?}"),
@@ -79,7 +83,13 @@ pub enum SweepReason {
     /// Never stored, and its job is over (failed, cancelled, or succeeded
     /// without it): an abandoned upload.
     Abandoned,
+    /// A sweep claimed it and stopped before it was gone.
+    Unfinished,
 }
+
+/// Where a sweep's scan of `artifacts` stands: (created_at, job, name) of the
+/// last row read, so rows that keep failing do not hold the rest back.
+pub type SweepCursor = (DateTime<Utc>, JobId, String);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepCandidate {
@@ -87,10 +97,20 @@ pub struct SweepCandidate {
     pub reason: SweepReason,
 }
 
+fn sweep_reason(text: &str) -> SweepReason {
+    match text {
+        "job_gone" => SweepReason::JobGone,
+        "expired" => SweepReason::Expired,
+        "unfinished" => SweepReason::Unfinished,
+        _ => SweepReason::Abandoned,
+    }
+}
+
 #[async_trait]
 pub trait ArtifactRecords: Send + Sync {
     /// Records (or re-records, for a later attempt) that the job is about to
-    /// upload `artifact`; its status is `uploading`. Fenced by the lease.
+    /// upload `artifact`; its status is `uploading`. Fenced by the lease;
+    /// `Conflict` while the sweeper is removing the previous one (retry later).
     async fn begin_artifact(&self, lease: Lease, artifact: &NewArtifact) -> Result<()>;
 
     /// Marks the job's artifact stored with its size and digest, kept until
@@ -107,14 +127,21 @@ pub trait ArtifactRecords: Send + Sync {
     /// The tenant's artifacts of one job, by name.
     async fn job_artifacts(&self, tenant_id: &str, job_id: JobId) -> Result<Vec<ArtifactRecord>>;
 
-    /// Artifacts to remove as of `now`, at most `limit`.
+    /// Artifacts to remove as of `now`, at most `limit`, in creation order
+    /// after `after`.
     async fn artifacts_to_sweep(
         &self,
         now: DateTime<Utc>,
+        after: Option<&SweepCursor>,
         limit: u32,
     ) -> Result<Vec<SweepCandidate>>;
 
-    /// Deletes the row the sweeper read, unless it changed since (a retried
-    /// job re-recorded or stored it meanwhile). Whether it was deleted.
-    async fn forget_artifact(&self, seen: &ArtifactRecord) -> Result<bool>;
+    /// Marks the row the sweeper read `deleting` if it is unchanged since
+    /// (a retried job's `begin_artifact` renews `created_at`, so its new
+    /// upload is never claimed); whether it did. From then on
+    /// `begin_artifact` refuses the row until the sweeper forgets it.
+    async fn claim_for_sweep(&self, seen: &ArtifactRecord, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Deletes a `deleting` row once its objects are gone.
+    async fn forget_artifact(&self, job_id: JobId, name: &str) -> Result<()>;
 }

@@ -7,7 +7,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    ArtifactRecord, ArtifactRecords, ArtifactStatus, NewArtifact, SweepCandidate, SweepReason,
+    ArtifactRecord, ArtifactRecords, ArtifactStatus, NewArtifact, SweepCandidate, SweepCursor,
 };
 use crate::error::{DbContext, Error, Result};
 use crate::job::Lease;
@@ -44,14 +44,16 @@ fn record_from_row(row: &PgRow) -> Result<ArtifactRecord> {
 #[async_trait]
 impl ArtifactRecords for PgStore {
     async fn begin_artifact(&self, lease: Lease, artifact: &NewArtifact) -> Result<()> {
-        sqlx::query(
+        let written = sqlx::query(
             "INSERT INTO artifacts (job_id, name, tenant_id, region, object_key, content_type, status)
              SELECT j.id, $3, j.tenant_id, $4, $5, $6, 'uploading'
              FROM jobs j WHERE j.id = $1 AND j.attempt = $2 AND j.state = 'running' AND j.tenant_id = $7
              ON CONFLICT (job_id, name) DO UPDATE
                 SET region = excluded.region, object_key = excluded.object_key,
                     content_type = excluded.content_type, status = 'uploading',
-                    size = NULL, sha256 = NULL, stored_at = NULL, expires_at = NULL
+                    size = NULL, sha256 = NULL, stored_at = NULL, expires_at = NULL,
+                    created_at = excluded.created_at
+                WHERE artifacts.status <> 'deleting'
              RETURNING job_id",
         )
         .bind(lease.job_id.as_uuid())
@@ -63,9 +65,29 @@ impl ArtifactRecords for PgStore {
         .bind(&artifact.tenant_id)
         .fetch_optional(self.pool())
         .await
-        .db("recording an artifact upload")?
-        .map(|_| ())
-        .ok_or_else(|| lease_lost(lease))
+        .db("recording an artifact upload")?;
+        if written.is_some() {
+            return Ok(());
+        }
+        // Nothing written: the lease is gone, or the sweeper holds the row.
+        let deleting: Option<String> = sqlx::query_scalar(
+            "SELECT a.status FROM artifacts a JOIN jobs j ON j.id = a.job_id
+             WHERE a.job_id = $1 AND a.name = $2 AND a.status = 'deleting'
+               AND j.attempt = $3 AND j.state = 'running'",
+        )
+        .bind(lease.job_id.as_uuid())
+        .bind(&artifact.name)
+        .bind(lease.attempt)
+        .fetch_optional(self.pool())
+        .await
+        .db("checking an artifact being swept")?;
+        match deleting {
+            Some(_) => Err(Error::Conflict(format!(
+                "the previous {:?} artifact of job {} is being removed; try again",
+                artifact.name, lease.job_id
+            ))),
+            None => Err(lease_lost(lease)),
+        }
     }
 
     async fn store_artifact(
@@ -112,20 +134,21 @@ impl ArtifactRecords for PgStore {
     async fn artifacts_to_sweep(
         &self,
         now: DateTime<Utc>,
+        after: Option<&SweepCursor>,
         limit: u32,
     ) -> Result<Vec<SweepCandidate>> {
-        sqlx::query(
-            "SELECT a.*, CASE WHEN j.id IS NULL THEN 'job_gone'
-                              WHEN a.status = 'stored' THEN 'expired'
-                              ELSE 'abandoned' END AS reason
+        sqlx::query(&format!(
+            "SELECT a.*, {REASON} AS reason
              FROM artifacts a LEFT JOIN jobs j ON j.id = a.job_id
-             WHERE j.id IS NULL
-                OR (a.status = 'stored' AND a.expires_at <= $1)
-                OR (a.status = 'uploading' AND j.state IN ('succeeded', 'failed', 'cancelled'))
-             ORDER BY a.created_at
-             LIMIT $2",
-        )
+             WHERE ({DUE})
+               AND ($2::timestamptz IS NULL OR (a.created_at, a.job_id, a.name) > ($2, $3, $4))
+             ORDER BY a.created_at, a.job_id, a.name
+             LIMIT $5"
+        ))
         .bind(now)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1.as_uuid()))
+        .bind(after.map(|a| a.2.as_str()))
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await
@@ -135,28 +158,48 @@ impl ArtifactRecords for PgStore {
             let reason: String = row.try_get("reason").db("reading a sweep reason")?;
             Ok(SweepCandidate {
                 record: record_from_row(row)?,
-                reason: match reason.as_str() {
-                    "job_gone" => SweepReason::JobGone,
-                    "expired" => SweepReason::Expired,
-                    _ => SweepReason::Abandoned,
-                },
+                reason: super::sweep_reason(&reason),
             })
         })
         .collect()
     }
 
-    async fn forget_artifact(&self, seen: &ArtifactRecord) -> Result<bool> {
-        let deleted = sqlx::query(
-            "DELETE FROM artifacts WHERE job_id = $1 AND name = $2 AND status = $3
-                AND stored_at IS NOT DISTINCT FROM $4",
+    async fn claim_for_sweep(&self, seen: &ArtifactRecord, _now: DateTime<Utc>) -> Result<bool> {
+        // Unchanged since read: `created_at` is renewed by every
+        // `begin_artifact`, so a retried job's new upload is never claimed.
+        let claimed = sqlx::query(
+            "UPDATE artifacts SET status = 'deleting'
+             WHERE job_id = $1 AND name = $2 AND status = $3 AND created_at = $4",
         )
         .bind(seen.job_id.as_uuid())
         .bind(&seen.name)
         .bind(seen.status.as_str())
-        .bind(seen.stored_at)
+        .bind(seen.created_at)
+        .execute(self.pool())
+        .await
+        .db("claiming an artifact to sweep")?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    async fn forget_artifact(&self, job_id: JobId, name: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM artifacts WHERE job_id = $1 AND name = $2 AND status = 'deleting'",
+        )
+        .bind(job_id.as_uuid())
+        .bind(name)
         .execute(self.pool())
         .await
         .db("forgetting an artifact")?;
-        Ok(deleted.rows_affected() == 1)
+        Ok(())
     }
 }
+
+/// Why a row is due (`$1` = now), over `artifacts a LEFT JOIN jobs j`.
+const DUE: &str = "j.id IS NULL
+    OR (a.status = 'stored' AND a.expires_at <= $1)
+    OR (a.status = 'uploading' AND j.state IN ('succeeded', 'failed', 'cancelled'))
+    OR a.status = 'deleting'";
+const REASON: &str = "CASE WHEN a.status = 'deleting' THEN 'unfinished'
+    WHEN j.id IS NULL THEN 'job_gone'
+    WHEN a.status = 'stored' THEN 'expired'
+    ELSE 'abandoned' END";

@@ -8,7 +8,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    ArtifactRecord, ArtifactRecords, ArtifactStatus, NewArtifact, SweepCandidate, SweepReason,
+    ArtifactRecord, ArtifactRecords, ArtifactStatus, NewArtifact, SweepCandidate, SweepCursor,
 };
 use crate::error::{DbContext, Error, Result};
 use crate::job::Lease;
@@ -65,7 +65,9 @@ impl ArtifactRecords for SqliteStore {
              ON CONFLICT (job_id, name) DO UPDATE
                 SET region = excluded.region, object_key = excluded.object_key,
                     content_type = excluded.content_type, status = 'uploading',
-                    size = NULL, sha256 = NULL, stored_at = NULL, expires_at = NULL",
+                    size = NULL, sha256 = NULL, stored_at = NULL, expires_at = NULL,
+                    created_at = excluded.created_at
+                WHERE artifacts.status <> 'deleting'",
         )
         .bind(lease.job_id.as_uuid())
         .bind(lease.attempt)
@@ -79,7 +81,25 @@ impl ArtifactRecords for SqliteStore {
         .await
         .db("recording an artifact upload")?;
         if written.rows_affected() == 0 {
-            return Err(lease_lost(lease));
+            // The lease is gone, or the sweeper holds the row.
+            let deleting: Option<String> = sqlx::query_scalar(
+                "SELECT a.status FROM artifacts a JOIN jobs j ON j.id = a.job_id
+                 WHERE a.job_id = ?1 AND a.name = ?2 AND a.status = 'deleting'
+                   AND j.attempt = ?3 AND j.state = 'running'",
+            )
+            .bind(lease.job_id.as_uuid())
+            .bind(&artifact.name)
+            .bind(lease.attempt)
+            .fetch_optional(tx.conn())
+            .await
+            .db("checking an artifact being swept")?;
+            return Err(match deleting {
+                Some(_) => Error::Conflict(format!(
+                    "the previous {:?} artifact of job {} is being removed; try again",
+                    artifact.name, lease.job_id
+                )),
+                None => lease_lost(lease),
+            });
         }
         tx.commit("committing an artifact upload").await
     }
@@ -133,20 +153,27 @@ impl ArtifactRecords for SqliteStore {
     async fn artifacts_to_sweep(
         &self,
         now: DateTime<Utc>,
+        after: Option<&SweepCursor>,
         limit: u32,
     ) -> Result<Vec<SweepCandidate>> {
         sqlx::query(
-            "SELECT a.*, CASE WHEN j.id IS NULL THEN 'job_gone'
+            "SELECT a.*, CASE WHEN a.status = 'deleting' THEN 'unfinished'
+                              WHEN j.id IS NULL THEN 'job_gone'
                               WHEN a.status = 'stored' THEN 'expired'
                               ELSE 'abandoned' END AS reason
              FROM artifacts a LEFT JOIN jobs j ON j.id = a.job_id
-             WHERE j.id IS NULL
-                OR (a.status = 'stored' AND a.expires_at <= ?1)
-                OR (a.status = 'uploading' AND j.state IN ('succeeded', 'failed', 'cancelled'))
-             ORDER BY a.created_at
-             LIMIT ?2",
+             WHERE (j.id IS NULL
+                    OR (a.status = 'stored' AND a.expires_at <= ?1)
+                    OR (a.status = 'uploading' AND j.state IN ('succeeded', 'failed', 'cancelled'))
+                    OR a.status = 'deleting')
+               AND (?2 IS NULL OR (a.created_at, a.job_id, a.name) > (?2, ?3, ?4))
+             ORDER BY a.created_at, a.job_id, a.name
+             LIMIT ?5",
         )
         .bind(now.timestamp_micros())
+        .bind(after.map(|a| a.0.timestamp_micros()))
+        .bind(after.map(|a| a.1.as_uuid()))
+        .bind(after.map(|a| a.2.as_str()))
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await
@@ -156,30 +183,39 @@ impl ArtifactRecords for SqliteStore {
             let reason: String = row.try_get("reason").db("reading a sweep reason")?;
             Ok(SweepCandidate {
                 record: record_from_row(row)?,
-                reason: match reason.as_str() {
-                    "job_gone" => SweepReason::JobGone,
-                    "expired" => SweepReason::Expired,
-                    _ => SweepReason::Abandoned,
-                },
+                reason: super::sweep_reason(&reason),
             })
         })
         .collect()
     }
 
-    async fn forget_artifact(&self, seen: &ArtifactRecord) -> Result<bool> {
-        let mut tx = self.begin_write("starting to forget an artifact").await?;
-        let deleted = sqlx::query(
-            "DELETE FROM artifacts WHERE job_id = ?1 AND name = ?2 AND status = ?3
-                AND stored_at IS ?4",
+    async fn claim_for_sweep(&self, seen: &ArtifactRecord, _now: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.begin_write("starting to claim an artifact").await?;
+        let claimed = sqlx::query(
+            "UPDATE artifacts SET status = 'deleting'
+             WHERE job_id = ?1 AND name = ?2 AND status = ?3 AND created_at = ?4",
         )
         .bind(seen.job_id.as_uuid())
         .bind(&seen.name)
         .bind(seen.status.as_str())
-        .bind(seen.stored_at.map(|t| t.timestamp_micros()))
+        .bind(seen.created_at.timestamp_micros())
+        .execute(tx.conn())
+        .await
+        .db("claiming an artifact to sweep")?;
+        tx.commit("committing an artifact claim").await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    async fn forget_artifact(&self, job_id: JobId, name: &str) -> Result<()> {
+        let mut tx = self.begin_write("starting to forget an artifact").await?;
+        sqlx::query(
+            "DELETE FROM artifacts WHERE job_id = ?1 AND name = ?2 AND status = 'deleting'",
+        )
+        .bind(job_id.as_uuid())
+        .bind(name)
         .execute(tx.conn())
         .await
         .db("forgetting an artifact")?;
-        tx.commit("committing a forgotten artifact").await?;
-        Ok(deleted.rows_affected() == 1)
+        tx.commit("committing a forgotten artifact").await
     }
 }

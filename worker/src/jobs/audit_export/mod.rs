@@ -79,6 +79,15 @@ enum Estimate {
     Unknown,
 }
 
+impl Drop for Estimate {
+    fn drop(&mut self) {
+        // A cancelled or failed export does not leave its count running.
+        if let Estimate::Counting(handle) = self {
+            handle.abort();
+        }
+    }
+}
+
 impl Estimate {
     /// The count once it is known; waits for it only if `wait`.
     async fn get(&mut self, wait: bool) -> Option<u64> {
@@ -86,7 +95,8 @@ impl Estimate {
             if !wait && !handle.is_finished() {
                 return None;
             }
-            *self = match handle.await {
+            let counted = handle.await;
+            *self = match counted {
                 Ok(Ok(rows)) => Estimate::Known(rows),
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "counting the export's rows failed; progress has no total");
@@ -301,7 +311,11 @@ impl AuditExport {
                 stored = upload.write(Bytes::from(out)) => stored.map_err(storage)?,
             };
             // The last progress has the total, however long the count took.
-            let estimate = rows_estimated.get(last_page).await;
+            let estimate = tokio::select! {
+                biased;
+                _ = ctx.cancelled() => return Err(JobError::Cancelled),
+                estimate = rows_estimated.get(last_page) => estimate,
+            };
             if let Some(state) = stored {
                 ctx.save_checkpoint(&ExportCheckpoint {
                     cursor: cursor.map(|c| c.to_string()),

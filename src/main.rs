@@ -37,6 +37,9 @@ enum Command {
     /// Operator tools: enqueue, inspect, cancel and retry jobs.
     #[command(subcommand)]
     Jobs(commands::jobs::JobsCommand),
+    /// Scan local files with the scanning engine (no server needed).
+    #[command(subcommand)]
+    Scan(commands::scan::ScanCommand),
     /// Benchmark programs (print one JSON line).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -44,6 +47,17 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Scans run on local files: no configuration, no runtime.
+    if let Command::Scan(command) = cli.command {
+        return match commands::scan::run(command) {
+            Ok(false) => std::process::ExitCode::SUCCESS,
+            Ok(true) => std::process::ExitCode::from(1),
+            Err(error) => {
+                eprintln!("longhaul: {error:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let config = match longhaul_core::Config::from_env() {
         Ok(config) => config,
         Err(error) => {
@@ -72,6 +86,7 @@ fn main() -> std::process::ExitCode {
             Command::Migrate => commands::migrate::run(config).await,
             Command::Jobs(command) => commands::jobs::run(config, command).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::Scan(_) => Err(anyhow::anyhow!("scans run before the runtime starts")),
         }
     });
     match outcome {

@@ -5,5 +5,6 @@ pub mod api;
 pub mod dev;
 pub mod jobs;
 pub mod migrate;
+pub mod scan;
 pub mod scheduler;
 pub mod worker;

@@ -1,0 +1,61 @@
+//! A finding: which rule matched where, with the secret redacted (a short
+//! prefix and its length, never the whole secret) and a fingerprint (a hash
+//! of rule and secret) that identifies the same secret wherever it is found.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::rules::Severity;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub file: String,
+    /// 1-based line of the secret's first byte.
+    pub line: usize,
+    /// 1-based byte column of the secret's first byte in its line.
+    pub column: usize,
+    pub redacted: String,
+    pub fingerprint: String,
+}
+
+/// At most a quarter of the secret (and at most 4 characters) is shown.
+pub fn redact(secret: &str) -> String {
+    let chars = secret.chars().count();
+    let shown: String = secret.chars().take((chars / 4).min(4)).collect();
+    format!("{shown}****({chars} chars)")
+}
+
+/// `sha256(rule ":" secret)`, hex: the same secret found again, in another
+/// file or scan, has the same fingerprint.
+pub fn fingerprint(rule: &str, secret: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(rule.as_bytes());
+    hasher.update(b":");
+    hasher.update(secret.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_never_shows_the_secret() {
+        let secret = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+        let shown = redact(secret);
+        assert_eq!(shown, "ghp_****(40 chars)");
+        assert!(!shown.contains(&secret[4..]));
+        assert_eq!(redact("abc"), "****(3 chars)");
+        assert_eq!(fingerprint("r", "s"), fingerprint("r", "s"));
+        assert_ne!(fingerprint("r", "s"), fingerprint("r", "t"));
+        assert_ne!(fingerprint("r1", "s"), fingerprint("r2", "s"));
+    }
+}

@@ -21,6 +21,9 @@ pub enum ScanCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Print the built-in rules' regexes, one per line, without group names
+    /// (`rg -f` joins them into one regex).
+    Patterns,
     /// Write the labelled corpus: FILES files of about KB kilobytes with
     /// PER_RULE planted secrets of every built-in rule; labels (without the
     /// secrets) to DIR/labels.json.
@@ -67,6 +70,12 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
                 })
             );
             Ok(!report.findings.is_empty())
+        }
+        ScanCommand::Patterns => {
+            for rule in Scanner::builtin().rules() {
+                println!("{}", rule.pattern.as_str().replace("(?P<secret>", "("));
+            }
+            Ok(false)
         }
         ScanCommand::Corpus {
             dir,

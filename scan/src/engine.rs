@@ -163,6 +163,7 @@ impl Scanner {
                 findings.push(Finding {
                     rule: rule.id,
                     severity: rule.severity,
+                    commit: None,
                     file: name.to_string(),
                     line,
                     column: (hit.start as isize - line_start_in_buf) as usize + 1,

@@ -12,6 +12,9 @@ use crate::rules::Severity;
 pub struct Finding {
     pub rule: &'static str,
     pub severity: Severity,
+    /// The commit that added it (history scans).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     pub file: String,
     /// 1-based line of the secret's first byte.
     pub line: usize,

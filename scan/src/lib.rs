@@ -2,11 +2,13 @@
 //! classification) job kinds and by `longhaul scan`: the built-in ruleset of
 //! well-known secret formats (`rules.rs`), streaming chunked scans with
 //! overlap and a literal prefilter (`engine.rs`), and findings that never
-//! hold a whole secret (`finding.rs`). `corpus.rs` makes labelled test data.
+//! hold a whole secret (`finding.rs`); git history (`git.rs`). `corpus.rs`
+//! makes labelled test data.
 
 pub mod corpus;
 pub mod engine;
 pub mod finding;
+pub mod git;
 pub mod rules;
 
 pub use engine::Scanner;

@@ -14,9 +14,14 @@ use serde_json::json;
 
 #[derive(Subcommand, Debug)]
 pub enum ScanCommand {
-    /// Find secrets of the built-in ruleset in a file or folder tree.
+    /// Find secrets of the built-in ruleset in a file or folder tree, or in
+    /// the whole history of a git repository (a URL, or a folder that is a
+    /// repository; `--files` scans its files instead).
     Leakage {
         path: PathBuf,
+        /// Scan the files even when PATH is a git repository.
+        #[arg(long)]
+        files: bool,
         /// Threads (default: the machine's cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -43,7 +48,22 @@ pub enum ScanCommand {
 /// Whether anything was found (the exit status says so).
 pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
     match command {
-        ScanCommand::Leakage { path, threads } => {
+        ScanCommand::Leakage {
+            path,
+            files,
+            threads,
+        } => {
+            let target = path.to_string_lossy().to_string();
+            if !files && longhaul_scan::git::is_repository(&target) {
+                let scanner = Scanner::builtin();
+                let findings = longhaul_scan::git::scan_history(&scanner, &target)
+                    .with_context(|| format!("scanning the history of {target}"))?;
+                for finding in &findings {
+                    println!("{}", serde_json::to_string(finding)?);
+                }
+                eprintln!("{}", json!({"history": target, "findings": findings.len()}));
+                return Ok(!findings.is_empty());
+            }
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });

@@ -1,0 +1,144 @@
+//! Scanning a git repository's whole history, every branch and tag: the
+//! lines each commit added (`git log --all -p -U0`), hunk by hunk, so a
+//! secret that was committed and later removed is still found, with the
+//! commit, the path and its line in that commit's version of the file. A URL
+//! is cloned (bare, into a temp folder) first. Uses the `git` program.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::engine::Scanner;
+use crate::finding::Finding;
+
+/// Whether `target` names a repository to scan by history: a URL, or a
+/// folder that is a git work tree or bare repository.
+pub fn is_repository(target: &str) -> bool {
+    if target.contains("://") || target.starts_with("git@") {
+        return true;
+    }
+    let path = Path::new(target);
+    path.join(".git").exists() || (path.join("HEAD").is_file() && path.join("objects").is_dir())
+}
+
+/// A clone removed when dropped.
+struct TempClone(PathBuf);
+
+impl Drop for TempClone {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every finding in the history of `target` (a path or a URL).
+pub fn scan_history(scanner: &Scanner, target: &str) -> std::io::Result<Vec<Finding>> {
+    let _clone;
+    let repo: PathBuf = if Path::new(target).exists() {
+        PathBuf::from(target)
+    } else {
+        let dir = std::env::temp_dir().join(format!(
+            "longhaul-scan-clone-{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let status = Command::new("git")
+            .args(["clone", "--quiet", "--mirror", "--", target])
+            .arg(&dir)
+            .status()?;
+        _clone = TempClone(dir.clone());
+        if !status.success() {
+            return Err(std::io::Error::other(format!(
+                "git clone {target} failed: {status}"
+            )));
+        }
+        dir
+    };
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args([
+            "log",
+            "--all",
+            "-p",
+            "-U0",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-renames",
+            "--format=commit %H",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("git log gave no output stream"))?;
+    let mut findings = Vec::new();
+    let mut hunk = Hunk::default();
+    let mut commit = String::new();
+    let mut path: Option<String> = None;
+    for line in BufReader::new(stdout).split(b'\n') {
+        let line = line?;
+        let text = String::from_utf8_lossy(&line);
+        if let Some(hash) = text.strip_prefix("commit ") {
+            hunk.flush(scanner, &commit, path.as_deref(), &mut findings)?;
+            commit = hash.trim().to_string();
+            path = None;
+        } else if let Some(target) = text.strip_prefix("+++ ") {
+            hunk.flush(scanner, &commit, path.as_deref(), &mut findings)?;
+            path = target.strip_prefix("b/").map(str::to_string);
+        } else if text.starts_with("@@ ") {
+            hunk.flush(scanner, &commit, path.as_deref(), &mut findings)?;
+            hunk.first_line = new_start(&text).unwrap_or(1);
+        } else if let Some(added) = text.strip_prefix('+') {
+            hunk.text.push_str(added);
+            hunk.text.push('\n');
+        }
+    }
+    hunk.flush(scanner, &commit, path.as_deref(), &mut findings)?;
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!("git log failed: {status}")));
+    }
+    findings.sort_by(|a, b| {
+        (&a.commit, &a.file, a.line, a.rule).cmp(&(&b.commit, &b.file, b.line, b.rule))
+    });
+    Ok(findings)
+}
+
+/// The added lines of one hunk: consecutive lines of the new file.
+#[derive(Default)]
+struct Hunk {
+    first_line: usize,
+    text: String,
+}
+
+impl Hunk {
+    fn flush(
+        &mut self,
+        scanner: &Scanner,
+        commit: &str,
+        path: Option<&str>,
+        findings: &mut Vec<Finding>,
+    ) -> std::io::Result<()> {
+        if self.text.is_empty() {
+            return Ok(());
+        }
+        if let Some(path) = path {
+            for mut finding in scanner.scan_reader(path, self.text.as_bytes())? {
+                finding.line += self.first_line.saturating_sub(1);
+                finding.commit = Some(commit.to_string());
+                findings.push(finding);
+            }
+        }
+        self.text.clear();
+        Ok(())
+    }
+}
+
+/// The new file's first line in `@@ -a,b +c,d @@`.
+fn new_start(header: &str) -> Option<usize> {
+    let plus = header
+        .split_whitespace()
+        .find(|part| part.starts_with('+'))?;
+    plus[1..].split(',').next()?.parse().ok()
+}

@@ -5,7 +5,9 @@
 //! hold a whole secret (`finding.rs`); git history (`git.rs`). `corpus.rs`
 //! makes labelled test data.
 
+pub mod classify;
 pub mod corpus;
+pub mod detectors;
 pub mod engine;
 pub mod finding;
 pub mod git;

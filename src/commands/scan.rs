@@ -26,6 +26,10 @@ pub enum ScanCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Classify files (public < internal < confidential < restricted; PII,
+    /// PHI, PCI) with the validated detectors: one JSON object per file with
+    /// counts per detector, never the matched values.
+    Classify { path: PathBuf },
     /// Print the built-in rules' regexes, one per line, without group names
     /// (`rg -f` joins them into one regex).
     Patterns,
@@ -90,6 +94,15 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
                 })
             );
             Ok(!report.findings.is_empty())
+        }
+        ScanCommand::Classify { path } => {
+            let detectors = longhaul_scan::detectors::builtin();
+            let results = longhaul_scan::classify::classify_path(&detectors, &path)
+                .with_context(|| format!("classifying {}", path.display()))?;
+            for result in &results {
+                println!("{}", serde_json::to_string(result)?);
+            }
+            Ok(false)
         }
         ScanCommand::Patterns => {
             for rule in Scanner::builtin().rules() {

@@ -235,6 +235,21 @@ impl Rig {
             .secret
     }
 
+    /// `POST /v1/audit/exports` with an `Idempotency-Key`.
+    async fn create_keyed(&self, key: &str, idempotency_key: &str, body: Value) -> Reply {
+        http::send(
+            &self.router,
+            http::request(
+                Method::POST,
+                "/v1/audit/exports",
+                Some(key),
+                &[("idempotency-key", idempotency_key)],
+                Some(body),
+            ),
+        )
+        .await
+    }
+
     async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
         http::call(&self.router, method, path, Some(key), body).await
     }
@@ -732,46 +747,21 @@ async fn exports_round_trip_every_row(db: TestDb) {
     // A retried create with the same key answers the same export, though
     // its defaulted range would resolve to a later "now"; another body with
     // that key is a conflict.
-    let replay = http::send(
-        &rig.router,
-        http::request(
-            Method::POST,
-            "/v1/audit/exports",
-            Some(&key),
-            &[("idempotency-key", "nightly-1")],
-            Some(json!({"format": "csv"})),
-        ),
-    )
-    .await;
+    let replay = rig
+        .create_keyed(&key, "nightly-1", json!({"format": "csv"}))
+        .await;
     replay.assert_status(StatusCode::ACCEPTED);
     let first_id = replay.body["exportId"].clone();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let again = http::send(
-        &rig.router,
-        http::request(
-            Method::POST,
-            "/v1/audit/exports",
-            Some(&key),
-            &[("idempotency-key", "nightly-1")],
-            Some(json!({"format": "csv"})),
-        ),
-    )
-    .await;
+    let again = rig
+        .create_keyed(&key, "nightly-1", json!({"format": "csv"}))
+        .await;
     again.assert_status(StatusCode::ACCEPTED);
     assert_eq!(again.body["exportId"], first_id);
     assert_eq!(again.headers["idempotent-replayed"], "true");
-    http::send(
-        &rig.router,
-        http::request(
-            Method::POST,
-            "/v1/audit/exports",
-            Some(&key),
-            &[("idempotency-key", "nightly-1")],
-            Some(json!({"format": "json"})),
-        ),
-    )
-    .await
-    .assert_error(StatusCode::CONFLICT, "conflict");
+    rig.create_keyed(&key, "nightly-1", json!({"format": "json"}))
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
 
     // Exports are made only through their endpoint, and only admins read them.
     rig.call(

@@ -114,13 +114,13 @@ pub struct LocalUpload {
 
 impl LocalUpload {
     fn state(&self) -> UploadState {
-        UploadState {
-            key: self.key.clone(),
-            upload_id: self.upload_id.clone(),
-            parts: self.parts.clone(),
-            size: self.stored,
-            sha256: self.hasher.save(),
-        }
+        UploadState::at(
+            &self.key,
+            &self.upload_id,
+            &self.parts,
+            self.stored,
+            &self.hasher,
+        )
     }
 }
 
@@ -219,15 +219,9 @@ impl ObjectStore for LocalStore {
     }
 
     async fn resume_upload(&self, state: &UploadState) -> Result<Box<dyn Upload>> {
-        let gone = |reason: String| StorageError::UploadGone {
-            key: state.key.clone(),
-            reason,
-        };
+        let gone = |reason: String| state.gone(reason);
         let (dest, temp) = self.upload_paths(&state.key, &state.upload_id)?;
-        let hasher = ResumableSha256::restore(&state.sha256)
-            .filter(|h| h.len() == state.size)
-            .filter(|_| state.parts.iter().map(|p| p.size).sum::<u64>() == state.size)
-            .ok_or_else(|| gone("the saved hash state is damaged".into()))?;
+        let hasher = state.restore_hasher()?;
         let mut file = match tokio::fs::OpenOptions::new().write(true).open(&temp).await {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -122,6 +122,43 @@ pub struct UploadState {
     pub sha256: HashState,
 }
 
+impl UploadState {
+    /// The state of an upload whose stored parts hold `stored` bytes hashed
+    /// by `hasher`.
+    pub(crate) fn at(
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        stored: u64,
+        hasher: &ResumableSha256,
+    ) -> Self {
+        UploadState {
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            parts: parts.to_vec(),
+            size: stored,
+            sha256: hasher.save(),
+        }
+    }
+
+    /// The upload cannot go on from this state.
+    pub(crate) fn gone(&self, reason: impl Into<String>) -> StorageError {
+        StorageError::UploadGone {
+            key: self.key.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The hash of the stored bytes, if the saved state is consistent (the
+    /// hash covers `size` bytes, and so do the parts).
+    pub(crate) fn restore_hasher(&self) -> Result<ResumableSha256> {
+        ResumableSha256::restore(&self.sha256)
+            .filter(|h| h.len() == self.size)
+            .filter(|_| self.parts.iter().map(|p| p.size).sum::<u64>() == self.size)
+            .ok_or_else(|| self.gone("the saved state is damaged"))
+    }
+}
+
 /// An object's bytes as a stream, for serving downloads without holding the
 /// object in memory.
 pub struct ObjectReader {

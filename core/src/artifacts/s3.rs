@@ -225,9 +225,37 @@ impl S3Store {
         Ok(request.uri().to_string())
     }
 
-    async fn get_object(&self, key: &str, range: Option<String>) -> Result<Bytes> {
-        let out = self
-            .client
+    /// An upload handle on multipart upload `upload_id` of `key`, its
+    /// `parts` (holding `stored` bytes hashed by `hasher`) already stored.
+    fn upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<UploadedPart>,
+        stored: u64,
+        hasher: ResumableSha256,
+    ) -> Box<dyn Upload> {
+        Box::new(S3Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            part_size: self.part_size,
+            buffer: BytesMut::with_capacity(self.part_size),
+            parts,
+            stored,
+            hasher,
+            broken: false,
+        })
+    }
+
+    /// GetObject of `key` (a byte range, or all of it), not yet read.
+    async fn send_get(
+        &self,
+        key: &str,
+        range: Option<String>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        self.client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
@@ -237,7 +265,11 @@ impl S3Store {
             .map_err(|e| match e.as_service_error() {
                 Some(s) if s.is_no_such_key() => StorageError::NotFound(key.to_string()),
                 _ => s3_err("GetObject")(e),
-            })?;
+            })
+    }
+
+    async fn get_object(&self, key: &str, range: Option<String>) -> Result<Bytes> {
+        let out = self.send_get(key, range).await?;
         let body = out.body.collect().await.map_err(s3_err("GetObject body"))?;
         Ok(body.into_bytes())
     }
@@ -321,13 +353,13 @@ impl S3Upload {
     }
 
     fn state(&self) -> UploadState {
-        UploadState {
-            key: self.key.clone(),
-            upload_id: self.upload_id.clone(),
-            parts: self.parts.clone(),
-            size: self.stored,
-            sha256: self.hasher.save(),
-        }
+        UploadState::at(
+            &self.key,
+            &self.upload_id,
+            &self.parts,
+            self.stored,
+            &self.hasher,
+        )
     }
 }
 
@@ -429,30 +461,12 @@ impl ObjectStore for S3Store {
             operation: "CreateMultipartUpload",
             message: "the response has no upload id".into(),
         })?;
-        Ok(Box::new(S3Upload {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            key: key.to_string(),
-            upload_id: upload_id.to_string(),
-            part_size: self.part_size,
-            buffer: BytesMut::with_capacity(self.part_size),
-            parts: Vec::new(),
-            stored: 0,
-            hasher: ResumableSha256::new(),
-            broken: false,
-        }))
+        Ok(self.upload(key, upload_id, Vec::new(), 0, ResumableSha256::new()))
     }
 
     async fn resume_upload(&self, state: &UploadState) -> Result<Box<dyn Upload>> {
         validate_key(&state.key)?;
-        let gone = |reason: String| StorageError::UploadGone {
-            key: state.key.clone(),
-            reason,
-        };
-        let hasher = ResumableSha256::restore(&state.sha256)
-            .filter(|h| h.len() == state.size)
-            .filter(|_| state.parts.iter().map(|p| p.size).sum::<u64>() == state.size)
-            .ok_or_else(|| gone("the saved state is damaged".into()))?;
+        let hasher = state.restore_hasher()?;
         // The upload must still be open (not aborted, completed or expired by
         // a lifecycle rule); parts stored after the saved state are replaced
         // by the next part numbers and left out of the completion.
@@ -463,20 +477,15 @@ impl ObjectStore for S3Store {
             .await?
             .contains(&state.upload_id)
         {
-            return Err(gone("the multipart upload no longer exists".into()));
+            return Err(state.gone("the multipart upload no longer exists"));
         }
-        Ok(Box::new(S3Upload {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            key: state.key.clone(),
-            upload_id: state.upload_id.clone(),
-            part_size: self.part_size,
-            buffer: BytesMut::with_capacity(self.part_size),
-            parts: state.parts.clone(),
-            stored: state.size,
+        Ok(self.upload(
+            &state.key,
+            &state.upload_id,
+            state.parts.clone(),
+            state.size,
             hasher,
-            broken: false,
-        }))
+        ))
     }
 
     async fn abort_uploads(&self, key: &str) -> Result<()> {
@@ -489,17 +498,7 @@ impl ObjectStore for S3Store {
 
     async fn read(&self, key: &str) -> Result<ObjectReader> {
         validate_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(s) if s.is_no_such_key() => StorageError::NotFound(key.to_string()),
-                _ => s3_err("GetObject")(e),
-            })?;
+        let out = self.send_get(key, None).await?;
         Ok(ObjectReader {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             body: Box::pin(out.body.into_async_read()),

@@ -344,6 +344,15 @@ fn job_retried(job: &Job) -> Change {
     )
 }
 
+/// What a fenced worker write answers when its attempt no longer holds the
+/// job (every store's job and artifact writes).
+pub(crate) fn lease_lost(lease: Lease) -> Error {
+    Error::LeaseLost {
+        job_id: lease.job_id,
+        attempt: lease.attempt,
+    }
+}
+
 fn idempotency_conflict(key: &str) -> Error {
     Error::Conflict(format!(
         "idempotency key {key:?} was already used for a job with a different kind or params"

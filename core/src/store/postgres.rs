@@ -21,7 +21,8 @@ use uuid::Uuid;
 use super::wake::{Wake, WakeHub, WakeReceiver, CANCEL_CHANNEL, QUEUE_CHANNEL};
 use super::{
     check_max_queued, count_created, idempotency_conflict, job_cancelled, job_creations,
-    job_retried, state_conflict, validate_max_running, Backend, Created, JobStore, Rescued,
+    job_retried, lease_lost, state_conflict, validate_max_running, Backend, Created, JobStore,
+    Rescued,
 };
 use crate::audit::{insert_change_pg as record, insert_changes_pg, Actor};
 use crate::error::{DbContext, Error, Result};
@@ -507,13 +508,6 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         started_at: row.try_get("started_at").db("reading job started_at")?,
         finished_at: row.try_get("finished_at").db("reading job finished_at")?,
     })
-}
-
-fn lease_lost(lease: Lease) -> Error {
-    Error::LeaseLost {
-        job_id: lease.job_id,
-        attempt: lease.attempt,
-    }
 }
 
 /// A fenced worker write that records the attempt's end: the UPDATE (guarded by

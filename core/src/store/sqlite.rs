@@ -34,7 +34,8 @@ use uuid::Uuid;
 use super::wake::{Wake, WakeHub, WakeReceiver};
 use super::{
     check_max_queued, count_created, idempotency_conflict, job_cancelled, job_creations,
-    job_retried, state_conflict, validate_max_running, Backend, Created, JobStore, Rescued,
+    job_retried, lease_lost, state_conflict, validate_max_running, Backend, Created, JobStore,
+    Rescued,
 };
 use crate::audit::{insert_change_sqlite as record, Actor};
 use crate::error::{DbContext, Error, Result};
@@ -772,13 +773,6 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
         started_at: optional_time_at(row, "started_at", "reading job started_at")?,
         finished_at: optional_time_at(row, "finished_at", "reading job finished_at")?,
     })
-}
-
-fn lease_lost(lease: Lease) -> Error {
-    Error::LeaseLost {
-        job_id: lease.job_id,
-        attempt: lease.attempt,
-    }
 }
 
 #[async_trait]

@@ -11,15 +11,8 @@ use super::{
 };
 use crate::error::{DbContext, Error, Result};
 use crate::job::Lease;
-use crate::store::PgStore;
+use crate::store::{lease_lost, PgStore};
 use crate::JobId;
-
-fn lease_lost(lease: Lease) -> Error {
-    Error::LeaseLost {
-        job_id: lease.job_id,
-        attempt: lease.attempt,
-    }
-}
 
 fn record_from_row(row: &PgRow) -> Result<ArtifactRecord> {
     let read = "reading an artifact";

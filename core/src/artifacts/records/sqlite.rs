@@ -12,15 +12,8 @@ use super::{
 };
 use crate::error::{DbContext, Error, Result};
 use crate::job::Lease;
-use crate::store::SqliteStore;
+use crate::store::{lease_lost, SqliteStore};
 use crate::JobId;
-
-fn lease_lost(lease: Lease) -> Error {
-    Error::LeaseLost {
-        job_id: lease.job_id,
-        attempt: lease.attempt,
-    }
-}
 
 fn time(micros: Option<i64>) -> Result<Option<DateTime<Utc>>> {
     micros

@@ -54,6 +54,7 @@ pub async fn job_services(
         stores,
         artifacts,
         artifact_retention: config.artifacts.retention,
+        scans: config.scans.clone(),
     }
 }
 

@@ -52,6 +52,52 @@ pub struct Config {
     /// Where job artifacts (export files, reports) are stored and how they
     /// are handed out.
     pub artifacts: ArtifactConfig,
+    /// Where leakage scans may fetch from.
+    pub scans: ScanConfig,
+}
+
+/// Sources of leakage scans beyond what a request carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanConfig {
+    /// Git repositories under this folder may be scanned by path (None: no
+    /// local paths; a multi-tenant deployment leaves it unset).
+    pub local_root: Option<PathBuf>,
+    /// URL targets may resolve to private, loopback or link-local addresses
+    /// (a single-host deployment or tests; never where tenants are untrusted).
+    pub allow_private_urls: bool,
+    pub github: GitHost,
+    pub gitlab: GitHost,
+}
+
+impl Default for ScanConfig {
+    /// No local paths, public URLs only, github.com and gitlab.com without
+    /// tokens.
+    fn default() -> Self {
+        ScanConfig {
+            local_root: None,
+            allow_private_urls: false,
+            github: GitHost {
+                base_url: "https://github.com".into(),
+                api_url: "https://api.github.com".into(),
+                token: None,
+            },
+            gitlab: GitHost {
+                base_url: "https://gitlab.com".into(),
+                api_url: "https://gitlab.com/api/v4".into(),
+                token: None,
+            },
+        }
+    }
+}
+
+/// A git hosting service: where its repositories are cloned from, where its
+/// API lists an organization's repositories, and the token for both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GitHost {
+    /// `owner/name` is cloned from `<base_url>/owner/name.git`.
+    pub base_url: String,
+    pub api_url: String,
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -243,6 +289,38 @@ const SETTINGS: &[Setting] = &[
         help: "1..=3650: artifacts kept after their job succeeded, unless the plan says (default 7)",
     },
     Setting {
+        name: "LONGHAUL_SCAN_LOCAL_ROOT",
+        help: "folder whose git repositories leakage scans may read by path (default: none)",
+    },
+    Setting {
+        name: "LONGHAUL_SCAN_ALLOW_PRIVATE_URLS",
+        help: "true/false: url scan targets may reach private and loopback addresses (default false)",
+    },
+    Setting {
+        name: "LONGHAUL_GITHUB_URL",
+        help: "where `github` scan targets are cloned from (default https://github.com)",
+    },
+    Setting {
+        name: "LONGHAUL_GITHUB_API_URL",
+        help: "GitHub API listing organizations' repositories (default https://api.github.com)",
+    },
+    Setting {
+        name: "LONGHAUL_GITHUB_TOKEN",
+        help: "token for cloning and listing GitHub repositories (default: none, public only)",
+    },
+    Setting {
+        name: "LONGHAUL_GITLAB_URL",
+        help: "where `gitlab` scan targets are cloned from (default https://gitlab.com)",
+    },
+    Setting {
+        name: "LONGHAUL_GITLAB_API_URL",
+        help: "GitLab API listing groups' projects (default LONGHAUL_GITLAB_URL/api/v4)",
+    },
+    Setting {
+        name: "LONGHAUL_GITLAB_TOKEN",
+        help: "token for cloning and listing GitLab projects (default: none, public only)",
+    },
+    Setting {
         name: "LONGHAUL_TRUST_FORWARDED_FOR",
         help: "true/false: client IP from X-Forwarded-For, behind a trusted proxy (default false)",
     },
@@ -353,6 +431,7 @@ impl Config {
         let job_status_cache_ms = reader.number("LONGHAUL_JOB_STATUS_CACHE_MS", 250u64, 0, 10_000);
 
         let artifacts = reader.artifacts(&data_dir, api_addr);
+        let scans = reader.scans();
 
         if !problems.is_empty() {
             return Err(Error::Config(problems));
@@ -377,6 +456,7 @@ impl Config {
             auth_cache_ttl: Duration::from_millis(auth_cache_ms),
             job_status_cache_ttl: Duration::from_millis(job_status_cache_ms),
             artifacts,
+            scans,
         })
     }
 
@@ -444,6 +524,57 @@ impl<'a> Reader<'a> {
 
     fn problem(&mut self, name: &str, value: &str, message: &str) {
         self.problems.push(format!("{name}={value:?}: {message}"));
+    }
+
+    fn scans(&mut self) -> ScanConfig {
+        let local_root = self.text("LONGHAUL_SCAN_LOCAL_ROOT").map(PathBuf::from);
+        if let Some(root) = &local_root {
+            if !root.is_absolute() {
+                self.problem(
+                    "LONGHAUL_SCAN_LOCAL_ROOT",
+                    &root.display().to_string(),
+                    "must be an absolute path",
+                );
+            }
+        }
+        let github_base = self.url("LONGHAUL_GITHUB_URL", "https://github.com");
+        let github = GitHost {
+            api_url: self.url("LONGHAUL_GITHUB_API_URL", "https://api.github.com"),
+            base_url: github_base,
+            token: self
+                .text("LONGHAUL_GITHUB_TOKEN")
+                .map(|t| Secret(t.to_string())),
+        };
+        let gitlab_base = self.url("LONGHAUL_GITLAB_URL", "https://gitlab.com");
+        let gitlab = GitHost {
+            api_url: self.url("LONGHAUL_GITLAB_API_URL", &format!("{gitlab_base}/api/v4")),
+            base_url: gitlab_base,
+            token: self
+                .text("LONGHAUL_GITLAB_TOKEN")
+                .map(|t| Secret(t.to_string())),
+        };
+        ScanConfig {
+            local_root,
+            allow_private_urls: self.flag("LONGHAUL_SCAN_ALLOW_PRIVATE_URLS", false),
+            github,
+            gitlab,
+        }
+    }
+
+    /// A base URL (http, https or, for operators' mirrors, file), without
+    /// its trailing slash.
+    fn url(&mut self, name: &str, default: &str) -> String {
+        let Some(text) = self.text(name) else {
+            return default.to_string();
+        };
+        if !["http://", "https://", "file://"]
+            .iter()
+            .any(|scheme| text.starts_with(scheme))
+        {
+            self.problem(name, text, "must start with http://, https:// or file://");
+            return default.to_string();
+        }
+        text.trim_end_matches('/').to_string()
     }
 
     fn artifacts(

@@ -159,6 +159,25 @@ impl Catalogue {
                 }),
         );
         catalogue.register(
+            KindSpec::new(crate::scans::leakage::LEAKAGE_SCAN)
+                .queue("scans")
+                .internal()
+                .timeout(Duration::from_secs(6 * 3600))
+                .validate_with(|params| {
+                    crate::scans::leakage::LeakageScanParams::parse(params).map(|_| ())
+                }),
+        );
+        catalogue.register(
+            KindSpec::new(crate::scans::classification::CLASSIFICATION_SCAN)
+                .queue("scans")
+                .internal()
+                .timeout(Duration::from_secs(6 * 3600))
+                .validate_with(|params| {
+                    crate::scans::classification::ClassificationScanParams::parse(params)
+                        .map(|_| ())
+                }),
+        );
+        catalogue.register(
             KindSpec::new(SYSTEM_SLEEP)
                 .timeout(Duration::from_secs(25 * 3600))
                 .validate_with(|params| SleepParams::parse(params).map(|_| ())),

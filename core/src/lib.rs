@@ -17,6 +17,7 @@ pub mod ids;
 pub mod job;
 pub mod kinds;
 pub mod nul;
+pub mod scans;
 pub mod schedule;
 pub mod store;
 pub mod tenancy;

@@ -1,10 +1,22 @@
 //! The scanning engine: files are read in 1 MiB chunks that overlap by 8 KiB
 //! (a secret across a chunk border is still seen whole; one starting in the
 //! overlap is reported by the next chunk only), a literal prefilter
-//! (Aho-Corasick over every rule's keywords) picks the rules worth running on a
-//! chunk, and only those rules' regexes run. Files are spread over threads.
-//! Binary files (a NUL in their first 8 KiB) are skipped.
+//! (Aho-Corasick over every rule's keywords) picks the built-in rules worth
+//! running on a chunk, and only those rules' regexes run; custom rules
+//! (`custom.rs`) run on every chunk after them. Files are spread over
+//! threads, and one big buffer can be split into segments scanned in
+//! parallel (`scan_bytes`). Binary files (a NUL in their first 8 KiB) are
+//! skipped; allowlisted findings (and files) are dropped.
+//!
+//! Which chunk (or segment) reports a match is decided by where the whole
+//! match starts, while its line and column are those of the secret: a
+//! private-key block whose header ends just before a chunk border and whose
+//! secret (the first base64 line) starts after it is still reported once.
+//! Chunk borders are moved back to just after a newline where one is near,
+//! and segments start just after a newline, so every scanned text starts at
+//! a line start, as the whole file does.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,8 +25,9 @@ use std::sync::Mutex;
 
 use aho_corasick::AhoCorasick;
 
+use crate::custom::{Allowlist, CustomRule};
 use crate::finding::{fingerprint, redact, Finding};
-use crate::rules::{builtin, Rule};
+use crate::rules::{builtin, Rule, Severity};
 
 /// Bytes read per step.
 pub const CHUNK: usize = 1 << 20;
@@ -22,12 +35,16 @@ pub const CHUNK: usize = 1 << 20;
 pub const OVERLAP: usize = 8 * 1024;
 /// How much of a file decides whether it is binary.
 const BINARY_SNIFF: usize = 8 * 1024;
+/// How far back from a chunk's end a newline is looked for to cut at.
+const CUT_SEARCH: usize = 64 * 1024;
 
 pub struct Scanner {
     rules: Vec<Rule>,
     prefilter: AhoCorasick,
     /// For each prefilter pattern, the rules it may start.
     rules_of_keyword: Vec<Vec<usize>>,
+    custom: Vec<CustomRule>,
+    allowlist: Allowlist,
 }
 
 /// What a scan of many files did.
@@ -41,9 +58,62 @@ pub struct ScanReport {
 
 /// A secret found in a chunk, before its line is known.
 struct Hit {
+    /// Where the secret starts.
     start: usize,
+    /// A built-in rule's index, or `rules.len()` + a custom rule's index.
     rule: usize,
     secret: String,
+}
+
+/// Line bookkeeping while walking a chunk: the 1-based line at `pos`, and
+/// where (relative to the chunk, possibly before it) that line starts.
+#[derive(Clone, Copy)]
+struct Cursor {
+    pos: usize,
+    line: usize,
+    line_start: isize,
+}
+
+impl Cursor {
+    fn advance(&mut self, bytes: &[u8], to: usize) {
+        for (i, &b) in bytes[self.pos..to].iter().enumerate() {
+            if b == b'\n' {
+                self.line += 1;
+                self.line_start = (self.pos + i + 1) as isize;
+            }
+        }
+        self.pos = to;
+    }
+}
+
+/// `bytes` as text with every byte at its place: valid UTF-8 is borrowed,
+/// and each byte of an invalid (or cut) sequence becomes '?', so positions
+/// in the text are positions in the bytes.
+fn text_of(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => {
+            let mut out = String::with_capacity(bytes.len());
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                match std::str::from_utf8(rest) {
+                    Ok(text) => {
+                        out.push_str(text);
+                        break;
+                    }
+                    Err(error) => {
+                        let (valid, after) = rest.split_at(error.valid_up_to());
+                        // Valid by `valid_up_to`.
+                        out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                        let bad = error.error_len().unwrap_or(after.len());
+                        out.extend(std::iter::repeat_n('?', bad));
+                        rest = &after[bad..];
+                    }
+                }
+            }
+            Cow::Owned(out)
+        }
+    }
 }
 
 impl Scanner {
@@ -52,7 +122,15 @@ impl Scanner {
         Self::new(builtin())
     }
 
+    /// These built-in rules, no custom rules, an empty allowlist.
     pub fn new(rules: Vec<Rule>) -> Self {
+        Self::with_rules(rules, Vec::new(), Allowlist::default())
+    }
+
+    /// Built-in rules (prefiltered), custom rules (run on every chunk) and
+    /// an allowlist.
+    pub fn with_rules(builtin: Vec<Rule>, custom: Vec<CustomRule>, allowlist: Allowlist) -> Self {
+        let rules = builtin;
         let mut keywords: Vec<&str> = Vec::new();
         let mut rules_of_keyword: Vec<Vec<usize>> = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
@@ -72,6 +150,8 @@ impl Scanner {
             rules,
             prefilter,
             rules_of_keyword,
+            custom,
+            allowlist,
         }
     }
 
@@ -79,7 +159,27 @@ impl Scanner {
         &self.rules
     }
 
-    /// The secrets in `text` starting before `report_before`, by start.
+    pub fn custom_rules(&self) -> &[CustomRule] {
+        &self.custom
+    }
+
+    pub fn allowlist(&self) -> &Allowlist {
+        &self.allowlist
+    }
+
+    /// Id and severity of a hit's rule.
+    fn rule_of(&self, index: usize) -> (&str, Severity) {
+        match self.rules.get(index) {
+            Some(rule) => (rule.id, rule.severity),
+            None => {
+                let rule = &self.custom[index - self.rules.len()];
+                (&rule.id, rule.severity)
+            }
+        }
+    }
+
+    /// The secrets in `text` whose match starts before `report_before`, by
+    /// the secret's start.
     fn scan_text(&self, text: &str, report_before: usize) -> Vec<Hit> {
         let mut triggered = BTreeSet::new();
         for found in self.prefilter.find_overlapping_iter(text) {
@@ -93,11 +193,11 @@ impl Scanner {
         for index in triggered {
             let rule = &self.rules[index];
             for captures in rule.pattern.captures_iter(text) {
-                let Some(secret) = captures.name("secret") else {
+                let (Some(whole), Some(secret)) = (captures.get(0), captures.name("secret")) else {
                     continue;
                 };
-                if secret.start() >= report_before {
-                    continue;
+                if whole.start() >= report_before {
+                    break;
                 }
                 if rule.check.is_some_and(|check| !check(secret.as_str())) {
                     continue;
@@ -109,6 +209,16 @@ impl Scanner {
                 });
             }
         }
+        for (offset, rule) in self.custom.iter().enumerate() {
+            let index = self.rules.len() + offset;
+            rule.find(text, report_before, &mut |hit| {
+                hits.push(Hit {
+                    start: hit.start,
+                    rule: index,
+                    secret: hit.secret.to_string(),
+                });
+            });
+        }
         hits.sort_by_key(|hit| (hit.start, hit.rule));
         hits.dedup_by_key(|hit| (hit.start, hit.rule));
         hits
@@ -116,80 +226,191 @@ impl Scanner {
 
     /// Every finding in what `reader` yields, read chunk by chunk: memory
     /// holds one chunk and its overlap whatever the size.
-    pub fn scan_reader(&self, name: &str, mut reader: impl Read) -> std::io::Result<Vec<Finding>> {
+    pub fn scan_reader(&self, name: &str, reader: impl Read) -> std::io::Result<Vec<Finding>> {
+        self.scan_stream(name, reader, None)
+    }
+
+    /// The one chunk loop: every finding in `reader` whose match starts
+    /// before `limit` (all of them for None), sorted by (line, column, rule),
+    /// allowlisted ones dropped. Lines are counted from 1 at the reader's
+    /// start, which must be a line start.
+    fn scan_stream(
+        &self,
+        name: &str,
+        mut reader: impl Read,
+        limit: Option<usize>,
+    ) -> std::io::Result<Vec<Finding>> {
         let mut findings = Vec::new();
-        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + OVERLAP);
-        // Line and byte offset (in the file) of buf[0], and of the line's start.
-        let mut line = 1usize;
-        let mut line_start_in_buf: isize = 0;
+        if self.allowlist.allows_path(name) {
+            return Ok(findings);
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        // Offset in the stream of buf[0]; the line there.
+        let mut base = 0usize;
+        let mut state = Cursor {
+            pos: 0,
+            line: 1,
+            line_start: 0,
+        };
         let mut eof = false;
         while !eof {
-            let before = buf.len();
-            buf.resize(before + CHUNK, 0);
-            let mut filled = before;
-            while filled < buf.len() {
-                let n = reader.read(&mut buf[filled..])?;
-                if n == 0 {
-                    eof = true;
-                    break;
-                }
-                filled += n;
-            }
-            buf.truncate(filled);
+            // Grows `buf` only by what is read: a small input (a segment,
+            // a hunk) costs no more than its size.
+            let n = (&mut reader).take(CHUNK as u64).read_to_end(&mut buf)?;
+            eof = n < CHUNK;
             // Report what starts before the overlap (all of it at the end),
-            // cut at a character boundary.
+            // cut just after a newline if one is near, else at a character
+            // boundary.
             let mut cut = if eof {
                 buf.len()
             } else {
-                buf.len().saturating_sub(OVERLAP)
+                let cut = buf.len().saturating_sub(OVERLAP);
+                let from = cut.saturating_sub(CUT_SEARCH);
+                match buf[from..cut].iter().rposition(|&b| b == b'\n') {
+                    Some(at) => from + at + 1,
+                    None => cut,
+                }
             };
             while cut > 0 && cut < buf.len() && (buf[cut] & 0xC0) == 0x80 {
                 cut -= 1;
             }
-            let text = String::from_utf8_lossy(&buf);
-            let hits = self.scan_text(&text, cut.min(text.len()));
-            // Lines up to each hit, counted once, in order.
+            let report_before = match limit {
+                Some(limit) => cut.min(limit.saturating_sub(base)),
+                None => cut,
+            };
+            let done = eof || limit.is_some_and(|limit| base + cut >= limit);
+            let text = text_of(&buf);
+            let hits = self.scan_text(&text, report_before);
             let bytes = text.as_bytes();
-            let mut pos = 0usize;
-            for hit in hits {
-                for (i, &b) in bytes[pos..hit.start].iter().enumerate() {
-                    if b == b'\n' {
-                        line += 1;
-                        line_start_in_buf = (pos + i + 1) as isize;
-                    }
+            // Hits whose secret starts before the cut, then the line state at
+            // the cut, then the (rare) hits whose match starts before the cut
+            // but whose secret starts after it.
+            let split = hits.partition_point(|hit| hit.start < cut);
+            let mut cursor = state;
+            for (number, hit) in hits.iter().enumerate() {
+                if number == split {
+                    let mut at_cut = cursor;
+                    at_cut.advance(bytes, cut);
+                    state = at_cut;
                 }
-                pos = hit.start;
-                let rule = &self.rules[hit.rule];
+                cursor.advance(bytes, hit.start);
+                let (id, severity) = self.rule_of(hit.rule);
                 findings.push(Finding {
-                    rule: rule.id,
-                    severity: rule.severity,
+                    rule: id.to_string(),
+                    severity,
                     commit: None,
                     file: name.to_string(),
-                    line,
-                    column: (hit.start as isize - line_start_in_buf) as usize + 1,
+                    line: cursor.line,
+                    column: (hit.start as isize - cursor.line_start) as usize + 1,
                     redacted: redact(&hit.secret),
-                    fingerprint: fingerprint(rule.id, &hit.secret),
+                    fingerprint: fingerprint(id, &hit.secret),
                 });
             }
-            let cut = cut.min(bytes.len());
-            for (i, &b) in bytes[pos..cut].iter().enumerate() {
-                if b == b'\n' {
-                    line += 1;
-                    line_start_in_buf = (pos + i + 1) as isize;
-                }
+            if split == hits.len() {
+                cursor.advance(bytes, cut);
+                state = cursor;
             }
             drop(text);
+            if done {
+                break;
+            }
             // Keep the overlap for the next chunk; positions shift by `cut`.
             buf.drain(..cut);
-            line_start_in_buf -= cut as isize;
+            base += cut;
+            state.pos = 0;
+            state.line_start -= cut as isize;
         }
+        if !self.allowlist.is_empty() {
+            findings.retain(|finding| !self.allowlist.allows(finding));
+        }
+        findings.sort_by(|a, b| (a.line, a.column, &a.rule).cmp(&(b.line, b.column, &b.rule)));
         Ok(findings)
     }
 
-    /// Scans a file or a folder tree (`.git` folders and binaries skipped)
-    /// on `threads` threads.
+    /// Every finding in `data`, scanned in parallel: `data` is split into
+    /// segments of about `len / threads` bytes. The same findings, in the
+    /// same order, as `scan_reader` on the same bytes.
+    pub fn scan_bytes(&self, name: &str, data: &[u8], threads: usize) -> Vec<Finding> {
+        let threads = threads.max(1);
+        let segment = data.len().div_ceil(threads).max(1);
+        self.scan_bytes_segmented(name, data, threads, segment)
+    }
+
+    /// `scan_bytes` with segments of `segment_bytes` (each start moved to
+    /// just after a newline), scanned on `threads` threads. Each segment
+    /// scans its bytes and the next `OVERLAP` and reports only the matches
+    /// that start in it.
+    pub fn scan_bytes_segmented(
+        &self,
+        name: &str,
+        data: &[u8],
+        threads: usize,
+        segment_bytes: usize,
+    ) -> Vec<Finding> {
+        if self.allowlist.allows_path(name) {
+            return Vec::new();
+        }
+        let segment_bytes = segment_bytes.max(1);
+        let mut starts = vec![0usize];
+        let mut last = 0usize;
+        while last + segment_bytes < data.len() {
+            let candidate = last + segment_bytes;
+            // Just after the first newline at or after `candidate - 1`.
+            match data[candidate - 1..].iter().position(|&b| b == b'\n') {
+                Some(at) if candidate + at < data.len() => {
+                    last = candidate + at;
+                    starts.push(last);
+                }
+                _ => break,
+            }
+        }
+        let bounds: Vec<(usize, usize)> = starts
+            .iter()
+            .enumerate()
+            .map(|(i, &start)| (start, starts.get(i + 1).copied().unwrap_or(data.len())))
+            .collect();
+        // Per segment: its findings and its newline count.
+        let results: Vec<Mutex<(Vec<Finding>, usize)>> =
+            bounds.iter().map(|_| Mutex::new((Vec::new(), 0))).collect();
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.max(1).min(bounds.len()) {
+                scope.spawn(|| loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(start, end)) = bounds.get(index) else {
+                        return;
+                    };
+                    let slice = &data[start..(end + OVERLAP).min(data.len())];
+                    // Reading a byte slice never fails.
+                    let found = self
+                        .scan_stream(name, slice, Some(end - start))
+                        .unwrap_or_default();
+                    let newlines = data[start..end].iter().filter(|&&b| b == b'\n').count();
+                    *results[index].lock().unwrap_or_else(|p| p.into_inner()) = (found, newlines);
+                });
+            }
+        });
+        let mut findings = Vec::new();
+        let mut lines_before = 0usize;
+        for result in results {
+            let (found, newlines) = result.into_inner().unwrap_or_else(|p| p.into_inner());
+            findings.extend(found.into_iter().map(|mut finding| {
+                finding.line += lines_before;
+                finding
+            }));
+            lines_before += newlines;
+        }
+        findings.sort_by(|a, b| (a.line, a.column, &a.rule).cmp(&(b.line, b.column, &b.rule)));
+        findings
+    }
+
+    /// Scans a file or a folder tree (`.git` folders, binaries and
+    /// allowlisted paths skipped) on `threads` threads.
     pub fn scan_path(&self, root: &Path, threads: usize) -> std::io::Result<ScanReport> {
-        let files = collect_files(root)?;
+        let mut files = collect_files(root)?;
+        if !self.allowlist.is_empty() {
+            files.retain(|path| !self.allowlist.allows_path(&path.display().to_string()));
+        }
         let next = AtomicUsize::new(0);
         let report = Mutex::new(ScanReport::default());
         let failure: Mutex<Option<std::io::Error>> = Mutex::new(None);
@@ -227,7 +448,7 @@ impl Scanner {
         }
         let mut report = report.into_inner().unwrap_or_else(|p| p.into_inner());
         report.findings.sort_by(|a, b| {
-            (&a.file, a.line, a.column, a.rule).cmp(&(&b.file, b.line, b.column, b.rule))
+            (&a.file, a.line, a.column, &a.rule).cmp(&(&b.file, b.line, b.column, &b.rule))
         });
         Ok(report)
     }

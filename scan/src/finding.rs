@@ -10,7 +10,8 @@ use crate::rules::Severity;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
-    pub rule: &'static str,
+    /// The rule's id (a built-in or a custom rule).
+    pub rule: String,
     pub severity: Severity,
     /// The commit that added it (history scans).
     #[serde(skip_serializing_if = "Option::is_none")]

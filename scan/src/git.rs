@@ -3,6 +3,8 @@
 //! secret that was committed and later removed is still found, with the
 //! commit, the path and its line in that commit's version of the file. A URL
 //! is cloned (bare, into a temp folder) first. Uses the `git` program.
+//! Findings are those of `Scanner::scan_reader` on each hunk, so custom
+//! rules apply and allowlisted paths and fingerprints are dropped.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -100,7 +102,8 @@ pub fn scan_history(scanner: &Scanner, target: &str) -> std::io::Result<Vec<Find
         return Err(std::io::Error::other(format!("git log failed: {status}")));
     }
     findings.sort_by(|a, b| {
-        (&a.commit, &a.file, a.line, a.rule).cmp(&(&b.commit, &b.file, b.line, b.rule))
+        (&a.commit, &a.file, a.line, a.column, &a.rule)
+            .cmp(&(&b.commit, &b.file, b.line, b.column, &b.rule))
     });
     Ok(findings)
 }

@@ -39,7 +39,7 @@ fn every_planted_secret_is_found_where_it_was_planted_and_nothing_else() {
             (
                 f.file.trim_start_matches(&prefix).to_string(),
                 f.line,
-                f.rule,
+                f.rule.as_str(),
             )
         })
         .collect();
@@ -108,5 +108,57 @@ fn a_secret_across_a_chunk_border_is_found_once_at_its_line_and_column() {
         assert_eq!(own.len(), 1, "offset {offset}: {findings:?}");
         assert_eq!(own[0].line, lines + 1, "offset {offset}");
         assert_eq!(own[0].column, column, "offset {offset}");
+    }
+}
+
+#[test]
+fn a_private_key_whose_header_ends_at_a_chunk_border_is_found_once() {
+    let scanner = Scanner::builtin();
+    let mut rng = fastrand::Rng::with_seed(13);
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = |len: usize| -> String {
+        (0..len)
+            .map(|_| char::from(B64[rng.usize(..B64.len())]))
+            .collect()
+    };
+    let header = "-----BEGIN PRIVATE KEY-----\n";
+    // The chunk's report border (just after the last newline before
+    // CHUNK - OVERLAP) falls right after the header, inside it, or inside
+    // the (long) first base64 line.
+    for header_end in [
+        CHUNK - OVERLAP - 1,
+        CHUNK - OVERLAP - 100,
+        CHUNK - OVERLAP + 5,
+        CHUNK - OVERLAP + 20,
+    ] {
+        let start = header_end - header.len();
+        let mut text = String::new();
+        let mut lines = 0;
+        while text.len() + 100 <= start {
+            text.push_str(&"c".repeat(99));
+            text.push('\n');
+            lines += 1;
+        }
+        text.push_str(&"-".repeat(start - text.len()));
+        // Keep the header at the start of its own line.
+        text.pop();
+        text.push('\n');
+        text.push_str(header);
+        let secret = b64(300);
+        text.push_str(&secret);
+        text.push('\n');
+        text.push_str(&b64(64));
+        text.push_str("\n-----END PRIVATE KEY-----\n");
+        text.push_str(&"d".repeat(2 * OVERLAP));
+        let findings = scanner.scan_reader("pem", text.as_bytes()).unwrap();
+        assert_eq!(findings.len(), 1, "header end {header_end}: {findings:?}");
+        assert_eq!(findings[0].rule, "private-key");
+        assert_eq!(findings[0].line, lines + 3, "header end {header_end}");
+        assert_eq!(findings[0].column, 1);
+        assert_eq!(
+            scanner.scan_bytes("pem", text.as_bytes(), 3),
+            findings,
+            "header end {header_end}"
+        );
     }
 }

@@ -69,7 +69,14 @@ fn secrets_anywhere_in_the_history_are_found_with_commit_path_and_line() {
     let findings = git::scan_history(&scanner, &repo.display().to_string()).unwrap();
     let seen: Vec<_> = findings
         .iter()
-        .map(|f| (f.rule, f.commit.clone().unwrap(), f.file.as_str(), f.line))
+        .map(|f| {
+            (
+                f.rule.as_str(),
+                f.commit.clone().unwrap(),
+                f.file.as_str(),
+                f.line,
+            )
+        })
         .collect();
     assert!(
         seen.contains(&("github-token", leaked, "app.py", 3)),

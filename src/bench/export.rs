@@ -242,6 +242,7 @@ async fn export(
         stores: stores.clone(),
         artifacts,
         artifact_retention: Duration::from_secs(86_400),
+        scans: Default::default(),
     };
     let registry = Registry::builtin().with_services(&services);
     let job_store: Arc<dyn longhaul_core::JobStore> = stores.clone();

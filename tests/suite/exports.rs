@@ -406,6 +406,7 @@ async fn start_worker(
         stores: stores.clone(),
         artifacts,
         artifact_retention: Duration::from_secs(7 * 86_400),
+        scans: Default::default(),
     };
     let registry = Registry::builtin().with_services(&services);
     let job_store: Arc<dyn longhaul_core::JobStore> = stores;

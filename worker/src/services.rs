@@ -1,10 +1,12 @@
 //! What job kinds that touch tenant data need beyond their job: the stores
-//! (tenants, audit log, artifact records) and the artifact object stores.
+//! (tenants, audit log, artifact records, scan results), the artifact object
+//! stores and data buckets, and where scans may fetch from.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use longhaul_core::artifacts::ArtifactStores;
+use longhaul_core::config::ScanConfig;
 use longhaul_core::tenancy::Stores;
 
 #[derive(Clone)]
@@ -13,6 +15,8 @@ pub struct JobServices {
     pub artifacts: Arc<ArtifactStores>,
     /// How long artifacts are kept for tenants whose plan does not say.
     pub artifact_retention: Duration,
+    /// Where leakage scans may fetch from (git hosts, local paths, URLs).
+    pub scans: ScanConfig,
 }
 
 impl std::fmt::Debug for JobServices {
@@ -20,6 +24,7 @@ impl std::fmt::Debug for JobServices {
         f.debug_struct("JobServices")
             .field("artifacts", &self.artifacts)
             .field("artifact_retention", &self.artifact_retention)
+            .field("scans", &self.scans)
             .finish_non_exhaustive()
     }
 }

@@ -34,8 +34,25 @@ enum Regions {
     Fixed(BTreeMap<String, Arc<dyn ObjectStore>>),
 }
 
+/// Where tenants' data buckets (scanned by classification and leakage
+/// scans, never written) are.
+enum DataBuckets {
+    /// Folders: bucket `b` is `<root>/b`.
+    Local(PathBuf),
+    /// S3 buckets on the artifact stores' endpoint, in the AWS region of the
+    /// tenant's region.
+    S3 {
+        endpoint_url: Option<String>,
+        force_path_style: bool,
+        aws_regions: BTreeMap<String, String>,
+    },
+    None,
+}
+
 pub struct ArtifactStores {
     regions: Regions,
+    data_buckets: DataBuckets,
+    opened_buckets: tokio::sync::Mutex<BTreeMap<(String, String), Arc<dyn ObjectStore>>>,
     signer: DownloadSigner,
     public_url: String,
     link_ttl: Duration,
@@ -58,9 +75,12 @@ impl std::fmt::Debug for ArtifactStores {
 impl ArtifactStores {
     /// Local folders under `root`, one per region.
     pub fn local(root: impl Into<PathBuf>, signer: DownloadSigner) -> Self {
+        let root: PathBuf = root.into();
         Self {
+            data_buckets: DataBuckets::Local(root.join(".buckets")),
+            opened_buckets: Default::default(),
             regions: Regions::Local {
-                root: root.into(),
+                root,
                 part_size: super::DEFAULT_PART_SIZE,
                 opened: Default::default(),
             },
@@ -74,6 +94,8 @@ impl ArtifactStores {
     pub fn fixed(stores: BTreeMap<String, Arc<dyn ObjectStore>>, signer: DownloadSigner) -> Self {
         Self {
             regions: Regions::Fixed(stores),
+            data_buckets: DataBuckets::None,
+            opened_buckets: Default::default(),
             signer,
             public_url: "http://127.0.0.1:8080".into(),
             link_ttl: Duration::from_secs(300),
@@ -89,6 +111,58 @@ impl ArtifactStores {
     pub fn with_link_ttl(mut self, ttl: Duration) -> Self {
         self.link_ttl = ttl;
         self
+    }
+
+    /// Data buckets are the folders under `root` (local stores).
+    pub fn with_local_data_buckets(mut self, root: impl Into<PathBuf>) -> Self {
+        self.data_buckets = DataBuckets::Local(root.into());
+        self
+    }
+
+    /// Data buckets are S3 buckets on `endpoint_url`; a tenant region's
+    /// buckets are in `aws_regions[region]`.
+    pub fn with_s3_data_buckets(
+        mut self,
+        endpoint_url: Option<String>,
+        force_path_style: bool,
+        aws_regions: BTreeMap<String, String>,
+    ) -> Self {
+        self.data_buckets = DataBuckets::S3 {
+            endpoint_url,
+            force_path_style,
+            aws_regions,
+        };
+        self
+    }
+
+    /// The store of a tenant's data bucket (`settings.dataBuckets` names it;
+    /// the caller checks the tenant may read it).
+    pub async fn data_bucket(&self, region: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        validate_component(bucket)?;
+        let mut opened = self.opened_buckets.lock().await;
+        let entry = (region.to_string(), bucket.to_string());
+        if let Some(store) = opened.get(&entry) {
+            return Ok(store.clone());
+        }
+        let store: Arc<dyn ObjectStore> = match &self.data_buckets {
+            DataBuckets::Local(root) => Arc::new(LocalStore::at(root.join(bucket))),
+            DataBuckets::S3 {
+                endpoint_url,
+                force_path_style,
+                aws_regions,
+            } => {
+                let aws_region = aws_regions
+                    .get(region)
+                    .ok_or_else(|| StorageError::NoRegion(region.to_string()))?;
+                let mut s3 = S3Config::new(bucket, aws_region);
+                s3.endpoint_url = endpoint_url.clone();
+                s3.force_path_style = *force_path_style;
+                Arc::new(S3Store::connect(&s3).await?)
+            }
+            DataBuckets::None => return Err(StorageError::NoRegion(region.to_string())),
+        };
+        opened.insert(entry, store.clone());
+        Ok(store)
     }
 
     /// The local stores' part size (each part is a resumable checkpoint).
@@ -122,7 +196,8 @@ impl ArtifactStores {
             })?,
         };
         let stores = match &config.backend {
-            ArtifactBackend::Local { dir } => Self::local(dir.clone(), signer),
+            ArtifactBackend::Local { dir } => Self::local(dir.clone(), signer)
+                .with_local_data_buckets(data_dir.join("buckets")),
             ArtifactBackend::S3 {
                 buckets,
                 endpoint_url,
@@ -135,7 +210,15 @@ impl ArtifactStores {
                     s3.force_path_style = *force_path_style;
                     stores.insert(region.clone(), Arc::new(S3Store::connect(&s3).await?));
                 }
-                Self::fixed(stores, signer)
+                let aws_regions = buckets
+                    .iter()
+                    .map(|(region, bucket)| (region.clone(), bucket.aws_region.clone()))
+                    .collect();
+                Self::fixed(stores, signer).with_s3_data_buckets(
+                    endpoint_url.clone(),
+                    *force_path_style,
+                    aws_regions,
+                )
             }
         };
         Ok(stores

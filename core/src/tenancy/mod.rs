@@ -35,6 +35,7 @@ use crate::artifacts::records::ArtifactRecords;
 use crate::audit::{Actor, AuditStore, Change};
 use crate::error::{Error, Result};
 use crate::nul::contains_nul;
+use crate::scans::ScanStore;
 use crate::schedule::ScheduleStore;
 use crate::store::{JobStore, PgStore, SqliteStore};
 
@@ -550,6 +551,52 @@ fn validate_settings(settings: &Value) -> Result<()> {
             ));
         }
     }
+    if let Some(buckets) = map.get("dataBuckets") {
+        validate_data_buckets(buckets)?;
+    }
+    Ok(())
+}
+
+/// Most data buckets one tenant may name.
+pub const MAX_DATA_BUCKETS: usize = 50;
+
+/// `settings.dataBuckets`: `{"<name>": "<bucket>"}`, the object-store
+/// buckets (S3) or folders (local store) whose objects the tenant's
+/// classification and leakage scans may read. Set by operators only (tenant
+/// settings are), so a tenant never names another's bucket.
+fn validate_data_buckets(buckets: &Value) -> Result<()> {
+    let field = "settings.dataBuckets";
+    let map = buckets
+        .as_object()
+        .ok_or_else(|| Error::validation(field, "must be an object of name → bucket"))?;
+    if map.len() > MAX_DATA_BUCKETS {
+        return Err(Error::validation(
+            field,
+            format!("at most {MAX_DATA_BUCKETS} buckets"),
+        ));
+    }
+    let component = |text: &str, min: usize| {
+        (min..=63).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+            && text.as_bytes()[0].is_ascii_alphanumeric()
+            && !text.contains("..")
+    };
+    for (name, bucket) in map {
+        if !component(name, 1) {
+            return Err(Error::validation(
+                field,
+                format!("{name:?} is not a bucket name: 1 to 63 of a-z, 0-9, '-', '.'"),
+            ));
+        }
+        if !bucket.as_str().is_some_and(|b| component(b, 3)) {
+            return Err(Error::validation(
+                format!("{field}.{name}"),
+                "must be an S3 bucket name: 3 to 63 of a-z, 0-9, '-', '.'",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -839,7 +886,9 @@ pub trait TenantStore: Send + Sync {
 
 /// A store that keeps both jobs and tenants (both backends do), so the API can
 /// hold one `Arc<dyn Stores>`.
-pub trait Stores: JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords {
+pub trait Stores:
+    JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords + ScanStore
+{
     /// The same store as a job store (for [`crate::JobClient`]): trait
     /// upcasting needs Rust 1.86 and the workspace supports 1.85.
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore>;
@@ -848,7 +897,9 @@ pub trait Stores: JobStore + TenantStore + AuditStore + ScheduleStore + Artifact
     fn tenant_store(self: Arc<Self>) -> Arc<dyn TenantStore>;
 }
 
-impl<T: JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords> Stores for T {
+impl<T> Stores for T where
+    T: JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords + ScanStore
+{
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore> {
         self
     }

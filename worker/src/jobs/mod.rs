@@ -2,7 +2,10 @@
 //! handlers that [`crate::Registry`] wires to their catalogue entries.
 
 pub mod audit_export;
+pub mod classification_scan;
+pub mod leakage_scan;
 pub mod noop;
+pub mod scanning;
 pub mod sleep;
 
 use std::sync::Arc;
@@ -13,10 +16,20 @@ use crate::handler::JobHandler;
 
 /// The built-in kinds that need tenant data, with their handlers.
 pub fn data_handlers(services: &crate::JobServices) -> Vec<(&'static str, Arc<dyn JobHandler>)> {
-    vec![(
-        longhaul_core::audit::export::AUDIT_EXPORT,
-        audit_export::handler(services.clone()),
-    )]
+    vec![
+        (
+            longhaul_core::audit::export::AUDIT_EXPORT,
+            audit_export::handler(services.clone()),
+        ),
+        (
+            longhaul_core::scans::leakage::LEAKAGE_SCAN,
+            leakage_scan::handler(services.clone()),
+        ),
+        (
+            longhaul_core::scans::classification::CLASSIFICATION_SCAN,
+            classification_scan::handler(services.clone()),
+        ),
+    ]
 }
 
 /// The built-in kinds that need nothing but their job, with their handlers.

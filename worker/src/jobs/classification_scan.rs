@@ -1,0 +1,256 @@
+//! `classification.scan`: classifies the objects of a tenant's data buckets
+//! under the scan's prefixes with the validated built-in detectors and the
+//! scan's policies: per object a level, data types and counts per detector
+//! (never the values); text, CSV, JSON/NDJSON and gzip are read as such,
+//! binaries are skipped, and only the first `maxObjectBytes` of an object
+//! are read.
+//!
+//! Buckets × prefixes are read in order, objects in key order, several at a
+//! time with their results taken in order; results are stored in batches
+//! and the checkpoint (pair done, last key done) saved after each batch, so
+//! a retried attempt resumes after the last stored object.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use longhaul_core::scans::classification::{
+    ClassificationScanParams, ObjectClassification, ObjectStatus,
+};
+use longhaul_core::scans::policies::compile_classification;
+use longhaul_core::Progress;
+use longhaul_scan::classify::{Classifier, Outcome};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::context::JobContext;
+use crate::handler::{JobError, JobHandler, JobOutput};
+use crate::jobs::scanning::{
+    blocking, data_bucket, objects_after, storage_error, Ordered, Work, OBJECTS_IN_FLIGHT,
+};
+use crate::services::JobServices;
+
+/// Results stored per transaction (and per checkpoint).
+const RESULTS_BATCH: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassificationCheckpoint {
+    /// Bucket × prefix pairs done (buckets outer, prefixes inner).
+    pub next: usize,
+    #[serde(default)]
+    pub after_key: Option<String>,
+    pub objects_done: u64,
+    pub bytes_done: u64,
+}
+
+pub struct ClassificationScan {
+    services: JobServices,
+}
+
+fn to_result(
+    job_id: longhaul_core::JobId,
+    bucket: &str,
+    key: String,
+    size: u64,
+    outcome: Outcome,
+) -> ObjectClassification {
+    match outcome {
+        Outcome::Classified(found) => ObjectClassification {
+            job_id,
+            bucket: bucket.to_string(),
+            key,
+            size,
+            status: ObjectStatus::Classified,
+            level: Some(serde_name(&found.level)),
+            data_types: found.data_types.iter().map(serde_name).collect(),
+            counts: found
+                .counts
+                .into_iter()
+                .map(|(id, n)| (id, n as u64))
+                .collect(),
+            format: Some(serde_name(&found.format)),
+            gzip: found.gzip,
+            truncated: found.truncated,
+            skip_reason: None,
+            classified_at: Utc::now(),
+        },
+        Outcome::Skipped { reason, .. } => ObjectClassification {
+            job_id,
+            bucket: bucket.to_string(),
+            key,
+            size,
+            status: ObjectStatus::Skipped,
+            level: None,
+            data_types: Vec::new(),
+            counts: Default::default(),
+            format: None,
+            gzip: false,
+            truncated: false,
+            skip_reason: Some(serde_name(&reason)),
+            classified_at: Utc::now(),
+        },
+    }
+}
+
+/// The serde name of an engine enum (`"confidential"`, `"pii"`, …).
+fn serde_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+#[async_trait]
+impl JobHandler for ClassificationScan {
+    async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
+        let params =
+            ClassificationScanParams::parse(&ctx.job().params).map_err(JobError::permanent)?;
+        let tenant = self.services.stores.get_tenant(ctx.tenant_id()).await?;
+        let classifier = Arc::new(
+            compile_classification(&params.policies)
+                .map_err(|e| JobError::permanent(format!("the scan's policies: {e}")))?,
+        );
+        let pairs: Vec<(&String, &String)> = params
+            .buckets
+            .iter()
+            .flat_map(|bucket| params.prefixes.iter().map(move |prefix| (bucket, prefix)))
+            .collect();
+        let mut state = ctx
+            .checkpoint::<ClassificationCheckpoint>()?
+            .unwrap_or(ClassificationCheckpoint {
+                next: 0,
+                after_key: None,
+                objects_done: 0,
+                bytes_done: 0,
+            });
+        let resumed_from = (state.objects_done > 0).then_some(state.objects_done);
+        while state.next < pairs.len() {
+            let (bucket, prefix) = pairs[state.next];
+            let store = data_bucket(&self.services, &tenant, bucket).await?;
+            let objects = objects_after(store.as_ref(), prefix, state.after_key.as_deref()).await?;
+            let max_bytes = params.max_object_bytes;
+            let work: Vec<Work<ObjectClassification>> = objects
+                .into_iter()
+                .map(|object| {
+                    let (store, classifier) = (store.clone(), classifier.clone());
+                    let (job_id, bucket) = (ctx.job_id(), bucket.clone());
+                    Box::pin(async move {
+                        let read = object.size.min(max_bytes);
+                        let body = if read == 0 {
+                            bytes::Bytes::new()
+                        } else {
+                            store
+                                .get_range(&object.key, 0..read)
+                                .await
+                                .map_err(storage_error)?
+                        };
+                        // A gzip object may hold more than its size once
+                        // decompressed; the classifier caps what it reads.
+                        let cap = max_bytes;
+                        let truncated_on_read = object.size > read;
+                        let key = object.key.clone();
+                        let outcome = blocking(move || {
+                            classify(&classifier, &key, &body, cap, truncated_on_read)
+                        })
+                        .await?;
+                        Ok(to_result(job_id, &bucket, object.key, object.size, outcome))
+                    }) as Work<_>
+                })
+                .collect();
+            let mut results = Ordered::new(work, OBJECTS_IN_FLIGHT);
+            let mut batch = Vec::with_capacity(RESULTS_BATCH);
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = ctx.cancelled() => return Err(JobError::Cancelled),
+                    next = results.next() => next,
+                };
+                let done = next.is_none();
+                if let Some(result) = next {
+                    batch.push(result?);
+                }
+                if batch.len() >= RESULTS_BATCH || (done && !batch.is_empty()) {
+                    self.store(&ctx, &mut state, &mut batch).await?;
+                }
+                if done {
+                    break;
+                }
+            }
+            state.next += 1;
+            state.after_key = None;
+            ctx.save_checkpoint(&state).await?;
+        }
+        let stored = self
+            .services
+            .stores
+            .count_classifications(ctx.tenant_id(), ctx.job_id())
+            .await?;
+        Ok(json!({
+            "objects": stored,
+            "bytes": state.bytes_done,
+            "resumedFromObject": resumed_from,
+        }))
+    }
+}
+
+/// Classifies what was read; an object cut short by the read is truncated
+/// even when the classifier saw all it was given.
+fn classify(
+    classifier: &Classifier,
+    key: &str,
+    body: &[u8],
+    cap: u64,
+    truncated_on_read: bool,
+) -> Outcome {
+    match classifier.classify_bytes(key, body, cap) {
+        Outcome::Classified(mut found) => {
+            found.truncated |= truncated_on_read;
+            Outcome::Classified(found)
+        }
+        skipped => skipped,
+    }
+}
+
+impl ClassificationScan {
+    pub fn new(services: JobServices) -> Self {
+        Self { services }
+    }
+
+    /// Stores a batch, then saves where the scan is.
+    async fn store(
+        &self,
+        ctx: &JobContext,
+        state: &mut ClassificationCheckpoint,
+        batch: &mut Vec<ObjectClassification>,
+    ) -> Result<(), JobError> {
+        self.services
+            .stores
+            .record_classifications(ctx.lease(), batch, Utc::now())
+            .await
+            .map_err(|error| match error {
+                longhaul_core::Error::LeaseLost { .. } => JobError::Cancelled,
+                other => JobError::retryable(other.to_string()),
+            })?;
+        for result in batch.iter() {
+            state.objects_done += 1;
+            state.bytes_done += result.size;
+        }
+        state.after_key = batch.last().map(|r| r.key.clone());
+        batch.clear();
+        ctx.save_checkpoint(state).await?;
+        ctx.progress(Progress {
+            current: state.bytes_done,
+            total: None,
+            unit: Some("bytes".into()),
+            message: Some(format!("{} objects", state.objects_done)),
+        })
+        .await
+    }
+}
+
+/// The handler as the registry holds it.
+pub fn handler(services: JobServices) -> Arc<dyn JobHandler> {
+    Arc::new(ClassificationScan::new(services))
+}

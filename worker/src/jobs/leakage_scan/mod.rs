@@ -1,0 +1,435 @@
+//! `leakage.scan`: finds secrets in a scan's sources (git histories, hosted
+//! repositories and organizations, URLs, inline text, data-bucket objects)
+//! with the built-in ruleset and the scan's policies, and stores the
+//! findings (redacted) and their incidents.
+//!
+//! Sources are read in order. Organizations are expanded to repositories
+//! once, and the list is kept in the checkpoint, so every attempt reads the
+//! same sources. The checkpoint says which sources are done and, within a
+//! bucket, the last object done (objects are read in key order, several at a
+//! time, their results taken in order); a retried attempt resumes there, and
+//! findings it writes again are skipped by the store. Progress is in bytes
+//! read. Inline texts (kept as objects while the scan needs them) are
+//! deleted when it ends, whatever the end.
+
+mod git;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use longhaul_core::artifacts::ObjectStore;
+use longhaul_core::scans::leakage::{LeakageScanParams, NewFinding, Source};
+use longhaul_core::scans::policies::compile_leakage;
+use longhaul_core::tenancy::Tenant;
+use longhaul_core::Progress;
+use longhaul_scan::custom::Allowlist;
+use longhaul_scan::{Finding, Scanner};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::context::JobContext;
+use crate::handler::{JobError, JobHandler, JobOutput};
+use crate::jobs::scanning::http::HttpFetcher;
+use crate::jobs::scanning::{
+    blocking, data_bucket, objects_after, scan_threads, storage_error, Ordered, Work,
+    OBJECTS_IN_FLIGHT,
+};
+use crate::services::JobServices;
+
+/// Largest body of a URL target.
+pub const MAX_URL_BYTES: usize = 256 * 1024 * 1024;
+/// Findings written per transaction.
+const FINDINGS_BATCH: usize = 500;
+/// How often (at most) a bucket's position is saved.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// Where a scan stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeakageCheckpoint {
+    /// The sources, organizations expanded.
+    pub sources: Vec<Source>,
+    /// Sources done.
+    pub next: usize,
+    /// In the source `next` (a bucket): the last object done.
+    #[serde(default)]
+    pub after_key: Option<String>,
+    pub bytes_done: u64,
+    pub objects_done: u64,
+}
+
+pub struct LeakageScan {
+    services: JobServices,
+    http: OnceCell<HttpFetcher>,
+}
+
+/// What one attempt holds while it scans.
+struct Run<'a> {
+    ctx: &'a JobContext,
+    tenant: Tenant,
+    scanner: Arc<Scanner>,
+    include: Option<Arc<Allowlist>>,
+    state: LeakageCheckpoint,
+    last_saved: Instant,
+}
+
+impl LeakageScan {
+    pub fn new(services: JobServices) -> Self {
+        Self {
+            services,
+            http: OnceCell::new(),
+        }
+    }
+
+    async fn http(&self) -> Result<&HttpFetcher, JobError> {
+        let allow_private = self.services.scans.allow_private_urls;
+        self.http
+            .get_or_try_init(|| async move {
+                HttpFetcher::new(allow_private).map_err(|e| {
+                    JobError::retryable(format!("loading the TLS root certificates: {e}"))
+                })
+            })
+            .await
+    }
+
+    /// The sources with organizations replaced by their repositories.
+    async fn expand(&self, sources: &[Source]) -> Result<Vec<Source>, JobError> {
+        let mut out = Vec::with_capacity(sources.len());
+        for source in sources {
+            match source {
+                Source::Organization {
+                    provider,
+                    organization,
+                } => {
+                    let host = git::host(&self.services.scans, *provider);
+                    let repositories = git::organization_repositories(
+                        self.http().await?,
+                        host,
+                        *provider,
+                        organization,
+                    )
+                    .await?;
+                    tracing::info!(%organization, repositories = repositories.len(), "expanded an organization");
+                    out.extend(repositories.into_iter().map(|repository| {
+                        Source::Repository {
+                            provider: *provider,
+                            repository,
+                        }
+                    }));
+                }
+                other => out.push(other.clone()),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn scan_source(&self, run: &mut Run<'_>, source: &Source) -> Result<(), JobError> {
+        let label = source.label();
+        match source {
+            Source::Git { location } => {
+                if !location.contains("://") {
+                    self.check_local(location)?;
+                }
+                let findings =
+                    git::scan_repository(run.scanner.clone(), location, None).await?;
+                run.record(&self.services, &label, findings).await?;
+            }
+            Source::Repository {
+                provider,
+                repository,
+            } => {
+                let host = git::host(&self.services.scans, *provider);
+                let url = git::clone_url(host, repository);
+                let findings = git::scan_repository(
+                    run.scanner.clone(),
+                    &url,
+                    git::auth_header(host, *provider),
+                )
+                .await?;
+                run.record(&self.services, &label, findings).await?;
+            }
+            Source::Organization { .. } => {
+                return Err(JobError::permanent(
+                    "an organization was not expanded before scanning",
+                ))
+            }
+            Source::Url { url } => {
+                let body = self
+                    .http()
+                    .await?
+                    .get(url, None, MAX_URL_BYTES)
+                    .await
+                    .map_err(|error| {
+                        if error.is_permanent() {
+                            JobError::permanent(error.to_string())
+                        } else {
+                            JobError::retryable(error.to_string())
+                        }
+                    })?;
+                let size = body.len() as u64;
+                let findings = scan_bytes(run.scanner.clone(), url.clone(), body).await?;
+                run.state.bytes_done += size;
+                run.state.objects_done += 1;
+                run.record(&self.services, &label, findings).await?;
+            }
+            Source::Inline {
+                name, object_key, ..
+            } => {
+                let store = self.inline_store(&run.tenant)?;
+                let body = store.get(object_key).await.map_err(storage_error)?;
+                let size = body.len() as u64;
+                let findings = scan_bytes(run.scanner.clone(), name.clone(), body).await?;
+                run.state.bytes_done += size;
+                run.state.objects_done += 1;
+                run.record(&self.services, &label, findings).await?;
+            }
+            Source::Bucket { bucket, prefix } => {
+                let store = data_bucket(&self.services, &run.tenant, bucket).await?;
+                let objects =
+                    objects_after(store.as_ref(), prefix, run.state.after_key.as_deref()).await?;
+                let work: Vec<Work<(String, u64, Vec<Finding>)>> = objects
+                    .into_iter()
+                    .filter(|object| {
+                        run.include
+                            .as_ref()
+                            .is_none_or(|include| include.allows_path(&object.key))
+                    })
+                    .map(|object| {
+                        let (store, scanner) = (store.clone(), run.scanner.clone());
+                        Box::pin(async move {
+                            let body = store.get(&object.key).await.map_err(storage_error)?;
+                            let findings = scan_bytes(scanner, object.key.clone(), body).await?;
+                            Ok((object.key, object.size, findings))
+                        }) as Work<_>
+                    })
+                    .collect();
+                let mut results = Ordered::new(work, OBJECTS_IN_FLIGHT);
+                loop {
+                    let next = tokio::select! {
+                        biased;
+                        _ = run.ctx.cancelled() => return Err(JobError::Cancelled),
+                        next = results.next() => next,
+                    };
+                    let Some(result) = next else { break };
+                    let (key, size, findings) = result?;
+                    run.record(&self.services, &label, findings).await?;
+                    run.state.bytes_done += size;
+                    run.state.objects_done += 1;
+                    run.state.after_key = Some(key);
+                    run.report(false).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_local(&self, path: &str) -> Result<(), JobError> {
+        let allowed = self
+            .services
+            .scans
+            .local_root
+            .as_ref()
+            .is_some_and(|root| std::path::Path::new(path).starts_with(root));
+        if allowed {
+            Ok(())
+        } else {
+            Err(JobError::permanent(format!(
+                "{path} is not under this worker's LONGHAUL_SCAN_LOCAL_ROOT"
+            )))
+        }
+    }
+
+    fn inline_store(&self, tenant: &Tenant) -> Result<Arc<dyn ObjectStore>, JobError> {
+        self.services
+            .artifacts
+            .store(&tenant.region)
+            .map_err(storage_error)
+    }
+
+    /// Deletes the scan's inline texts (best effort: the texts are the
+    /// tenant's, and a failure is logged).
+    async fn delete_inline(&self, tenant: &Tenant, sources: &[Source]) {
+        let Ok(store) = self.inline_store(tenant) else {
+            return;
+        };
+        for source in sources {
+            if let Source::Inline { object_key, .. } = source {
+                if let Err(error) = store.delete(object_key).await {
+                    tracing::warn!(%error, key = %object_key, "deleting a scan's inline text failed");
+                }
+            }
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Stores findings (those in the scope's paths, not allowlisted: the
+    /// engine drops allowlisted ones) in batches.
+    async fn record(
+        &mut self,
+        services: &JobServices,
+        source: &str,
+        findings: Vec<Finding>,
+    ) -> Result<(), JobError> {
+        let findings: Vec<NewFinding> = findings
+            .into_iter()
+            .filter(|f| {
+                self.include
+                    .as_ref()
+                    .is_none_or(|include| include.allows_path(&f.file))
+            })
+            .map(|f| NewFinding {
+                fingerprint: f.fingerprint,
+                rule: f.rule,
+                severity: f.severity,
+                source: source.to_string(),
+                commit: f.commit,
+                path: f.file,
+                line: f.line as u64,
+                column: f.column as u64,
+                redacted: f.redacted,
+            })
+            .collect();
+        for batch in findings.chunks(FINDINGS_BATCH) {
+            services
+                .stores
+                .record_findings(self.ctx.lease(), batch, chrono::Utc::now())
+                .await
+                .map_err(|error| match error {
+                    longhaul_core::Error::LeaseLost { .. } => JobError::Cancelled,
+                    other => JobError::retryable(other.to_string()),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Progress, and the checkpoint when due (or `force`).
+    async fn report(&mut self, force: bool) -> Result<(), JobError> {
+        if force || self.last_saved.elapsed() >= CHECKPOINT_EVERY {
+            self.ctx.save_checkpoint(&self.state).await?;
+            self.last_saved = Instant::now();
+        }
+        self.ctx
+            .progress(Progress {
+                current: self.state.bytes_done,
+                total: None,
+                unit: Some("bytes".into()),
+                message: Some(format!(
+                    "source {} of {}, {} objects",
+                    (self.state.next + 1).min(self.state.sources.len()),
+                    self.state.sources.len(),
+                    self.state.objects_done
+                )),
+            })
+            .await
+    }
+}
+
+/// Scans one object's bytes on the worker's cores.
+async fn scan_bytes(
+    scanner: Arc<Scanner>,
+    name: String,
+    body: Bytes,
+) -> Result<Vec<Finding>, JobError> {
+    blocking(move || scanner.scan_bytes(&name, &body, scan_threads())).await
+}
+
+#[async_trait]
+impl JobHandler for LeakageScan {
+    async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
+        let params = LeakageScanParams::parse(&ctx.job().params).map_err(JobError::permanent)?;
+        let tenant = self.services.stores.get_tenant(ctx.tenant_id()).await?;
+        let result = self.scan(&ctx, &params, tenant.clone()).await;
+        let finished = match &result {
+            Ok(_) => true,
+            Err(JobError::Permanent(_)) => true,
+            Err(JobError::Cancelled) => ctx.cancel_requested(),
+            Err(JobError::Retryable(_)) => ctx.attempt() >= ctx.job().max_attempts,
+        };
+        if finished {
+            self.delete_inline(&tenant, &params.sources).await;
+        }
+        result
+    }
+}
+
+impl LeakageScan {
+    async fn scan(
+        &self,
+        ctx: &JobContext,
+        params: &LeakageScanParams,
+        tenant: Tenant,
+    ) -> Result<JobOutput, JobError> {
+        let (custom, allowlist) = compile_leakage(&params.policies)
+            .map_err(|e| JobError::permanent(format!("the scan's policies: {e}")))?;
+        let builtin = if params.builtin_rules {
+            longhaul_scan::rules::builtin()
+        } else {
+            Vec::new()
+        };
+        let rule_count = builtin.len() + custom.len();
+        let scanner = Arc::new(Scanner::with_rules(builtin, custom, allowlist));
+        let include = params
+            .include_filter()
+            .map_err(JobError::permanent)?
+            .map(Arc::new);
+        let resumed = ctx.checkpoint::<LeakageCheckpoint>()?;
+        let resumed_at = resumed.as_ref().map(|s| (s.next, s.objects_done));
+        let state = match resumed {
+            Some(state) => state,
+            None => {
+                let sources = self.expand(&params.sources).await?;
+                let state = LeakageCheckpoint {
+                    sources,
+                    next: 0,
+                    after_key: None,
+                    bytes_done: 0,
+                    objects_done: 0,
+                };
+                ctx.save_checkpoint(&state).await?;
+                state
+            }
+        };
+        tracing::info!(sources = state.sources.len(), rules = rule_count, ?resumed_at, "scanning for leaked secrets");
+        let mut run = Run {
+            ctx,
+            tenant,
+            scanner,
+            include,
+            state,
+            last_saved: Instant::now(),
+        };
+        while run.state.next < run.state.sources.len() {
+            let source = run.state.sources[run.state.next].clone();
+            tokio::select! {
+                biased;
+                _ = ctx.cancelled() => return Err(JobError::Cancelled),
+                done = self.scan_source(&mut run, &source) => done?,
+            }
+            run.state.next += 1;
+            run.state.after_key = None;
+            run.report(true).await?;
+        }
+        let findings = self
+            .services
+            .stores
+            .count_findings(ctx.tenant_id(), ctx.job_id())
+            .await?;
+        Ok(json!({
+            "findings": findings,
+            "sources": run.state.sources.len(),
+            "objects": run.state.objects_done,
+            "bytes": run.state.bytes_done,
+            "rules": rule_count,
+            "resumedFromSource": resumed_at.map(|(next, _)| next),
+        }))
+    }
+}
+
+/// The handler as the registry holds it.
+pub fn handler(services: JobServices) -> Arc<dyn JobHandler> {
+    Arc::new(LeakageScan::new(services))
+}

@@ -46,6 +46,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(routes::audit::routes())
         .merge(routes::exports::routes())
         .merge(routes::artifacts::routes())
+        .merge(routes::scan_policies::routes())
+        .merge(routes::leakage::routes())
+        .merge(routes::classification::routes())
         .merge(routes::schedules::routes())
 }
 

@@ -57,6 +57,8 @@ pub const BEARER: &str = "bearer";
         (name = "api-keys", description = "A tenant's API keys (admin)"),
         (name = "usage", description = "Billable operations per month"),
         (name = "audit", description = "A tenant's audit log"),
+        (name = "leakage", description = "Leakage scans for secrets: policies, scans, findings (redacted), incidents, stats"),
+        (name = "classification", description = "Classification of data-bucket objects: policies, scans, per-object results, stats"),
         (name = "health", description = "Liveness and readiness (no key)"),
         (name = "metrics", description = "Prometheus metrics (operator keys)"),
     )

@@ -3,6 +3,8 @@
 //! short-lived caches of keys and job status (`cache.rs`).
 
 use std::sync::Arc;
+
+use longhaul_core::config::ScanConfig;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -41,6 +43,8 @@ pub struct AppState {
     /// Where job artifacts are and how links to them are made (None: no
     /// storage configured; exports and downloads answer 503).
     pub artifacts: Option<Arc<ArtifactStores>>,
+    /// Where leakage scans may read (local paths are checked against it).
+    pub scans: ScanConfig,
 }
 
 /// A key and its tenant, by the SHA-256 of the token.
@@ -67,7 +71,13 @@ impl AppState {
             auth_cache: Arc::new(TtlCache::disabled()),
             job_status_cache: Arc::new(TtlCache::disabled()),
             artifacts: None,
+            scans: ScanConfig::default(),
         }
+    }
+
+    pub fn with_scan_config(mut self, scans: ScanConfig) -> Self {
+        self.scans = scans;
+        self
     }
 
     pub fn with_artifacts(mut self, artifacts: Arc<ArtifactStores>) -> Self {

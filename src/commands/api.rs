@@ -36,6 +36,7 @@ pub async fn app_state(
     let (lockout, rate_limiter) = counters(config).await?;
     Ok(AppState::new(stores, Arc::new(Catalogue::builtin()))
         .with_artifacts(artifacts)
+        .with_scan_config(config.scans.clone())
         .with_lockout(lockout)
         .with_rate_limiter(rate_limiter)
         .with_trust_forwarded_for(config.trust_forwarded_for)

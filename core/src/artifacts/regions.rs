@@ -196,8 +196,9 @@ impl ArtifactStores {
             })?,
         };
         let stores = match &config.backend {
-            ArtifactBackend::Local { dir } => Self::local(dir.clone(), signer)
-                .with_local_data_buckets(data_dir.join("buckets")),
+            ArtifactBackend::Local { dir } => {
+                Self::local(dir.clone(), signer).with_local_data_buckets(data_dir.join("buckets"))
+            }
             ArtifactBackend::S3 {
                 buckets,
                 endpoint_url,

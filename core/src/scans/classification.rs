@@ -56,8 +56,7 @@ impl ClassificationScanRequest {
                 "name at least one data bucket",
             ));
         }
-        if self.scope.buckets.len() * self.scope.prefixes.len().max(1)
-            > super::leakage::MAX_SOURCES
+        if self.scope.buckets.len() * self.scope.prefixes.len().max(1) > super::leakage::MAX_SOURCES
         {
             return Err(Error::validation(
                 "scope",
@@ -95,6 +94,10 @@ pub struct ClassificationScanParams {
     pub max_object_bytes: u64,
     #[serde(default)]
     pub policies: Vec<PolicySnapshot>,
+    /// The hex sha256 of the request that created the scan: a retry with
+    /// the same `Idempotency-Key` and another body is refused.
+    #[serde(default)]
+    pub request_sha256: Option<String>,
 }
 
 impl ClassificationScanParams {

@@ -195,6 +195,10 @@ pub struct LeakageScanParams {
     pub builtin_rules: bool,
     #[serde(default)]
     pub policies: Vec<PolicySnapshot>,
+    /// The hex sha256 of the request that created the scan: a retry with
+    /// the same `Idempotency-Key` and another body is refused.
+    #[serde(default)]
+    pub request_sha256: Option<String>,
 }
 
 impl LeakageScanParams {

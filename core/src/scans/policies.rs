@@ -210,7 +210,8 @@ fn validate_rule_id(field: &str, id: &str) -> Result<()> {
 }
 
 fn parse_spec<T: serde::de::DeserializeOwned>(spec: &Value) -> Result<T> {
-    serde_json::from_value(spec.clone()).map_err(|error| Error::validation("spec", error.to_string()))
+    serde_json::from_value(spec.clone())
+        .map_err(|error| Error::validation("spec", error.to_string()))
 }
 
 /// The built-in leakage rule ids (user patterns may not reuse them).
@@ -332,7 +333,10 @@ impl LeakageSpec {
                     unexpected("threshold", pattern.threshold.is_some())?;
                     unexpected("charset", pattern.charset.is_some())?;
                     unexpected("minLength", pattern.min_length.is_some())?;
-                    let text = pattern.pattern.as_deref().ok_or_else(|| missing("pattern"))?;
+                    let text = pattern
+                        .pattern
+                        .as_deref()
+                        .ok_or_else(|| missing("pattern"))?;
                     CustomRule::regex(&pattern.id, pattern.severity, text)
                         .map_err(|message| Error::validation(field("pattern"), message))?
                 }
@@ -341,7 +345,10 @@ impl LeakageSpec {
                     unexpected("threshold", pattern.threshold.is_some())?;
                     unexpected("charset", pattern.charset.is_some())?;
                     unexpected("minLength", pattern.min_length.is_some())?;
-                    let words = pattern.keywords.as_ref().ok_or_else(|| missing("keywords"))?;
+                    let words = pattern
+                        .keywords
+                        .as_ref()
+                        .ok_or_else(|| missing("keywords"))?;
                     CustomRule::keywords(&pattern.id, pattern.severity, words)
                         .map_err(|message| Error::validation(field("keywords"), message))?
                 }
@@ -502,7 +509,9 @@ impl ClassificationSpec {
                             ),
                         ));
                     }
-                    compiled.detector_levels.push((name.to_string(), rule.level));
+                    compiled
+                        .detector_levels
+                        .push((name.to_string(), rule.level));
                 }
                 ClassRuleType::Regex => {
                     if rule.detector.is_some() {

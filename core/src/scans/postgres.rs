@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::classification::{ObjectClassification, ObjectStatus};
 use super::leakage::{
-    parse_severity, severity_text, FindingCursor, Incident, IncidentCursor,
-    IncidentFilter, IncidentStatus, LeakageFinding, LeakageStats, NewFinding,
+    parse_severity, severity_text, FindingCursor, Incident, IncidentCursor, IncidentFilter,
+    IncidentStatus, LeakageFinding, LeakageStats, NewFinding,
 };
 use super::policies::{policy_id_text, NewPolicy, Policy, PolicyFamily, PolicyPatch};
 use super::{ClassificationStats, ObjectCursor, ScanStore, MAX_POLICIES};

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::classification::{ObjectClassification, ObjectStatus};
 use super::leakage::{
-    parse_severity, severity_text, FindingCursor, Incident, IncidentCursor,
-    IncidentFilter, IncidentStatus, LeakageFinding, LeakageStats, NewFinding,
+    parse_severity, severity_text, FindingCursor, Incident, IncidentCursor, IncidentFilter,
+    IncidentStatus, LeakageFinding, LeakageStats, NewFinding,
 };
 use super::policies::{policy_id_text, NewPolicy, Policy, PolicyFamily, PolicyPatch};
 use super::{ClassificationStats, ObjectCursor, ScanStore, MAX_POLICIES};
@@ -24,7 +24,10 @@ use crate::JobId;
 
 fn time_of(micros: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| {
-        Error::corrupt("scan time", format!("{micros} microseconds is out of range"))
+        Error::corrupt(
+            "scan time",
+            format!("{micros} microseconds is out of range"),
+        )
     })
 }
 
@@ -90,7 +93,11 @@ fn incident_from_row(row: &SqliteRow) -> Result<Incident> {
         last_path: row.try_get("last_path").db(read)?,
         last_line: last_line.max(0) as u64,
         resolved_by: row.try_get("resolved_by").db(read)?,
-        resolved_at: row.try_get::<Option<i64>, _>("resolved_at").db(read)?.map(time_of).transpose()?,
+        resolved_at: row
+            .try_get::<Option<i64>, _>("resolved_at")
+            .db(read)?
+            .map(time_of)
+            .transpose()?,
         note: row.try_get("note").db(read)?,
         updated_at: time_of(row.try_get("updated_at").db(read)?)?,
     })
@@ -538,7 +545,9 @@ impl ScanStore for SqliteStore {
         results: &[ObjectClassification],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut tx = self.begin_write("starting to record classifications").await?;
+        let mut tx = self
+            .begin_write("starting to record classifications")
+            .await?;
         let tenant_id = hold_lease(tx.conn(), lease).await?;
         for result in results {
             let data_types = json!(result.data_types);

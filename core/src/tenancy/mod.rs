@@ -897,8 +897,9 @@ pub trait Stores:
     fn tenant_store(self: Arc<Self>) -> Arc<dyn TenantStore>;
 }
 
-impl<T> Stores for T where
-    T: JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords + ScanStore
+impl<T> Stores for T
+where
+    T: JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords + ScanStore,
 {
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore> {
         self

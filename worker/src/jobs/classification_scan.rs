@@ -117,14 +117,14 @@ impl JobHandler for ClassificationScan {
             .iter()
             .flat_map(|bucket| params.prefixes.iter().map(move |prefix| (bucket, prefix)))
             .collect();
-        let mut state = ctx
-            .checkpoint::<ClassificationCheckpoint>()?
-            .unwrap_or(ClassificationCheckpoint {
-                next: 0,
-                after_key: None,
-                objects_done: 0,
-                bytes_done: 0,
-            });
+        let mut state =
+            ctx.checkpoint::<ClassificationCheckpoint>()?
+                .unwrap_or(ClassificationCheckpoint {
+                    next: 0,
+                    after_key: None,
+                    objects_done: 0,
+                    bytes_done: 0,
+                });
         let resumed_from = (state.objects_done > 0).then_some(state.objects_done);
         while state.next < pairs.len() {
             let (bucket, prefix) = pairs[state.next];

@@ -14,8 +14,8 @@ use longhaul_scan::{Finding, Scanner};
 use serde::Deserialize;
 
 use crate::handler::JobError;
-use crate::jobs::scanning::http::HttpFetcher;
 use crate::jobs::scanning::blocking;
+use crate::jobs::scanning::http::HttpFetcher;
 
 /// Most repositories one organization expands to.
 pub const MAX_ORGANIZATION_REPOSITORIES: usize = 1000;
@@ -54,7 +54,9 @@ pub async fn scan_repository(
     let _clone;
     let path = if Path::new(location).is_absolute() && !location.contains("://") {
         if !Path::new(location).exists() {
-            return Err(JobError::permanent(format!("{location}: no such repository")));
+            return Err(JobError::permanent(format!(
+                "{location}: no such repository"
+            )));
         }
         PathBuf::from(location)
     } else {
@@ -113,7 +115,8 @@ pub fn auth_header(host: &GitHost, provider: Provider) -> Option<String> {
         Provider::Github => "x-access-token",
         Provider::Gitlab => "oauth2",
     };
-    let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", token.0));
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", token.0));
     Some(format!("Authorization: Basic {credentials}"))
 }
 
@@ -168,9 +171,7 @@ pub async fn organization_repositories(
             Provider::Gitlab => serde_json::from_slice::<Vec<GitlabProject>>(&body)
                 .map(|list| list.into_iter().map(|p| p.path_with_namespace).collect()),
         }
-        .map_err(|e| {
-            JobError::retryable(format!("the repository list of {organization}: {e}"))
-        })?;
+        .map_err(|e| JobError::retryable(format!("the repository list of {organization}: {e}")))?;
         let last = names.len() < LISTING_PAGE;
         repositories.extend(names);
         if last || repositories.len() >= MAX_ORGANIZATION_REPOSITORIES {

@@ -113,12 +113,14 @@ impl LeakageScan {
                     )
                     .await?;
                     tracing::info!(%organization, repositories = repositories.len(), "expanded an organization");
-                    out.extend(repositories.into_iter().map(|repository| {
-                        Source::Repository {
-                            provider: *provider,
-                            repository,
-                        }
-                    }));
+                    out.extend(
+                        repositories
+                            .into_iter()
+                            .map(|repository| Source::Repository {
+                                provider: *provider,
+                                repository,
+                            }),
+                    );
                 }
                 other => out.push(other.clone()),
             }
@@ -133,8 +135,7 @@ impl LeakageScan {
                 if !location.contains("://") {
                     self.check_local(location)?;
                 }
-                let findings =
-                    git::scan_repository(run.scanner.clone(), location, None).await?;
+                let findings = git::scan_repository(run.scanner.clone(), location, None).await?;
                 run.record(&self.services, &label, findings).await?;
             }
             Source::Repository {
@@ -393,7 +394,12 @@ impl LeakageScan {
                 state
             }
         };
-        tracing::info!(sources = state.sources.len(), rules = rule_count, ?resumed_at, "scanning for leaked secrets");
+        tracing::info!(
+            sources = state.sources.len(),
+            rules = rule_count,
+            ?resumed_at,
+            "scanning for leaked secrets"
+        );
         let mut run = Run {
             ctx,
             tenant,

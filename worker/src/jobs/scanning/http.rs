@@ -93,8 +93,9 @@ impl HttpFetcher {
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| FetchError::Refused(format!("{url}: {e}")))?;
             if let Some(token) = bearer.filter(|_| current.host() == first_host.as_deref()) {
-                let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| FetchError::Refused("the configured token is not a header value".into()))?;
+                let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                    FetchError::Refused("the configured token is not a header value".into())
+                })?;
                 request.headers_mut().insert(AUTHORIZATION, value);
             }
             let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
@@ -127,7 +128,9 @@ impl HttpFetcher {
             .await
             .map_err(|_| FetchError::Transient(format!("{current}: the body took too long")))?
             .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     FetchError::TooLarge {
                         url: current.to_string(),
                         limit,
@@ -258,7 +261,9 @@ mod tests {
             "https://example.com/a/d"
         );
         assert_eq!(
-            redirect_target(&from, "http://other.test/e").unwrap().to_string(),
+            redirect_target(&from, "http://other.test/e")
+                .unwrap()
+                .to_string(),
             "http://other.test/e"
         );
     }

@@ -1,0 +1,790 @@
+//! `/v1/leakage/scans`, `/v1/leakage/incidents`, `/v1/leakage/stats`:
+//! leakage scans and what they found. `POST …/scans` checks the targets,
+//! stores inline texts as objects (never in the job), takes a snapshot of the
+//! policies and queues a `leakage.scan` job, answering `202` at once; a scan
+//! is its job (`lks_<hex>` = `job_<hex>`: cancel and events come from the job
+//! endpoints). Findings and incidents show secrets only redacted. Creating
+//! scans and changing incidents needs a developer key; reading, any key.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use longhaul_core::artifacts::artifact_key;
+use longhaul_core::client::EnqueueRequest;
+use longhaul_core::job::{Job, JobFilter};
+use longhaul_core::scans::leakage::{
+    data_buckets, LeakageScanParams, LeakageScanRequest, PendingSource, Source, SourceRules,
+    INCIDENT_PREFIX, LEAKAGE_SCAN, SCAN_PREFIX,
+};
+use longhaul_core::scans::{
+    scan_id, scan_job_id, Incident, IncidentFilter, IncidentStatus, LeakageFinding, LeakageStats,
+    PolicyFamily,
+};
+use longhaul_core::tenancy::{Role, Tenant};
+use longhaul_core::{JobId, JobState};
+use longhaul_scan::Severity;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
+use crate::routes::jobs::{accepted, admit, idempotency_key};
+use crate::routes::scan_policies::{page_limit, scan_policies, snapshot_ids};
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_scan, list_scans))
+        .routes(routes!(read_scan))
+        .routes(routes!(list_findings))
+        .routes(routes!(list_incidents))
+        .routes(routes!(read_incident, update_incident))
+        .routes(routes!(stats))
+}
+
+/// A scan's job, if `id` names one of the tenant's scans of `kind`.
+pub(crate) async fn scan_job(
+    state: &AppState,
+    tenant: &Tenant,
+    prefix: &str,
+    kind: &str,
+    id: &str,
+) -> Result<Job, ApiError> {
+    let missing = || ApiError::not_found(format!("scan {id} not found"));
+    let job_id = scan_job_id(prefix, id).ok_or_else(missing)?;
+    match state.jobs.get(&tenant.id, job_id).await {
+        Ok(job) if job.kind == kind => Ok(job),
+        Ok(_) | Err(longhaul_core::Error::NotFound(_)) => Err(missing()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// The hex sha256 of a request body, to tell replays from reuse of a key.
+pub(crate) fn request_sha256(body: &impl Serialize) -> Result<String, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(|error| {
+        tracing::error!(%error, "encoding a scan request");
+        ApiError::internal()
+    })?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// A rough finish time: a few seconds per URL, half a minute per
+/// repository, a minute per bucket prefix, inline text at 50 MB/s.
+fn estimated_seconds(sources: &[Source]) -> i64 {
+    sources
+        .iter()
+        .map(|source| match source {
+            Source::Inline { size, .. } => 1 + (*size / 50_000_000) as i64,
+            Source::Url { .. } => 5,
+            Source::Git { .. } | Source::Repository { .. } => 30,
+            Source::Organization { .. } => 120,
+            Source::Bucket { .. } => 60,
+        })
+        .sum()
+}
+
+/// Bytes and objects a scan has read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanProgress {
+    pub bytes_scanned: u64,
+    pub objects_scanned: u64,
+    /// Where it is, e.g. `source 2 of 3, 120 objects`.
+    pub message: Option<String>,
+}
+
+impl ScanProgress {
+    pub(crate) fn of(job: &Job) -> Self {
+        let number = |value: Option<&Value>, key: &str| {
+            value.and_then(|v| v.get(key)).and_then(Value::as_u64)
+        };
+        let finished = job.result.as_ref();
+        ScanProgress {
+            bytes_scanned: number(finished, "bytes")
+                .unwrap_or_else(|| job.progress.as_ref().map_or(0, |p| p.current)),
+            objects_scanned: number(finished, "objects")
+                .or_else(|| number(job.checkpoint.as_ref(), "objectsDone"))
+                .unwrap_or(0),
+            message: job.progress.as_ref().and_then(|p| p.message.clone()),
+        }
+    }
+}
+
+/// A leakage scan as clients see it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeakageScanView {
+    #[schema(example = "lks_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")]
+    pub scan_id: String,
+    #[schema(value_type = String, example = "job_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")]
+    pub job_id: JobId,
+    /// `queued`, `running`, `succeeded`, `failed`, `cancelled`.
+    pub status: JobState,
+    /// What is scanned (URLs without credentials, inline texts by name).
+    pub sources: Vec<String>,
+    /// The policies it runs, with their version when the scan was created.
+    #[schema(value_type = Vec<Object>)]
+    pub policies: Value,
+    pub builtin_rules: bool,
+    pub progress: ScanProgress,
+    pub findings_count: u64,
+    /// A rough estimate while queued or running.
+    pub estimated_completion_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The last attempt's error.
+    pub error: Option<String>,
+}
+
+impl LeakageScanView {
+    fn of(job: Job, findings_count: u64) -> Result<Self, ApiError> {
+        let params = LeakageScanParams::parse(&job.params).map_err(|error| {
+            tracing::error!(job_id = %job.id, %error, "a leakage scan with unreadable params");
+            ApiError::internal()
+        })?;
+        let estimate = chrono::Duration::seconds(estimated_seconds(&params.sources));
+        let estimated_completion_at = match job.state {
+            JobState::Queued => Some(job.run_at.max(job.created_at) + estimate),
+            JobState::Running => job.started_at.map(|at| at + estimate),
+            _ => None,
+        };
+        Ok(LeakageScanView {
+            scan_id: scan_id(SCAN_PREFIX, job.id),
+            job_id: job.id,
+            status: job.state,
+            sources: params.sources.iter().map(Source::label).collect(),
+            policies: snapshot_ids(&params.policies),
+            builtin_rules: params.builtin_rules,
+            progress: ScanProgress::of(&job),
+            findings_count,
+            estimated_completion_at,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            completed_at: job.finished_at,
+            error: job.last_error,
+        })
+    }
+}
+
+/// Stores inline texts in the tenant's artifact store; the sources with
+/// their object keys. Objects already stored are removed if one fails.
+async fn stage_sources(
+    state: &AppState,
+    tenant: &Tenant,
+    pending: Vec<PendingSource<'_>>,
+) -> Result<Vec<Source>, ApiError> {
+    let batch = uuid::Uuid::now_v7().simple().to_string();
+    let mut sources = Vec::with_capacity(pending.len());
+    for (index, source) in pending.into_iter().enumerate() {
+        match source {
+            PendingSource::Ready(source) => sources.push(source),
+            PendingSource::Inline { name, content } => {
+                let store = state.artifact_store(&tenant.region)?;
+                let key = artifact_key(
+                    &tenant.id,
+                    LEAKAGE_SCAN,
+                    &format!("input-{batch}"),
+                    &format!("inline-{index}"),
+                )
+                .map_err(|error| {
+                    tracing::error!(%error, "an inline scan text key");
+                    ApiError::internal()
+                })?;
+                let stored = async {
+                    let mut upload = store.start_upload(&key).await?;
+                    upload
+                        .write(bytes::Bytes::copy_from_slice(content.as_bytes()))
+                        .await?;
+                    upload.complete().await
+                }
+                .await;
+                if let Err(error) = stored {
+                    tracing::error!(%error, "storing an inline scan text");
+                    unstage(state, tenant, &sources).await;
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the object store did not take the inline text; try again",
+                    ));
+                }
+                sources.push(Source::Inline {
+                    name,
+                    object_key: key,
+                    size: content.len() as u64,
+                });
+            }
+        }
+    }
+    Ok(sources)
+}
+
+/// Removes inline texts a refused request stored.
+async fn unstage(state: &AppState, tenant: &Tenant, sources: &[Source]) {
+    let Ok(store) = state.artifact_store(&tenant.region) else {
+        return;
+    };
+    for source in sources {
+        if let Source::Inline { object_key, .. } = source {
+            if let Err(error) = store.delete(object_key).await {
+                tracing::warn!(%error, key = %object_key, "removing an unused inline scan text");
+            }
+        }
+    }
+}
+
+/// Scan targets for leaked secrets.
+///
+/// `targets`: `git` (`url`, or `path` where the deployment allows local
+/// paths), `github`/`gitlab` (`repositories` as `owner/name`,
+/// `organizations`), `url`, `inline` (`name`, `content`), `bucket`
+/// (`bucket`, `prefixes`); `scope`: more `buckets` × `prefixes`, and `paths`
+/// globs that limit what is read. The built-in ruleset runs unless
+/// `builtinRules` is false; with the named policies, or else the tenant's
+/// enabled ones. One billable operation, under the tenant's job quotas;
+/// `Idempotency-Key` as for jobs.
+#[utoipa::path(
+    post,
+    path = "/v1/leakage/scans",
+    operation_id = "createLeakageScan",
+    tag = "leakage",
+    security(("bearer" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false,
+            description = "Makes a retried request answer the scan the first one created"),
+    ),
+    request_body = LeakageScanRequest,
+    responses(
+        (status = 202, description = "Queued (or replayed by its idempotency key)", body = LeakageScanView,
+            headers(("Location" = String, description = "`/v1/leakage/scans/{id}`"))),
+        BodyRejected,
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs a developer key; `tenant_suspended`",
+            body = ErrorBody),
+        (status = 409, description = "`conflict`: the idempotency key was used for another request",
+            body = ErrorBody),
+        TooLarge,
+        (status = 422, description = "`validation_error`: a bad target (named by its index), \
+            a bucket the tenant does not have, an unknown policy", body = ErrorBody),
+        (status = 429, description = "`rate_limited`, `quota_exceeded` or `brute_force_lockout`",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        (status = 503, description = "`unavailable`: no object storage for inline texts",
+            body = ErrorBody),
+    )
+)]
+async fn create_scan(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LeakageScanRequest>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant_writer(Role::Developer)?;
+    let key = idempotency_key(&headers)?;
+    let request_sha256 = request_sha256(&body)?;
+    if let Some(key) = &key {
+        if let Some(job) = state.jobs.find_by_idempotency_key(&tenant.id, key).await? {
+            let same = job.kind == LEAKAGE_SCAN
+                && LeakageScanParams::parse(&job.params)
+                    .is_ok_and(|p| p.request_sha256.as_deref() == Some(&request_sha256));
+            if !same {
+                return Err(ApiError::conflict(
+                    "the Idempotency-Key was already used for another scan or job",
+                ));
+            }
+            let count = state.stores.count_findings(&tenant.id, job.id).await?;
+            let view = LeakageScanView::of(job, count)?;
+            let location = format!("/v1/leakage/scans/{}", view.scan_id);
+            return Ok(accepted(view, &location, false));
+        }
+    }
+    let rules = SourceRules {
+        data_buckets: data_buckets(&tenant.settings),
+        local_root: state.scans.local_root.clone(),
+    };
+    let pending = body.sources(&rules)?;
+    let policies = scan_policies(
+        &state,
+        tenant,
+        PolicyFamily::Leakage,
+        body.policy_ids.as_deref(),
+    )
+    .await?;
+    let sources = stage_sources(&state, tenant, pending).await?;
+    let params = LeakageScanParams {
+        sources,
+        include_paths: body.scope.paths.clone(),
+        builtin_rules: body.builtin_rules.unwrap_or(true),
+        policies,
+        request_sha256: Some(request_sha256),
+    };
+    if !params.builtin_rules && params.policies.is_empty() {
+        unstage(&state, tenant, &params.sources).await;
+        return Err(ApiError::validation(
+            "builtinRules",
+            "with the built-in rules off, name at least one policy (the tenant has no enabled one)",
+        ));
+    }
+    let request = EnqueueRequest {
+        tenant_id: tenant.id.clone(),
+        kind: LEAKAGE_SCAN.into(),
+        params: serde_json::to_value(&params).map_err(|error| {
+            tracing::error!(%error, "encoding scan params");
+            ApiError::internal()
+        })?,
+        queue: None,
+        priority: None,
+        run_at: None,
+        max_attempts: None,
+        idempotency_key: key,
+    };
+    let (job, created) = match admit(&state, &caller, tenant, request).await {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            unstage(&state, tenant, &params.sources).await;
+            return Err(error);
+        }
+    };
+    if !created {
+        // A concurrent request with the same key won: ours is unused.
+        unstage(&state, tenant, &params.sources).await;
+    }
+    if job.kind != LEAKAGE_SCAN {
+        return Err(ApiError::conflict(
+            "the Idempotency-Key was used for a job that is not a leakage scan",
+        ));
+    }
+    let view = LeakageScanView::of(job, 0)?;
+    let location = format!("/v1/leakage/scans/{}", view.scan_id);
+    Ok(accepted(view, &location, created))
+}
+
+/// `GET` listings of scans, findings and incidents.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct Page {
+    /// 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of scans, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeakageScanPage {
+    pub data: Vec<LeakageScanView>,
+    pub next_cursor: Option<String>,
+}
+
+/// List the tenant's leakage scans, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/leakage/scans",
+    operation_id = "listLeakageScans",
+    tag = "leakage",
+    security(("bearer" = [])),
+    params(Page),
+    responses(
+        (status = 200, description = "One page", body = LeakageScanPage),
+        QueryRejected,
+        Unauthorized,
+        (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
+        LockedOut,
+    )
+)]
+async fn list_scans(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<Page>,
+) -> Result<Json<LeakageScanPage>, ApiError> {
+    let tenant = caller.tenant_role(Role::Viewer)?;
+    let (jobs, next_cursor) =
+        list_scan_jobs(&state, tenant, LEAKAGE_SCAN, SCAN_PREFIX, query).await?;
+    let mut data = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let count = state.stores.count_findings(&tenant.id, job.id).await?;
+        data.push(LeakageScanView::of(job, count)?);
+    }
+    Ok(Json(LeakageScanPage { data, next_cursor }))
+}
+
+/// A page of a tenant's scans of `kind`, newest first, and the next cursor.
+pub(crate) async fn list_scan_jobs(
+    state: &AppState,
+    tenant: &Tenant,
+    kind: &str,
+    prefix: &str,
+    query: Page,
+) -> Result<(Vec<Job>, Option<String>), ApiError> {
+    let limit = page_limit(query.limit)?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|text| {
+            scan_job_id(prefix, text)
+                .ok_or_else(|| ApiError::validation("cursor", "is not a cursor this API returned"))
+        })
+        .transpose()?;
+    let filter = JobFilter {
+        kind: Some(kind.into()),
+        ..JobFilter::default()
+    };
+    let page = state.jobs.list(&tenant.id, &filter, after, limit).await?;
+    Ok((page.jobs, page.next_cursor.map(|job| scan_id(prefix, job))))
+}
+
+/// A leakage scan's status, progress and findings count.
+#[utoipa::path(
+    get,
+    path = "/v1/leakage/scans/{id}",
+    operation_id = "getLeakageScan",
+    tag = "leakage",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "`lks_…`")),
+    responses(
+        (status = 200, description = "The scan", body = LeakageScanView),
+        Unauthorized,
+        (status = 404, description = "`not_found`: no such scan of this tenant", body = ErrorBody),
+        LockedOut,
+    )
+)]
+async fn read_scan(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<LeakageScanView>, ApiError> {
+    let tenant = caller.tenant_role(Role::Viewer)?;
+    let job = scan_job(&state, tenant, SCAN_PREFIX, LEAKAGE_SCAN, &id).await?;
+    let count = state.stores.count_findings(&tenant.id, job.id).await?;
+    Ok(Json(LeakageScanView::of(job, count)?))
+}
+
+/// One page of a scan's findings, in the order they were found.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FindingPage {
+    pub data: Vec<LeakageFinding>,
+    pub next_cursor: Option<String>,
+}
+
+/// `<micros>.<text>`: a keyset cursor of a time and a tie-breaker.
+fn encode_cursor(at: DateTime<Utc>, text: &str) -> String {
+    format!("{}.{text}", at.timestamp_micros())
+}
+
+fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, String), ApiError> {
+    text.split_once('.')
+        .and_then(|(micros, rest)| {
+            let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+            (rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| (at, rest.to_string()))
+        })
+        .ok_or_else(|| ApiError::validation("cursor", "is not a cursor this API returned"))
+}
+
+/// A scan's findings: rule, severity, where (source, commit, path, line,
+/// column), the secret redacted, and its fingerprint (its incident).
+#[utoipa::path(
+    get,
+    path = "/v1/leakage/scans/{id}/findings",
+    operation_id = "listLeakageFindings",
+    tag = "leakage",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "`lks_…`"), Page),
+    responses(
+        (status = 200, description = "One page", body = FindingPage),
+        QueryRejected,
+        Unauthorized,
+        (status = 404, description = "`not_found`: no such scan of this tenant", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
+        LockedOut,
+    )
+)]
+async fn list_findings(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<Page>,
+) -> Result<Json<FindingPage>, ApiError> {
+    let tenant = caller.tenant_role(Role::Viewer)?;
+    let limit = page_limit(query.limit)?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let job = scan_job(&state, tenant, SCAN_PREFIX, LEAKAGE_SCAN, &id).await?;
+    let mut data = state
+        .stores
+        .list_findings(&tenant.id, job.id, after.as_ref(), limit + 1)
+        .await?;
+    let next_cursor = if data.len() > limit as usize {
+        data.truncate(limit as usize);
+        data.last().map(|f| encode_cursor(f.found_at, &f.key))
+    } else {
+        None
+    };
+    Ok(Json(FindingPage { data, next_cursor }))
+}
+
+/// Where an incident's secret was last found.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentLocation {
+    pub source: String,
+    pub path: String,
+    pub line: u64,
+}
+
+/// A leaked secret across every scan that found it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentView {
+    #[schema(example = "inc_3f2a9c0d1e4b5a6978877665544332211")]
+    pub id: String,
+    pub fingerprint: String,
+    pub rule: String,
+    #[schema(value_type = String, example = "critical")]
+    pub severity: Severity,
+    #[schema(example = "AKIA****(20 chars)")]
+    pub redacted: String,
+    pub status: IncidentStatus,
+    /// Findings of it, over all scans.
+    pub occurrences: u64,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub first_scan_id: String,
+    pub last_scan_id: String,
+    pub last_location: IncidentLocation,
+    /// The API key that last resolved or reopened it.
+    pub resolved_by: Option<String>,
+    /// When it was last resolved or reopened.
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub note: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Incident> for IncidentView {
+    fn from(incident: Incident) -> Self {
+        IncidentView {
+            id: format!("{INCIDENT_PREFIX}{}", incident.fingerprint),
+            fingerprint: incident.fingerprint,
+            rule: incident.rule,
+            severity: incident.severity,
+            redacted: incident.redacted,
+            status: incident.status,
+            occurrences: incident.occurrences,
+            first_seen_at: incident.first_seen_at,
+            last_seen_at: incident.last_seen_at,
+            first_scan_id: scan_id(SCAN_PREFIX, incident.first_job_id),
+            last_scan_id: scan_id(SCAN_PREFIX, incident.last_job_id),
+            last_location: IncidentLocation {
+                source: incident.last_source,
+                path: incident.last_path,
+                line: incident.last_line,
+            },
+            resolved_by: incident.resolved_by,
+            resolved_at: incident.resolved_at,
+            note: incident.note,
+            updated_at: incident.updated_at,
+        }
+    }
+}
+
+/// `GET /v1/leakage/incidents` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListIncidents {
+    /// `open` or `resolved`.
+    #[param(value_type = Option<String>)]
+    pub status: Option<IncidentStatus>,
+    /// `critical`, `high`, `medium` or `low`.
+    #[param(value_type = Option<String>)]
+    pub severity: Option<Severity>,
+    /// 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// One page of incidents, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentPage {
+    pub data: Vec<IncidentView>,
+    pub next_cursor: Option<String>,
+}
+
+/// List incidents (one per leaked secret), newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/leakage/incidents",
+    operation_id = "listLeakageIncidents",
+    tag = "leakage",
+    security(("bearer" = [])),
+    params(ListIncidents),
+    responses(
+        (status = 200, description = "One page", body = IncidentPage),
+        QueryRejected,
+        Unauthorized,
+        (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
+        LockedOut,
+    )
+)]
+async fn list_incidents(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListIncidents>,
+) -> Result<Json<IncidentPage>, ApiError> {
+    let tenant = caller.tenant_role(Role::Viewer)?;
+    let limit = page_limit(query.limit)?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let filter = IncidentFilter {
+        status: query.status,
+        severity: query.severity,
+    };
+    let mut incidents = state
+        .stores
+        .list_incidents(&tenant.id, &filter, after.as_ref(), limit + 1)
+        .await?;
+    let next_cursor = if incidents.len() > limit as usize {
+        incidents.truncate(limit as usize);
+        incidents
+            .last()
+            .map(|i| encode_cursor(i.first_seen_at, &i.fingerprint))
+    } else {
+        None
+    };
+    Ok(Json(IncidentPage {
+        data: incidents.into_iter().map(IncidentView::from).collect(),
+        next_cursor,
+    }))
+}
+
+fn incident_fingerprint(id: &str) -> Result<&str, ApiError> {
+    id.strip_prefix(INCIDENT_PREFIX)
+        .filter(|f| f.len() == 32 && f.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| ApiError::not_found(format!("incident {id} not found")))
+}
+
+/// An incident.
+#[utoipa::path(
+    get,
+    path = "/v1/leakage/incidents/{id}",
+    operation_id = "getLeakageIncident",
+    tag = "leakage",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "`inc_<fingerprint>`")),
+    responses(
+        (status = 200, description = "The incident", body = IncidentView),
+        Unauthorized,
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        LockedOut,
+    )
+)]
+async fn read_incident(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<IncidentView>, ApiError> {
+    let tenant = caller.tenant_role(Role::Viewer)?;
+    let incident = state
+        .stores
+        .get_incident(&tenant.id, incident_fingerprint(&id)?)
+        .await?;
+    Ok(Json(incident.into()))
+}
+
+/// `PATCH /v1/leakage/incidents/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IncidentPatch {
+    /// `resolved` (the secret was rotated or is not one) or `open` again.
+    pub status: IncidentStatus,
+    /// Why, up to 1000 characters.
+    pub note: Option<String>,
+}
+
+/// Resolve or reopen an incident; who and when are recorded (and audited).
+///
+/// A resolved incident stays resolved when later scans find its secret again
+/// (history keeps old commits): they add to its occurrences.
+#[utoipa::path(
+    patch,
+    path = "/v1/leakage/incidents/{id}",
+    operation_id = "updateLeakageIncident",
+    tag = "leakage",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "`inc_<fingerprint>`")),
+    request_body = IncidentPatch,
+    responses(
+        (status = 200, description = "The incident", body = IncidentView),
+        BodyRejected,
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs a developer key", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a bad status or note", body = ErrorBody),
+        LockedOut,
+    )
+)]
+async fn update_incident(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<IncidentPatch>,
+) -> Result<Json<IncidentView>, ApiError> {
+    let tenant = caller.tenant_role(Role::Developer)?;
+    let fingerprint = incident_fingerprint(&id)?;
+    if let Some(note) = &body.note {
+        if note.chars().count() > 1000 || note.contains('\0') {
+            return Err(ApiError::validation(
+                "note",
+                "must be at most 1000 characters, without NUL",
+            ));
+        }
+    }
+    let incident = state
+        .stores
+        .set_incident_status(
+            &tenant.id,
+            fingerprint,
+            body.status,
+            body.note.as_deref(),
+            state.clock.now(),
+            &caller.actor(),
+        )
+        .await?;
+    Ok(Json(incident.into()))
+}
+
+/// Findings and incidents of the tenant: totals, open and resolved, by
+/// severity.
+#[utoipa::path(
+    get,
+    path = "/v1/leakage/stats",
+    operation_id = "getLeakageStats",
+    tag = "leakage",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The tenant's leakage stats", body = LeakageStats),
+        Unauthorized,
+        LockedOut,
+    )
+)]
+async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<LeakageStats>, ApiError> {
+    let tenant = caller.tenant_role(Role::Viewer)?;
+    let stats = state.stores.leakage_stats(&tenant.id).await?;
+    Ok(Json(stats))
+}

@@ -19,6 +19,7 @@ mod openapi;
 mod process;
 mod quotas;
 mod runtime;
+mod scans;
 mod scheduler_processes;
 mod schedules;
 mod support;

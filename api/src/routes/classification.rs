@@ -294,7 +294,7 @@ fn encode_cursor(bucket: &str, key: &str) -> String {
 
 fn decode_cursor(text: &str) -> Result<(String, String), ApiError> {
     let bad = || ApiError::validation("cursor", "is not a cursor this API returned");
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes = (0..text.len())

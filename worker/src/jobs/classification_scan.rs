@@ -19,14 +19,15 @@ use longhaul_core::scans::classification::{
 };
 use longhaul_core::scans::policies::compile_classification;
 use longhaul_core::Progress;
-use longhaul_scan::classify::{Classifier, Outcome};
+use longhaul_scan::classify::Outcome;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::context::JobContext;
 use crate::handler::{JobError, JobHandler, JobOutput};
 use crate::jobs::scanning::{
-    blocking, data_bucket, objects_after, storage_error, Ordered, Work, OBJECTS_IN_FLIGHT,
+    blocking, data_bucket, objects_after, storage_error, BlockingReader, Ordered, Work,
+    OBJECTS_IN_FLIGHT,
 };
 use crate::services::JobServices;
 
@@ -137,24 +138,17 @@ impl JobHandler for ClassificationScan {
                     let (store, classifier) = (store.clone(), classifier.clone());
                     let (job_id, bucket) = (ctx.job_id(), bucket.clone());
                     Box::pin(async move {
-                        let read = object.size.min(max_bytes);
-                        let body = if read == 0 {
-                            bytes::Bytes::new()
-                        } else {
-                            store
-                                .get_range(&object.key, 0..read)
-                                .await
-                                .map_err(storage_error)?
-                        };
-                        // A gzip object may hold more than its size once
-                        // decompressed; the classifier caps what it reads.
-                        let cap = max_bytes;
-                        let truncated_on_read = object.size > read;
+                        // Streamed: only what the classifier needs is read
+                        // (the first `max_bytes`, decompressed for gzip).
+                        let reader = store.read(&object.key).await.map_err(storage_error)?;
+                        let body = BlockingReader::new(reader.body);
                         let key = object.key.clone();
-                        let outcome = blocking(move || {
-                            classify(&classifier, &key, &body, cap, truncated_on_read)
-                        })
-                        .await?;
+                        let outcome =
+                            blocking(move || classifier.classify_reader(&key, body, max_bytes))
+                                .await?
+                                .map_err(|e| {
+                                    JobError::retryable(format!("reading {}: {e}", object.key))
+                                })?;
                         Ok(to_result(job_id, &bucket, object.key, object.size, outcome))
                     }) as Work<_>
                 })
@@ -192,24 +186,6 @@ impl JobHandler for ClassificationScan {
             "bytes": state.bytes_done,
             "resumedFromObject": resumed_from,
         }))
-    }
-}
-
-/// Classifies what was read; an object cut short by the read is truncated
-/// even when the classifier saw all it was given.
-fn classify(
-    classifier: &Classifier,
-    key: &str,
-    body: &[u8],
-    cap: u64,
-    truncated_on_read: bool,
-) -> Outcome {
-    match classifier.classify_bytes(key, body, cap) {
-        Outcome::Classified(mut found) => {
-            found.truncated |= truncated_on_read;
-            Outcome::Classified(found)
-        }
-        skipped => skipped,
     }
 }
 

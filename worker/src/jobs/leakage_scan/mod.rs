@@ -34,13 +34,16 @@ use crate::context::JobContext;
 use crate::handler::{JobError, JobHandler, JobOutput};
 use crate::jobs::scanning::http::HttpFetcher;
 use crate::jobs::scanning::{
-    blocking, data_bucket, objects_after, scan_threads, storage_error, Ordered, Work,
-    OBJECTS_IN_FLIGHT,
+    blocking, data_bucket, objects_after, scan_threads, storage_error, BlockingReader, Ordered,
+    Work, OBJECTS_IN_FLIGHT,
 };
 use crate::services::JobServices;
 
 /// Largest body of a URL target.
 pub const MAX_URL_BYTES: usize = 256 * 1024 * 1024;
+/// Objects up to this size are read whole and scanned on all cores; larger
+/// ones are streamed (memory stays at one chunk per object in flight).
+const IN_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
 /// Findings written per transaction.
 const FINDINGS_BATCH: usize = 500;
 /// How often (at most) a bucket's position is saved.
@@ -201,8 +204,21 @@ impl LeakageScan {
                     .map(|object| {
                         let (store, scanner) = (store.clone(), run.scanner.clone());
                         Box::pin(async move {
-                            let body = store.get(&object.key).await.map_err(storage_error)?;
-                            let findings = scan_bytes(scanner, object.key.clone(), body).await?;
+                            let findings = if object.size <= IN_MEMORY_BYTES {
+                                let body = store.get(&object.key).await.map_err(storage_error)?;
+                                scan_bytes(scanner, object.key.clone(), body).await?
+                            } else {
+                                // Streamed through one chunk at a time.
+                                let reader =
+                                    store.read(&object.key).await.map_err(storage_error)?;
+                                let body = BlockingReader::new(reader.body);
+                                let name = object.key.clone();
+                                blocking(move || scanner.scan_reader(&name, body))
+                                    .await?
+                                    .map_err(|e| {
+                                        JobError::retryable(format!("reading {}: {e}", object.key))
+                                    })?
+                            };
                             Ok((object.key, object.size, findings))
                         }) as Work<_>
                     })

@@ -110,6 +110,30 @@ impl<T> Drop for Ordered<T> {
     }
 }
 
+/// An object's stream read from a blocking thread (the engine's readers are
+/// synchronous): each read waits on the async body.
+pub struct BlockingReader {
+    handle: tokio::runtime::Handle,
+    body: Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+}
+
+impl BlockingReader {
+    /// Must be made on the runtime, then moved to a blocking thread.
+    pub fn new(body: Pin<Box<dyn tokio::io::AsyncRead + Send>>) -> Self {
+        BlockingReader {
+            handle: tokio::runtime::Handle::current(),
+            body,
+        }
+    }
+}
+
+impl std::io::Read for BlockingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        self.handle.block_on(self.body.read(buf))
+    }
+}
+
 /// Runs CPU-bound engine work on a blocking thread.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,

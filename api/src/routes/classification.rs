@@ -224,6 +224,7 @@ pub struct ClassificationScanPage {
         (status = 200, description = "One page", body = ClassificationScanPage),
         QueryRejected,
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
         LockedOut,
     )
@@ -258,6 +259,7 @@ async fn list_scans(
     responses(
         (status = 200, description = "The scan", body = ClassificationScanView),
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 404, description = "`not_found`: no such scan of this tenant", body = ErrorBody),
         LockedOut,
     )
@@ -320,6 +322,7 @@ fn decode_cursor(text: &str) -> Result<(String, String), ApiError> {
         (status = 200, description = "One page", body = ResultPage),
         QueryRejected,
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 404, description = "`not_found`: no such scan of this tenant", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
         LockedOut,
@@ -359,6 +362,7 @@ async fn list_results(
     responses(
         (status = 200, description = "The tenant's classification stats", body = ClassificationStats),
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         LockedOut,
     )
 )]

@@ -401,6 +401,7 @@ pub struct LeakageScanPage {
         (status = 200, description = "One page", body = LeakageScanPage),
         QueryRejected,
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
         LockedOut,
     )
@@ -457,6 +458,7 @@ pub(crate) async fn list_scan_jobs(
     responses(
         (status = 200, description = "The scan", body = LeakageScanView),
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 404, description = "`not_found`: no such scan of this tenant", body = ErrorBody),
         LockedOut,
     )
@@ -508,6 +510,7 @@ fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, String), ApiError> {
         (status = 200, description = "One page", body = FindingPage),
         QueryRejected,
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 404, description = "`not_found`: no such scan of this tenant", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
         LockedOut,
@@ -636,6 +639,7 @@ pub struct IncidentPage {
         (status = 200, description = "One page", body = IncidentPage),
         QueryRejected,
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
         LockedOut,
     )
@@ -687,6 +691,7 @@ fn incident_fingerprint(id: &str) -> Result<&str, ApiError> {
     responses(
         (status = 200, description = "The incident", body = IncidentView),
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         LockedOut,
     )
@@ -729,6 +734,7 @@ pub struct IncidentPatch {
     responses(
         (status = 200, description = "The incident", body = IncidentView),
         BodyRejected,
+        TooLarge,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs a developer key", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -777,6 +783,7 @@ async fn update_incident(
     responses(
         (status = 200, description = "The tenant's leakage stats", body = LeakageStats),
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         LockedOut,
     )
 )]

@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::{BodyRejected, LockedOut, QueryRejected, Unauthorized};
+use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -163,6 +163,7 @@ fn to_value(value: impl Serialize) -> Result<Value, ApiError> {
     responses(
         (status = 201, description = "Created", body = LeakagePolicyView),
         BodyRejected,
+        TooLarge,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs an admin key", body = ErrorBody),
         (status = 409, description = "`conflict`: the name is taken", body = ErrorBody),
@@ -205,6 +206,7 @@ async fn create_leakage(
         (status = 200, description = "One page", body = LeakagePolicyPage),
         QueryRejected,
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
         LockedOut,
     )
@@ -235,6 +237,7 @@ async fn list_leakage(
     responses(
         (status = 200, description = "The policy", body = LeakagePolicyView),
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         LockedOut,
     )
@@ -261,6 +264,7 @@ async fn read_leakage(
     responses(
         (status = 200, description = "The changed policy", body = LeakagePolicyView),
         BodyRejected,
+        TooLarge,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs an admin key", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -403,6 +407,7 @@ pub struct ClassificationPolicyPage {
     responses(
         (status = 201, description = "Created", body = ClassificationPolicyView),
         BodyRejected,
+        TooLarge,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs an admin key", body = ErrorBody),
         (status = 409, description = "`conflict`: the name is taken", body = ErrorBody),
@@ -446,6 +451,7 @@ async fn create_classification(
         (status = 200, description = "One page", body = ClassificationPolicyPage),
         QueryRejected,
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
         LockedOut,
     )
@@ -477,6 +483,7 @@ async fn list_classification(
     responses(
         (status = 200, description = "The policy", body = ClassificationPolicyView),
         Unauthorized,
+        (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         LockedOut,
     )
@@ -502,6 +509,7 @@ async fn read_classification(
     responses(
         (status = 200, description = "The changed policy", body = ClassificationPolicyView),
         BodyRejected,
+        TooLarge,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs an admin key", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),

@@ -12,13 +12,18 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use axum::Router;
 use longhaul_api::AppState;
-use longhaul_core::artifacts::ArtifactStores;
+use longhaul_core::artifacts::{
+    ArtifactStores, Bytes, LocalStore, ObjectInfo, ObjectReader, ObjectStore, StorageError, Upload,
+    UploadState,
+};
 use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::config::{GitHost, ScanConfig};
@@ -207,12 +212,20 @@ fn scans_pool() -> PoolConfig {
 }
 
 async fn start_worker(db: &TestDb, dirs: &Dirs, scans: ScanConfig) -> CancellationToken {
-    let stores = tenancy::connect_stores(&db.url, 8)
+    start_worker_with(&db.url, dirs.artifacts(), scans).await
+}
+
+async fn start_worker_with(
+    url: &str,
+    artifacts: Arc<ArtifactStores>,
+    scans: ScanConfig,
+) -> CancellationToken {
+    let stores = tenancy::connect_stores(url, 8)
         .await
         .expect("worker stores");
     let services = JobServices {
         stores: stores.clone(),
-        artifacts: dirs.artifacts(),
+        artifacts,
         artifact_retention: Duration::from_secs(86_400),
         scans,
     };
@@ -295,6 +308,7 @@ both_stores!(
     classification_scans_classify_objects,
     hosted_organizations_expand_to_repositories,
     scan_writes_are_fenced_and_idempotent,
+    killed_leakage_scan_resumes_after_its_last_object,
 );
 
 async fn leakage_scans_find_redact_and_deduplicate(db: TestDb) {
@@ -1394,4 +1408,161 @@ async fn scan_writes_are_fenced_and_idempotent(db: TestDb) {
             .unwrap(),
         0
     );
+}
+
+/// A data bucket that counts (and can slow down) its reads.
+struct CountingStore {
+    inner: Arc<dyn ObjectStore>,
+    delay: Duration,
+    reads: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl ObjectStore for CountingStore {
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn Upload>, StorageError> {
+        self.inner.start_upload(key).await
+    }
+    async fn resume_upload(&self, state: &UploadState) -> Result<Box<dyn Upload>, StorageError> {
+        self.inner.resume_upload(state).await
+    }
+    async fn abort_uploads(&self, key: &str) -> Result<(), StorageError> {
+        self.inner.abort_uploads(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StorageError> {
+        self.inner.get_range(key, range).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        tokio::time::sleep(self.delay).await;
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn read(&self, key: &str) -> Result<ObjectReader, StorageError> {
+        tokio::time::sleep(self.delay).await;
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.inner.list(prefix).await
+    }
+    async fn presigned_url(
+        &self,
+        key: &str,
+        expires_in: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        self.inner.presigned_url(key, expires_in).await
+    }
+}
+
+async fn counting_artifacts(
+    dirs: &Dirs,
+    delay: Duration,
+    reads: &Arc<AtomicUsize>,
+) -> Arc<ArtifactStores> {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(CountingStore {
+        inner: Arc::new(LocalStore::at(dirs.bucket("code-bucket"))),
+        delay,
+        reads: reads.clone(),
+    });
+    Arc::new(
+        ArtifactStores::local(dirs.root.join("artifacts"), http::test_signer())
+            .with_data_bucket("code-bucket", bucket)
+            .await,
+    )
+}
+
+/// A worker killed mid-scan (its runtime dropped, like a process kill): the
+/// next attempt reads only the objects after the checkpoint's last one, and
+/// every secret is reported once.
+async fn killed_leakage_scan_resumes_after_its_last_object(db: TestDb) {
+    const OBJECTS: usize = 600;
+    let dirs = Dirs::new();
+    let rig = rig(&db, &dirs).await;
+    let (tenant, key) = rig.tenant("acme").await;
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut planted_secrets = 0;
+    for n in 0..OBJECTS {
+        let mut text = format!("object {n}\nnothing here\n");
+        if n % 50 == 7 {
+            let (line, _) = planted("aws-access-key-id", &mut rng);
+            text.push_str(&line);
+            text.push('\n');
+            planted_secrets += 1;
+        }
+        dirs.put("code-bucket", &format!("obj/{n:05}.txt"), text.as_bytes());
+    }
+
+    let first_reads = Arc::new(AtomicUsize::new(0));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    {
+        let (url, scans, reads) = (db.url.clone(), dirs.scan_config(), first_reads.clone());
+        let root = dirs.root.clone();
+        runtime.spawn(async move {
+            let dirs = Dirs { root };
+            let artifacts = counting_artifacts(&dirs, Duration::from_millis(25), &reads).await;
+            let _token = start_worker_with(&url, artifacts, scans).await;
+            std::future::pending::<()>().await;
+        });
+    }
+    let (scan_id, job) = rig
+        .scan(
+            "/v1/leakage/scans",
+            &key,
+            json!({"targets": [{"type": "bucket", "bucket": "code", "prefixes": ["obj/"]}]}),
+        )
+        .await;
+    let seen = wait_for_job(
+        rig.stores.as_ref(),
+        &tenant.id,
+        job,
+        Duration::from_secs(60),
+        |job| {
+            job.checkpoint
+                .as_ref()
+                .and_then(|c| c["objectsDone"].as_u64())
+                .is_some_and(|n| n > 0)
+        },
+    )
+    .await;
+    runtime.shutdown_background();
+    let checkpoint = seen.checkpoint.expect("a checkpoint");
+    let done_before = checkpoint["objectsDone"].as_u64().unwrap() as usize;
+    assert!(
+        done_before < OBJECTS,
+        "the first worker finished: {checkpoint}"
+    );
+    assert_eq!(
+        checkpoint["afterKey"],
+        json!(format!("obj/{:05}.txt", done_before - 1)),
+        "the checkpoint names the last object done, in key order"
+    );
+
+    let second_reads = Arc::new(AtomicUsize::new(0));
+    let artifacts = counting_artifacts(&dirs, Duration::ZERO, &second_reads).await;
+    let _worker = start_worker_with(&db.url, artifacts, dirs.scan_config()).await;
+    rig.wait_succeeded(&tenant, job).await;
+    let done = rig.stores.get_job(&tenant.id, job).await.unwrap();
+    assert_eq!(done.attempt, 2, "{done:#?}");
+    assert_eq!(second_reads.load(Ordering::SeqCst), OBJECTS - done_before);
+    let result = done.result.expect("a result");
+    assert_eq!(result["objects"], OBJECTS, "{result}");
+    let findings = rig
+        .all(&format!("/v1/leakage/scans/{scan_id}/findings"), &key, 200)
+        .await;
+    assert_eq!(findings.len(), planted_secrets, "{findings:#?}");
+    let paths: BTreeSet<&str> = findings
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), planted_secrets);
 }

@@ -135,13 +135,24 @@ impl ArtifactStores {
         self
     }
 
+    /// Bucket `bucket` is `store` in every region (tests, and deployments
+    /// that wrap a bucket's store).
+    pub async fn with_data_bucket(self, bucket: &str, store: Arc<dyn ObjectStore>) -> Self {
+        self.opened_buckets
+            .lock()
+            .await
+            .insert((String::new(), bucket.to_string()), store);
+        self
+    }
+
     /// The store of a tenant's data bucket (`settings.dataBuckets` names it;
     /// the caller checks the tenant may read it).
     pub async fn data_bucket(&self, region: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
         validate_component(bucket)?;
         let mut opened = self.opened_buckets.lock().await;
         let entry = (region.to_string(), bucket.to_string());
-        if let Some(store) = opened.get(&entry) {
+        let everywhere = (String::new(), bucket.to_string());
+        if let Some(store) = opened.get(&entry).or_else(|| opened.get(&everywhere)) {
             return Ok(store.clone());
         }
         let store: Arc<dyn ObjectStore> = match &self.data_buckets {

@@ -5,7 +5,8 @@ COPY . .
 RUN cargo build --release --locked --bin longhaul
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+# git: leakage scans read repositories' whole history with it.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates git \
     && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 longhaul
 COPY --from=build /src/target/release/longhaul /usr/local/bin/longhaul
 USER longhaul

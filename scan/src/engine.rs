@@ -478,7 +478,7 @@ impl Scanner {
 
 /// Regular files under `root` (or `root` itself), sorted; `.git` skipped,
 /// symbolic links not followed.
-pub(crate) fn collect_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn collect_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let meta = std::fs::symlink_metadata(root)?;
     if meta.is_file() {

@@ -9,6 +9,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Subcommand;
+use longhaul_core::scans::policies::LeakageSpec;
+use longhaul_scan::classify::{Classifier, Outcome};
+use longhaul_scan::custom::Allowlist;
+use longhaul_scan::engine::ScanReport;
 use longhaul_scan::{corpus, Scanner};
 use serde_json::json;
 
@@ -22,14 +26,28 @@ pub enum ScanCommand {
         /// Scan the files even when PATH is a git repository.
         #[arg(long)]
         files: bool,
-        /// Threads (default: the machine's cores).
+        /// Threads (default: the machine's cores). A single file is split
+        /// into line-aligned segments scanned in parallel.
         #[arg(long)]
         threads: Option<usize>,
+        /// A leakage policy (the API's body: `{"patterns": [...],
+        /// "allowlist": {...}}`) run beside the built-in rules.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Run only the policy's patterns, not the built-in rules.
+        #[arg(long)]
+        no_builtin: bool,
     },
     /// Classify files (public < internal < confidential < restricted; PII,
     /// PHI, PCI) with the validated detectors: one JSON object per file with
-    /// counts per detector, never the matched values.
-    Classify { path: PathBuf },
+    /// counts per detector, never the matched values; CSV, JSON, NDJSON and
+    /// gzip read as such; a summary on stderr.
+    Classify {
+        path: PathBuf,
+        /// Bytes of one file classified (after gzip).
+        #[arg(long, default_value_t = longhaul_scan::classify::MAX_OBJECT_BYTES)]
+        max_bytes: u64,
+    },
     /// Print the built-in rules' regexes, one per line, without group names
     /// (`rg -f` joins them into one regex).
     Patterns,
@@ -56,10 +74,12 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
             path,
             files,
             threads,
+            policy,
+            no_builtin,
         } => {
+            let scanner = scanner(policy.as_deref(), no_builtin)?;
             let target = path.to_string_lossy().to_string();
             if !files && longhaul_scan::git::is_repository(&target) {
-                let scanner = Scanner::builtin();
                 let findings = longhaul_scan::git::scan_history(&scanner, &target)
                     .with_context(|| format!("scanning the history of {target}"))?;
                 for finding in &findings {
@@ -71,11 +91,22 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
-            let scanner = Scanner::builtin();
             let started = Instant::now();
-            let report = scanner
-                .scan_path(&path, threads)
-                .with_context(|| format!("scanning {}", path.display()))?;
+            let report = if path.is_file() {
+                // One file: read whole and split over the threads.
+                let data =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                ScanReport {
+                    findings: scanner.scan_bytes(&target, &data, threads),
+                    files: 1,
+                    bytes: data.len() as u64,
+                    skipped_binary: 0,
+                }
+            } else {
+                scanner
+                    .scan_path(&path, threads)
+                    .with_context(|| format!("scanning {}", path.display()))?
+            };
             let seconds = started.elapsed().as_secs_f64();
             for finding in &report.findings {
                 println!("{}", serde_json::to_string(finding)?);
@@ -90,18 +121,44 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
                     "seconds": (seconds * 1000.0).round() / 1000.0,
                     "mbPerSecond": ((report.bytes as f64 / 1e6 / seconds) * 10.0).round() / 10.0,
                     "threads": threads,
-                    "rules": scanner.rules().len(),
+                    "rules": scanner.rules().len() + scanner.custom_rules().len(),
                 })
             );
             Ok(!report.findings.is_empty())
         }
-        ScanCommand::Classify { path } => {
-            let detectors = longhaul_scan::detectors::builtin();
-            let results = longhaul_scan::classify::classify_path(&detectors, &path)
-                .with_context(|| format!("classifying {}", path.display()))?;
-            for result in &results {
-                println!("{}", serde_json::to_string(result)?);
+        ScanCommand::Classify { path, max_bytes } => {
+            let classifier = Classifier::builtin();
+            let started = Instant::now();
+            let (mut bytes, mut skipped, mut classified) = (0u64, 0usize, 0usize);
+            for file in longhaul_scan::engine::collect_files(&path)
+                .with_context(|| format!("listing {}", path.display()))?
+            {
+                let name = file.display().to_string();
+                let reader =
+                    std::fs::File::open(&file).with_context(|| format!("opening {name}"))?;
+                bytes += reader.metadata().map(|m| m.len()).unwrap_or(0);
+                match classifier
+                    .classify_reader(&name, std::io::BufReader::new(reader), max_bytes)
+                    .with_context(|| format!("reading {name}"))?
+                {
+                    Outcome::Classified(found) => {
+                        classified += 1;
+                        println!("{}", serde_json::to_string(&found)?);
+                    }
+                    Outcome::Skipped { .. } => skipped += 1,
+                }
             }
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!(
+                "{}",
+                json!({
+                    "classified": classified,
+                    "skipped": skipped,
+                    "bytes": bytes,
+                    "seconds": (seconds * 1000.0).round() / 1000.0,
+                    "mbPerSecond": ((bytes as f64 / 1e6 / seconds) * 10.0).round() / 10.0,
+                })
+            );
             Ok(false)
         }
         ScanCommand::Patterns => {
@@ -133,4 +190,29 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
             Ok(false)
         }
     }
+}
+
+/// The built-in rules (unless `no_builtin`) and a policy file's patterns and
+/// allowlist, validated as the API validates a policy.
+fn scanner(policy: Option<&std::path::Path>, no_builtin: bool) -> anyhow::Result<Scanner> {
+    let builtin = if no_builtin {
+        Vec::new()
+    } else {
+        longhaul_scan::rules::builtin()
+    };
+    let Some(policy) = policy else {
+        anyhow::ensure!(!no_builtin, "--no-builtin needs a --policy");
+        return Ok(Scanner::with_rules(
+            builtin,
+            Vec::new(),
+            Allowlist::default(),
+        ));
+    };
+    let text = std::fs::read(policy).with_context(|| format!("reading {}", policy.display()))?;
+    let body: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not JSON", policy.display()))?;
+    let (custom, allowlist) = LeakageSpec::parse(&body)
+        .and_then(|spec| spec.compile())
+        .with_context(|| format!("the policy in {}", policy.display()))?;
+    Ok(Scanner::with_rules(builtin, custom, allowlist))
 }

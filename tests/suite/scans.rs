@@ -1566,3 +1566,97 @@ async fn killed_leakage_scan_resumes_after_its_last_object(db: TestDb) {
         .collect();
     assert_eq!(paths.len(), planted_secrets);
 }
+
+/// Data buckets on S3 (a real `moto_server`): both scan kinds list and read
+/// objects through the S3 store, gzip included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_data_buckets_are_scanned() {
+    let db = crate::harness::postgres().await;
+    let moto = crate::artifacts::Moto::start().await;
+    let bucket = moto.store("customer-data").await;
+    let mut rng = fastrand::Rng::with_seed(9);
+    let (line, secret) = planted("github-token", &mut rng);
+    let detectors = longhaul_scan::detectors::builtin();
+    let card = (detectors
+        .iter()
+        .find(|d| d.id == "payment-card")
+        .unwrap()
+        .sample)(&mut rng);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(format!("id,card\n1,{card}\n").as_bytes())
+        .unwrap();
+    for (key, bytes) in [
+        (
+            "app/settings.py",
+            format!("DEBUG = False\n{line}\n").into_bytes(),
+        ),
+        ("exports/cards.csv.gz", gz.finish().unwrap()),
+    ] {
+        let mut upload = bucket.start_upload(key).await.unwrap();
+        upload.write(Bytes::from(bytes)).await.unwrap();
+        upload.complete().await.unwrap();
+    }
+    let dirs = Dirs::new();
+    let artifacts = Arc::new(
+        ArtifactStores::local(dirs.root.join("artifacts"), http::test_signer())
+            .with_data_bucket("code-bucket", Arc::new(bucket))
+            .await,
+    );
+    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+        .with_artifacts(artifacts.clone())
+        .with_scan_config(dirs.scan_config());
+    let rig = Rig {
+        router: longhaul_api::router(state),
+        stores,
+    };
+    let (tenant, key) = rig.tenant("acme").await;
+    let _worker = start_worker_with(&db.url, artifacts, dirs.scan_config()).await;
+
+    let (leak, leak_job) = rig
+        .scan(
+            "/v1/leakage/scans",
+            &key,
+            json!({"scope": {"buckets": ["code"]}}),
+        )
+        .await;
+    let (class, class_job) = rig
+        .scan(
+            "/v1/classification/scans",
+            &key,
+            json!({"scope": {"buckets": ["code"], "prefixes": ["exports/"]}}),
+        )
+        .await;
+    rig.wait_succeeded(&tenant, leak_job).await;
+    rig.wait_succeeded(&tenant, class_job).await;
+    let findings = rig
+        .all(&format!("/v1/leakage/scans/{leak}/findings"), &key, 10)
+        .await;
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0]["path"], "app/settings.py");
+    assert_eq!(findings[0]["line"], 2);
+    assert_eq!(findings[0]["source"], "bucket:code/");
+    let results = rig
+        .all(
+            &format!("/v1/classification/scans/{class}/results"),
+            &key,
+            10,
+        )
+        .await;
+    assert_eq!(results.len(), 1, "{results:#?}");
+    assert_eq!(results[0]["gzip"], true);
+    assert_eq!(results[0]["level"], "restricted");
+    assert_eq!(results[0]["counts"]["payment-card"], 1);
+    let (_, _, text) = http::send_raw(
+        &rig.router,
+        http::request(
+            Method::GET,
+            &format!("/v1/leakage/scans/{leak}/findings"),
+            Some(&key),
+            &[],
+            None,
+        ),
+    )
+    .await;
+    assert_redacted(&[text], &[secret]);
+}

@@ -90,6 +90,17 @@ impl Default for ScanConfig {
     }
 }
 
+impl GitHost {
+    /// Whether tenants may only name owners their settings list
+    /// (`settings.gitOwners`): when the deployment holds a token (it would
+    /// read any repository the token can), or the host is not a public
+    /// default (an internal server the worker can reach).
+    pub fn owners_restricted(&self) -> bool {
+        self.token.is_some()
+            || !["https://github.com", "https://gitlab.com"].contains(&self.base_url.as_str())
+    }
+}
+
 /// A git hosting service: where its repositories are cloned from, where its
 /// API lists an organization's repositories, and the token for both.
 #[derive(Debug, Clone, PartialEq)]

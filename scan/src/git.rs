@@ -59,12 +59,17 @@ pub fn scan_history(scanner: &Scanner, target: &str) -> std::io::Result<Vec<Find
         .arg("-C")
         .arg(&repo)
         .args([
+            // Paths as they are (only ", \ and control characters quoted).
+            "-c",
+            "core.quotePath=false",
             "log",
             "--all",
             "-p",
             "-U0",
             "--no-color",
             "--no-ext-diff",
+            // A repository's own textconv filters are programs it names.
+            "--no-textconv",
             "--no-renames",
             "--format=commit %H",
         ])
@@ -78,22 +83,30 @@ pub fn scan_history(scanner: &Scanner, target: &str) -> std::io::Result<Vec<Find
     let mut hunk = Hunk::default();
     let mut commit = String::new();
     let mut path: Option<String> = None;
+    // Between `diff --git` and the first `@@`: `---`/`+++` are headers;
+    // inside hunks every `+` line is content, even one reading `+++ x`.
+    let mut in_header = false;
     for line in BufReader::new(stdout).split(b'\n') {
         let line = line?;
         let text = String::from_utf8_lossy(&line);
-        if let Some(hash) = text.strip_prefix("commit ") {
+        if !in_header && text.starts_with('+') {
+            hunk.text.push_str(&text[1..]);
+            hunk.text.push('\n');
+        } else if let Some(hash) = text.strip_prefix("commit ") {
             hunk.flush(scanner, &commit, path.as_deref(), &mut findings)?;
             commit = hash.trim().to_string();
             path = None;
-        } else if let Some(target) = text.strip_prefix("+++ ") {
+            in_header = false;
+        } else if text.starts_with("diff --git ") {
             hunk.flush(scanner, &commit, path.as_deref(), &mut findings)?;
-            path = target.strip_prefix("b/").map(str::to_string);
+            path = None;
+            in_header = true;
+        } else if let Some(target) = text.strip_prefix("+++ ").filter(|_| in_header) {
+            path = new_path(target);
         } else if text.starts_with("@@ ") {
             hunk.flush(scanner, &commit, path.as_deref(), &mut findings)?;
             hunk.first_line = new_start(&text).unwrap_or(1);
-        } else if let Some(added) = text.strip_prefix('+') {
-            hunk.text.push_str(added);
-            hunk.text.push('\n');
+            in_header = false;
         }
     }
     hunk.flush(scanner, &commit, path.as_deref(), &mut findings)?;
@@ -136,6 +149,34 @@ impl Hunk {
         self.text.clear();
         Ok(())
     }
+}
+
+/// The path of `+++ b/path` (None for `/dev/null`); a quoted path
+/// (`"b/a\"b"`) is unquoted.
+fn new_path(target: &str) -> Option<String> {
+    // git ends a path holding spaces with a tab.
+    let target = target.strip_suffix('\t').unwrap_or(target);
+    let unquoted = match target.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(quoted) => {
+            let mut out = String::with_capacity(quoted.len());
+            let mut chars = quoted.chars();
+            while let Some(c) = chars.next() {
+                if c != '\\' {
+                    out.push(c);
+                    continue;
+                }
+                match chars.next() {
+                    Some('t') => out.push('\t'),
+                    Some('n') => out.push('\n'),
+                    Some(other) => out.push(other),
+                    None => {}
+                }
+            }
+            out
+        }
+        None => target.to_string(),
+    };
+    unquoted.strip_prefix("b/").map(str::to_string)
 }
 
 /// The new file's first line in `@@ -a,b +c,d @@`.

@@ -93,3 +93,41 @@ fn secrets_anywhere_in_the_history_are_found_with_commit_path_and_line() {
     assert!(report.findings.is_empty());
     std::fs::remove_dir_all(repo).unwrap();
 }
+
+/// An added line that reads like a diff header (`++ …` shows as `+++ …`)
+/// does not hide the lines after it, and a path git quotes (it has a `"`)
+/// is reported unquoted.
+#[test]
+fn header_like_lines_and_quoted_paths_do_not_hide_secrets() {
+    let scanner = Scanner::builtin();
+    let mut rng = fastrand::Rng::with_seed(12);
+    let rule_of = |id: &str| scanner.rules().iter().find(|r| r.id == id).unwrap();
+    let (first, _) = (rule_of("github-token").sample)(&mut rng);
+    let (second, _) = (rule_of("stripe-secret-key").sample)(&mut rng);
+    let repo = std::env::temp_dir().join(format!(
+        "longhaul-git-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&repo).unwrap();
+    run_git(&repo, &["init", "-q"]);
+    let name = "notes \"draft\".txt";
+    std::fs::write(
+        repo.join(name),
+        format!("intro\n++ b/evil.txt\n{first}\n++ /dev/null\n{second}\n"),
+    )
+    .unwrap();
+    run_git(&repo, &["add", "."]);
+    run_git(&repo, &["commit", "-q", "-m", "notes"]);
+    let findings = git::scan_history(&scanner, repo.to_str().unwrap()).unwrap();
+    let places: Vec<(&str, &str, usize)> = findings
+        .iter()
+        .map(|f| (f.rule.as_str(), f.file.as_str(), f.line))
+        .collect();
+    assert!(places.contains(&("github-token", name, 3)), "{places:?}");
+    assert!(
+        places.contains(&("stripe-secret-key", name, 5)),
+        "{places:?}"
+    );
+    std::fs::remove_dir_all(&repo).unwrap();
+}

@@ -91,10 +91,14 @@ struct Rig {
 }
 
 async fn rig(db: &TestDb, dirs: &Dirs) -> Rig {
+    rig_with(db, dirs, dirs.scan_config()).await
+}
+
+async fn rig_with(db: &TestDb, dirs: &Dirs, scans: ScanConfig) -> Rig {
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
     let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
         .with_artifacts(dirs.artifacts())
-        .with_scan_config(dirs.scan_config());
+        .with_scan_config(scans);
     Rig {
         router: longhaul_api::router(state),
         stores,
@@ -108,7 +112,10 @@ impl Rig {
             .stores
             .create_tenant(
                 NewTenant {
-                    settings: json!({"dataBuckets": {"code": "code-bucket", "files": "files-bucket"}}),
+                    settings: json!({
+                        "dataBuckets": {"code": "code-bucket", "files": "files-bucket"},
+                        "gitOwners": {"github": ["acme-org"]},
+                    }),
                     ..NewTenant::new(name, REGION, "standard")
                 },
                 &Actor::system(),
@@ -309,6 +316,7 @@ both_stores!(
     hosted_organizations_expand_to_repositories,
     scan_writes_are_fenced_and_idempotent,
     killed_leakage_scan_resumes_after_its_last_object,
+    scans_cannot_reach_private_addresses,
 );
 
 async fn leakage_scans_find_redact_and_deduplicate(db: TestDb) {
@@ -673,6 +681,18 @@ async fn leakage_bad_requests_change_nothing(db: TestDb) {
             "scope.prefixes[0]",
         ),
         (
+            json!({"scope": {"buckets": ["code"], "prefixes": ["a//b"]}}),
+            "scope.prefixes[0]",
+        ),
+        (
+            json!({"targets": [{"type": "url", "url": "https://x.test/a?sig=abc"}]}),
+            "targets[0].url",
+        ),
+        (
+            json!({"targets": [{"type": "git", "url": "https://x.test/r.git#frag"}]}),
+            "targets[0].url",
+        ),
+        (
             json!({"targets": [{"type": "url", "url": "https://x.test/"}], "policyIds": ["lkp_nope"]}),
             "policyIds[0]",
         ),
@@ -716,14 +736,16 @@ async fn leakage_bad_requests_change_nothing(db: TestDb) {
     )
     .await
     .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
-    rig.call(
-        Method::POST,
-        "/v1/classification/scans",
-        &key,
-        Some(json!({"scope": {"buckets": ["code"]}, "maxObjectBytes": 0})),
-    )
-    .await
-    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    for bytes in [0, 64 * 1024 * 1024 + 1] {
+        rig.call(
+            Method::POST,
+            "/v1/classification/scans",
+            &key,
+            Some(json!({"scope": {"buckets": ["code"]}, "maxObjectBytes": bytes})),
+        )
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+    }
     // The kinds are not for POST /v1/jobs.
     rig.call(
         Method::POST,
@@ -1226,8 +1248,6 @@ async fn classification_scans_classify_objects(db: TestDb) {
 
 async fn hosted_organizations_expand_to_repositories(db: TestDb) {
     let dirs = Dirs::new();
-    let rig = rig(&db, &dirs).await;
-    let (tenant, key) = rig.tenant("acme").await;
     let mut rng = fastrand::Rng::with_seed(5);
     // Two bare repositories under a "hosting" folder, as <base>/<org>/<name>.git.
     let hosting = dirs.root.join("hosting");
@@ -1271,6 +1291,27 @@ async fn hosted_organizations_expand_to_repositories(db: TestDb) {
         },
         ..dirs.scan_config()
     };
+    // The host is not public GitHub: tenants name only their listed owners.
+    let rig = rig_with(&db, &dirs, scans.clone()).await;
+    let (tenant, key) = rig.tenant("acme").await;
+    for target in [
+        json!({"type": "github", "organizations": ["other-org"]}),
+        json!({"type": "github", "repositories": ["other-org/secret"]}),
+    ] {
+        let reply = rig
+            .call(
+                Method::POST,
+                "/v1/leakage/scans",
+                &key,
+                Some(json!({"targets": [target]})),
+            )
+            .await;
+        reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
+        assert!(reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gitOwners"));
+    }
     let _worker = start_worker(&db, &dirs, scans).await;
     let (scan_id, job) = rig
         .scan(
@@ -1659,4 +1700,59 @@ async fn s3_data_buckets_are_scanned() {
     )
     .await;
     assert_redacted(&[text], &[secret]);
+}
+
+/// Where the deployment does not allow it, neither a URL nor a git target
+/// reaches loopback (by address or by a name that resolves to it); the scan
+/// fails for good and says why. A scan's inline text is its input, never its
+/// result.
+async fn scans_cannot_reach_private_addresses(db: TestDb) {
+    let dirs = Dirs::new();
+    let rig = rig(&db, &dirs).await;
+    let (tenant, key) = rig.tenant("acme").await;
+    let address =
+        serve(Router::new().route("/x", axum::routing::get(|| async { "internal data" }))).await;
+    let strict = ScanConfig {
+        allow_private_urls: false,
+        ..dirs.scan_config()
+    };
+    let _worker = start_worker(&db, &dirs, strict).await;
+    let port = address.port();
+    for target in [
+        json!({"type": "url", "url": format!("http://127.0.0.1:{port}/x")}),
+        json!({"type": "url", "url": format!("http://localhost:{port}/x")}),
+        json!({"type": "git", "url": format!("http://localhost:{port}/repo.git")}),
+    ] {
+        let (_, job) = rig
+            .scan("/v1/leakage/scans", &key, json!({"targets": [target]}))
+            .await;
+        let failed = wait_for_job(
+            rig.stores.as_ref(),
+            &tenant.id,
+            job,
+            Duration::from_secs(60),
+            |job| job.state.is_terminal(),
+        )
+        .await;
+        assert_eq!(failed.state, JobState::Failed, "{target}: {failed:#?}");
+        assert_eq!(failed.attempt, 1, "refused for good, not retried: {target}");
+        let error = failed.last_error.unwrap_or_default();
+        assert!(error.contains("private or local"), "{target}: {error}");
+    }
+
+    let (_, job) = rig
+        .scan(
+            "/v1/leakage/scans",
+            &key,
+            json!({"targets": [{"type": "inline", "name": "a.env", "content": "nothing\n"}]}),
+        )
+        .await;
+    rig.wait_succeeded(&tenant, job).await;
+    let inputs = rig.stores.job_artifacts(&tenant.id, job).await.unwrap();
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
+    assert!(inputs[0].name.starts_with("input-"));
+    assert!(inputs[0].expires_at.is_some());
+    rig.call(Method::GET, &format!("/v1/jobs/{job}/result"), &key, None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
 }

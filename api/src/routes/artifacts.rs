@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use longhaul_core::artifacts::records::ArtifactStatus;
+use longhaul_core::artifacts::records::{ArtifactStatus, INPUT_PREFIX};
 use longhaul_core::artifacts::StorageError;
 use longhaul_core::audit::export::AUDIT_EXPORT;
 use longhaul_core::tenancy::Role;
@@ -70,7 +70,7 @@ async fn job_result(
     let records = state.stores.job_artifacts(&tenant.id, id).await?;
     let record = records
         .iter()
-        .find(|r| r.status == ArtifactStatus::Stored)
+        .find(|r| r.status == ArtifactStatus::Stored && !r.name.starts_with(INPUT_PREFIX))
         .ok_or_else(|| ApiError::not_found(format!("job {id} wrote no result file")))?;
     let link = state.download_link(record).await?;
     let mut response = StatusCode::FOUND.into_response();

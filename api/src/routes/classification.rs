@@ -162,7 +162,7 @@ async fn create_scan(
     }
     let rules = SourceRules {
         data_buckets: data_buckets(&tenant.settings),
-        local_root: None,
+        ..SourceRules::default()
     };
     let (buckets, prefixes) = body.scope(&rules)?;
     let max_object_bytes = body.max_object_bytes()?;
@@ -180,6 +180,7 @@ async fn create_scan(
         policies,
         request_sha256: Some(request_sha256),
     };
+    let expected_sha256 = params.request_sha256.clone();
     let request = EnqueueRequest {
         tenant_id: tenant.id.clone(),
         kind: CLASSIFICATION_SCAN.into(),
@@ -194,9 +195,14 @@ async fn create_scan(
         idempotency_key: key,
     };
     let (job, created) = admit(&state, &caller, tenant, request).await?;
-    if job.kind != CLASSIFICATION_SCAN {
+    // A concurrent request with the same key may have won: it must have been
+    // the same request.
+    let same = job.kind == CLASSIFICATION_SCAN
+        && ClassificationScanParams::parse(&job.params)
+            .is_ok_and(|p| p.request_sha256 == expected_sha256);
+    if !same {
         return Err(ApiError::conflict(
-            "the Idempotency-Key was used for a job that is not a classification scan",
+            "the Idempotency-Key was already used for another scan or job",
         ));
     }
     let view = ClassificationScanView::of(job, 0)?;
@@ -306,6 +312,9 @@ fn decode_cursor(text: &str) -> Result<(String, String), ApiError> {
         .map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (bucket, key) = text.split_once('\0').ok_or_else(bad)?;
+    if key.contains('\0') {
+        return Err(bad());
+    }
     Ok((bucket.to_string(), key.to_string()))
 }
 

@@ -11,12 +11,13 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use longhaul_core::artifacts::artifact_key;
+use longhaul_core::artifacts::records::{NewArtifact, INPUT_PREFIX};
+use longhaul_core::artifacts::{artifact_key, StoredObject};
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::{Job, JobFilter};
 use longhaul_core::scans::leakage::{
-    data_buckets, LeakageScanParams, LeakageScanRequest, PendingSource, Source, SourceRules,
-    INCIDENT_PREFIX, LEAKAGE_SCAN, SCAN_PREFIX,
+    LeakageScanParams, LeakageScanRequest, PendingSource, Source, SourceRules, INCIDENT_PREFIX,
+    LEAKAGE_SCAN, SCAN_PREFIX,
 };
 use longhaul_core::scans::{
     scan_id, scan_job_id, Incident, IncidentFilter, IncidentStatus, LeakageFinding, LeakageStats,
@@ -184,9 +185,10 @@ async fn stage_sources(
     state: &AppState,
     tenant: &Tenant,
     pending: Vec<PendingSource<'_>>,
-) -> Result<Vec<Source>, ApiError> {
+) -> Result<(Vec<Source>, Vec<Staged>), ApiError> {
     let batch = uuid::Uuid::now_v7().simple().to_string();
     let mut sources = Vec::with_capacity(pending.len());
+    let mut staged = Vec::new();
     for (index, source) in pending.into_iter().enumerate() {
         match source {
             PendingSource::Ready(source) => sources.push(source),
@@ -210,15 +212,22 @@ async fn stage_sources(
                     upload.complete().await
                 }
                 .await;
-                if let Err(error) = stored {
-                    tracing::error!(%error, "storing an inline scan text");
-                    unstage(state, tenant, &sources).await;
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "the object store did not take the inline text; try again",
-                    ));
-                }
+                let stored = match stored {
+                    Ok(stored) => stored,
+                    Err(error) => {
+                        tracing::error!(%error, "storing an inline scan text");
+                        unstage(state, tenant, &sources).await;
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            "the object store did not take the inline text; try again",
+                        ));
+                    }
+                };
+                staged.push(Staged {
+                    name: format!("{INPUT_PREFIX}inline-{index}"),
+                    stored,
+                });
                 sources.push(Source::Inline {
                     name,
                     object_key: key,
@@ -227,7 +236,48 @@ async fn stage_sources(
             }
         }
     }
-    Ok(sources)
+    Ok((sources, staged))
+}
+
+/// An inline text stored for a scan.
+struct Staged {
+    name: String,
+    stored: StoredObject,
+}
+
+/// How long an inline text may outlive its scan at most: the scan deletes it
+/// when it ends, and the artifact sweeper when this has passed (a scan
+/// cancelled before it ran) or its job was purged.
+const INPUT_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
+/// Records the inline texts as the job's inputs, so the artifact sweeper
+/// removes what the scan does not.
+async fn record_inputs(state: &AppState, tenant: &Tenant, job: JobId, staged: &[Staged]) {
+    let now = state.clock.now();
+    for input in staged {
+        let artifact = NewArtifact {
+            job_id: job,
+            name: input.name.clone(),
+            tenant_id: tenant.id.clone(),
+            region: tenant.region.clone(),
+            object_key: input.stored.key.clone(),
+            content_type: "text/plain".into(),
+        };
+        let recorded = state
+            .stores
+            .record_job_input(
+                &artifact,
+                input.stored.size,
+                &input.stored.sha256,
+                now,
+                now + INPUT_RETENTION,
+            )
+            .await;
+        if let Err(error) = recorded {
+            // The scan still deletes it when it ends.
+            tracing::error!(%error, job_id = %job, key = %input.stored.key, "recording a scan's inline text");
+        }
+    }
 }
 
 /// Removes inline texts a refused request stored.
@@ -309,10 +359,7 @@ async fn create_scan(
             return Ok(accepted(view, &location, false));
         }
     }
-    let rules = SourceRules {
-        data_buckets: data_buckets(&tenant.settings),
-        local_root: state.scans.local_root.clone(),
-    };
+    let rules = SourceRules::of(&tenant.settings, &state.scans);
     let pending = body.sources(&rules)?;
     let policies = scan_policies(
         &state,
@@ -321,7 +368,7 @@ async fn create_scan(
         body.policy_ids.as_deref(),
     )
     .await?;
-    let sources = stage_sources(&state, tenant, pending).await?;
+    let (sources, staged) = stage_sources(&state, tenant, pending).await?;
     let params = LeakageScanParams {
         sources,
         include_paths: body.scope.paths.clone(),
@@ -357,13 +404,19 @@ async fn create_scan(
         }
     };
     if !created {
-        // A concurrent request with the same key won: ours is unused.
+        // A concurrent request with the same key won: ours is unused, and
+        // it must have been the same request.
         unstage(&state, tenant, &params.sources).await;
-    }
-    if job.kind != LEAKAGE_SCAN {
-        return Err(ApiError::conflict(
-            "the Idempotency-Key was used for a job that is not a leakage scan",
-        ));
+        let same = job.kind == LEAKAGE_SCAN
+            && LeakageScanParams::parse(&job.params)
+                .is_ok_and(|p| p.request_sha256 == params.request_sha256);
+        if !same {
+            return Err(ApiError::conflict(
+                "the Idempotency-Key was already used for another scan or job",
+            ));
+        }
+    } else {
+        record_inputs(&state, tenant, job.id, &staged).await;
     }
     let view = LeakageScanView::of(job, 0)?;
     let location = format!("/v1/leakage/scans/{}", view.scan_id);

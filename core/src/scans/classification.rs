@@ -18,9 +18,10 @@ pub const CLASSIFICATION_SCAN: &str = "classification.scan";
 /// `cls_<hex>` names job `job_<hex>`.
 pub const SCAN_PREFIX: &str = "cls_";
 /// Bytes of one object classified unless the request says otherwise.
-pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
-/// The most a request may ask for.
-pub const MAX_OBJECT_BYTES: u64 = 1024 * 1024 * 1024;
+pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 16 * 1024 * 1024;
+/// The most a request may ask for (what is read is held in memory, four
+/// objects at a time).
+pub const MAX_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Which objects to classify.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -42,7 +43,7 @@ pub struct ClassificationScanRequest {
     #[serde(default)]
     pub policy_ids: Option<Vec<String>>,
     /// Bytes of one object classified (after gzip); the rest is not read
-    /// and the result says `truncated`. Default 64 MiB, at most 1 GiB.
+    /// and the result says `truncated`. Default 16 MiB, at most 64 MiB.
     #[serde(default)]
     pub max_object_bytes: Option<u64>,
 }

@@ -105,7 +105,7 @@ pub struct LeakageScanRequest {
     pub builtin_rules: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Github,
@@ -162,7 +162,7 @@ impl Source {
     }
 }
 
-fn provider_name(provider: Provider) -> &'static str {
+pub fn provider_name(provider: Provider) -> &'static str {
     match provider {
         Provider::Github => "github",
         Provider::Gitlab => "gitlab",
@@ -183,6 +183,67 @@ pub struct SourceRules {
     pub data_buckets: BTreeMap<String, String>,
     /// Local paths under this folder may be scanned (none when unset).
     pub local_root: Option<PathBuf>,
+    /// Per provider whose owners are restricted, the owners the tenant may
+    /// name (`settings.gitOwners`); providers absent are unrestricted.
+    pub git_owners: BTreeMap<Provider, Vec<String>>,
+}
+
+impl SourceRules {
+    /// The rules of a tenant on a deployment.
+    pub fn of(settings: &Value, config: &crate::config::ScanConfig) -> Self {
+        let mut git_owners = BTreeMap::new();
+        for (provider, host) in [
+            (Provider::Github, &config.github),
+            (Provider::Gitlab, &config.gitlab),
+        ] {
+            if host.owners_restricted() {
+                git_owners.insert(provider, tenant_git_owners(settings, provider));
+            }
+        }
+        SourceRules {
+            data_buckets: data_buckets(settings),
+            local_root: config.local_root.clone(),
+            git_owners,
+        }
+    }
+
+    /// Refuses a repository or organization whose owner the tenant may not
+    /// name on this deployment.
+    pub fn check_owner(&self, field: &str, provider: Provider, path: &str) -> Result<()> {
+        let Some(owners) = self.git_owners.get(&provider) else {
+            return Ok(());
+        };
+        let owner = path.split('/').next().unwrap_or_default();
+        if owners.iter().any(|o| o.eq_ignore_ascii_case(owner)) {
+            return Ok(());
+        }
+        Err(Error::validation(
+            field,
+            format!(
+                "{owner:?} is not among the tenant's settings.gitOwners.{} (this deployment \
+                 reads {} with its own token or from an internal server, so an operator lists \
+                 each tenant's owners)",
+                provider_name(provider),
+                provider_name(provider)
+            ),
+        ))
+    }
+}
+
+/// `settings.gitOwners.<provider>`: the owners (users, organizations,
+/// groups) a tenant may scan on a restricted host.
+pub fn tenant_git_owners(settings: &Value, provider: Provider) -> Vec<String> {
+    settings
+        .get("gitOwners")
+        .and_then(|owners| owners.get(provider_name(provider)))
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The params of a `leakage.scan` job.
@@ -347,14 +408,18 @@ fn resolve_target<'a>(
                 ));
             }
             for (i, repository) in repositories.iter().enumerate() {
-                check_hosted_path(&field(&format!("repositories[{i}]")), repository, 2)?;
+                let name = field(&format!("repositories[{i}]"));
+                check_hosted_path(&name, repository, 2)?;
+                rules.check_owner(&name, provider, repository)?;
                 out.push(PendingSource::Ready(Source::Repository {
                     provider,
                     repository: repository.clone(),
                 }));
             }
             for (i, organization) in organizations.iter().enumerate() {
-                check_hosted_path(&field(&format!("organizations[{i}]")), organization, 1)?;
+                let name = field(&format!("organizations[{i}]"));
+                check_hosted_path(&name, organization, 1)?;
+                rules.check_owner(&name, provider, organization)?;
                 out.push(PendingSource::Ready(Source::Organization {
                     provider,
                     organization: organization.clone(),
@@ -421,6 +486,13 @@ pub(crate) fn check_url(field: &str, url: &str) -> Result<()> {
         .or_else(|| url.strip_prefix("http://"))
         .ok_or_else(|| Error::validation(field, "must be an http:// or https:// URL"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if url.contains(['?', '#']) {
+        return Err(Error::validation(
+            field,
+            "must not have a query string or fragment (they often carry credentials, which \
+             would be stored with the scan)",
+        ));
+    }
     if authority.contains('@') {
         return Err(Error::validation(
             field,
@@ -517,13 +589,13 @@ pub(crate) fn scope_prefixes(prefixes: &[String], field: &str) -> Result<Vec<Str
     }
     for (index, prefix) in prefixes.iter().enumerate() {
         let bad = prefix.len() > 1024
-            || prefix.starts_with('/')
-            || prefix.split('/').any(|part| part == "..")
-            || prefix.chars().any(char::is_control);
+            || prefix.chars().any(char::is_control)
+            || crate::artifacts::validate_prefix(prefix).is_err();
         if bad {
             return Err(Error::validation(
                 format!("{field}[{index}]"),
-                "must be at most 1024 characters, relative, without `..`",
+                "must be an object key prefix: at most 1024 characters, relative, no empty, \
+                 `.` or `..` parts",
             ));
         }
     }

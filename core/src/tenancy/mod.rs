@@ -554,6 +554,51 @@ fn validate_settings(settings: &Value) -> Result<()> {
     if let Some(buckets) = map.get("dataBuckets") {
         validate_data_buckets(buckets)?;
     }
+    if let Some(owners) = map.get("gitOwners") {
+        validate_git_owners(owners)?;
+    }
+    Ok(())
+}
+
+/// `settings.gitOwners`: `{"github": ["org", …], "gitlab": ["group", …]}`,
+/// the owners a tenant's leakage scans may name on hosts this deployment
+/// reads with its own token (or internal hosts).
+fn validate_git_owners(owners: &Value) -> Result<()> {
+    let field = "settings.gitOwners";
+    let map = owners.as_object().ok_or_else(|| {
+        Error::validation(
+            field,
+            "must be an object: {\"github\": [...], \"gitlab\": [...]}",
+        )
+    })?;
+    for (provider, list) in map {
+        if provider != "github" && provider != "gitlab" {
+            return Err(Error::validation(
+                field,
+                format!("{provider:?} is not github or gitlab"),
+            ));
+        }
+        let names = list.as_array().filter(|l| l.len() <= 100).ok_or_else(|| {
+            Error::validation(
+                format!("{field}.{provider}"),
+                "must be a list of at most 100 owners",
+            )
+        })?;
+        for name in names {
+            let ok = name.as_str().is_some_and(|n| {
+                !n.is_empty()
+                    && n.len() <= 100
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            });
+            if !ok {
+                return Err(Error::validation(
+                    format!("{field}.{provider}"),
+                    "owners are names of letters, digits, '.', '_' and '-'",
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

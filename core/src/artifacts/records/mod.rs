@@ -46,6 +46,9 @@ impl ArtifactStatus {
     }
 }
 
+/// Names of artifacts that are a job's inputs, not its result.
+pub const INPUT_PREFIX: &str = "input-";
+
 /// A file a job is writing, recorded before its upload starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewArtifact {
@@ -121,6 +124,18 @@ pub trait ArtifactRecords: Send + Sync {
         name: &str,
         size: u64,
         sha256: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Records a file stored for a job before it runs (a scan's inline
+    /// text), kept until `expires_at` or until the job is purged, whichever
+    /// the sweeper sees first; a row already there is kept.
+    async fn record_job_input(
+        &self,
+        artifact: &NewArtifact,
+        size: u64,
+        sha256: &str,
+        now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<()>;
 

@@ -112,6 +112,36 @@ impl ArtifactRecords for PgStore {
         .ok_or_else(|| lease_lost(lease))
     }
 
+    async fn record_job_input(
+        &self,
+        artifact: &NewArtifact,
+        size: u64,
+        sha256: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO artifacts (job_id, name, tenant_id, region, object_key, content_type,
+                                    status, size, sha256, created_at, stored_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'stored', $7, $8, $9, $9, $10)
+             ON CONFLICT (job_id, name) DO NOTHING",
+        )
+        .bind(artifact.job_id.as_uuid())
+        .bind(&artifact.name)
+        .bind(&artifact.tenant_id)
+        .bind(&artifact.region)
+        .bind(&artifact.object_key)
+        .bind(&artifact.content_type)
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(sha256)
+        .bind(now)
+        .bind(expires_at)
+        .execute(self.pool())
+        .await
+        .db("recording a job's input")?;
+        Ok(())
+    }
+
     async fn job_artifacts(&self, tenant_id: &str, job_id: JobId) -> Result<Vec<ArtifactRecord>> {
         sqlx::query("SELECT * FROM artifacts WHERE job_id = $1 AND tenant_id = $2 ORDER BY name")
             .bind(job_id.as_uuid())

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::handler::JobError;
 use crate::jobs::scanning::blocking;
-use crate::jobs::scanning::http::HttpFetcher;
+use crate::jobs::scanning::http::{is_public, FetchError, HttpFetcher};
 
 /// Most repositories one organization expands to.
 pub const MAX_ORGANIZATION_REPOSITORIES: usize = 1000;
@@ -38,18 +38,70 @@ struct TempClone(PathBuf);
 
 impl Drop for TempClone {
     fn drop(&mut self) {
+        if !self.0.exists() {
+            return;
+        }
         if let Err(error) = std::fs::remove_dir_all(&self.0) {
             tracing::warn!(%error, dir = %self.0.display(), "removing a scan's clone failed");
         }
     }
 }
 
+/// How a repository is cloned.
+#[derive(Debug, Default)]
+pub struct CloneOptions {
+    /// The HTTP header with the host's token.
+    pub auth: Option<String>,
+    /// A URL a tenant named: http(s) only, no redirects, and its host's
+    /// address checked (public unless allowed) and pinned, so git connects
+    /// to the address that was checked.
+    pub untrusted: bool,
+    pub allow_private: bool,
+}
+
+/// `http.curloptResolve=host:port:address`, pinning a tenant's URL to a
+/// checked address.
+async fn pinned_address(url: &str, allow_private: bool) -> Result<String, JobError> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| JobError::permanent(format!("{url} is not a URL: {e}")))?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        });
+    let host = uri
+        .host()
+        .ok_or_else(|| JobError::permanent(format!("{url} has no host")))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| JobError::retryable(format!("resolving {host}: {e}")))?
+        .collect();
+    let address = addresses
+        .iter()
+        .find(|a| allow_private || is_public(a.ip()))
+        .ok_or_else(|| {
+            JobError::permanent(format!(
+                "{host} resolves only to private or local addresses"
+            ))
+        })?;
+    let ip = match address.ip() {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    };
+    Ok(format!("http.curloptResolve={host}:{port}:{ip}"))
+}
+
 /// The findings in the whole history of the repository at `location` (a
-/// local path, or a URL cloned first with `auth` as its HTTP header).
+/// local path, or a URL cloned first).
 pub async fn scan_repository(
     scanner: Arc<Scanner>,
     location: &str,
-    auth: Option<String>,
+    options: CloneOptions,
 ) -> Result<Vec<Finding>, JobError> {
     let _clone;
     let path = if Path::new(location).is_absolute() && !location.contains("://") {
@@ -65,6 +117,15 @@ pub async fn scan_repository(
             std::process::id(),
             fastrand::u64(..)
         ));
+        // Removed however this ends, a cancel mid-clone included.
+        _clone = TempClone(dir.clone());
+        let mut command = tokio::process::Command::new("git");
+        if options.untrusted {
+            let pin = pinned_address(location, options.allow_private).await?;
+            command
+                .args(["-c", &pin, "-c", "http.followRedirects=false"])
+                .env("GIT_ALLOW_PROTOCOL", "http:https");
+        }
         let mut command = tokio::process::Command::new("git");
         command
             .args(["clone", "--quiet", "--mirror", "--", location])
@@ -74,7 +135,7 @@ pub async fn scan_repository(
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        if let Some(header) = auth {
+        if let Some(header) = options.auth {
             command
                 .env("GIT_CONFIG_COUNT", "1")
                 .env("GIT_CONFIG_KEY_0", "http.extraHeader")
@@ -84,7 +145,6 @@ pub async fn scan_repository(
             .output()
             .await
             .map_err(|e| JobError::retryable(format!("running git clone: {e}")))?;
-        _clone = TempClone(dir.clone());
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let message = format!("git clone {location} failed: {}", stderr.trim());
@@ -152,7 +212,18 @@ pub async fn organization_repositories(
                 organization.replace('/', "%2F")
             ),
         };
-        let body = match http.get(&url, token, 8 * 1024 * 1024).await {
+        let mut answer = http.get(&url, token, 8 * 1024 * 1024).await;
+        // GitHub: a user's repositories when no organization has the name.
+        if provider == Provider::Github
+            && matches!(&answer, Err(FetchError::Status { status, .. }) if status.as_u16() == 404)
+        {
+            let user_url = format!(
+                "{}/users/{organization}/repos?per_page={LISTING_PAGE}&page={page}",
+                host.api_url
+            );
+            answer = http.get(&user_url, token, 8 * 1024 * 1024).await;
+        }
+        let body = match answer {
             Ok(body) => body,
             Err(error) if error.is_permanent() => {
                 return Err(JobError::permanent(format!(

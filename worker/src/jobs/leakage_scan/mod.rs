@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use longhaul_core::artifacts::ObjectStore;
-use longhaul_core::scans::leakage::{LeakageScanParams, NewFinding, Source};
+use longhaul_core::artifacts::{ObjectStore, StorageError};
+use longhaul_core::scans::leakage::{LeakageScanParams, NewFinding, Source, SourceRules};
 use longhaul_core::scans::policies::compile_leakage;
 use longhaul_core::tenancy::Tenant;
 use longhaul_core::Progress;
@@ -44,6 +44,8 @@ pub const MAX_URL_BYTES: usize = 256 * 1024 * 1024;
 /// Objects up to this size are read whole and scanned on all cores; larger
 /// ones are streamed (memory stays at one chunk per object in flight).
 const IN_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
+/// Most sources a scan may have once organizations are expanded.
+pub const MAX_EXPANDED_SOURCES: usize = 1000;
 /// Findings written per transaction.
 const FINDINGS_BATCH: usize = 500;
 /// How often (at most) a bucket's position is saved.
@@ -99,7 +101,8 @@ impl LeakageScan {
     }
 
     /// The sources with organizations replaced by their repositories.
-    async fn expand(&self, sources: &[Source]) -> Result<Vec<Source>, JobError> {
+    async fn expand(&self, tenant: &Tenant, sources: &[Source]) -> Result<Vec<Source>, JobError> {
+        let rules = SourceRules::of(&tenant.settings, &self.services.scans);
         let mut out = Vec::with_capacity(sources.len());
         for source in sources {
             match source {
@@ -107,6 +110,9 @@ impl LeakageScan {
                     provider,
                     organization,
                 } => {
+                    rules
+                        .check_owner("organization", *provider, organization)
+                        .map_err(|e| JobError::permanent(e.to_string()))?;
                     let host = git::host(&self.services.scans, *provider);
                     let repositories = git::organization_repositories(
                         self.http().await?,
@@ -127,19 +133,29 @@ impl LeakageScan {
                 }
                 other => out.push(other.clone()),
             }
+            if out.len() > MAX_EXPANDED_SOURCES {
+                return Err(JobError::permanent(format!(
+                    "the organizations hold more than {MAX_EXPANDED_SOURCES} repositories: \
+                     name fewer organizations, or repositories"
+                )));
+            }
         }
         Ok(out)
     }
 
     async fn scan_source(&self, run: &mut Run<'_>, source: &Source) -> Result<(), JobError> {
-        let label = source.label();
         match source {
             Source::Git { location } => {
                 if !location.contains("://") {
                     self.check_local(location)?;
                 }
-                let findings = git::scan_repository(run.scanner.clone(), location, None).await?;
-                run.record(&self.services, &label, findings).await?;
+                let options = git::CloneOptions {
+                    untrusted: true,
+                    allow_private: self.services.scans.allow_private_urls,
+                    ..Default::default()
+                };
+                let findings = git::scan_repository(run.scanner.clone(), location, options).await?;
+                run.record(&self.services, source, findings).await?;
             }
             Source::Repository {
                 provider,
@@ -147,13 +163,17 @@ impl LeakageScan {
             } => {
                 let host = git::host(&self.services.scans, *provider);
                 let url = git::clone_url(host, repository);
-                let findings = git::scan_repository(
-                    run.scanner.clone(),
-                    &url,
-                    git::auth_header(host, *provider),
-                )
-                .await?;
-                run.record(&self.services, &label, findings).await?;
+                // The tenant's owners are read again: an operator may have
+                // narrowed them since the scan was created.
+                SourceRules::of(&run.tenant.settings, &self.services.scans)
+                    .check_owner("repository", *provider, repository)
+                    .map_err(|e| JobError::permanent(e.to_string()))?;
+                let options = git::CloneOptions {
+                    auth: git::auth_header(host, *provider),
+                    ..Default::default()
+                };
+                let findings = git::scan_repository(run.scanner.clone(), &url, options).await?;
+                run.record(&self.services, source, findings).await?;
             }
             Source::Organization { .. } => {
                 return Err(JobError::permanent(
@@ -177,18 +197,24 @@ impl LeakageScan {
                 let findings = scan_bytes(run.scanner.clone(), url.clone(), body).await?;
                 run.state.bytes_done += size;
                 run.state.objects_done += 1;
-                run.record(&self.services, &label, findings).await?;
+                run.record(&self.services, source, findings).await?;
             }
             Source::Inline {
                 name, object_key, ..
             } => {
                 let store = self.inline_store(&run.tenant)?;
-                let body = store.get(object_key).await.map_err(storage_error)?;
+                let body = store.get(object_key).await.map_err(|error| match error {
+                    StorageError::NotFound(_) => JobError::permanent(format!(
+                        "the inline text {name:?} is gone (deleted after a week, or by an \
+                         earlier end of this scan)"
+                    )),
+                    other => storage_error(other),
+                })?;
                 let size = body.len() as u64;
                 let findings = scan_bytes(run.scanner.clone(), name.clone(), body).await?;
                 run.state.bytes_done += size;
                 run.state.objects_done += 1;
-                run.record(&self.services, &label, findings).await?;
+                run.record(&self.services, source, findings).await?;
             }
             Source::Bucket { bucket, prefix } => {
                 let store = data_bucket(&self.services, &run.tenant, bucket).await?;
@@ -232,7 +258,7 @@ impl LeakageScan {
                     };
                     let Some(result) = next else { break };
                     let (key, size, findings) = result?;
-                    run.record(&self.services, &label, findings).await?;
+                    run.record(&self.services, source, findings).await?;
                     run.state.bytes_done += size;
                     run.state.objects_done += 1;
                     run.state.after_key = Some(key);
@@ -283,26 +309,35 @@ impl LeakageScan {
 }
 
 impl Run<'_> {
-    /// Stores findings (those in the scope's paths, not allowlisted: the
-    /// engine drops allowlisted ones) in batches.
+    /// Stores findings (of files in the scope's paths; the engine already
+    /// dropped allowlisted ones) in batches.
     async fn record(
         &mut self,
         services: &JobServices,
-        source: &str,
+        source: &Source,
         findings: Vec<Finding>,
     ) -> Result<(), JobError> {
+        // The scope's path globs are about files and objects: a URL or an
+        // inline text is scanned whatever its name.
+        let by_path = matches!(
+            source,
+            Source::Git { .. } | Source::Repository { .. } | Source::Bucket { .. }
+        );
+        let label = source.label();
         let findings: Vec<NewFinding> = findings
             .into_iter()
             .filter(|f| {
-                self.include
-                    .as_ref()
-                    .is_none_or(|include| include.allows_path(&f.file))
+                !by_path
+                    || self
+                        .include
+                        .as_ref()
+                        .is_none_or(|include| include.allows_path(&f.file))
             })
             .map(|f| NewFinding {
                 fingerprint: f.fingerprint,
                 rule: f.rule,
                 severity: f.severity,
-                source: source.to_string(),
+                source: label.clone(),
                 commit: f.commit,
                 path: f.file,
                 line: f.line as u64,
@@ -360,11 +395,14 @@ impl JobHandler for LeakageScan {
         let params = LeakageScanParams::parse(&ctx.job().params).map_err(JobError::permanent)?;
         let tenant = self.services.stores.get_tenant(ctx.tenant_id()).await?;
         let result = self.scan(&ctx, &params, tenant.clone()).await;
+        // Ends for good: delete the inline texts now. Otherwise (a retry, a
+        // shutdown, a lost lease) the next attempt needs them; if none
+        // comes, the artifact sweeper removes them (they are the job's
+        // inputs, kept at most a week).
         let finished = match &result {
-            Ok(_) => true,
-            Err(JobError::Permanent(_)) => true,
+            Ok(_) | Err(JobError::Permanent(_)) => true,
             Err(JobError::Cancelled) => ctx.cancel_requested(),
-            Err(JobError::Retryable(_)) => ctx.attempt() >= ctx.job().max_attempts,
+            Err(JobError::Retryable(_)) => false,
         };
         if finished {
             self.delete_inline(&tenant, &params.sources).await;
@@ -393,12 +431,13 @@ impl LeakageScan {
             .include_filter()
             .map_err(JobError::permanent)?
             .map(Arc::new);
+        let run_tenant = tenant.clone();
         let resumed = ctx.checkpoint::<LeakageCheckpoint>()?;
         let resumed_at = resumed.as_ref().map(|s| (s.next, s.objects_done));
         let state = match resumed {
             Some(state) => state,
             None => {
-                let sources = self.expand(&params.sources).await?;
+                let sources = self.expand(&run_tenant, &params.sources).await?;
                 let state = LeakageCheckpoint {
                     sources,
                     next: 0,

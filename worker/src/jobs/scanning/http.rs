@@ -1,10 +1,16 @@
 //! HTTP(S) GETs for scans: URL targets and the organization listings of git
-//! hosts. Bodies are capped, at most five redirects are followed, and a URL
-//! whose host resolves to a private, loopback or link-local address is
+//! hosts. Bodies are capped, at most five redirects are followed, and a host
+//! that is or resolves to a private, loopback or link-local address is
 //! refused unless the deployment allows it (a tenant must not make the
-//! worker read cloud metadata or internal services).
+//! worker read cloud metadata or internal services). The check is made by
+//! the connector's own resolver, on the addresses it then connects to, so a
+//! name that changes its answer between a check and the connection (DNS
+//! rebinding) gains nothing.
 
-use std::net::IpAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,16 +18,59 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{HeaderValue, AUTHORIZATION, LOCATION, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 const MAX_REDIRECTS: usize = 5;
+/// How the resolver's refusal reads (and is recognised).
+const PRIVATE_ONLY: &str = "resolves only to private or local addresses";
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Resolves names for the connector, keeping only the addresses scans may
+/// reach.
+#[derive(Clone, Copy, Debug)]
+pub struct PublicResolver {
+    allow_private: bool,
+}
+
+type Resolving =
+    Pin<Box<dyn Future<Output = std::io::Result<std::vec::IntoIter<SocketAddr>>> + Send>>;
+
+impl tower_service::Service<Name> for PublicResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = all
+                .iter()
+                .copied()
+                .filter(|address| allow_private || is_public(address.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{host} {PRIVATE_ONLY} ({all:?})"),
+                ));
+            }
+            Ok(allowed.into_iter())
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct HttpFetcher {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector<PublicResolver>>, Empty<Bytes>>,
     allow_private: bool,
 }
 
@@ -62,11 +111,14 @@ impl HttpFetcher {
     /// `allow_private`: private and loopback addresses may be fetched
     /// (tests, single-host deployments).
     pub fn new(allow_private: bool) -> std::io::Result<Self> {
+        let mut http = HttpConnector::new_with_resolver(PublicResolver { allow_private });
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(https);
         Ok(HttpFetcher {
             client,
@@ -101,7 +153,14 @@ impl HttpFetcher {
             let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
                 .await
                 .map_err(|_| FetchError::Transient(format!("{current}: no answer in {TIMEOUT:?}")))?
-                .map_err(|e| FetchError::Transient(format!("{current}: {e}")))?;
+                .map_err(|e| {
+                    let message = format!("{current}: {}", error_chain(&e));
+                    if message.contains(PRIVATE_ONLY) {
+                        FetchError::Refused(message)
+                    } else {
+                        FetchError::Transient(message)
+                    }
+                })?;
             let status = response.status();
             if status.is_redirection() {
                 let location = response
@@ -146,32 +205,38 @@ impl HttpFetcher {
         )))
     }
 
-    /// Refuses hosts that resolve to addresses tenants must not reach.
+    /// Refuses other schemes, and hosts that are addresses tenants must not
+    /// reach (names are checked by the resolver, which the connector skips
+    /// for a literal address).
     async fn check_host(&self, uri: &Uri) -> Result<(), FetchError> {
         match uri.scheme_str() {
             Some("http" | "https") => {}
             _ => return Err(FetchError::Refused(format!("{uri}: only http and https"))),
         }
-        if self.allow_private {
-            return Ok(());
-        }
         let host = uri
             .host()
             .ok_or_else(|| FetchError::Refused(format!("{uri} has no host")))?;
-        let port = uri.port_u16().unwrap_or(443);
-        let addresses = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| FetchError::Transient(format!("resolving {host}: {e}")))?;
-        for address in addresses {
-            if !is_public(address.ip()) {
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            if !self.allow_private && !is_public(ip) {
                 return Err(FetchError::Refused(format!(
-                    "{host} resolves to {}, a private or local address",
-                    address.ip()
+                    "{host} is a private or local address"
                 )));
             }
         }
         Ok(())
     }
+}
+
+/// An error with its sources, for messages.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn redirect_target(from: &Uri, location: &str) -> Result<Uri, FetchError> {
@@ -207,13 +272,29 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240
                 || a == 0)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
+            let segments = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                std::net::Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8)
+            };
+            // IPv4 inside IPv6: mapped, compatible (::a.b.c.d), NAT64
+            // (64:ff9b::/96) and 6to4 (2002::/16) reach the IPv4 address.
+            if let Some(v4) = v6.to_ipv4() {
+                if !v6.is_loopback() && !v6.is_unspecified() {
+                    return is_public(IpAddr::V4(v4));
+                }
             }
-            let first = v6.segments()[0];
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(IpAddr::V4(embedded(segments[6], segments[7])));
+            }
+            if segments[0] == 0x2002 {
+                return is_public(IpAddr::V4(embedded(segments[1], segments[2])));
+            }
+            let first = segments[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -241,10 +322,20 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "198.18.0.1",
+            "240.0.0.1",
         ] {
             assert!(!is_public(text.parse().unwrap()), "{text}");
         }
-        for text in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+        for text in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+        ] {
             assert!(is_public(text.parse().unwrap()), "{text}");
         }
     }

@@ -45,6 +45,9 @@ enum DataBuckets {
         endpoint_url: Option<String>,
         force_path_style: bool,
         aws_regions: BTreeMap<String, String>,
+        /// The artifact buckets: never a tenant's data bucket (they hold
+        /// every tenant's artifacts).
+        reserved: std::collections::BTreeSet<String>,
     },
     None,
 }
@@ -126,11 +129,13 @@ impl ArtifactStores {
         endpoint_url: Option<String>,
         force_path_style: bool,
         aws_regions: BTreeMap<String, String>,
+        artifact_buckets: impl IntoIterator<Item = String>,
     ) -> Self {
         self.data_buckets = DataBuckets::S3 {
             endpoint_url,
             force_path_style,
             aws_regions,
+            reserved: artifact_buckets.into_iter().collect(),
         };
         self
     }
@@ -161,7 +166,14 @@ impl ArtifactStores {
                 endpoint_url,
                 force_path_style,
                 aws_regions,
+                reserved,
             } => {
+                if reserved.contains(bucket) {
+                    return Err(StorageError::InvalidKey {
+                        key: bucket.to_string(),
+                        reason: "an artifact bucket is never a tenant's data bucket",
+                    });
+                }
                 let aws_region = aws_regions
                     .get(region)
                     .ok_or_else(|| StorageError::NoRegion(region.to_string()))?;
@@ -230,6 +242,7 @@ impl ArtifactStores {
                     endpoint_url.clone(),
                     *force_path_style,
                     aws_regions,
+                    buckets.values().map(|b| b.bucket.clone()),
                 )
             }
         };
@@ -294,5 +307,49 @@ impl ArtifactStores {
         now: DateTime<Utc>,
     ) -> std::result::Result<DownloadGrant, TokenError> {
         self.signer.verify(token, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> DownloadSigner {
+        DownloadSigner::new(b"a test secret long enough for hmac!!".to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_artifact_bucket_is_never_a_data_bucket() {
+        let stores = ArtifactStores::fixed(BTreeMap::new(), signer()).with_s3_data_buckets(
+            Some("http://127.0.0.1:9".into()),
+            true,
+            [("eu".to_string(), "eu-central-1".to_string())].into(),
+            ["lh-eu".to_string()],
+        );
+        let refused = stores.data_bucket("eu", "lh-eu").await;
+        assert!(
+            matches!(refused, Err(StorageError::InvalidKey { .. })),
+            "{:?}",
+            refused.err()
+        );
+        // A region without a bucket has no data buckets either.
+        assert!(matches!(
+            stores.data_bucket("us", "customer").await,
+            Err(StorageError::NoRegion(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn local_data_buckets_are_folders_and_names_are_checked() {
+        let root = std::env::temp_dir().join(format!("longhaul-regions-{}", uuid::Uuid::now_v7()));
+        let stores = ArtifactStores::local(&root, signer());
+        assert!(stores.data_bucket("eu", "../escape").await.is_err());
+        let bucket = stores.data_bucket("eu", "customer").await.unwrap();
+        std::fs::create_dir_all(root.join(".buckets/customer/a")).unwrap();
+        std::fs::write(root.join(".buckets/customer/a/b.txt"), b"x").unwrap();
+        let listed = bucket.list("a/").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "a/b.txt");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -417,6 +417,18 @@ async fn leakage_scans_find_redact_and_deduplicate(db: TestDb) {
         scan.body["findingsCount"].as_u64().unwrap() as usize,
         findings.len()
     );
+    // Listed in the order found: a file's findings by line.
+    for pair in findings.windows(2) {
+        let same_file = ["source", "commit", "path"]
+            .iter()
+            .all(|k| pair[0][*k] == pair[1][*k]);
+        if same_file {
+            assert!(
+                pair[0]["line"].as_u64() <= pair[1]["line"].as_u64(),
+                "{pair:?}"
+            );
+        }
+    }
     let at = |rule: &str, path: &str, line: u64| {
         findings
             .iter()

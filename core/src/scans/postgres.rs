@@ -339,7 +339,10 @@ impl ScanStore for PgStore {
             .db("starting to record findings")?;
         let tenant_id = hold_lease(&mut tx, lease).await?;
         let mut new = 0;
-        for finding in findings {
+        for (index, finding) in findings.iter().enumerate() {
+            // A microsecond apart, so a scan's findings list in the order
+            // they were found.
+            let found_at = now + chrono::Duration::microseconds(index as i64);
             let inserted = sqlx::query(
                 "INSERT INTO leakage_findings (job_id, finding_key, tenant_id, fingerprint, rule, severity,
                      source, commit_sha, path, line, col, redacted, found_at)
@@ -358,7 +361,7 @@ impl ScanStore for PgStore {
             .bind(finding.line as i64)
             .bind(finding.column as i64)
             .bind(&finding.redacted)
-            .bind(now)
+            .bind(found_at)
             .execute(&mut *tx)
             .await
             .db("recording a finding")?

@@ -337,7 +337,10 @@ impl ScanStore for SqliteStore {
         let mut tx = self.begin_write("starting to record findings").await?;
         let tenant_id = hold_lease(tx.conn(), lease).await?;
         let mut new = 0;
-        for finding in findings {
+        for (index, finding) in findings.iter().enumerate() {
+            // A microsecond apart, so a scan's findings list in the order
+            // they were found.
+            let found_at = now + chrono::Duration::microseconds(index as i64);
             let inserted = sqlx::query(
                 "INSERT INTO leakage_findings (job_id, finding_key, tenant_id, fingerprint, rule, severity,
                      source, commit_sha, path, line, col, redacted, found_at)
@@ -356,7 +359,7 @@ impl ScanStore for SqliteStore {
             .bind(finding.line as i64)
             .bind(finding.column as i64)
             .bind(&finding.redacted)
-            .bind(now.timestamp_micros())
+            .bind(found_at.timestamp_micros())
             .execute(tx.conn())
             .await
             .db("recording a finding")?

@@ -1204,6 +1204,12 @@ async fn classification_scans_classify_objects(db: TestDb) {
         )
         .await;
     assert_eq!(scan.body["objectsClassified"], 5);
+    let on_disk: u64 = walk(&dirs.bucket("files-bucket").join("hr"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(scan.body["progress"]["bytesScanned"], on_disk);
+    assert_eq!(scan.body["progress"]["bytesTotal"], on_disk);
     assert_eq!(scan.body["status"], "succeeded");
     let stats = rig
         .call(Method::GET, "/v1/classification/stats", &key, None)

@@ -100,6 +100,9 @@ fn estimated_seconds(sources: &[Source]) -> i64 {
 #[serde(rename_all = "camelCase")]
 pub struct ScanProgress {
     pub bytes_scanned: u64,
+    /// The bytes to read, where known when the scan started (classification
+    /// scans; leakage scans of git or URLs cannot know it).
+    pub bytes_total: Option<u64>,
     pub objects_scanned: u64,
     /// Where it is, e.g. `source 2 of 3, 120 objects`.
     pub message: Option<String>,
@@ -114,6 +117,7 @@ impl ScanProgress {
         ScanProgress {
             bytes_scanned: number(finished, "bytes")
                 .unwrap_or_else(|| job.progress.as_ref().map_or(0, |p| p.current)),
+            bytes_total: job.progress.as_ref().and_then(|p| p.total),
             objects_scanned: number(finished, "objects")
                 .or_else(|| number(job.checkpoint.as_ref(), "objectsDone"))
                 .unwrap_or(0),

@@ -127,10 +127,27 @@ impl JobHandler for ClassificationScan {
                     bytes_done: 0,
                 });
         let resumed_from = (state.objects_done > 0).then_some(state.objects_done);
-        while state.next < pairs.len() {
-            let (bucket, prefix) = pairs[state.next];
+        // Every pair still to do is listed first: progress then has a total.
+        let mut listings = Vec::with_capacity(pairs.len() - state.next.min(pairs.len()));
+        for (index, (bucket, prefix)) in pairs.iter().enumerate().skip(state.next) {
             let store = data_bucket(&self.services, &tenant, bucket).await?;
-            let objects = objects_after(store.as_ref(), prefix, state.after_key.as_deref()).await?;
+            let after = (index == state.next)
+                .then_some(state.after_key.as_deref())
+                .flatten();
+            let objects = objects_after(store.as_ref(), prefix, after).await?;
+            listings.push((store, objects));
+        }
+        let remaining: u64 = listings
+            .iter()
+            .flat_map(|(_, objects)| objects.iter().map(|o| o.size))
+            .sum();
+        let total = state.bytes_done + remaining;
+        let mut listings = listings.into_iter();
+        while state.next < pairs.len() {
+            let (bucket, _) = pairs[state.next];
+            let Some((store, objects)) = listings.next() else {
+                break;
+            };
             let max_bytes = params.max_object_bytes;
             let work: Vec<Work<ObjectClassification>> = objects
                 .into_iter()
@@ -166,7 +183,7 @@ impl JobHandler for ClassificationScan {
                     batch.push(result?);
                 }
                 if batch.len() >= RESULTS_BATCH || (done && !batch.is_empty()) {
-                    self.store(&ctx, &mut state, &mut batch).await?;
+                    self.store(&ctx, &mut state, &mut batch, total).await?;
                 }
                 if done {
                     break;
@@ -200,6 +217,7 @@ impl ClassificationScan {
         ctx: &JobContext,
         state: &mut ClassificationCheckpoint,
         batch: &mut Vec<ObjectClassification>,
+        total: u64,
     ) -> Result<(), JobError> {
         self.services
             .stores
@@ -218,7 +236,8 @@ impl ClassificationScan {
         ctx.save_checkpoint(state).await?;
         ctx.progress(Progress {
             current: state.bytes_done,
-            total: None,
+            // Objects added since the listing can take it past the total.
+            total: Some(total.max(state.bytes_done)),
             unit: Some("bytes".into()),
             message: Some(format!("{} objects", state.objects_done)),
         })

@@ -45,6 +45,8 @@ pub struct Scanner {
     rules_of_keyword: Vec<Vec<usize>>,
     custom: Vec<CustomRule>,
     allowlist: Allowlist,
+    /// Keys the fingerprints (see [`crate::finding::keyed_fingerprint`]).
+    fingerprint_key: Option<[u8; 32]>,
 }
 
 /// What a scan of many files did.
@@ -152,6 +154,20 @@ impl Scanner {
             rules_of_keyword,
             custom,
             allowlist,
+            fingerprint_key: None,
+        }
+    }
+
+    /// Fingerprints keyed with `key` (a service keys them per tenant).
+    pub fn with_fingerprint_key(mut self, key: [u8; 32]) -> Self {
+        self.fingerprint_key = Some(key);
+        self
+    }
+
+    fn fingerprint_of(&self, rule: &str, secret: &str) -> String {
+        match &self.fingerprint_key {
+            Some(key) => crate::finding::keyed_fingerprint(key, rule, secret),
+            None => fingerprint(rule, secret),
         }
     }
 
@@ -303,7 +319,7 @@ impl Scanner {
                     line: cursor.line,
                     column: (hit.start as isize - cursor.line_start) as usize + 1,
                     redacted: redact(&hit.secret),
-                    fingerprint: fingerprint(id, &hit.secret),
+                    fingerprint: self.fingerprint_of(id, &hit.secret),
                 });
             }
             if split == hits.len() {

@@ -47,6 +47,23 @@ pub fn fingerprint(rule: &str, secret: &str) -> String {
         .collect()
 }
 
+/// [`fingerprint`] keyed: `HMAC-SHA256(key, rule ":" secret)`, hex. Without
+/// the key, a guessed secret cannot be checked against it.
+pub fn keyed_fingerprint(key: &[u8; 32], rule: &str, secret: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of every length"));
+    mac.update(rule.as_bytes());
+    mac.update(b":");
+    mac.update(secret.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +78,16 @@ mod tests {
         assert_eq!(fingerprint("r", "s"), fingerprint("r", "s"));
         assert_ne!(fingerprint("r", "s"), fingerprint("r", "t"));
         assert_ne!(fingerprint("r1", "s"), fingerprint("r2", "s"));
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(
+            keyed_fingerprint(&a, "r", "s"),
+            keyed_fingerprint(&a, "r", "s")
+        );
+        assert_ne!(
+            keyed_fingerprint(&a, "r", "s"),
+            keyed_fingerprint(&b, "r", "s")
+        );
+        assert_ne!(keyed_fingerprint(&a, "r", "s"), fingerprint("r", "s"));
+        assert_eq!(keyed_fingerprint(&a, "r", "s").len(), 32);
     }
 }

@@ -323,7 +323,7 @@ async fn leakage_scans_find_redact_and_deduplicate(db: TestDb) {
     let dirs = Dirs::new();
     let rig = rig(&db, &dirs).await;
     let (tenant, key) = rig.tenant("acme").await;
-    let (_other, other_key) = rig.tenant("globex").await;
+    let (other, other_key) = rig.tenant("globex").await;
     let mut rng = fastrand::Rng::with_seed(7);
 
     // A git repository whose history holds a secret the tip no longer has.
@@ -563,6 +563,28 @@ async fn leakage_scans_find_redact_and_deduplicate(db: TestDb) {
         .call(Method::GET, "/v1/leakage/stats", &other_key, None)
         .await;
     assert_eq!(other_stats.body["findings"], 0);
+    // The same secret in another tenant: another fingerprint (keyed per
+    // tenant), so incidents cannot be matched across tenants.
+    let (copy, copy_job) = rig
+        .scan(
+            "/v1/leakage/scans",
+            &other_key,
+            json!({"targets": [{"type": "inline", "name": "copy.py", "content": format!("{aws_line}\n")}]}),
+        )
+        .await;
+    rig.wait_succeeded(&other, copy_job).await;
+    let copied = rig
+        .all(
+            &format!("/v1/leakage/scans/{copy}/findings"),
+            &other_key,
+            10,
+        )
+        .await;
+    assert_eq!(copied.len(), 1, "{copied:#?}");
+    let original = at("aws-access-key-id", "src/app.py", 4);
+    assert_eq!(copied[0]["rule"], original["rule"]);
+    assert_eq!(copied[0]["redacted"], original["redacted"]);
+    assert_ne!(copied[0]["fingerprint"], original["fingerprint"]);
 
     // Redaction everywhere: answers, the job, its events, the audit log.
     let mut texts = Vec::new();

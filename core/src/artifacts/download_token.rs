@@ -40,6 +40,9 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct DownloadSigner {
     secret: Vec<u8>,
+    /// Every process of the deployment holds the same secret (configured or
+    /// kept in a file), not one made up by this process.
+    shared: bool,
 }
 
 impl std::fmt::Debug for DownloadSigner {
@@ -56,14 +59,32 @@ impl DownloadSigner {
                 "a download signing secret needs at least {MIN_SECRET_LEN} bytes"
             ));
         }
-        Ok(Self { secret })
+        Ok(Self {
+            secret,
+            shared: true,
+        })
     }
 
     /// A random secret of this process only.
     pub fn random() -> Result<Self, String> {
         let mut secret = [0u8; 32];
         getrandom::getrandom(&mut secret).map_err(|e| format!("no OS randomness: {e}"))?;
-        Self::new(secret.to_vec())
+        let mut signer = Self::new(secret.to_vec())?;
+        signer.shared = false;
+        Ok(signer)
+    }
+
+    /// A key for another purpose, derived from the secret (HMAC of the
+    /// purpose); None when the secret is this process's own, since another
+    /// process would derive another key.
+    pub fn derive_key(&self, purpose: &str) -> Option<[u8; 32]> {
+        if !self.shared {
+            return None;
+        }
+        let mut mac = self.mac();
+        mac.update(b"longhaul derived key\n");
+        mac.update(purpose.as_bytes());
+        Some(mac.finalize().into_bytes().into())
     }
 
     /// The secret kept in `path`, created (random, owner-only) on first use:

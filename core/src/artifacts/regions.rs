@@ -188,6 +188,17 @@ impl ArtifactStores {
         Ok(store)
     }
 
+    /// The key of a tenant's leakage fingerprints: derived from the
+    /// deployment's signing secret, one per tenant, so a fingerprint cannot
+    /// be recomputed from a guessed secret without the key, nor matched
+    /// across tenants. None when the secret is this process's own (S3
+    /// without `LONGHAUL_DOWNLOAD_SIGNING_KEY`): fingerprints are then plain
+    /// hashes, stable across processes.
+    pub fn fingerprint_key(&self, tenant_id: &str) -> Option<[u8; 32]> {
+        self.signer
+            .derive_key(&format!("leakage fingerprints v1\n{tenant_id}"))
+    }
+
     /// The local stores' part size (each part is a resumable checkpoint).
     pub fn with_local_part_size(mut self, size: usize) -> Self {
         if let Regions::Local { part_size, .. } = &mut self.regions {

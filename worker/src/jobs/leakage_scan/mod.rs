@@ -426,7 +426,11 @@ impl LeakageScan {
             Vec::new()
         };
         let rule_count = builtin.len() + custom.len();
-        let scanner = Arc::new(Scanner::with_rules(builtin, custom, allowlist));
+        let mut scanner = Scanner::with_rules(builtin, custom, allowlist);
+        if let Some(key) = self.services.artifacts.fingerprint_key(&tenant.id) {
+            scanner = scanner.with_fingerprint_key(key);
+        }
+        let scanner = Arc::new(scanner);
         let include = params
             .include_filter()
             .map_err(JobError::permanent)?

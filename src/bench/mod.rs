@@ -4,6 +4,7 @@
 
 mod export;
 mod queue;
+mod scan;
 mod scheduler;
 mod scratch;
 
@@ -17,6 +18,8 @@ pub enum BenchCommand {
     Queue(queue::QueueBenchArgs),
     /// Many tenant schedules, many due in the same second: fire lag.
     Scheduler(scheduler::SchedulerBenchArgs),
+    /// A leakage or classification scan of a folder through the real job.
+    Scan(scan::ScanBenchArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -24,5 +27,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Export(args) => export::run(args).await,
         BenchCommand::Queue(args) => queue::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
+        BenchCommand::Scan(args) => scan::run(args).await,
     }
 }

@@ -70,6 +70,11 @@ pub fn scan_history(scanner: &Scanner, target: &str) -> std::io::Result<Vec<Find
             "--no-ext-diff",
             // A repository's own textconv filters are programs it names.
             "--no-textconv",
+            // Whatever the repository's config says: prefixes as parsed
+            // here, and the root commit's diff too.
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            "--root",
             "--no-renames",
             "--format=commit %H",
         ])
@@ -158,21 +163,41 @@ fn new_path(target: &str) -> Option<String> {
     let target = target.strip_suffix('\t').unwrap_or(target);
     let unquoted = match target.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
         Some(quoted) => {
-            let mut out = String::with_capacity(quoted.len());
-            let mut chars = quoted.chars();
-            while let Some(c) = chars.next() {
-                if c != '\\' {
-                    out.push(c);
+            // C-style escapes, octal ones being raw bytes (UTF-8 names).
+            let mut out: Vec<u8> = Vec::with_capacity(quoted.len());
+            let bytes = quoted.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] != b'\\' || i + 1 == bytes.len() {
+                    out.push(bytes[i]);
+                    i += 1;
                     continue;
                 }
-                match chars.next() {
-                    Some('t') => out.push('\t'),
-                    Some('n') => out.push('\n'),
-                    Some(other) => out.push(other),
-                    None => {}
+                let next = bytes[i + 1];
+                let octal = bytes
+                    .get(i + 1..i + 4)
+                    .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+                if let Some(digits) = octal {
+                    let value = digits
+                        .iter()
+                        .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                    out.push(u8::try_from(value).unwrap_or(b'?'));
+                    i += 4;
+                    continue;
                 }
+                out.push(match next {
+                    b't' => b'\t',
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b'a' => 0x07,
+                    b'b' => 0x08,
+                    b'v' => 0x0b,
+                    b'f' => 0x0c,
+                    other => other,
+                });
+                i += 2;
             }
-            out
+            String::from_utf8_lossy(&out).into_owned()
         }
         None => target.to_string(),
     };
@@ -185,4 +210,19 @@ fn new_start(header: &str) -> Option<usize> {
         .split_whitespace()
         .find(|part| part.starts_with('+'))?;
     plus[1..].split(',').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_path;
+
+    #[test]
+    fn diff_paths_are_unquoted() {
+        assert_eq!(new_path("b/src/app.py"), Some("src/app.py".into()));
+        assert_eq!(new_path("b/a b.txt\t"), Some("a b.txt".into()));
+        assert_eq!(new_path("\"b/a\\\"b\\\\c\""), Some("a\"b\\c".into()));
+        assert_eq!(new_path("\"b/caf\\303\\251.txt\""), Some("café.txt".into()));
+        assert_eq!(new_path("\"b/tab\\there\""), Some("tab\there".into()));
+        assert_eq!(new_path("/dev/null"), None);
+    }
 }

@@ -727,6 +727,10 @@ async fn leakage_bad_requests_change_nothing(db: TestDb) {
             "targets[0].url",
         ),
         (
+            json!({"targets": [{"type": "url", "url": "https://ex%61mple.com/x"}]}),
+            "targets[0].url",
+        ),
+        (
             json!({"targets": [{"type": "url", "url": "https://x.test/"}], "policyIds": ["lkp_nope"]}),
             "policyIds[0]",
         ),

@@ -197,17 +197,26 @@ async fn stage_sources(
         match source {
             PendingSource::Ready(source) => sources.push(source),
             PendingSource::Inline { name, content } => {
-                let store = state.artifact_store(&tenant.region)?;
-                let key = artifact_key(
+                let store = match state.artifact_store(&tenant.region) {
+                    Ok(store) => store,
+                    Err(error) => {
+                        unstage(state, tenant, &sources).await;
+                        return Err(error);
+                    }
+                };
+                let key = match artifact_key(
                     &tenant.id,
                     LEAKAGE_SCAN,
                     &format!("input-{batch}"),
                     &format!("inline-{index}"),
-                )
-                .map_err(|error| {
-                    tracing::error!(%error, "an inline scan text key");
-                    ApiError::internal()
-                })?;
+                ) {
+                    Ok(key) => key,
+                    Err(error) => {
+                        tracing::error!(%error, "an inline scan text key");
+                        unstage(state, tenant, &sources).await;
+                        return Err(ApiError::internal());
+                    }
+                };
                 let stored = async {
                     let mut upload = store.start_upload(&key).await?;
                     upload
@@ -372,28 +381,34 @@ async fn create_scan(
         body.policy_ids.as_deref(),
     )
     .await?;
-    let (sources, staged) = stage_sources(&state, tenant, pending).await?;
-    let params = LeakageScanParams {
-        sources,
-        include_paths: body.scope.paths.clone(),
-        builtin_rules: body.builtin_rules.unwrap_or(true),
-        policies,
-        request_sha256: Some(request_sha256),
-    };
-    if !params.builtin_rules && params.policies.is_empty() {
-        unstage(&state, tenant, &params.sources).await;
+    let builtin_rules = body.builtin_rules.unwrap_or(true);
+    if !builtin_rules && policies.is_empty() {
         return Err(ApiError::validation(
             "builtinRules",
             "with the built-in rules off, name at least one policy (the tenant has no enabled one)",
         ));
     }
+    // From here on, a refusal removes the inline texts stored.
+    let (sources, staged) = stage_sources(&state, tenant, pending).await?;
+    let params = LeakageScanParams {
+        sources,
+        include_paths: body.scope.paths.clone(),
+        builtin_rules,
+        policies,
+        request_sha256: Some(request_sha256),
+    };
+    let encoded = match serde_json::to_value(&params) {
+        Ok(encoded) => encoded,
+        Err(error) => {
+            tracing::error!(%error, "encoding scan params");
+            unstage(&state, tenant, &params.sources).await;
+            return Err(ApiError::internal());
+        }
+    };
     let request = EnqueueRequest {
         tenant_id: tenant.id.clone(),
         kind: LEAKAGE_SCAN.into(),
-        params: serde_json::to_value(&params).map_err(|error| {
-            tracing::error!(%error, "encoding scan params");
-            ApiError::internal()
-        })?,
+        params: encoded,
         queue: None,
         priority: None,
         run_at: None,

@@ -493,6 +493,24 @@ pub(crate) fn check_url(field: &str, url: &str) -> Result<()> {
              would be stored with the scan)",
         ));
     }
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']'))
+        .map_or(authority, |(host, _)| host);
+    let plain_host = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
+        || (host.starts_with('[')
+            && host.ends_with(']')
+            && host[1..host.len() - 1]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b":.".contains(&b)));
+    if !authority.contains('@') && !plain_host {
+        return Err(Error::validation(
+            field,
+            "the host must be a plain name (letters, digits, '.', '-') or an address",
+        ));
+    }
     if authority.contains('@') {
         return Err(Error::validation(
             field,

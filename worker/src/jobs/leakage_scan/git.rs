@@ -59,9 +59,65 @@ pub struct CloneOptions {
     pub allow_private: bool,
 }
 
+/// The longest a clone may take.
+const CLONE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// `git clone --mirror` of `location` into `dir`. A tenant's URL
+/// (`untrusted`) is cloned over http(s) only, without redirects or proxies,
+/// with transfers that stall aborted, and connecting to `pin` (see
+/// [`pinned_address`]); a token travels in git's environment.
+pub fn clone_command(
+    location: &str,
+    dir: &Path,
+    untrusted: bool,
+    pin: Option<&str>,
+    auth: Option<&str>,
+) -> std::process::Command {
+    let mut command = std::process::Command::new("git");
+    command.args([
+        "-c",
+        "http.lowSpeedLimit=1000",
+        "-c",
+        "http.lowSpeedTime=120",
+    ]);
+    if untrusted {
+        command
+            .args(["-c", "http.followRedirects=false", "-c", "http.proxy="])
+            .env("GIT_ALLOW_PROTOCOL", "http:https");
+        for variable in [
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+        ] {
+            command.env_remove(variable);
+        }
+        if let Some(pin) = pin {
+            command.args(["-c", pin]);
+        }
+    }
+    command
+        .args(["clone", "--quiet", "--mirror", "--", location])
+        .arg(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(header) = auth {
+        command
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env("GIT_CONFIG_VALUE_0", header);
+    }
+    command
+}
+
 /// `http.curloptResolve=host:port:address`, pinning a tenant's URL to a
-/// checked address.
-async fn pinned_address(url: &str, allow_private: bool) -> Result<String, JobError> {
+/// checked address; None for a literal address (checked here, and nothing
+/// to resolve).
+async fn pinned_address(url: &str, allow_private: bool) -> Result<Option<String>, JobError> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| JobError::permanent(format!("{url} is not a URL: {e}")))?;
@@ -77,6 +133,14 @@ async fn pinned_address(url: &str, allow_private: bool) -> Result<String, JobErr
         .ok_or_else(|| JobError::permanent(format!("{url} has no host")))?
         .trim_matches(['[', ']'])
         .to_string();
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        if !allow_private && !is_public(ip) {
+            return Err(JobError::permanent(format!(
+                "{host} is a private or local address"
+            )));
+        }
+        return Ok(None);
+    }
     let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(|e| JobError::retryable(format!("resolving {host}: {e}")))?
@@ -93,7 +157,7 @@ async fn pinned_address(url: &str, allow_private: bool) -> Result<String, JobErr
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
         v4 => v4.to_string(),
     };
-    Ok(format!("http.curloptResolve={host}:{port}:{ip}"))
+    Ok(Some(format!("http.curloptResolve={host}:{port}:{ip}")))
 }
 
 /// The findings in the whole history of the repository at `location` (a
@@ -119,31 +183,24 @@ pub async fn scan_repository(
         ));
         // Removed however this ends, a cancel mid-clone included.
         _clone = TempClone(dir.clone());
-        let mut command = tokio::process::Command::new("git");
-        if options.untrusted {
-            let pin = pinned_address(location, options.allow_private).await?;
-            command
-                .args(["-c", &pin, "-c", "http.followRedirects=false"])
-                .env("GIT_ALLOW_PROTOCOL", "http:https");
-        }
-        let mut command = tokio::process::Command::new("git");
-        command
-            .args(["clone", "--quiet", "--mirror", "--", location])
-            .arg(&dir)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(header) = options.auth {
-            command
-                .env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                .env("GIT_CONFIG_VALUE_0", header);
-        }
-        let output = command
-            .output()
+        let pin = if options.untrusted {
+            pinned_address(location, options.allow_private).await?
+        } else {
+            None
+        };
+        let mut command = tokio::process::Command::from(clone_command(
+            location,
+            &dir,
+            options.untrusted,
+            pin.as_deref(),
+            options.auth.as_deref(),
+        ));
+        command.kill_on_drop(true);
+        let output = tokio::time::timeout(CLONE_TIMEOUT, command.output())
             .await
+            .map_err(|_| {
+                JobError::retryable(format!("git clone {location}: over {CLONE_TIMEOUT:?}"))
+            })?
             .map_err(|e| JobError::retryable(format!("running git clone: {e}")))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
@@ -207,7 +264,7 @@ pub async fn organization_repositories(
                 host.api_url
             ),
             Provider::Gitlab => format!(
-                "{}/groups/{}/projects?per_page={LISTING_PAGE}&page={page}&include_subgroups=true",
+                "{}/groups/{}/projects?per_page={LISTING_PAGE}&page={page}&include_subgroups=true&with_shared=false",
                 host.api_url,
                 organization.replace('/', "%2F")
             ),
@@ -253,4 +310,87 @@ pub async fn organization_repositories(
     repositories.sort();
     repositories.dedup();
     Ok(repositories)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(command: &std::process::Command) -> Vec<String> {
+        command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_tenants_url_is_cloned_pinned_without_redirects_or_proxies() {
+        let dir = Path::new("/tmp/clone");
+        let pin = "http.curloptResolve=example.com:443:93.184.216.34";
+        let command = clone_command("https://example.com/r.git", dir, true, Some(pin), None);
+        let args = args(&command);
+        let clone_at = args.iter().position(|a| a == "clone").unwrap();
+        // Options before the subcommand, the URL after `--`.
+        for option in [pin, "http.followRedirects=false", "http.proxy="] {
+            let at = args.iter().position(|a| a == option).unwrap();
+            assert!(at < clone_at && args[at - 1] == "-c", "{args:?}");
+        }
+        assert_eq!(args[args.len() - 3], "--");
+        assert_eq!(args[args.len() - 2], "https://example.com/r.git");
+        let envs: Vec<_> = command.get_envs().collect();
+        assert!(envs.contains(&(
+            std::ffi::OsStr::new("GIT_ALLOW_PROTOCOL"),
+            Some(std::ffi::OsStr::new("http:https"))
+        )));
+        assert!(envs.contains(&(std::ffi::OsStr::new("https_proxy"), None)));
+    }
+
+    #[test]
+    fn an_operators_host_keeps_its_protocols_and_gets_the_token_by_environment() {
+        let command = clone_command(
+            "file:///srv/mirror/acme/api.git",
+            Path::new("/tmp/clone"),
+            false,
+            None,
+            Some("Authorization: Basic abc"),
+        );
+        let args = args(&command);
+        assert!(
+            !args.iter().any(|a| a.contains("followRedirects")),
+            "{args:?}"
+        );
+        assert!(
+            !args.iter().any(|a| a.contains("Authorization")),
+            "{args:?}"
+        );
+        assert!(command.get_envs().any(|(k, v)| k == "GIT_CONFIG_VALUE_0"
+            && v == Some(std::ffi::OsStr::new("Authorization: Basic abc"))));
+    }
+
+    #[tokio::test]
+    async fn private_literals_and_names_are_refused_before_cloning() {
+        for url in [
+            "http://127.0.0.1/r.git",
+            "http://[::1]/r.git",
+            "http://localhost/r.git",
+        ] {
+            let refused = pinned_address(url, false).await;
+            assert!(
+                matches!(&refused, Err(JobError::Permanent(m)) if m.contains("private or local")),
+                "{url}: {refused:?}"
+            );
+        }
+        assert_eq!(
+            pinned_address("http://127.0.0.1/r.git", true).await,
+            Ok(None)
+        );
+        let pinned = pinned_address("http://localhost:8080/r.git", true)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            pinned.starts_with("http.curloptResolve=localhost:8080:"),
+            "{pinned}"
+        );
+    }
 }

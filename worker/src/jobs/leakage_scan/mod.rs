@@ -68,7 +68,11 @@ pub struct LeakageCheckpoint {
 
 pub struct LeakageScan {
     services: JobServices,
+    /// For tenants' URLs: private addresses refused unless allowed.
     http: OnceCell<HttpFetcher>,
+    /// For the git hosts' APIs the operator configured (which may well be
+    /// internal servers).
+    operator_http: OnceCell<HttpFetcher>,
 }
 
 /// What one attempt holds while it scans.
@@ -86,18 +90,16 @@ impl LeakageScan {
         Self {
             services,
             http: OnceCell::new(),
+            operator_http: OnceCell::new(),
         }
     }
 
     async fn http(&self) -> Result<&HttpFetcher, JobError> {
-        let allow_private = self.services.scans.allow_private_urls;
-        self.http
-            .get_or_try_init(|| async move {
-                HttpFetcher::new(allow_private).map_err(|e| {
-                    JobError::retryable(format!("loading the TLS root certificates: {e}"))
-                })
-            })
-            .await
+        fetcher(&self.http, self.services.scans.allow_private_urls).await
+    }
+
+    async fn operator_http(&self) -> Result<&HttpFetcher, JobError> {
+        fetcher(&self.operator_http, true).await
     }
 
     /// The sources with organizations replaced by their repositories.
@@ -115,7 +117,7 @@ impl LeakageScan {
                         .map_err(|e| JobError::permanent(e.to_string()))?;
                     let host = git::host(&self.services.scans, *provider);
                     let repositories = git::organization_repositories(
-                        self.http().await?,
+                        self.operator_http().await?,
                         host,
                         *provider,
                         organization,
@@ -378,6 +380,17 @@ impl Run<'_> {
             })
             .await
     }
+}
+
+async fn fetcher(
+    cell: &OnceCell<HttpFetcher>,
+    allow_private: bool,
+) -> Result<&HttpFetcher, JobError> {
+    cell.get_or_try_init(|| async move {
+        HttpFetcher::new(allow_private)
+            .map_err(|e| JobError::retryable(format!("loading the TLS root certificates: {e}")))
+    })
+    .await
 }
 
 /// Scans one object's bytes on the worker's cores.

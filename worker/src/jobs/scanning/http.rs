@@ -58,9 +58,11 @@ impl tower_service::Service<Name> for PublicResolver {
                 .filter(|address| allow_private || is_public(address.ip()))
                 .collect();
             if allowed.is_empty() {
+                // The addresses are not named: they would tell a tenant
+                // what internal names resolve to.
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
-                    format!("{host} {PRIVATE_ONLY} ({all:?})"),
+                    format!("{host} {PRIVATE_ONLY}"),
                 ));
             }
             Ok(allowed.into_iter())
@@ -137,14 +139,23 @@ impl HttpFetcher {
         let mut current: Uri = url
             .parse()
             .map_err(|e| FetchError::Refused(format!("{url} is not a URL: {e}")))?;
-        let first_host = current.host().map(str::to_string);
+        // The token goes only where the first request went (scheme, host
+        // and port), never to where a redirect points.
+        let first_origin = (
+            current.scheme_str().map(str::to_string),
+            current.authority().map(|a| a.as_str().to_string()),
+        );
         for _ in 0..=MAX_REDIRECTS {
             self.check_host(&current).await?;
             let mut request = Request::get(current.clone())
                 .header(USER_AGENT, "longhaul-scan/1")
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| FetchError::Refused(format!("{url}: {e}")))?;
-            if let Some(token) = bearer.filter(|_| current.host() == first_host.as_deref()) {
+            let origin = (
+                current.scheme_str().map(str::to_string),
+                current.authority().map(|a| a.as_str().to_string()),
+            );
+            if let Some(token) = bearer.filter(|_| origin == first_origin) {
                 let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                     FetchError::Refused("the configured token is not a header value".into())
                 })?;
@@ -154,8 +165,11 @@ impl HttpFetcher {
                 .await
                 .map_err(|_| FetchError::Transient(format!("{current}: no answer in {TIMEOUT:?}")))?
                 .map_err(|e| {
-                    let message = format!("{current}: {}", error_chain(&e));
-                    if message.contains(PRIVATE_ONLY) {
+                    // The chain holds the resolver's words, not the URL the
+                    // tenant wrote.
+                    let chain = error_chain(&e);
+                    let message = format!("{current}: {chain}");
+                    if chain.contains(PRIVATE_ONLY) {
                         FetchError::Refused(message)
                     } else {
                         FetchError::Transient(message)
@@ -273,6 +287,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_documentation()
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
                 || a >= 240
                 || a == 0)
         }
@@ -299,7 +314,11 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+                || (first & 0xffc0) == 0xfe80
+                // Site-local (deprecated), Teredo, local-use NAT64.
+                || (first & 0xffc0) == 0xfec0
+                || (first == 0x2001 && segments[1] == 0)
+                || (first == 0x64 && segments[1] == 0xff9b && segments[2] == 1))
         }
     }
 }
@@ -327,6 +346,10 @@ mod tests {
             "2002:a9fe:a9fe::1",
             "198.18.0.1",
             "240.0.0.1",
+            "192.0.0.8",
+            "fec0::1",
+            "2001:0:4136:e378::1",
+            "64:ff9b:1::a00:1",
         ] {
             assert!(!is_public(text.parse().unwrap()), "{text}");
         }

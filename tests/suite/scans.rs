@@ -997,6 +997,49 @@ async fn leakage_policies_crud(db: TestDb) {
         )
         .await;
     assert_eq!(unchanged.body["version"], 2);
+    // A change made against an older version is refused, and changes
+    // nothing; against the current one it applies.
+    let stale = http::send(
+        &rig.router,
+        http::request(
+            Method::PATCH,
+            &format!("/v1/leakage/policies/{id}"),
+            Some(&key),
+            &[("if-match", "\"1\"")],
+            Some(json!({"enabled": true})),
+        ),
+    )
+    .await;
+    stale.assert_error(StatusCode::CONFLICT, "conflict");
+    let current = http::send(
+        &rig.router,
+        http::request(
+            Method::PATCH,
+            &format!("/v1/leakage/policies/{id}"),
+            Some(&key),
+            &[("if-match", "2")],
+            Some(json!({"description": "checked"})),
+        ),
+    )
+    .await;
+    current.assert_status(StatusCode::OK);
+    assert_eq!(current.body["version"], 3);
+    assert_eq!(
+        current.body["enabled"], false,
+        "the stale change did nothing"
+    );
+    http::send(
+        &rig.router,
+        http::request(
+            Method::PATCH,
+            &format!("/v1/leakage/policies/{id}"),
+            Some(&key),
+            &[("if-match", "soon")],
+            Some(json!({"enabled": true})),
+        ),
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_error");
     rig.call(
         Method::PATCH,
         &format!("/v1/leakage/policies/{id}"),
@@ -1026,7 +1069,7 @@ async fn leakage_policies_crud(db: TestDb) {
         )
         .await;
     named.assert_status(StatusCode::ACCEPTED);
-    assert_eq!(named.body["policies"], json!([{"id": id, "version": 2}]));
+    assert_eq!(named.body["policies"], json!([{"id": id, "version": 3}]));
 
     rig.call(
         Method::DELETE,

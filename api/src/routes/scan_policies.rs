@@ -7,7 +7,7 @@
 //! changes a scan under way.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -259,7 +259,11 @@ async fn read_leakage(
     operation_id = "updateLeakagePolicy",
     tag = "leakage",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "`lkp_…`")),
+    params(
+        ("id" = String, Path, description = "`lkp_…`"),
+        ("If-Match" = Option<String>, Header, nullable = false,
+            description = "The `version` the change was made against: refused (409) if the policy changed since"),
+    ),
     request_body = LeakagePolicyPatch,
     responses(
         (status = 200, description = "The changed policy", body = LeakagePolicyView),
@@ -268,7 +272,7 @@ async fn read_leakage(
         Unauthorized,
         (status = 403, description = "`forbidden`: needs an admin key", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 409, description = "`conflict`: the name is taken", body = ErrorBody),
+        (status = 409, description = "`conflict`: the name is taken, or the policy is no longer at the `If-Match` version", body = ErrorBody),
         (status = 422, description = "`validation_error`", body = ErrorBody),
         LockedOut,
     )
@@ -276,12 +280,16 @@ async fn read_leakage(
 async fn update_leakage(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<LeakagePolicyPatch>,
 ) -> Result<Json<LeakagePolicyView>, ApiError> {
     let family = PolicyFamily::Leakage;
+    let mut expected_version = if_match(&headers)?;
     let spec = if body.patterns.is_some() || body.allowlist.is_some() {
         let current = read(&state, &caller, family, &id).await?;
+        // The body is merged into what was read: applied only to that.
+        expected_version.get_or_insert(current.version);
         let mut spec = LeakageSpec::parse(&current.spec)?;
         if let Some(patterns) = body.patterns {
             spec.patterns = patterns;
@@ -298,6 +306,7 @@ async fn update_leakage(
         description: body.description,
         enabled: body.enabled,
         spec,
+        expected_version,
     };
     let policy = update(&state, &caller, family, &id, patch).await?;
     Ok(Json(LeakagePolicyView::of(policy)?))
@@ -504,7 +513,11 @@ async fn read_classification(
     operation_id = "updateClassificationPolicy",
     tag = "classification",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "`clp_…`")),
+    params(
+        ("id" = String, Path, description = "`clp_…`"),
+        ("If-Match" = Option<String>, Header, nullable = false,
+            description = "The `version` the change was made against: refused (409) if the policy changed since"),
+    ),
     request_body = ClassificationPolicyPatch,
     responses(
         (status = 200, description = "The changed policy", body = ClassificationPolicyView),
@@ -513,7 +526,7 @@ async fn read_classification(
         Unauthorized,
         (status = 403, description = "`forbidden`: needs an admin key", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 409, description = "`conflict`: the name is taken", body = ErrorBody),
+        (status = 409, description = "`conflict`: the name is taken, or the policy is no longer at the `If-Match` version", body = ErrorBody),
         (status = 422, description = "`validation_error`", body = ErrorBody),
         LockedOut,
     )
@@ -521,6 +534,7 @@ async fn read_classification(
 async fn update_classification(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ClassificationPolicyPatch>,
 ) -> Result<Json<ClassificationPolicyView>, ApiError> {
@@ -533,6 +547,7 @@ async fn update_classification(
         description: body.description,
         enabled: body.enabled,
         spec,
+        expected_version: if_match(&headers)?,
     };
     let policy = update(&state, &caller, PolicyFamily::Classification, &id, patch).await?;
     Ok(Json(ClassificationPolicyView::of(policy)?))
@@ -563,6 +578,22 @@ async fn delete_classification(
 }
 
 // ---- shared -----------------------------------------------------------------------
+
+/// `If-Match: <version>` (quoted or not): the version a change was made
+/// against.
+fn if_match(headers: &HeaderMap) -> Result<Option<i32>, ApiError> {
+    let Some(value) = headers.get(axum::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|text| text.trim().trim_matches('"'))
+        .and_then(|text| text.parse::<i32>().ok())
+        .filter(|version| *version > 0)
+        .map(Some)
+        .ok_or_else(|| ApiError::validation("If-Match", "must be a policy version, e.g. \"3\""))
+}
 
 fn policy_id(family: PolicyFamily, text: &str) -> Result<uuid::Uuid, ApiError> {
     parse_policy_id(family, text)

@@ -174,6 +174,15 @@ pub trait ScanStore: Send + Sync {
     async fn classification_stats(&self, tenant_id: &str) -> Result<ClassificationStats>;
 }
 
+/// A policy changed since the version a caller named.
+fn stale_version(family: PolicyFamily, id: uuid::Uuid, version: i32) -> crate::Error {
+    crate::Error::Conflict(format!(
+        "policy {} is at version {version}, not the one this change was made against; \
+         read it again",
+        policies::policy_id_text(family, id)
+    ))
+}
+
 fn classification_status(text: &str) -> Result<classification::ObjectStatus> {
     match text {
         "classified" => Ok(classification::ObjectStatus::Classified),

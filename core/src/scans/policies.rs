@@ -146,6 +146,9 @@ pub struct PolicyPatch {
     pub description: Option<String>,
     pub enabled: Option<bool>,
     pub spec: Option<Value>,
+    /// Apply only if the policy is still at this version (`Conflict`
+    /// otherwise): no change made meanwhile is lost.
+    pub expected_version: Option<i32>,
 }
 
 impl PolicyPatch {

@@ -260,7 +260,8 @@ impl ScanStore for SqliteStore {
             "UPDATE scan_policies SET name = coalesce(?4, name), description = coalesce(?5, description),
                     enabled = coalesce(?6, enabled), spec = coalesce(?7, spec),
                     version = version + 1, updated_at = ?8
-             WHERE tenant_id = ?1 AND family = ?2 AND id = ?3 RETURNING *",
+             WHERE tenant_id = ?1 AND family = ?2 AND id = ?3
+               AND (?9 IS NULL OR version = ?9) RETURNING *",
         )
         .bind(tenant_id)
         .bind(family.as_str())
@@ -270,10 +271,26 @@ impl ScanStore for SqliteStore {
         .bind(patch.enabled)
         .bind(patch.spec.as_ref().map(Value::to_string))
         .bind(now.timestamp_micros())
+        .bind(patch.expected_version)
         .fetch_optional(tx.conn())
         .await
-        .map_err(|e| name_taken(e, patch.name.as_deref().unwrap_or_default()))?
-        .ok_or_else(|| Error::no_such("policy", policy_id_text(family, id)))?;
+        .map_err(|e| name_taken(e, patch.name.as_deref().unwrap_or_default()))?;
+        let Some(row) = row else {
+            // Missing, or changed since the version the caller read.
+            let current: Option<i32> = sqlx::query_scalar(
+                "SELECT version FROM scan_policies WHERE tenant_id = ?1 AND family = ?2 AND id = ?3",
+            )
+            .bind(tenant_id)
+            .bind(family.as_str())
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await
+            .db("reading a policy's version")?;
+            return Err(match current {
+                Some(version) => super::stale_version(family, id, version),
+                None => Error::no_such("policy", policy_id_text(family, id)),
+            });
+        };
         let policy = policy_from_row(&row)?;
         record(
             tx.conn(),

@@ -45,6 +45,20 @@ impl From<longhaul_core::Error> for JobError {
     }
 }
 
+impl From<longhaul_core::artifacts::StorageError> for JobError {
+    /// A bad key or an unconfigured region stays so; the rest (network,
+    /// the store's own errors) may pass.
+    fn from(error: longhaul_core::artifacts::StorageError) -> Self {
+        use longhaul_core::artifacts::StorageError;
+        match error {
+            StorageError::InvalidKey { .. } | StorageError::NoRegion(_) => {
+                JobError::permanent(error.to_string())
+            }
+            other => JobError::retryable(other.to_string()),
+        }
+    }
+}
+
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
     /// Does the job's work. Long handlers watch `ctx.cancelled()`, report

@@ -26,8 +26,7 @@ use serde_json::json;
 use crate::context::JobContext;
 use crate::handler::{JobError, JobHandler, JobOutput};
 use crate::jobs::scanning::{
-    blocking, data_bucket, objects_after, storage_error, BlockingReader, Ordered, Work,
-    OBJECTS_IN_FLIGHT,
+    blocking, data_bucket, objects_after, BlockingReader, Ordered, Work, OBJECTS_IN_FLIGHT,
 };
 use crate::services::JobServices;
 
@@ -157,7 +156,7 @@ impl JobHandler for ClassificationScan {
                     Box::pin(async move {
                         // Streamed: only what the classifier needs is read
                         // (the first `max_bytes`, decompressed for gzip).
-                        let reader = store.read(&object.key).await.map_err(storage_error)?;
+                        let reader = store.read(&object.key).await.map_err(JobError::from)?;
                         let body = BlockingReader::new(reader.body);
                         let key = object.key.clone();
                         let outcome =
@@ -222,11 +221,7 @@ impl ClassificationScan {
         self.services
             .stores
             .record_classifications(ctx.lease(), batch, Utc::now())
-            .await
-            .map_err(|error| match error {
-                longhaul_core::Error::LeaseLost { .. } => JobError::Cancelled,
-                other => JobError::retryable(other.to_string()),
-            })?;
+            .await?;
         for result in batch.iter() {
             state.objects_done += 1;
             state.bytes_done += result.size;

@@ -115,15 +115,6 @@ impl Estimate {
     }
 }
 
-fn storage(error: StorageError) -> JobError {
-    match error {
-        StorageError::InvalidKey { .. } | StorageError::NoRegion(_) => {
-            JobError::permanent(error.to_string())
-        }
-        other => JobError::retryable(other.to_string()),
-    }
-}
-
 #[async_trait]
 impl JobHandler for AuditExport {
     async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
@@ -133,14 +124,14 @@ impl JobHandler for AuditExport {
             .services
             .artifacts
             .store(&tenant.region)
-            .map_err(storage)?;
+            .map_err(JobError::from)?;
         let key = artifact_key(
             &tenant.id,
             AUDIT_EXPORT,
             &ctx.job_id().to_string(),
             &params.file_name(),
         )
-        .map_err(storage)?;
+        .map_err(JobError::from)?;
         self.services
             .stores
             .begin_artifact(
@@ -171,7 +162,7 @@ impl JobHandler for AuditExport {
             .await
         {
             Ok(rows) => {
-                let stored = upload.complete().await.map_err(storage)?;
+                let stored = upload.complete().await.map_err(JobError::from)?;
                 self.record_stored(
                     &ctx,
                     &tenant,
@@ -230,12 +221,12 @@ impl AuditExport {
                     Err(StorageError::UploadGone { reason, .. }) => {
                         tracing::warn!(%reason, "the saved upload is gone; exporting from the first row");
                     }
-                    Err(other) => return Err(storage(other)),
+                    Err(other) => return Err(other.into()),
                 }
             }
         }
         // Uploads of earlier attempts that never saved a checkpoint.
-        store.abort_uploads(key).await.map_err(storage)?;
+        store.abort_uploads(key).await.map_err(JobError::from)?;
         let (stores, tenant_id, filter) = (
             self.services.stores.clone(),
             ctx.tenant_id().to_string(),
@@ -244,7 +235,7 @@ impl AuditExport {
         let rows_estimated = Estimate::Counting(tokio::spawn(async move {
             stores.count_audit_events(&tenant_id, &filter).await
         }));
-        let upload = store.start_upload(key).await.map_err(storage)?;
+        let upload = store.start_upload(key).await.map_err(JobError::from)?;
         Ok(Start {
             upload,
             cursor: None,
@@ -308,7 +299,7 @@ impl AuditExport {
             let stored = tokio::select! {
                 biased;
                 _ = ctx.cancelled() => return Err(JobError::Cancelled),
-                stored = upload.write(Bytes::from(out)) => stored.map_err(storage)?,
+                stored = upload.write(Bytes::from(out)) => stored.map_err(JobError::from)?,
             };
             // The last progress has the total, however long the count took.
             let estimate = tokio::select! {

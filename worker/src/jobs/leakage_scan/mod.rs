@@ -34,8 +34,8 @@ use crate::context::JobContext;
 use crate::handler::{JobError, JobHandler, JobOutput};
 use crate::jobs::scanning::http::HttpFetcher;
 use crate::jobs::scanning::{
-    blocking, data_bucket, objects_after, scan_threads, storage_error, BlockingReader, Ordered,
-    Work, OBJECTS_IN_FLIGHT,
+    blocking, data_bucket, objects_after, scan_threads, BlockingReader, Ordered, Work,
+    OBJECTS_IN_FLIGHT,
 };
 use crate::services::JobServices;
 
@@ -183,18 +183,7 @@ impl LeakageScan {
                 ))
             }
             Source::Url { url } => {
-                let body = self
-                    .http()
-                    .await?
-                    .get(url, None, MAX_URL_BYTES)
-                    .await
-                    .map_err(|error| {
-                        if error.is_permanent() {
-                            JobError::permanent(error.to_string())
-                        } else {
-                            JobError::retryable(error.to_string())
-                        }
-                    })?;
+                let body = self.http().await?.get(url, None, MAX_URL_BYTES).await?;
                 let size = body.len() as u64;
                 let findings = scan_bytes(run.scanner.clone(), url.clone(), body).await?;
                 run.state.bytes_done += size;
@@ -210,7 +199,7 @@ impl LeakageScan {
                         "the inline text {name:?} is gone (deleted after a week, or by an \
                          earlier end of this scan)"
                     )),
-                    other => storage_error(other),
+                    other => JobError::from(other),
                 })?;
                 let size = body.len() as u64;
                 let findings = scan_bytes(run.scanner.clone(), name.clone(), body).await?;
@@ -233,12 +222,12 @@ impl LeakageScan {
                         let (store, scanner) = (store.clone(), run.scanner.clone());
                         Box::pin(async move {
                             let findings = if object.size <= IN_MEMORY_BYTES {
-                                let body = store.get(&object.key).await.map_err(storage_error)?;
+                                let body = store.get(&object.key).await.map_err(JobError::from)?;
                                 scan_bytes(scanner, object.key.clone(), body).await?
                             } else {
                                 // Streamed through one chunk at a time.
                                 let reader =
-                                    store.read(&object.key).await.map_err(storage_error)?;
+                                    store.read(&object.key).await.map_err(JobError::from)?;
                                 let body = BlockingReader::new(reader.body);
                                 let name = object.key.clone();
                                 blocking(move || scanner.scan_reader(&name, body))
@@ -291,7 +280,7 @@ impl LeakageScan {
         self.services
             .artifacts
             .store(&tenant.region)
-            .map_err(storage_error)
+            .map_err(JobError::from)
     }
 
     /// Deletes the scan's inline texts (best effort: the texts are the
@@ -351,11 +340,7 @@ impl Run<'_> {
             services
                 .stores
                 .record_findings(self.ctx.lease(), batch, chrono::Utc::now())
-                .await
-                .map_err(|error| match error {
-                    longhaul_core::Error::LeaseLost { .. } => JobError::Cancelled,
-                    other => JobError::retryable(other.to_string()),
-                })?;
+                .await?;
         }
         Ok(())
     }

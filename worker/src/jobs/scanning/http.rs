@@ -109,6 +109,16 @@ impl FetchError {
     }
 }
 
+impl From<FetchError> for crate::handler::JobError {
+    fn from(error: FetchError) -> Self {
+        if error.is_permanent() {
+            Self::permanent(error.to_string())
+        } else {
+            Self::retryable(error.to_string())
+        }
+    }
+}
+
 impl HttpFetcher {
     /// `allow_private`: private and loopback addresses may be fetched
     /// (tests, single-host deployments).

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use longhaul_core::artifacts::{ObjectInfo, ObjectStore, StorageError};
+use longhaul_core::artifacts::{ObjectInfo, ObjectStore};
 use longhaul_core::tenancy::Tenant;
 use tokio::task::JoinHandle;
 
@@ -23,15 +23,6 @@ pub const OBJECTS_IN_FLIGHT: usize = 4;
 /// Threads the engine may use for one scan: the worker's cores.
 pub fn scan_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-pub fn storage_error(error: StorageError) -> JobError {
-    match error {
-        StorageError::InvalidKey { .. } | StorageError::NoRegion(_) => {
-            JobError::permanent(error.to_string())
-        }
-        other => JobError::retryable(other.to_string()),
-    }
 }
 
 /// The store of one of the tenant's data buckets, if its settings still name
@@ -49,7 +40,7 @@ pub async fn data_bucket(
         .artifacts
         .data_bucket(&tenant.region, bucket)
         .await
-        .map_err(storage_error)
+        .map_err(JobError::from)
 }
 
 /// The objects under `prefix` after key `after`, in key order.
@@ -58,7 +49,7 @@ pub async fn objects_after(
     prefix: &str,
     after: Option<&str>,
 ) -> Result<Vec<ObjectInfo>, JobError> {
-    let mut objects = store.list(prefix).await.map_err(storage_error)?;
+    let mut objects = store.list(prefix).await.map_err(JobError::from)?;
     objects.sort_by(|a, b| a.key.cmp(&b.key));
     if let Some(after) = after {
         objects.retain(|object| object.key.as_str() > after);

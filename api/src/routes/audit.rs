@@ -156,14 +156,9 @@ async fn list(
         .stores
         .list_audit_events(&tenant.id, &filter, after, order, limit + 1)
         .await?;
-    let next_cursor = if data.len() > limit as usize {
-        data.truncate(limit as usize);
-        data.last()
-            .map(|event| event.cursor().map(|cursor| cursor.to_string()))
-            .transpose()?
-    } else {
-        None
-    };
+    let next_cursor = crate::routes::trim_page(&mut data, limit)
+        .map(|event| event.cursor().map(|cursor| cursor.to_string()))
+        .transpose()?;
     Ok(Json(AuditPage { data, next_cursor }))
 }
 

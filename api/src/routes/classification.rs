@@ -351,12 +351,8 @@ async fn list_results(
         .stores
         .list_classifications(&tenant.id, job.id, after.as_ref(), limit + 1)
         .await?;
-    let next_cursor = if data.len() > limit as usize {
-        data.truncate(limit as usize);
-        data.last().map(|r| encode_cursor(&r.bucket, &r.key))
-    } else {
-        None
-    };
+    let next_cursor =
+        crate::routes::trim_page(&mut data, limit).map(|r| encode_cursor(&r.bucket, &r.key));
     Ok(Json(ResultPage { data, next_cursor }))
 }
 

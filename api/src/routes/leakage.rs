@@ -602,12 +602,8 @@ async fn list_findings(
         .stores
         .list_findings(&tenant.id, job.id, after.as_ref(), limit + 1)
         .await?;
-    let next_cursor = if data.len() > limit as usize {
-        data.truncate(limit as usize);
-        data.last().map(|f| encode_cursor(f.found_at, &f.key))
-    } else {
-        None
-    };
+    let next_cursor =
+        crate::routes::trim_page(&mut data, limit).map(|f| encode_cursor(f.found_at, &f.key));
     Ok(Json(FindingPage { data, next_cursor }))
 }
 
@@ -732,14 +728,8 @@ async fn list_incidents(
         .stores
         .list_incidents(&tenant.id, &filter, after.as_ref(), limit + 1)
         .await?;
-    let next_cursor = if incidents.len() > limit as usize {
-        incidents.truncate(limit as usize);
-        incidents
-            .last()
-            .map(|i| encode_cursor(i.first_seen_at, &i.fingerprint))
-    } else {
-        None
-    };
+    let next_cursor = crate::routes::trim_page(&mut incidents, limit)
+        .map(|i| encode_cursor(i.first_seen_at, &i.fingerprint));
     Ok(Json(IncidentPage {
         data: incidents.into_iter().map(IncidentView::from).collect(),
         next_cursor,

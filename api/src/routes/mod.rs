@@ -13,3 +13,16 @@ pub mod scan_policies;
 pub mod schedules;
 pub mod tenants;
 pub mod usage;
+
+/// A page read with one row more than `limit` (keyset paging): drops the
+/// extra row and answers the last row kept when there was one, i.e. when a
+/// next page exists (its cursor names where the next page starts).
+pub(crate) fn trim_page<T>(rows: &mut Vec<T>, limit: u32) -> Option<&T> {
+    let limit = limit as usize;
+    if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last()
+    } else {
+        None
+    }
+}

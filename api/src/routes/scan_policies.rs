@@ -657,12 +657,7 @@ async fn list(
         .stores
         .list_policies(&tenant.id, family, after, limit + 1)
         .await?;
-    let next = if policies.len() > limit as usize {
-        policies.truncate(limit as usize);
-        policies.last().map(Policy::id_text)
-    } else {
-        None
-    };
+    let next = crate::routes::trim_page(&mut policies, limit).map(Policy::id_text);
     Ok((policies, next))
 }
 

@@ -206,12 +206,8 @@ async fn list(
         .stores
         .list_schedules(Some(&tenant.id), query.cursor.as_deref(), limit + 1)
         .await?;
-    let next_cursor = if data.len() > limit as usize {
-        data.truncate(limit as usize);
-        data.last().map(|schedule| schedule.id.clone())
-    } else {
-        None
-    };
+    let next_cursor =
+        crate::routes::trim_page(&mut data, limit).map(|schedule| schedule.id.clone());
     Ok(Json(SchedulePage { data, next_cursor }))
 }
 

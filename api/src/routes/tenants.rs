@@ -182,12 +182,7 @@ async fn list(
         .stores
         .list_tenants(page.cursor.as_deref(), limit + 1)
         .await?;
-    let next_cursor = if data.len() > limit as usize {
-        data.truncate(limit as usize);
-        data.last().map(|t| t.id.clone())
-    } else {
-        None
-    };
+    let next_cursor = crate::routes::trim_page(&mut data, limit).map(|t| t.id.clone());
     Ok(Json(TenantPage { data, next_cursor }))
 }
 

@@ -30,7 +30,9 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
 use crate::routes::jobs::{accepted, admit, idempotency_key};
-use crate::routes::leakage::{list_scan_jobs, request_sha256, scan_job, Page, ScanProgress};
+use crate::routes::leakage::{
+    check_same_scan, list_scan_jobs, replayed_scan, request_sha256, scan_job, Page, ScanProgress,
+};
 use crate::routes::scan_policies::{page_limit, scan_policies, snapshot_ids};
 use crate::state::AppState;
 
@@ -141,24 +143,22 @@ async fn create_scan(
     let tenant = caller.tenant_writer(Role::Developer)?;
     let key = idempotency_key(&headers)?;
     let request_sha256 = request_sha256(&body)?;
-    if let Some(key) = &key {
-        if let Some(job) = state.jobs.find_by_idempotency_key(&tenant.id, key).await? {
-            let same = job.kind == CLASSIFICATION_SCAN
-                && ClassificationScanParams::parse(&job.params)
-                    .is_ok_and(|p| p.request_sha256.as_deref() == Some(&request_sha256));
-            if !same {
-                return Err(ApiError::conflict(
-                    "the Idempotency-Key was already used for another scan or job",
-                ));
-            }
-            let count = state
-                .stores
-                .count_classifications(&tenant.id, job.id)
-                .await?;
-            let view = ClassificationScanView::of(job, count)?;
-            let location = format!("/v1/classification/scans/{}", view.scan_id);
-            return Ok(accepted(view, &location, false));
-        }
+    if let Some(job) = replayed_scan(
+        &state,
+        tenant,
+        key.as_deref(),
+        CLASSIFICATION_SCAN,
+        &request_sha256,
+    )
+    .await?
+    {
+        let count = state
+            .stores
+            .count_classifications(&tenant.id, job.id)
+            .await?;
+        let view = ClassificationScanView::of(job, count)?;
+        let location = format!("/v1/classification/scans/{}", view.scan_id);
+        return Ok(accepted(view, &location, false));
     }
     let rules = SourceRules {
         data_buckets: data_buckets(&tenant.settings),
@@ -178,9 +178,8 @@ async fn create_scan(
         prefixes,
         max_object_bytes,
         policies,
-        request_sha256: Some(request_sha256),
+        request_sha256: Some(request_sha256.clone()),
     };
-    let expected_sha256 = params.request_sha256.clone();
     let request = EnqueueRequest {
         tenant_id: tenant.id.clone(),
         kind: CLASSIFICATION_SCAN.into(),
@@ -197,14 +196,7 @@ async fn create_scan(
     let (job, created) = admit(&state, &caller, tenant, request).await?;
     // A concurrent request with the same key may have won: it must have been
     // the same request.
-    let same = job.kind == CLASSIFICATION_SCAN
-        && ClassificationScanParams::parse(&job.params)
-            .is_ok_and(|p| p.request_sha256 == expected_sha256);
-    if !same {
-        return Err(ApiError::conflict(
-            "the Idempotency-Key was already used for another scan or job",
-        ));
-    }
+    check_same_scan(&job, CLASSIFICATION_SCAN, &request_sha256)?;
     let view = ClassificationScanView::of(job, 0)?;
     let location = format!("/v1/classification/scans/{}", view.scan_id);
     Ok(accepted(view, &location, created))

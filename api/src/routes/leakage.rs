@@ -68,6 +68,37 @@ pub(crate) async fn scan_job(
     }
 }
 
+/// The scan an earlier request with this `Idempotency-Key` created, if any;
+/// `409` if the key named another job or a scan made from another body.
+pub(crate) async fn replayed_scan(
+    state: &AppState,
+    tenant: &Tenant,
+    key: Option<&str>,
+    kind: &str,
+    request_sha256: &str,
+) -> Result<Option<Job>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    match state.jobs.find_by_idempotency_key(&tenant.id, key).await? {
+        Some(job) => check_same_scan(&job, kind, request_sha256).map(|()| Some(job)),
+        None => Ok(None),
+    }
+}
+
+/// `409` unless `job` is a scan of `kind` made from a body with this hash.
+pub(crate) fn check_same_scan(job: &Job, kind: &str, request_sha256: &str) -> Result<(), ApiError> {
+    let same = job.kind == kind
+        && job.params.get("requestSha256").and_then(Value::as_str) == Some(request_sha256);
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "the Idempotency-Key was already used for another scan or job",
+        ))
+    }
+}
+
 /// The hex sha256 of a request body, to tell replays from reuse of a key.
 pub(crate) fn request_sha256(body: &impl Serialize) -> Result<String, ApiError> {
     let bytes = serde_json::to_vec(body).map_err(|error| {
@@ -356,21 +387,19 @@ async fn create_scan(
     let tenant = caller.tenant_writer(Role::Developer)?;
     let key = idempotency_key(&headers)?;
     let request_sha256 = request_sha256(&body)?;
-    if let Some(key) = &key {
-        if let Some(job) = state.jobs.find_by_idempotency_key(&tenant.id, key).await? {
-            let same = job.kind == LEAKAGE_SCAN
-                && LeakageScanParams::parse(&job.params)
-                    .is_ok_and(|p| p.request_sha256.as_deref() == Some(&request_sha256));
-            if !same {
-                return Err(ApiError::conflict(
-                    "the Idempotency-Key was already used for another scan or job",
-                ));
-            }
-            let count = state.stores.count_findings(&tenant.id, job.id).await?;
-            let view = LeakageScanView::of(job, count)?;
-            let location = format!("/v1/leakage/scans/{}", view.scan_id);
-            return Ok(accepted(view, &location, false));
-        }
+    if let Some(job) = replayed_scan(
+        &state,
+        tenant,
+        key.as_deref(),
+        LEAKAGE_SCAN,
+        &request_sha256,
+    )
+    .await?
+    {
+        let count = state.stores.count_findings(&tenant.id, job.id).await?;
+        let view = LeakageScanView::of(job, count)?;
+        let location = format!("/v1/leakage/scans/{}", view.scan_id);
+        return Ok(accepted(view, &location, false));
     }
     let rules = SourceRules::of(&tenant.settings, &state.scans);
     let pending = body.sources(&rules)?;
@@ -395,7 +424,7 @@ async fn create_scan(
         include_paths: body.scope.paths.clone(),
         builtin_rules,
         policies,
-        request_sha256: Some(request_sha256),
+        request_sha256: Some(request_sha256.clone()),
     };
     let encoded = match serde_json::to_value(&params) {
         Ok(encoded) => encoded,
@@ -426,14 +455,7 @@ async fn create_scan(
         // A concurrent request with the same key won: ours is unused, and
         // it must have been the same request.
         unstage(&state, tenant, &params.sources).await;
-        let same = job.kind == LEAKAGE_SCAN
-            && LeakageScanParams::parse(&job.params)
-                .is_ok_and(|p| p.request_sha256 == params.request_sha256);
-        if !same {
-            return Err(ApiError::conflict(
-                "the Idempotency-Key was already used for another scan or job",
-            ));
-        }
+        check_same_scan(&job, LEAKAGE_SCAN, &request_sha256)?;
     } else {
         record_inputs(&state, tenant, job.id, &staged).await;
     }

@@ -39,12 +39,7 @@ pub fn fingerprint(rule: &str, secret: &str) -> String {
     hasher.update(rule.as_bytes());
     hasher.update(b":");
     hasher.update(secret.as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex16(&hasher.finalize())
 }
 
 /// [`fingerprint`] keyed: `HMAC-SHA256(key, rule ":" secret)`, hex. Without
@@ -56,12 +51,12 @@ pub fn keyed_fingerprint(key: &[u8; 32], rule: &str, secret: &str) -> String {
     mac.update(rule.as_bytes());
     mac.update(b":");
     mac.update(secret.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex16(&mac.finalize().into_bytes())
+}
+
+/// The first 16 bytes of a digest, hex: fingerprints are 32 characters.
+fn hex16(digest: &[u8]) -> String {
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -653,12 +653,7 @@ impl NewFinding {
         }
         hasher.update(self.line.to_be_bytes());
         hasher.update(self.column.to_be_bytes());
-        hasher
-            .finalize()
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::artifacts::hex(&hasher.finalize()[..16])
     }
 }
 

@@ -19,17 +19,8 @@ use super::{ClassificationStats, ObjectCursor, ScanStore, MAX_POLICIES};
 use crate::audit::{insert_change_sqlite as record, Actor, Change};
 use crate::error::{DbContext, Error, Result};
 use crate::job::Lease;
-use crate::store::{lease_lost, SqliteStore};
+use crate::store::{lease_lost, sqlite_time, SqliteStore};
 use crate::JobId;
-
-fn time_of(micros: i64) -> Result<DateTime<Utc>> {
-    DateTime::from_timestamp_micros(micros).ok_or_else(|| {
-        Error::corrupt(
-            "scan time",
-            format!("{micros} microseconds is out of range"),
-        )
-    })
-}
 
 fn json_of(text: String) -> Result<Value> {
     serde_json::from_str(&text).map_err(|e| Error::corrupt("scan JSON column", e))
@@ -47,8 +38,8 @@ fn policy_from_row(row: &SqliteRow) -> Result<Policy> {
         enabled: row.try_get("enabled").db(read)?,
         spec: json_of(row.try_get("spec").db(read)?)?,
         version: row.try_get("version").db(read)?,
-        created_at: time_of(row.try_get("created_at").db(read)?)?,
-        updated_at: time_of(row.try_get("updated_at").db(read)?)?,
+        created_at: sqlite_time(row.try_get("created_at").db(read)?)?,
+        updated_at: sqlite_time(row.try_get("updated_at").db(read)?)?,
     })
 }
 
@@ -68,7 +59,7 @@ fn finding_from_row(row: &SqliteRow) -> Result<LeakageFinding> {
         line: line.max(0) as u64,
         column: column.max(0) as u64,
         redacted: row.try_get("redacted").db(read)?,
-        found_at: time_of(row.try_get("found_at").db(read)?)?,
+        found_at: sqlite_time(row.try_get("found_at").db(read)?)?,
     })
 }
 
@@ -85,8 +76,8 @@ fn incident_from_row(row: &SqliteRow) -> Result<Incident> {
         redacted: row.try_get("redacted").db(read)?,
         status: IncidentStatus::parse(&status)?,
         occurrences: occurrences.max(0) as u64,
-        first_seen_at: time_of(row.try_get("first_seen_at").db(read)?)?,
-        last_seen_at: time_of(row.try_get("last_seen_at").db(read)?)?,
+        first_seen_at: sqlite_time(row.try_get("first_seen_at").db(read)?)?,
+        last_seen_at: sqlite_time(row.try_get("last_seen_at").db(read)?)?,
         first_job_id: JobId::from_uuid(row.try_get("first_job_id").db(read)?),
         last_job_id: JobId::from_uuid(row.try_get("last_job_id").db(read)?),
         last_source: row.try_get("last_source").db(read)?,
@@ -96,10 +87,10 @@ fn incident_from_row(row: &SqliteRow) -> Result<Incident> {
         resolved_at: row
             .try_get::<Option<i64>, _>("resolved_at")
             .db(read)?
-            .map(time_of)
+            .map(sqlite_time)
             .transpose()?,
         note: row.try_get("note").db(read)?,
-        updated_at: time_of(row.try_get("updated_at").db(read)?)?,
+        updated_at: sqlite_time(row.try_get("updated_at").db(read)?)?,
     })
 }
 
@@ -124,7 +115,7 @@ fn classification_from_row(row: &SqliteRow) -> Result<ObjectClassification> {
         gzip: row.try_get("gzip").db(read)?,
         truncated: row.try_get("truncated").db(read)?,
         skip_reason: row.try_get("skip_reason").db(read)?,
-        classified_at: time_of(row.try_get("classified_at").db(read)?)?,
+        classified_at: sqlite_time(row.try_get("classified_at").db(read)?)?,
     })
 }
 

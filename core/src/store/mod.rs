@@ -24,7 +24,10 @@ use serde_json::Value;
 pub(crate) use postgres::meter_created as pg_meter_created;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub(crate) use sqlite::{enqueue_in as sqlite_enqueue_in, meter_created as sqlite_meter_created};
+pub(crate) use sqlite::{
+    enqueue_in as sqlite_enqueue_in, meter_created as sqlite_meter_created,
+    time_from_micros as sqlite_time,
+};
 pub use wake::{Wake, WakeReceiver};
 
 use crate::audit::{Actor, Change};

@@ -692,7 +692,8 @@ fn micros_after(now: i64, duration: Duration) -> i64 {
     now.saturating_add(i64::try_from(duration.as_micros()).unwrap_or(i64::MAX))
 }
 
-fn time_from_micros(micros: i64) -> Result<DateTime<Utc>> {
+/// A stored time (microseconds since the epoch), or `Corrupt`.
+pub(crate) fn time_from_micros(micros: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| {
         Error::corrupt(
             "timestamp",

@@ -12,17 +12,11 @@ use super::{
 };
 use crate::error::{DbContext, Error, Result};
 use crate::job::Lease;
-use crate::store::{lease_lost, SqliteStore};
+use crate::store::{lease_lost, sqlite_time, SqliteStore};
 use crate::JobId;
 
 fn time(micros: Option<i64>) -> Result<Option<DateTime<Utc>>> {
-    micros
-        .map(|m| {
-            DateTime::from_timestamp_micros(m).ok_or_else(|| {
-                Error::corrupt("artifact time", format!("{m} microseconds is out of range"))
-            })
-        })
-        .transpose()
+    micros.map(sqlite_time).transpose()
 }
 
 fn record_from_row(row: &SqliteRow) -> Result<ArtifactRecord> {

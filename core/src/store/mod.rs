@@ -8,6 +8,7 @@
 //! fenced by the [`Lease`]: a write from an attempt that lost its lease changes
 //! nothing and answers [`Error::LeaseLost`].
 
+mod migrations;
 mod postgres;
 mod sqlite;
 mod wake;

@@ -49,7 +49,7 @@ const CLAIM_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(78135852689230042
 /// within the room, then marked running with a lease, logged, and the queue
 /// clocks advanced. `$1` queues, `$2` limit, `$3` worker, `$4` lease seconds,
 /// `$5` default cap, `$6` candidate window.
-const CLAIM_SQL: &str = "
+const CLAIM_SQL: &str = "-- longhaul:claim
 WITH room AS MATERIALIZED (
     SELECT r.tenant_id, coalesce(l.max_running, $5) - r.n AS free
     FROM (SELECT tenant_id, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY tenant_id) r
@@ -173,6 +173,10 @@ WHERE (tenant_id, id) >= ($1, '00000000-0000-0000-0000-000000000000'::uuid)
 ORDER BY tenant_id DESC, id DESC
 LIMIT $8";
 
+/// How long a session may sit idle inside a transaction before PostgreSQL
+/// ends it (see [`PgStore::connect_with`]).
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
+
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -191,7 +195,16 @@ impl PgStore {
         Self::connect_with(options, max_connections).await
     }
 
+    /// Every session ends a transaction left idle for [`IDLE_IN_TRANSACTION_TIMEOUT`]:
+    /// a process frozen mid-transaction (SIGSTOP, a paused VM, a half-open
+    /// connection) gives back the rows and locks it holds within seconds, so
+    /// it cannot stop the claims or schedule fires of every other process.
+    /// No transaction of this store waits on anything but its own statements.
     pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Result<Self> {
+        let options = options.options([(
+            "idle_in_transaction_session_timeout",
+            IDLE_IN_TRANSACTION_TIMEOUT,
+        )]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(1.min(max_connections))
@@ -575,7 +588,8 @@ impl JobStore for PgStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("../migrations/postgres")
+        super::migrations::migrator(super::migrations::POSTGRES)
+            .await?
             .run(&self.pool)
             .await?;
         Ok(())

@@ -56,6 +56,12 @@ pub struct SqliteStore {
     wakes: WakeHub,
     /// Held by every write of this process (see the module comment).
     write_lock: Arc<Mutex<()>>,
+    /// Passed by every write but heartbeats before they queue for
+    /// `write_lock`: at most one of them waits there at a time, so a
+    /// heartbeat waits behind the write under way and one more, never behind
+    /// a queue of claims and completions (a heartbeat that waits too long
+    /// loses a live worker its lease).
+    write_gate: Arc<Mutex<()>>,
 }
 
 /// A write transaction: the process's write lock plus `BEGIN IMMEDIATE`.
@@ -115,6 +121,7 @@ impl SqliteStore {
             pool,
             wakes: WakeHub::new(),
             write_lock: Arc::new(Mutex::new(())),
+            write_gate: Arc::new(Mutex::new(())),
         }
     }
 
@@ -122,8 +129,14 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The process's write lock, taken behind the gate (see `write_gate`).
+    pub(crate) async fn lock_for_write(&self) -> OwnedMutexGuard<()> {
+        let _gate = self.write_gate.lock().await;
+        self.write_lock.clone().lock_owned().await
+    }
+
     pub(crate) async fn begin_write(&self, context: &'static str) -> Result<WriteTx> {
-        let lock = self.write_lock.clone().lock_owned().await;
+        let lock = self.lock_for_write().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.db(context)?;
         Ok(WriteTx { tx, _lock: lock })
     }
@@ -783,7 +796,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("../migrations/sqlite")
+        super::migrations::migrator(super::migrations::SQLITE)
+            .await?
             .run(&self.pool)
             .await?;
         Ok(())
@@ -1096,7 +1110,7 @@ impl JobStore for SqliteStore {
         max_running: Option<i32>,
     ) -> Result<()> {
         validate_max_running(max_running)?;
-        let _lock = self.write_lock.lock().await;
+        let _lock = self.lock_for_write().await;
         match max_running {
             Some(max) => sqlx::query(
                 "INSERT INTO tenant_limits (tenant_id, max_running) VALUES (?1, ?2)
@@ -1173,6 +1187,7 @@ impl JobStore for SqliteStore {
             .iter()
             .map(|lease| json!([hex(lease.job_id.as_uuid()), lease.attempt]))
             .collect();
+        // Straight to the write lock, past the gate: see `write_gate`.
         let _lock = self.write_lock.lock().await;
         let rows = sqlx::query(
             "UPDATE jobs SET lease_expires_at = ?2

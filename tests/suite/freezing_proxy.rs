@@ -107,10 +107,7 @@ async fn pipe(
     let mut buf = vec![0u8; 64 * 1024];
     let mut tail: Vec<u8> = Vec::new();
     let mut armed = false;
-    loop {
-        let Ok(n) = client_read.read(&mut buf).await else {
-            break;
-        };
+    while let Ok(n) = client_read.read(&mut buf).await {
         if n == 0 || frozen.get().is_some() {
             break;
         }

@@ -70,7 +70,7 @@ async fn a_worker_frozen_mid_claim_does_not_stop_the_others() {
     let db = harness::postgres().await;
     let client = JobClient::new(db.store.clone(), test_catalogue());
     let first: Vec<_> = (0..100)
-        .map(|i| EnqueueRequest::new(&format!("t{}", i % 3), RECORD, json!({})))
+        .map(|i| EnqueueRequest::new(format!("t{}", i % 3), RECORD, json!({})))
         .collect();
     client.enqueue_many(first).await.expect("enqueue");
 
@@ -99,7 +99,7 @@ async fn a_worker_frozen_mid_claim_does_not_stop_the_others() {
         .run(stop.clone()),
     );
     let later: Vec<_> = (0..100)
-        .map(|i| EnqueueRequest::new(&format!("t{}", i % 3), RECORD, json!({})))
+        .map(|i| EnqueueRequest::new(format!("t{}", i % 3), RECORD, json!({})))
         .collect();
     client
         .enqueue_many(later)

@@ -1,7 +1,8 @@
 //! Batched completion: successful attempts are queued here and written many at
 //! a time (one fenced statement per batch), which is what lets a pool drain
 //! thousands of short jobs a second. A batch that fails to write is retried
-//! until it lands or the pool stops; ids refused by fencing are logged.
+//! until it lands or the pool stops; ids refused by fencing are logged. Each
+//! attempt leaves the pool's running set (and its heartbeat) once written.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use longhaul_core::JobStore;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::heartbeat::RunningSet;
+
 const MAX_BATCH: usize = 1000;
 
 pub(crate) type CompletionSender = mpsc::UnboundedSender<(Lease, Value)>;
@@ -20,6 +23,7 @@ pub(crate) type CompletionSender = mpsc::UnboundedSender<(Lease, Value)>;
 pub(crate) async fn run_completer(
     store: Arc<dyn JobStore>,
     mut receiver: mpsc::UnboundedReceiver<(Lease, Value)>,
+    running: RunningSet,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.recv().await {
@@ -31,7 +35,9 @@ pub(crate) async fn run_completer(
             }
         }
         write_batch(store.as_ref(), &batch).await;
-        batch.clear();
+        for (lease, _) in batch.drain(..) {
+            running.remove(lease);
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::completer::CompletionSender;
 use crate::context::JobContext;
 use crate::handler::{JobError, JobHandler, JobOutput};
+use crate::heartbeat::RunningSet;
 use crate::stop::{StopReason, StopSignal};
 
 /// How long a handler gets to return after its token fired before its task
@@ -25,6 +26,7 @@ pub(crate) struct Execution {
     pub(crate) handler: Arc<dyn JobHandler>,
     pub(crate) spec: KindSpec,
     pub(crate) stop: Arc<StopSignal>,
+    pub(crate) running: RunningSet,
 }
 
 /// The end of a handler run, before it is recorded.
@@ -43,13 +45,18 @@ enum Unsuccessful {
 }
 
 impl Execution {
+    /// Runs the attempt and records how it ended. The attempt leaves the
+    /// running set here, or, for a success, once the completer wrote it.
     pub(crate) async fn run(self, store: Arc<dyn JobStore>, completions: CompletionSender) {
         let span = tracing::info_span!("job", tenant_id = %self.job.tenant_id, job_id = %self.job.id,
             kind = %self.job.kind, attempt = self.job.attempt);
         async move {
             let ctx = JobContext::new(self.job.clone(), store.clone(), self.stop.clone());
             let ended = self.run_handler(ctx.clone()).await;
-            self.record(ended, &ctx, store.as_ref(), &completions).await;
+            let queued = self.record(ended, &ctx, store.as_ref(), &completions).await;
+            if !queued {
+                self.running.remove(self.job.lease());
+            }
         }
         .instrument(span)
         .await
@@ -83,12 +90,13 @@ impl Execution {
         ctx: &JobContext,
         store: &dyn JobStore,
         completions: &CompletionSender,
-    ) {
+    ) -> bool {
         let reason = self.stop.reason();
         if reason == Some(StopReason::LeaseLost) {
             tracing::warn!("attempt lost its lease; nothing recorded");
-            return;
+            return false;
         }
+        self.running.mark_finishing(self.job.lease());
         let unsuccessful = match ended {
             Ended::Returned(Ok(output)) => {
                 if let Err(error) = ctx.flush_progress().await {
@@ -98,8 +106,9 @@ impl Execution {
                     tracing::error!(
                         "completion queue closed; the job will be rescued when its lease expires"
                     );
+                    return false;
                 }
-                return;
+                return true;
             }
             Ended::Returned(Err(error)) => Unsuccessful::Error(error),
             Ended::Panicked(message) => Unsuccessful::Panicked(message),
@@ -115,6 +124,7 @@ impl Execution {
                 tracing::error!(%error, "could not record the attempt; the lease will expire and the job be rescued")
             }
         }
+        false
     }
 
     fn finish_for(&self, ended: Unsuccessful, reason: Option<StopReason>) -> Finish {

@@ -1,6 +1,12 @@
 //! The running set of one pool and its heartbeat: one batched statement every
 //! third of the lease extends every lease the pool holds, reads back cancel
 //! requests, and stops handlers whose lease was lost.
+//!
+//! An attempt stays in the set, heartbeated, until its outcome is written:
+//! a success waiting in the completer's queue keeps its lease however long the
+//! store takes to write it. An attempt whose outcome is being written is
+//! marked `finishing`: when its heartbeat finds the job no longer running,
+//! that is the outcome landing, not a lost lease.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,8 +18,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stop::{StopReason, StopSignal};
 
-/// Each running job's attempt and the signal that stops its handler.
-type Held = HashMap<JobId, (i32, Arc<StopSignal>)>;
+/// A running attempt: its number, the signal that stops its handler, and
+/// whether its outcome is being written.
+#[derive(Debug)]
+struct Attempt {
+    attempt: i32,
+    stop: Arc<StopSignal>,
+    finishing: bool,
+}
+
+/// Each running job's attempt.
+type Held = HashMap<JobId, Attempt>;
 
 /// The jobs a pool is running now, with the signal that stops each.
 #[derive(Debug, Default, Clone)]
@@ -23,23 +38,45 @@ pub(crate) struct RunningSet {
 
 impl RunningSet {
     pub(crate) fn insert(&self, lease: Lease, stop: Arc<StopSignal>) {
-        self.lock().insert(lease.job_id, (lease.attempt, stop));
+        let attempt = Attempt {
+            attempt: lease.attempt,
+            stop,
+            finishing: false,
+        };
+        self.lock().insert(lease.job_id, attempt);
     }
 
-    pub(crate) fn remove(&self, job_id: JobId) {
-        self.lock().remove(&job_id);
+    /// The attempt's outcome is being written (see the module comment).
+    pub(crate) fn mark_finishing(&self, lease: Lease) {
+        if let Some(held) = self.lock().get_mut(&lease.job_id) {
+            if held.attempt == lease.attempt {
+                held.finishing = true;
+            }
+        }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+    /// Forgets the attempt (not a later attempt of the same job).
+    pub(crate) fn remove(&self, lease: Lease) {
+        let mut held = self.lock();
+        if held
+            .get(&lease.job_id)
+            .is_some_and(|h| h.attempt == lease.attempt)
+        {
+            held.remove(&lease.job_id);
+        }
+    }
+
+    /// Attempts whose handler still runs.
+    pub(crate) fn handlers_running(&self) -> usize {
+        self.lock().values().filter(|h| !h.finishing).count()
     }
 
     pub(crate) fn leases(&self) -> Vec<Lease> {
         self.lock()
             .iter()
-            .map(|(job_id, (attempt, _))| Lease {
+            .map(|(job_id, held)| Lease {
                 job_id: *job_id,
-                attempt: *attempt,
+                attempt: held.attempt,
             })
             .collect()
     }
@@ -49,18 +86,27 @@ impl RunningSet {
         let signal = self
             .lock()
             .get(&job_id)
-            .filter(|(held, _)| attempt.is_none_or(|a| a == *held))
-            .map(|(_, signal)| signal.clone());
+            .filter(|held| attempt.is_none_or(|a| a == held.attempt))
+            .map(|held| held.stop.clone());
         if let Some(signal) = signal {
             signal.stop(reason);
         }
     }
 
     pub(crate) fn stop_all(&self, reason: StopReason) {
-        let signals: Vec<_> = self.lock().values().map(|(_, s)| s.clone()).collect();
+        let signals: Vec<_> = self.lock().values().map(|h| h.stop.clone()).collect();
         for signal in signals {
             signal.stop(reason);
         }
+    }
+
+    /// Whether a lease the store no longer holds was really lost: the attempt
+    /// is still here and its handler has not ended (an attempt whose outcome
+    /// is being written, or already forgotten, simply finished).
+    fn lost(&self, lease: Lease) -> bool {
+        self.lock()
+            .get(&lease.job_id)
+            .is_some_and(|h| h.attempt == lease.attempt && !h.finishing)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -108,6 +154,7 @@ async fn beat(store: &dyn JobStore, running: &RunningSet, lease: Duration) {
                         StopReason::CancelRequested,
                     ),
                     Some(false) => {}
+                    None if !running.lost(*held_lease) => {}
                     None => {
                         tracing::warn!(job_id = %held_lease.job_id, attempt = held_lease.attempt,
                             "lease lost (job was rescued or finished elsewhere); stopping the handler");
@@ -121,5 +168,51 @@ async fn beat(store: &dyn JobStore, running: &RunningSet, lease: Duration) {
             }
         }
         Err(error) => tracing::error!(%error, jobs = leases.len(), "heartbeat failed; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(job_id: JobId, attempt: i32) -> Lease {
+        Lease { job_id, attempt }
+    }
+
+    #[test]
+    fn an_attempt_whose_outcome_is_being_written_has_not_lost_its_lease() {
+        let running = RunningSet::default();
+        let job = JobId::new();
+        running.insert(lease(job, 1), Arc::default());
+        assert!(
+            running.lost(lease(job, 1)),
+            "a running handler's missing lease is lost"
+        );
+        running.mark_finishing(lease(job, 1));
+        assert!(
+            !running.lost(lease(job, 1)),
+            "its outcome landing is not a loss"
+        );
+        assert_eq!(
+            running.leases(),
+            vec![lease(job, 1)],
+            "still heartbeated until written"
+        );
+        assert_eq!(running.handlers_running(), 0);
+        running.remove(lease(job, 1));
+        assert!(!running.lost(lease(job, 1)));
+        assert!(running.leases().is_empty());
+    }
+
+    #[test]
+    fn forgetting_an_old_attempt_keeps_the_new_one() {
+        let running = RunningSet::default();
+        let job = JobId::new();
+        running.insert(lease(job, 1), Arc::default());
+        running.insert(lease(job, 2), Arc::default());
+        running.remove(lease(job, 1));
+        running.mark_finishing(lease(job, 1));
+        assert_eq!(running.leases(), vec![lease(job, 2)]);
+        assert!(running.lost(lease(job, 2)));
     }
 }

@@ -145,7 +145,11 @@ impl WorkerPool {
             ))
         });
         let (completions, completion_queue) = mpsc::unbounded_channel();
-        let completer = tokio::spawn(run_completer(self.store.clone(), completion_queue));
+        let completer = tokio::spawn(run_completer(
+            self.store.clone(),
+            completion_queue,
+            running.clone(),
+        ));
 
         let slots = Arc::new(Slots {
             in_flight: AtomicUsize::new(0),
@@ -337,14 +341,13 @@ impl WorkerPool {
             handler,
             spec,
             stop,
+            running: running.clone(),
         };
         let store = self.store.clone();
         let completions = completions.clone();
-        let running = running.clone();
         let slots = slots.clone();
         tasks.spawn(async move {
             execution.run(store, completions).await;
-            running.remove(job.id);
             slots.in_flight.fetch_sub(1, Ordering::SeqCst);
             slots.freed.notify_one();
         });
@@ -360,7 +363,7 @@ impl WorkerPool {
         {
             return 0;
         }
-        let handed_back = running.len();
+        let handed_back = running.handlers_running();
         tracing::info!(
             jobs = handed_back,
             "grace period over; handing running jobs back"

@@ -10,6 +10,7 @@ mod api;
 mod artifact_sweeper;
 mod artifacts;
 mod audit;
+mod backlog;
 mod caches;
 mod conformance;
 mod events;

@@ -3,7 +3,13 @@
 //! - `drain_per_s`: a pool of `--concurrency` slots runs them all to `succeeded`.
 //! - `latency_p50_ms` / `latency_p99_ms`: enqueue→handler start of 200 single
 //!   jobs on an idle queue (wake-up path: NOTIFY on PostgreSQL, in-process on SQLite).
+//! - `--backlog N`: N jobs of another tenant are queued first and the tables
+//!   analysed (as autovacuum would); the drain then covers the backlog too,
+//!   and a third tenant enqueues one job every 10 ms while it runs:
+//!   `other_tenant_start_p99_ms` is how long those waited to start. On
+//!   PostgreSQL the claim's plan is printed to stderr.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +17,7 @@ use async_trait::async_trait;
 use clap::Args;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::kinds::SYSTEM_NOOP;
-use longhaul_core::{Catalogue, JobClient, JobState, JobStore};
+use longhaul_core::{Catalogue, JobClient, JobId, JobState, JobStore};
 use longhaul_worker::{
     JobContext, JobError, JobHandler, JobOutput, PoolConfig, Registry, WorkerPool,
 };
@@ -31,18 +37,26 @@ pub struct QueueBenchArgs {
     pub concurrency: usize,
     #[arg(long, default_value_t = 200)]
     pub latency_samples: usize,
+    /// Jobs of another tenant queued (and analysed) before the measured run.
+    #[arg(long, default_value_t = 0)]
+    pub backlog: usize,
 }
 
 const ENQUEUE_BATCH: usize = 5_000;
 const TENANT: &str = "bench";
+const BACKLOG_TENANT: &str = "backlog";
+const OTHER_TENANT: &str = "other";
 
-/// `system.noop` that also reports the instant it started.
-struct StartProbe(mpsc::UnboundedSender<Instant>);
+/// `system.noop` that also reports which job started when (jobs of the
+/// backlog tenant are not reported: there may be a million).
+struct StartProbe(mpsc::UnboundedSender<(JobId, Instant)>);
 
 #[async_trait]
 impl JobHandler for StartProbe {
-    async fn run(&self, _ctx: JobContext) -> Result<JobOutput, JobError> {
-        let _ = self.0.send(Instant::now());
+    async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
+        if ctx.tenant_id() != BACKLOG_TENANT {
+            let _ = self.0.send((ctx.job_id(), Instant::now()));
+        }
         Ok(json!({}))
     }
 }
@@ -57,7 +71,14 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
     let catalogue = Arc::new(Catalogue::builtin());
     let client = JobClient::new(store.clone(), catalogue.clone());
 
-    let enqueue_per_s = bulk_enqueue(&client, args.jobs).await?;
+    if args.backlog > 0 {
+        bulk_enqueue(&client, BACKLOG_TENANT, args.backlog).await?;
+        scratch.analyze().await?;
+        if let Some(plan) = scratch.claim_plan(args.concurrency).await? {
+            eprintln!("claim plan with {} jobs queued:\n{plan}", args.backlog);
+        }
+    }
+    let enqueue_per_s = bulk_enqueue(&client, TENANT, args.jobs).await?;
 
     let (starts, mut started) = mpsc::unbounded_channel();
     let mut registry = Registry::new(catalogue);
@@ -66,8 +87,33 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let drain_started = Instant::now();
     let pool_task = tokio::spawn(pool.run(shutdown.clone()));
-    wait_until_succeeded(store.as_ref(), args.jobs).await?;
-    let drain_per_s = args.jobs as f64 / drain_started.elapsed().as_secs_f64();
+    let drained = args.backlog + args.jobs;
+    let others = if args.backlog > 0 {
+        Some(tokio::spawn(trickle(
+            client.clone(),
+            store.clone(),
+            drained,
+        )))
+    } else {
+        None
+    };
+    wait_until_succeeded(store.as_ref(), drained).await?;
+    let drain_per_s = drained as f64 / drain_started.elapsed().as_secs_f64();
+    let other_tenant_start_p99_ms = match others {
+        Some(task) => {
+            let enqueued = task.await??;
+            wait_until_succeeded(store.as_ref(), drained + enqueued.len()).await?;
+            let mut waits = Vec::with_capacity(enqueued.len());
+            while let Ok((id, at)) = started.try_recv() {
+                if let Some(queued_at) = enqueued.get(&id) {
+                    waits.push(at.saturating_duration_since(*queued_at).as_secs_f64() * 1000.0);
+                }
+            }
+            waits.sort_by(f64::total_cmp);
+            Some(round2(percentile(&waits, 0.99)))
+        }
+        None => None,
+    };
     while started.try_recv().is_ok() {}
 
     let mut latencies = Vec::with_capacity(args.latency_samples);
@@ -78,7 +124,7 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
             .enqueue(EnqueueRequest::new(TENANT, SYSTEM_NOOP, json!({})))
             .await?;
         enqueue_calls.push(enqueued_at.elapsed().as_secs_f64() * 1000.0);
-        let started_at = tokio::time::timeout(Duration::from_secs(10), started.recv())
+        let (_, started_at) = tokio::time::timeout(Duration::from_secs(10), started.recv())
             .await?
             .ok_or_else(|| anyhow::anyhow!("the pool stopped"))?;
         latencies.push(
@@ -98,7 +144,9 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
         "bench": "queue",
         "backend": scratch.backend,
         "jobs": args.jobs,
+        "backlog": args.backlog,
         "concurrency": args.concurrency,
+        "other_tenant_start_p99_ms": other_tenant_start_p99_ms,
         "enqueue_per_s": enqueue_per_s.round(),
         "drain_per_s": drain_per_s.round(),
         "latency_p50_ms": round2(percentile(&latencies, 0.50)),
@@ -125,9 +173,31 @@ fn pool_config(concurrency: usize) -> PoolConfig {
     }
 }
 
-async fn bulk_enqueue(client: &JobClient, jobs: usize) -> anyhow::Result<f64> {
+/// Enqueues one job of a third tenant every 10 ms until `drained` jobs
+/// succeeded; answers when each was enqueued.
+async fn trickle(
+    client: JobClient,
+    store: Arc<dyn JobStore>,
+    drained: usize,
+) -> anyhow::Result<HashMap<JobId, Instant>> {
+    let mut enqueued = HashMap::new();
+    let mut every = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        every.tick().await;
+        if enqueued.len() % 50 == 0 && succeeded(store.as_ref()).await? >= drained as i64 {
+            return Ok(enqueued);
+        }
+        let at = Instant::now();
+        let job = client
+            .enqueue(EnqueueRequest::new(OTHER_TENANT, SYSTEM_NOOP, json!({})))
+            .await?;
+        enqueued.insert(job.id, at);
+    }
+}
+
+async fn bulk_enqueue(client: &JobClient, tenant: &str, jobs: usize) -> anyhow::Result<f64> {
     let requests: Vec<EnqueueRequest> = (0..jobs)
-        .map(|_| EnqueueRequest::new(TENANT, SYSTEM_NOOP, json!({})))
+        .map(|_| EnqueueRequest::new(tenant, SYSTEM_NOOP, json!({})))
         .collect();
     let started = Instant::now();
     let mut stored = 0;
@@ -139,23 +209,27 @@ async fn bulk_enqueue(client: &JobClient, jobs: usize) -> anyhow::Result<f64> {
 }
 
 async fn wait_until_succeeded(store: &dyn JobStore, jobs: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
-        let succeeded = store
-            .count_by_state()
-            .await?
-            .into_iter()
-            .find(|(state, _)| *state == JobState::Succeeded)
-            .map_or(0, |(_, n)| n);
+        let succeeded = succeeded(store).await?;
         if succeeded as usize >= jobs {
             return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "drain did not finish in 10 minutes ({succeeded}/{jobs})"
+            "drain did not finish in an hour ({succeeded}/{jobs})"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn succeeded(store: &dyn JobStore) -> anyhow::Result<i64> {
+    Ok(store
+        .count_by_state()
+        .await?
+        .into_iter()
+        .find(|(state, _)| *state == JobState::Succeeded)
+        .map_or(0, |(_, n)| n))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -13,6 +13,8 @@ pub struct Scratch {
     /// The same store with its tenancy and schedule faces.
     pub stores: Arc<dyn Stores>,
     pub backend: &'static str,
+    /// The URL that reaches the scratch data (schema included).
+    pub url: String,
     cleanup: Cleanup,
 }
 
@@ -42,6 +44,7 @@ impl Scratch {
                 store: stores.clone(),
                 stores,
                 backend: "postgres",
+                url: scoped,
                 cleanup: Cleanup::DropSchema {
                     url: url.to_string(),
                     schema,
@@ -61,11 +64,37 @@ impl Scratch {
                 store: stores.clone(),
                 stores,
                 backend: "sqlite",
+                url: url.to_string(),
                 cleanup: Cleanup::RemoveFile(path),
             })
         } else {
             bail!("--database-url must be postgres://… or sqlite://…")
         }
+    }
+
+    /// Gathers planner statistics, as autovacuum would after a big insert.
+    pub async fn analyze(&self) -> anyhow::Result<()> {
+        if self.backend == "postgres" {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+            sqlx::query("ANALYZE jobs").execute(&mut conn).await?;
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await?;
+            sqlx::query("ANALYZE").execute(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The plan of a claim of `limit` jobs from the default queue
+    /// (PostgreSQL only).
+    pub async fn claim_plan(&self, limit: usize) -> anyhow::Result<Option<String>> {
+        if self.backend != "postgres" {
+            return Ok(None);
+        }
+        let store = longhaul_core::store::PgStore::connect(&self.url, 1).await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(Some(
+            store.explain_claim(&["default".to_string()], limit).await?,
+        ))
     }
 
     pub async fn remove(self) -> anyhow::Result<()> {

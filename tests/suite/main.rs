@@ -24,3 +24,4 @@ mod scheduler_processes;
 mod schedules;
 mod support;
 mod tenancy;
+mod validation;

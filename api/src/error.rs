@@ -3,7 +3,7 @@
 //! type, oversize bodies, unknown routes and methods. Never a stack trace,
 //! never a 500 for bad input.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -204,19 +204,18 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_error",
-            format!("invalid query: {}", rejection.body_text()),
-        )
-    }
-}
-
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))
+        match rejection {
+            // Path segments are ids: one that cannot be read names nothing.
+            PathRejection::FailedToDeserializePathParams(_) => {
+                ApiError::not_found("no such resource")
+            }
+            other => {
+                tracing::error!(error = %other.body_text(), "a route without its path parameters");
+                ApiError::internal()
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod lockout;
 pub mod metrics;
 pub mod openapi;
+pub mod query;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;

@@ -183,20 +183,6 @@ impl IntoResponses for TooLarge {
     }
 }
 
-/// How a query string can be refused before it is read.
-pub struct QueryRejected;
-
-impl IntoResponses for QueryRejected {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        responses([(
-            "400",
-            error_response(
-                "`validation_error`: an unknown query parameter, or one of the wrong type",
-            ),
-        )])
-    }
-}
-
 /// `GET /openapi.json` and the Swagger UI at `/docs/`, for `spec`.
 pub fn routes(spec: &utoipa::openapi::OpenApi) -> Router<AppState> {
     // Serialized once: the document does not change while the process runs.

@@ -183,7 +183,7 @@ impl JobClient {
         if let (Some(from), Some(to)) = (filter.created_from, filter.created_to) {
             if from >= to {
                 return Err(Error::validation(
-                    "created_to",
+                    "createdTo",
                     "must be later than the start of the range (the range is [from, to))",
                 ));
             }
@@ -294,7 +294,7 @@ pub fn prepare_with(catalogue: &Catalogue, request: EnqueueRequest) -> Result<Ne
     if let Some(run_at) = request.run_at {
         if !RUN_AT_RANGE.contains(&run_at.timestamp()) {
             return Err(Error::validation(
-                "run_at",
+                "runAt",
                 "must be between the years 2000 and 9999",
             ));
         }
@@ -308,7 +308,7 @@ pub fn prepare_with(catalogue: &Catalogue, request: EnqueueRequest) -> Result<Ne
     }
     let max_attempts = request.max_attempts.unwrap_or(spec.max_attempts);
     if !MAX_ATTEMPTS_RANGE.contains(&max_attempts) {
-        return Err(Error::validation("max_attempts", "must be from 1 to 100"));
+        return Err(Error::validation("maxAttempts", "must be from 1 to 100"));
     }
     if let Some(key) = &request.idempotency_key {
         if key.is_empty()
@@ -316,7 +316,7 @@ pub fn prepare_with(catalogue: &Catalogue, request: EnqueueRequest) -> Result<Ne
             || key.chars().any(char::is_control)
         {
             return Err(Error::validation(
-                "idempotency_key",
+                "idempotencyKey",
                 "must be 1-255 characters without control characters",
             ));
         }

@@ -1,6 +1,8 @@
 //! U+0000 (NUL): JSON and Rust strings can hold it, PostgreSQL's `text` and
-//! `jsonb` cannot. Params that contain it are refused (`JobClient`), so both
-//! stores hold the same data; what workers write (errors, results, progress,
+//! `jsonb` cannot. The API refuses it in every request body, query value and
+//! path (`longhaul_api::extract`, naming the field by [`nul_path`]); params
+//! that contain it are refused by `JobClient` too, so both stores hold the
+//! same data; what workers write (errors, results, progress,
 //! checkpoints) has it replaced by U+FFFD, so an attempt is always recorded.
 
 use std::borrow::Cow;
@@ -17,6 +19,41 @@ pub fn contains_nul(value: &Value) -> bool {
         Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
         _ => false,
     }
+}
+
+/// Where the first U+0000 in the JSON is: the path of the string or key that
+/// holds it, as request fields are named (`patterns[0].pattern`,
+/// `settings.owner`); empty for a top-level string.
+pub fn nul_path(value: &Value) -> Option<String> {
+    fn find(value: &Value, path: &mut String) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(index, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{index}]"));
+                let found = find(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Object(map) => map.iter().any(|(key, item)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&text_without_nul(key));
+                let found = key.contains('\0') || find(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    find(value, &mut path).then_some(path)
 }
 
 /// The text with U+0000 replaced by U+FFFD (borrowed when there is none).
@@ -64,5 +101,18 @@ mod tests {
         let untouched = json!({"a": "b"});
         assert!(matches!(json_without_nul(&untouched), Cow::Borrowed(_)));
         assert_eq!(text_without_nul("a\0b"), "a\u{FFFD}b");
+    }
+
+    #[test]
+    fn names_the_path_of_the_first_nul() {
+        let body = json!({"name": "ok", "patterns": [{"id": "a"}, {"pattern": "x\0"}]});
+        assert_eq!(nul_path(&body).as_deref(), Some("patterns[1].pattern"));
+        assert_eq!(
+            nul_path(&json!({"settings": {"k\0": 1}})).as_deref(),
+            Some("settings.k\u{FFFD}")
+        );
+        assert_eq!(nul_path(&json!(["a", "b\0"])).as_deref(), Some("[1]"));
+        assert_eq!(nul_path(&json!("\0")).as_deref(), Some(""));
+        assert_eq!(nul_path(&json!({"a": ["b"], "n": 1})), None);
     }
 }

@@ -254,6 +254,85 @@ async fn local_store_contract() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// The oldest moto the S3 tests work with: 5.2.1 answers
+/// CompleteMultipartUpload with a root element aws-sdk-s3 cannot parse (the
+/// tests then fail with an XML error that does not say why).
+const MIN_MOTO: (u32, u32, u32) = (5, 2, 5);
+
+/// `5.2.1` → (5, 2, 1); suffixes such as `.dev3` or `rc1` are ignored.
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text.trim().split('.').map(|part| {
+        part.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .ok()
+    });
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+/// The version of the moto that `moto_server` runs: asked of the Python of
+/// its script's `#!` line (a virtualenv's), else of `python3` (pyenv shims,
+/// system installs). None when it cannot be told.
+fn installed_moto_version() -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    let script = std::env::split_paths(&path)
+        .map(|dir| dir.join("moto_server"))
+        .find(|candidate| candidate.is_file())?;
+    let first_line = std::fs::read(&script)
+        .ok()
+        .and_then(|bytes| bytes.split(|b| *b == b'\n').next().map(<[u8]>::to_vec))
+        .map(|line| String::from_utf8_lossy(&line).into_owned())
+        .unwrap_or_default();
+    let python = first_line
+        .strip_prefix("#!")
+        .map(str::trim)
+        .filter(|interpreter| interpreter.contains("python") && !interpreter.contains(' '))
+        .unwrap_or("python3")
+        .to_string();
+    let output = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('moto'))",
+        ])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Fails at once, naming both versions, when the installed moto is too old.
+fn check_moto_version() {
+    let Some(installed) = installed_moto_version() else {
+        return; // Starting it reports what is wrong.
+    };
+    let (major, minor, patch) = MIN_MOTO;
+    if parse_version(&installed).is_some_and(|version| version < MIN_MOTO) {
+        panic!(
+            "moto {installed} is installed, but the S3 tests need moto {major}.{minor}.{patch} \
+             or later (older versions answer multipart uploads with XML aws-sdk-s3 cannot \
+             parse): pip install 'moto[server]>={major}.{minor}.{patch}'"
+        );
+    }
+}
+
+#[test]
+fn moto_versions_are_compared_by_number() {
+    assert_eq!(parse_version("5.2.1"), Some((5, 2, 1)));
+    assert_eq!(parse_version("5.10.0.dev3\n"), Some((5, 10, 0)));
+    assert_eq!(parse_version("6.0"), Some((6, 0, 0)));
+    assert_eq!(parse_version("unknown"), None);
+    assert!(parse_version("5.2.1").unwrap() < MIN_MOTO);
+    assert!(parse_version("5.2.5").unwrap() >= MIN_MOTO);
+    assert!(parse_version("5.10.0").unwrap() >= MIN_MOTO);
+}
+
 /// A `moto_server` on a free 127.0.0.1 port, killed when dropped.
 pub struct Moto {
     child: tokio::process::Child,
@@ -262,6 +341,7 @@ pub struct Moto {
 
 impl Moto {
     pub async fn start() -> Moto {
+        check_moto_version();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

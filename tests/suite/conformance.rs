@@ -563,8 +563,8 @@ async fn invalid_requests_are_refused(db: TestDb) {
             },
             "priority",
         ),
-        (with_max_attempts(0, noop(TENANT)), "max_attempts"),
-        (with_max_attempts(101, noop(TENANT)), "max_attempts"),
+        (with_max_attempts(0, noop(TENANT)), "maxAttempts"),
+        (with_max_attempts(101, noop(TENANT)), "maxAttempts"),
         (noop(""), "tenant_id"),
         (noop("acme corp"), "tenant_id"),
         (noop(&"t".repeat(65)), "tenant_id"),
@@ -595,21 +595,21 @@ async fn invalid_requests_are_refused(db: TestDb) {
                 idempotency_key: Some(String::new()),
                 ..noop(TENANT)
             },
-            "idempotency_key",
+            "idempotencyKey",
         ),
         (
             EnqueueRequest {
                 idempotency_key: Some(long_key),
                 ..noop(TENANT)
             },
-            "idempotency_key",
+            "idempotencyKey",
         ),
         (
             EnqueueRequest {
                 idempotency_key: Some("a\nb".into()),
                 ..noop(TENANT)
             },
-            "idempotency_key",
+            "idempotencyKey",
         ),
     ];
     for (request, expected) in cases {
@@ -2658,7 +2658,7 @@ async fn list_jobs_client_validates_limit_and_range(db: TestDb) {
         };
         assert_err!(
             client.list(TENANT, &filter, None, 10).await,
-            Error::Validation { field, .. } if field == "created_to"
+            Error::Validation { field, .. } if field == "createdTo"
         );
     }
     for (kind, queue) in [

@@ -27,3 +27,4 @@ mod schedules;
 mod stalls;
 mod support;
 mod tenancy;
+mod validation;

@@ -1805,26 +1805,48 @@ async fn scans_cannot_reach_private_addresses(db: TestDb) {
     };
     let _worker = start_worker(&db, &dirs, strict).await;
     let port = address.port();
-    for target in [
-        json!({"type": "url", "url": format!("http://127.0.0.1:{port}/x")}),
-        json!({"type": "url", "url": format!("http://localhost:{port}/x")}),
-        json!({"type": "git", "url": format!("http://localhost:{port}/repo.git")}),
-    ] {
-        let (_, job) = rig
-            .scan("/v1/leakage/scans", &key, json!({"targets": [target]}))
+    let refused = |target: Value| {
+        let rig = &rig;
+        let tenant = &tenant;
+        let key = &key;
+        async move {
+            let (_, job) = rig
+                .scan(
+                    "/v1/leakage/scans",
+                    key,
+                    json!({"targets": [target.clone()]}),
+                )
+                .await;
+            let failed = wait_for_job(
+                rig.stores.as_ref(),
+                &tenant.id,
+                job,
+                Duration::from_secs(60),
+                |job| job.state.is_terminal(),
+            )
             .await;
-        let failed = wait_for_job(
-            rig.stores.as_ref(),
-            &tenant.id,
-            job,
-            Duration::from_secs(60),
-            |job| job.state.is_terminal(),
-        )
-        .await;
-        assert_eq!(failed.state, JobState::Failed, "{target}: {failed:#?}");
-        assert_eq!(failed.attempt, 1, "refused for good, not retried: {target}");
-        let error = failed.last_error.unwrap_or_default();
-        assert!(error.contains("private or local"), "{target}: {error}");
+            assert_eq!(failed.state, JobState::Failed, "{target}: {failed:#?}");
+            assert_eq!(failed.attempt, 1, "refused for good, not retried: {target}");
+            failed.last_error.unwrap_or_default()
+        }
+    };
+    let error = refused(json!({"type": "url", "url": format!("http://127.0.0.1:{port}/x")})).await;
+    assert!(error.contains("private or local"), "{error}");
+    // A name that resolves to loopback and one that resolves to nothing
+    // fail alike, word for word: a scan does not tell a tenant which
+    // internal names exist.
+    for kind in ["url", "git"] {
+        let mut errors = Vec::new();
+        for host in ["localhost", "no-such-host.invalid"] {
+            let url = format!("http://{host}:{port}/repo.git");
+            let error = refused(json!({"type": kind, "url": url})).await;
+            assert!(
+                error.contains("does not resolve to an address"),
+                "{kind} {host}: {error}"
+            );
+            errors.push(error.replace(host, "HOST"));
+        }
+        assert_eq!(errors[0], errors[1], "{kind}");
     }
 
     let (_, job) = rig

@@ -291,7 +291,9 @@ async fn tenant_list_pages_by_id(db: TestDb) {
         tail.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
         vec![ids[4].as_str()]
     );
-    assert_validation(stores.list_tenants(Some("tnt_\0"), 10).await, "after");
+    for bad in ["tnt_\0", "garbage", "tnt_xyz"] {
+        assert_validation(stores.list_tenants(Some(bad), 10).await, "cursor");
+    }
 }
 
 async fn tenant_suspend_and_resume(db: TestDb) {

@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery};
-use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
+use crate::openapi::{BodyRejected, LockedOut, TooLarge, Unauthorized};
 use crate::routes::jobs::time_param;
 use crate::state::AppState;
 
@@ -133,7 +133,6 @@ impl ListAuditEvents {
     params(ListAuditEvents),
     responses(
         (status = 200, description = "One page of events", body = AuditPage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs an admin key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad time, source, order, limit or \

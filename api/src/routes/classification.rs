@@ -28,7 +28,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
+use crate::openapi::{BodyRejected, LockedOut, TooLarge, Unauthorized};
 use crate::routes::jobs::{accepted, admit, idempotency_key};
 use crate::routes::leakage::{
     check_same_scan, list_scan_jobs, replayed_scan, request_sha256, scan_job, Page, ScanProgress,
@@ -220,7 +220,6 @@ pub struct ClassificationScanPage {
     params(Page),
     responses(
         (status = 200, description = "One page", body = ClassificationScanPage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
@@ -321,7 +320,6 @@ fn decode_cursor(text: &str) -> Result<(String, String), ApiError> {
     params(("id" = String, Path, description = "`cls_…`"), Page),
     responses(
         (status = 200, description = "One page", body = ResultPage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 404, description = "`not_found`: no such scan of this tenant", body = ErrorBody),

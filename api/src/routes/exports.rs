@@ -29,7 +29,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
+use crate::openapi::{BodyRejected, LockedOut, TooLarge, Unauthorized};
 use crate::routes::jobs::{accepted, admit, idempotency_key, DEFAULT_PAGE};
 use crate::state::AppState;
 
@@ -264,7 +264,6 @@ pub struct ExportPage {
     params(ListExports),
     responses(
         (status = 200, description = "One page of exports", body = ExportPage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs an admin key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),

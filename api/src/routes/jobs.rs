@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use longhaul_core::client::EnqueueRequest;
+use longhaul_core::client::{EnqueueRequest, MAX_IDEMPOTENCY_KEY_LEN};
 use longhaul_core::job::{Attempt, Job, JobFilter};
 use longhaul_core::tenancy::Role;
 use longhaul_core::usage::Period;
@@ -25,7 +25,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::lockout;
-use crate::openapi::{BodyRejected, LockedOut, QueryRejected, Unauthorized};
+use crate::openapi::{BodyRejected, LockedOut, Unauthorized};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -47,14 +47,15 @@ pub struct CreateJob {
     #[schema(example = json!({"durationMs": 3000, "steps": 6}))]
     pub params: Value,
     /// Default: the kind's queue.
+    #[schema(max_length = 64, pattern = r"^[a-z0-9_.-]{1,64}$")]
     pub queue: Option<String>,
     /// 0 (most urgent) to 9; default 5.
     #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<i16>,
     /// Run no earlier than this (RFC 3339); default now.
     pub run_at: Option<DateTime<Utc>>,
-    /// Default: the kind's.
-    #[schema(minimum = 1)]
+    /// 1 to 100; default: the kind's.
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<i32>,
 }
 
@@ -73,6 +74,7 @@ pub struct ListJobs {
     #[param(example = "queued,running")]
     pub state: Option<String>,
     pub kind: Option<String>,
+    #[param(max_length = 64, pattern = r"^[a-z0-9_.-]{1,64}$")]
     pub queue: Option<String>,
     /// RFC 3339; jobs created at or after it.
     #[param(example = "2025-01-31T12:00:00Z")]
@@ -243,7 +245,14 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
     };
     let key = value
         .to_str()
-        .map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII"))?;
+        .ok()
+        .filter(|key| (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len()))
+        .ok_or_else(|| {
+            ApiError::validation(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            )
+        })?;
     if key.starts_with(RESERVED_IDEMPOTENCY_PREFIX) {
         return Err(ApiError::validation(
             "Idempotency-Key",
@@ -397,7 +406,6 @@ fn rate_limited(limit: u64, remaining: std::time::Duration) -> ApiError {
     params(ListJobs),
     responses(
         (status = 200, description = "One page of jobs", body = JobPage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad state, time, limit or cursor \
@@ -416,17 +424,7 @@ async fn list(
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     // The client checks the limit and the range and reads one job more than
     // the page to know whether another follows.
-    let page = state
-        .jobs
-        .list(&tenant.id, &filter, after, limit)
-        .await
-        .map_err(|error| match error {
-            // Name the query parameter the caller sent.
-            longhaul_core::Error::Validation { field, message } if field == "created_to" => {
-                ApiError::validation("createdTo", message)
-            }
-            other => ApiError::from(other),
-        })?;
+    let page = state.jobs.list(&tenant.id, &filter, after, limit).await?;
     Ok(Json(JobPage {
         data: page
             .jobs

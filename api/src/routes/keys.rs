@@ -32,7 +32,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct IssueKey {
-    #[schema(example = "ci")]
+    /// 1 to 200 characters, no control characters.
+    #[schema(example = "ci", min_length = 1, max_length = 200)]
     name: String,
     /// `viewer`, `developer` or `admin` (`operator` is refused).
     role: Role,

@@ -36,7 +36,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
+use crate::openapi::{BodyRejected, LockedOut, TooLarge, Unauthorized};
 use crate::routes::jobs::{accepted, admit, idempotency_key};
 use crate::routes::scan_policies::{page_limit, scan_policies, snapshot_ids};
 use crate::state::AppState;
@@ -470,6 +470,7 @@ async fn create_scan(
 #[into_params(parameter_in = Query)]
 pub struct Page {
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -493,7 +494,6 @@ pub struct LeakageScanPage {
     params(Page),
     responses(
         (status = 200, description = "One page", body = LeakageScanPage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
@@ -602,7 +602,6 @@ fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, String), ApiError> {
     params(("id" = String, Path, description = "`lks_…`"), Page),
     responses(
         (status = 200, description = "One page", body = FindingPage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 404, description = "`not_found`: no such scan of this tenant", body = ErrorBody),
@@ -705,6 +704,7 @@ pub struct ListIncidents {
     #[param(value_type = Option<String>)]
     pub severity: Option<Severity>,
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -727,7 +727,6 @@ pub struct IncidentPage {
     params(ListIncidents),
     responses(
         (status = 200, description = "One page", body = IncidentPage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
@@ -800,6 +799,7 @@ pub struct IncidentPatch {
     /// `resolved` (the secret was rotated or is not one) or `open` again.
     pub status: IncidentStatus,
     /// Why, up to 1000 characters.
+    #[schema(max_length = 1000)]
     pub note: Option<String>,
 }
 

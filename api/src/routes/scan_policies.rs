@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
+use crate::openapi::{BodyRejected, LockedOut, TooLarge, Unauthorized};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -63,6 +63,7 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 #[into_params(parameter_in = Query)]
 pub struct ListPolicies {
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -74,12 +75,17 @@ pub struct ListPolicies {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeakagePolicyRequest {
+    /// 1 to 100 characters, no control characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    /// At most 1000 characters.
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub description: String,
     /// Default true; a disabled policy runs only when a scan names it.
     pub enabled: Option<bool>,
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub patterns: Vec<LeakagePattern>,
     #[serde(default)]
     pub allowlist: AllowlistSpec,
@@ -89,9 +95,12 @@ pub struct LeakagePolicyRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeakagePolicyPatch {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
     pub enabled: Option<bool>,
+    #[schema(max_items = 100)]
     pub patterns: Option<Vec<LeakagePattern>>,
     pub allowlist: Option<AllowlistSpec>,
 }
@@ -204,7 +213,6 @@ async fn create_leakage(
     params(ListPolicies),
     responses(
         (status = 200, description = "One page", body = LeakagePolicyPage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),
@@ -342,11 +350,16 @@ async fn delete_leakage(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClassificationPolicyRequest {
+    /// 1 to 100 characters, no control characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    /// At most 1000 characters.
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub description: String,
     pub enabled: Option<bool>,
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub rules: Vec<ClassificationRule>,
 }
 
@@ -355,9 +368,12 @@ pub struct ClassificationPolicyRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClassificationPolicyPatch {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
     pub enabled: Option<bool>,
+    #[schema(max_items = 100)]
     pub rules: Option<Vec<ClassificationRule>>,
 }
 
@@ -458,7 +474,6 @@ async fn create_classification(
     params(ListPolicies),
     responses(
         (status = 200, description = "One page", body = ClassificationPolicyPage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: not a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor", body = ErrorBody),

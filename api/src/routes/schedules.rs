@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::{BodyRejected, LockedOut, QueryRejected, Unauthorized};
+use crate::openapi::{BodyRejected, LockedOut, Unauthorized};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -178,7 +178,6 @@ async fn create(
     params(ListSchedules),
     responses(
         (status = 200, description = "One page of schedules", body = SchedulePage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad limit or cursor \
@@ -417,7 +416,6 @@ async fn resume(
     ),
     responses(
         (status = 200, description = "The next fire times", body = FirePreview),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs a tenant key", body = ErrorBody),
         (status = 404, description = "`not_found`: no such schedule in the caller's tenant",

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::{BodyRejected, LockedOut, QueryRejected, TooLarge, Unauthorized};
+use crate::openapi::{BodyRejected, LockedOut, TooLarge, Unauthorized};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -29,14 +29,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateTenant {
-    #[schema(example = "acme")]
+    /// 1 to 200 characters, no control characters.
+    #[schema(example = "acme", min_length = 1, max_length = 200)]
     name: String,
     /// Where the tenant's data lives; default `us`.
     #[serde(default = "default_region")]
-    #[schema(example = "eu")]
+    #[schema(example = "eu", max_length = 64, pattern = r"^[a-z]{2}(-[a-z0-9]+)*$")]
     region: String,
     /// Default `standard`.
     #[serde(default = "default_plan")]
+    #[schema(min_length = 1, max_length = 64)]
     plan: String,
     /// Default: no quotas of its own.
     #[serde(default)]
@@ -63,8 +65,11 @@ fn empty_object() -> Value {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateTenant {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(max_length = 64, pattern = r"^[a-z]{2}(-[a-z0-9]+)*$")]
     region: Option<String>,
+    #[schema(min_length = 1, max_length = 64)]
     plan: Option<String>,
     quotas: Option<Quotas>,
     settings: Option<Value>,
@@ -75,7 +80,7 @@ struct UpdateTenant {
 #[schema(as = SuspendTenant)]
 struct Suspend {
     /// 1 to 500 characters; shown to the tenant's callers.
-    #[schema(example = "unpaid invoice")]
+    #[schema(example = "unpaid invoice", min_length = 1, max_length = 500)]
     reason: String,
 }
 
@@ -158,7 +163,6 @@ async fn create(
     params(Page),
     responses(
         (status = 200, description = "One page of tenants", body = TenantPage),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs an operator key", body = ErrorBody),
         (status = 422, description = "`validation_error`: `limit` out of range", body = ErrorBody),
@@ -283,7 +287,7 @@ async fn suspend(
 ) -> Result<Json<Tenant>, ApiError> {
     caller.operator()?;
     let reason = body.reason.trim().to_string();
-    if reason.is_empty() || reason.len() > 500 {
+    if reason.is_empty() || reason.chars().count() > 500 {
         return Err(ApiError::validation("reason", "must be 1-500 characters"));
     }
     let tenant = state

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
-use crate::openapi::{LockedOut, QueryRejected, Unauthorized};
+use crate::openapi::{LockedOut, Unauthorized};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -55,7 +55,6 @@ pub struct UsageView {
     params(UsageQuery),
     responses(
         (status = 200, description = "Operations per kind and in total", body = UsageView),
-        QueryRejected,
         Unauthorized,
         (status = 403, description = "`forbidden`: needs a tenant key", body = ErrorBody),
         (status = 422, description = "`validation_error`: `period` is not `YYYY-MM`",

@@ -286,18 +286,26 @@ fn parse_event_id(text: &str) -> Result<Uuid> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewAuditEvent {
     /// `user.login`, `document.share`, …: letters, digits and `._:/-`.
+    #[schema(max_length = 128, pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
     pub action: String,
     /// When it happened (default: when it is received).
     pub occurred_at: Option<DateTime<Utc>>,
     /// Who did it, in the application's terms (default `application`).
+    #[schema(max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
     pub actor_type: Option<String>,
+    /// 1 to 256 bytes, no control characters.
+    #[schema(min_length = 1, max_length = 256)]
     pub actor_id: Option<String>,
+    #[schema(max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
     pub resource_type: Option<String>,
+    /// 1 to 256 bytes, no control characters.
+    #[schema(min_length = 1, max_length = 256)]
     pub resource_id: Option<String>,
     /// The end user's IP address, if the application knows it.
     pub ip: Option<String>,
     /// The application's own id for the event: sending it again is not a
-    /// second event.
+    /// second event. 1 to 128 bytes.
+    #[schema(min_length = 1, max_length = 128)]
     pub external_id: Option<String>,
     /// A JSON object (at most 16 KiB).
     pub details: Option<Value>,

@@ -45,6 +45,7 @@ pub struct ClassificationScanRequest {
     /// Bytes of one object classified (after gzip); the rest is not read
     /// and the result says `truncated`. Default 16 MiB, at most 64 MiB.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 67_108_864)]
     pub max_object_bytes: Option<u64>,
 }
 

@@ -243,7 +243,11 @@ pub enum PatternType {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeakagePattern {
     /// Names the findings (`rule`); unique in the policy, not a built-in id.
-    #[schema(example = "acme-api-token")]
+    #[schema(
+        example = "acme-api-token",
+        max_length = 64,
+        pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+    )]
     pub id: String,
     #[serde(rename = "type")]
     pub kind: PatternType,
@@ -256,15 +260,18 @@ pub struct LeakagePattern {
     /// `keyword`: literal words, matched without regard to case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keywords: Option<Vec<String>>,
-    /// `entropy`: bits per character at or above which a token is reported.
+    /// `entropy`: bits per character at or above which a token is reported
+    /// (over 0, at most 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 8)]
     pub threshold: Option<f64>,
     /// `entropy`: `base64`, `hex` or `alphanumeric`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "base64")]
     pub charset: Option<Charset>,
-    /// `entropy`: the shortest token considered (8 to 1024).
+    /// `entropy`: the shortest token considered (8 to 1024; default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 8, maximum = 1024)]
     pub min_length: Option<usize>,
 }
 
@@ -273,6 +280,7 @@ pub struct LeakagePattern {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AllowlistSpec {
+    /// Findings' fingerprints (32 hex digits).
     #[serde(default)]
     pub fingerprints: Vec<String>,
     #[serde(default)]
@@ -359,6 +367,15 @@ impl LeakageSpec {
                     unexpected("pattern", pattern.pattern.is_some())?;
                     unexpected("keywords", pattern.keywords.is_some())?;
                     let threshold = pattern.threshold.ok_or_else(|| missing("threshold"))?;
+                    if pattern
+                        .min_length
+                        .is_some_and(|length| !(8..=1024).contains(&length))
+                    {
+                        return Err(Error::validation(
+                            field("minLength"),
+                            "must be from 8 to 1024",
+                        ));
+                    }
                     CustomRule::entropy(
                         &pattern.id,
                         pattern.severity,
@@ -437,6 +454,7 @@ pub struct ClassificationRule {
     pub kind: ClassRuleType,
     /// `regex`: names its counts (not a built-in detector's id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64, pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub id: Option<String>,
     /// `regex`: the expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]

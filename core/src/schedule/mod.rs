@@ -92,7 +92,8 @@ impl Schedule {
 #[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewSchedule {
-    #[schema(example = "nightly")]
+    /// 1 to 100 characters, no control characters; unique in the tenant.
+    #[schema(example = "nightly", min_length = 1, max_length = 100)]
     pub name: String,
     /// 5 fields, or 6 with seconds first.
     #[schema(example = "0 3 * * *")]
@@ -108,11 +109,12 @@ pub struct NewSchedule {
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub params: Value,
+    #[schema(max_length = 64, pattern = r"^[a-z0-9_.-]{1,64}$")]
     pub queue: Option<String>,
     #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<i16>,
     #[serde(default)]
-    #[schema(maximum = 3600)]
+    #[schema(minimum = 0, maximum = 3600)]
     pub jitter_seconds: u32,
     #[serde(default = "overlap_skip")]
     pub overlap_policy: OverlapPolicy,
@@ -144,6 +146,7 @@ fn misfire_skip() -> MisfirePolicy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SchedulePatch {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
@@ -156,12 +159,13 @@ pub struct SchedulePatch {
     #[schema(value_type = Option<Object>)]
     pub params: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64, pattern = r"^[a-z0-9_.-]{1,64}$")]
     pub queue: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<i16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(maximum = 3600)]
+    #[schema(minimum = 0, maximum = 3600)]
     pub jitter_seconds: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overlap_policy: Option<OverlapPolicy>,
@@ -207,7 +211,7 @@ impl SchedulePatch {
 /// checked by the caller against the catalogue) and parses the timing.
 pub fn check_new_schedule(new: &NewSchedule) -> Result<CronSpec> {
     let name_ok = !new.name.trim().is_empty()
-        && new.name.len() <= 100
+        && new.name.chars().count() <= 100
         && !new.name.chars().any(char::is_control);
     if !name_ok {
         return Err(Error::validation(

@@ -122,13 +122,17 @@ text_enum!(Role, "role", {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Quotas {
     /// Running jobs at once (enforced by the claim through `tenant_limits`).
+    #[schema(minimum = 1)]
     pub max_running: Option<i32>,
     /// Queued jobs at once (enforced by the API).
+    #[schema(minimum = 1)]
     pub max_queued: Option<i64>,
     /// Jobs created per minute (enforced by the API).
+    #[schema(minimum = 1)]
     pub creations_per_minute: Option<i32>,
     /// Schedules held at once (default 100; enforced when one is created).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_schedules: Option<i64>,
 }
 
@@ -428,6 +432,19 @@ fn tenant_id_checked(id: &str) -> Result<&str> {
         Ok(id)
     } else {
         Err(Error::no_such("tenant", id))
+    }
+}
+
+/// A listing's cursor (the id of the last tenant of the previous page): a
+/// malformed one is refused, as every listing refuses a cursor it did not
+/// hand out.
+fn tenant_cursor_checked(after: Option<&str>) -> Result<Option<&str>> {
+    match after {
+        Some(id) if !is_plausible_id(id, TENANT_ID_PREFIX) => Err(Error::validation(
+            "cursor",
+            "is not a cursor this API returned",
+        )),
+        after => Ok(after),
     }
 }
 

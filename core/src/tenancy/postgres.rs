@@ -11,10 +11,11 @@ use sqlx::{PgConnection, Row};
 
 use super::{
     check_rotatable, grace_end, key_accepts, key_issued, key_of_tenant_checked, key_revoked,
-    key_rotated, last_used_due, new_id, reason_for, tenant_created, tenant_id_checked,
-    tenant_status_set, tenant_updated, validate_key_request, validate_new_tenant, validate_patch,
-    ApiKey, IssuedKey, KeyMaterial, KeyMode, NewTenant, Quotas, Role, Tenant, TenantColumns,
-    TenantPatch, TenantStatus, TenantStore, JOINED_TENANT, TENANT, TENANT_ID_PREFIX,
+    key_rotated, last_used_due, new_id, reason_for, tenant_created, tenant_cursor_checked,
+    tenant_id_checked, tenant_status_set, tenant_updated, validate_key_request,
+    validate_new_tenant, validate_patch, ApiKey, IssuedKey, KeyMaterial, KeyMode, NewTenant,
+    Quotas, Role, Tenant, TenantColumns, TenantPatch, TenantStatus, TenantStore, JOINED_TENANT,
+    TENANT, TENANT_ID_PREFIX,
 };
 use crate::audit::{insert_change_pg as record, Actor};
 use crate::error::{DbContext, Error, Result};
@@ -189,9 +190,7 @@ impl TenantStore for PgStore {
     }
 
     async fn list_tenants(&self, after: Option<&str>, limit: u32) -> Result<Vec<Tenant>> {
-        if after.is_some_and(|after| after.contains('\0')) {
-            return Err(Error::validation("after", "is not a tenant id"));
-        }
+        let after = tenant_cursor_checked(after)?;
         sqlx::query("SELECT * FROM tenants WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2")
             .bind(after)
             .bind(i64::from(limit))

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::handler::JobError;
 use crate::jobs::scanning::blocking;
-use crate::jobs::scanning::http::{is_public, FetchError, HttpFetcher};
+use crate::jobs::scanning::http::{is_public, unreachable_name, FetchError, HttpFetcher};
 
 /// Most repositories one organization expands to.
 pub const MAX_ORGANIZATION_REPOSITORIES: usize = 1000;
@@ -141,18 +141,20 @@ async fn pinned_address(url: &str, allow_private: bool) -> Result<Option<String>
         }
         return Ok(None);
     }
-    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| JobError::retryable(format!("resolving {host}: {e}")))?
-        .collect();
+    let addresses: Vec<std::net::SocketAddr> =
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(addresses) => addresses.collect(),
+            Err(e) if allow_private => {
+                return Err(JobError::retryable(format!("resolving {host}: {e}")))
+            }
+            // A name that does not resolve reads as one that resolves only to
+            // private addresses: a tenant learns nothing of internal names.
+            Err(_) => Vec::new(),
+        };
     let address = addresses
         .iter()
         .find(|a| allow_private || is_public(a.ip()))
-        .ok_or_else(|| {
-            JobError::permanent(format!(
-                "{host} resolves only to private or local addresses"
-            ))
-        })?;
+        .ok_or_else(|| JobError::permanent(unreachable_name(&host)))?;
     let ip = match address.ip() {
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
         v4 => v4.to_string(),
@@ -369,16 +371,23 @@ mod tests {
 
     #[tokio::test]
     async fn private_literals_and_names_are_refused_before_cloning() {
-        for url in [
-            "http://127.0.0.1/r.git",
-            "http://[::1]/r.git",
-            "http://localhost/r.git",
-        ] {
+        for url in ["http://127.0.0.1/r.git", "http://[::1]/r.git"] {
             let refused = pinned_address(url, false).await;
             assert!(
                 matches!(&refused, Err(JobError::Permanent(m)) if m.contains("private or local")),
                 "{url}: {refused:?}"
             );
+        }
+        // A name resolving to loopback and one resolving to nothing are
+        // refused alike, word for word.
+        let private = pinned_address("http://localhost/r.git", false).await;
+        let missing = pinned_address("http://no-such-host.invalid/r.git", false).await;
+        match (&private, &missing) {
+            (Err(JobError::Permanent(a)), Err(JobError::Permanent(b))) => assert_eq!(
+                a.replace("localhost", "HOST"),
+                b.replace("no-such-host.invalid", "HOST")
+            ),
+            other => panic!("{other:?}"),
         }
         assert_eq!(
             pinned_address("http://127.0.0.1/r.git", true).await,

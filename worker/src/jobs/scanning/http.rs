@@ -25,7 +25,15 @@ use hyper_util::rt::TokioExecutor;
 
 const MAX_REDIRECTS: usize = 5;
 /// How the resolver's refusal reads (and is recognised).
-const PRIVATE_ONLY: &str = "resolves only to private or local addresses";
+const NOT_REACHABLE: &str = "does not resolve to an address scans may reach";
+
+/// Why a name is refused, whether it does not resolve at all or resolves
+/// only to private or local addresses: the same words and the same
+/// (permanent) failure, so a tenant cannot learn from a scan's error which
+/// internal names exist.
+pub fn unreachable_name(host: &str) -> String {
+    format!("{host} {NOT_REACHABLE}")
+}
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Resolves names for the connector, keeping only the addresses scans may
@@ -51,7 +59,15 @@ impl tower_service::Service<Name> for PublicResolver {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let all: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), 0)).await {
+                Ok(addresses) => addresses.collect(),
+                // Where private addresses are allowed there is nothing to
+                // hide, and a failed lookup may be retried.
+                Err(error) if allow_private => return Err(error),
+                // Else a name that does not resolve reads as one that
+                // resolves only to private addresses.
+                Err(_) => Vec::new(),
+            };
             let allowed: Vec<SocketAddr> = all
                 .iter()
                 .copied()
@@ -62,7 +78,7 @@ impl tower_service::Service<Name> for PublicResolver {
                 // what internal names resolve to.
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
-                    format!("{host} {PRIVATE_ONLY}"),
+                    unreachable_name(&host),
                 ));
             }
             Ok(allowed.into_iter())
@@ -179,7 +195,7 @@ impl HttpFetcher {
                     // tenant wrote.
                     let chain = error_chain(&e);
                     let message = format!("{current}: {chain}");
-                    if chain.contains(PRIVATE_ONLY) {
+                    if chain.contains(NOT_REACHABLE) {
                         FetchError::Refused(message)
                     } else {
                         FetchError::Transient(message)
@@ -336,6 +352,22 @@ pub fn is_public(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_missing_name_and_a_private_one_fail_alike() {
+        let fetcher = HttpFetcher::new(false).expect("fetcher");
+        let mut errors = Vec::new();
+        for host in ["localhost", "no-such-host.invalid"] {
+            let error = fetcher
+                .get(&format!("http://{host}:9/x"), None, 1024)
+                .await
+                .expect_err(host);
+            assert!(error.is_permanent(), "{host}: {error}");
+            errors.push(error.to_string().replace(host, "HOST"));
+        }
+        assert_eq!(errors[0], errors[1]);
+        assert!(errors[0].contains(NOT_REACHABLE), "{}", errors[0]);
+    }
 
     #[test]
     fn private_and_metadata_addresses_are_not_public() {

@@ -34,6 +34,13 @@ impl RunningSet {
         self.lock().len()
     }
 
+    /// The running jobs' ids, sorted.
+    pub(crate) fn job_ids(&self) -> Vec<JobId> {
+        let mut ids: Vec<JobId> = self.lock().keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
     pub(crate) fn leases(&self) -> Vec<Lease> {
         self.lock()
             .iter()

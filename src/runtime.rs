@@ -1,6 +1,7 @@
 //! Process plumbing shared by the roles: logging, the store connection, and
 //! turning SIGTERM / ctrl-c into a shutdown token.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -8,15 +9,28 @@ use longhaul_core::artifacts::ArtifactStores;
 use longhaul_core::tenancy::Stores;
 use longhaul_core::Config;
 use longhaul_worker::JobServices;
+use longhaul_worker::Shutdown;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// Logs to stderr, in colour only when stderr is a terminal and `NO_COLOR`
+/// is unset or empty (no-color.org): files, pipes and CI logs get plain text.
 pub fn init_logging(filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = colour_wanted(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
+}
+
+/// Colour for a terminal, unless `NO_COLOR` is set to anything but "".
+fn colour_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// Connects to the configured store (jobs and tenancy).
@@ -70,38 +84,100 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// A token that fires on SIGTERM or ctrl-c.
-pub fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let fire = token.clone();
+/// How to cut a worker's grace period short, as its waiting line says.
+pub const HAND_BACK_HINT: &str = "press ctrl-c (or send SIGTERM) again to hand them back now";
+
+/// The first SIGTERM or ctrl-c fires `stop` (no new claims; running jobs
+/// get the grace period; the API closes); a second one fires
+/// `hand_back_now` (running jobs are handed back at once).
+pub fn shutdown_on_signal() -> Shutdown {
+    let shutdown = Shutdown {
+        stop: CancellationToken::new(),
+        hand_back_now: CancellationToken::new(),
+        hand_back_hint: Some(HAND_BACK_HINT.to_string()),
+    };
+    let (stop, hand_back_now) = (shutdown.stop.clone(), shutdown.hand_back_now.clone());
     tokio::spawn(async move {
-        wait_for_signal().await;
+        let mut signals = Signals::listen();
+        signals.next().await;
         tracing::info!(
             "shutdown signal received: no new claims; running jobs get the grace period"
         );
-        fire.cancel();
+        stop.cancel();
+        signals.next().await;
+        tracing::info!("second shutdown signal: handing running jobs back now");
+        hand_back_now.cancel();
     });
-    token
+    shutdown
+}
+
+/// SIGTERM and SIGINT (ctrl-c), listened to for the life of the process.
+#[cfg(unix)]
+struct Signals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
 }
 
 #[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+impl Signals {
+    fn listen() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let terminate = signal(SignalKind::terminate())
+            .inspect_err(|error| {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only ctrl-c stops this process")
+            })
+            .ok();
+        let interrupt = signal(SignalKind::interrupt())
+            .inspect_err(|error| tracing::warn!(%error, "cannot listen for ctrl-c (SIGINT)"))
+            .ok();
+        Signals {
+            terminate,
+            interrupt,
+        }
+    }
+
+    /// The next SIGTERM or SIGINT (never, if neither can be listened to).
+    async fn next(&mut self) {
+        async fn one(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; only ctrl-c stops this process");
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = one(&mut self.terminate) => {}
+            _ = one(&mut self.interrupt) => {}
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn listen() -> Self {
+        Signals
+    }
+
+    async fn next(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_wanted;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
+        assert!(!colour_wanted(false, Some(OsStr::new(""))));
+    }
 }

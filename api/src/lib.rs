@@ -86,14 +86,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Binds the API's listener; the error names the address (a taken port
+/// says which one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| std::io::Error::new(error.kind(), format!("binding {addr}: {error}")))
+}
+
 /// Serves the API on `addr` until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "API listening");
+    serve_on(bind(addr).await?, state, shutdown).await
+}
+
+/// Serves the API on a bound listener until `shutdown` resolves (bind
+/// first, so a process reports a taken port before it announces anything).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "API listening");
+    }
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -141,9 +141,18 @@ pub struct Classifier {
 
 /// A reader that remembers whether it failed, to tell a read error from a
 /// corrupt gzip stream.
-struct Tracked<R> {
+pub(crate) struct Tracked<R> {
     inner: R,
-    failed: bool,
+    pub(crate) failed: bool,
+}
+
+impl<R> Tracked<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Tracked {
+            inner,
+            failed: false,
+        }
+    }
 }
 
 impl<R: Read> Read for Tracked<R> {

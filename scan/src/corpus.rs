@@ -21,6 +21,17 @@ pub struct Planted {
     pub fingerprint: String,
 }
 
+/// A valid secret of the built-in rule `rule_id` (checksum and checks
+/// passing), the same for the same seed: for demos and examples that must
+/// be found. None for an unknown rule.
+pub fn sample_secret(rule_id: &str, seed: u64) -> Option<String> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    crate::rules::builtin()
+        .iter()
+        .find(|rule| rule.id == rule_id)
+        .map(|rule| (rule.sample)(&mut rng).1)
+}
+
 const WORDS: &[&str] = &[
     "account", "balance", "config", "deploy", "export", "handler", "invoice", "ledger", "metrics",
     "payload", "queue", "report", "session", "tenant", "upload", "window",

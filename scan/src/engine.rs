@@ -5,8 +5,13 @@
 //! running on a chunk, and only those rules' regexes run; custom rules
 //! (`custom.rs`) run on every chunk after them. Files are spread over
 //! threads, and one big buffer can be split into segments scanned in
-//! parallel (`scan_bytes`). Binary files (a NUL in their first 8 KiB) are
-//! skipped; allowlisted findings (and files) are dropped.
+//! parallel (`scan_bytes`). Gzip files and objects (magic 1f 8b) are
+//! scanned as the text they inflate to, streamed (`scan_content`); binary
+//! files (a NUL in their first 8 KiB, after decompression) and corrupt gzip
+//! streams are skipped; allowlisted findings (and files) are dropped. A
+//! match whose rule's check fails (a bad checksum: a made-up token) is
+//! dropped too, or reported as an unverified low-severity finding when the
+//! scanner is built with [`Scanner::reporting_unverified`].
 //!
 //! Which chunk (or segment) reports a match is decided by where the whole
 //! match starts, while its line and column are those of the secret: a
@@ -24,7 +29,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use aho_corasick::AhoCorasick;
+use flate2::read::MultiGzDecoder;
 
+use crate::classify::{SkipReason, Tracked};
 use crate::custom::{Allowlist, CustomRule};
 use crate::finding::{fingerprint, redact, Finding};
 use crate::rules::{builtin, Rule, Severity};
@@ -47,6 +54,8 @@ pub struct Scanner {
     allowlist: Allowlist,
     /// Keys the fingerprints (see [`crate::finding::keyed_fingerprint`]).
     fingerprint_key: Option<[u8; 32]>,
+    /// Report matches whose rule's check fails, as unverified.
+    report_unverified: bool,
 }
 
 /// What a scan of many files did.
@@ -56,6 +65,20 @@ pub struct ScanReport {
     pub files: usize,
     pub bytes: u64,
     pub skipped_binary: usize,
+    pub skipped_corrupt_gzip: usize,
+}
+
+/// What scanning one file's or object's content gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Findings(Vec<Finding>),
+    /// Not scanned: binary, or a corrupt gzip stream.
+    Skipped(SkipReason),
+}
+
+/// Whether `head` starts a gzip stream (magic 1f 8b).
+pub fn is_gzip(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
 }
 
 /// A secret found in a chunk, before its line is known.
@@ -65,6 +88,8 @@ struct Hit {
     /// A built-in rule's index, or `rules.len()` + a custom rule's index.
     rule: usize,
     secret: String,
+    /// The rule's check failed (reported only when asked for).
+    unverified: bool,
 }
 
 /// Line bookkeeping while walking a chunk: the 1-based line at `pos`, and
@@ -155,7 +180,16 @@ impl Scanner {
             custom,
             allowlist,
             fingerprint_key: None,
+            report_unverified: false,
         }
+    }
+
+    /// Also report matches of a built-in rule whose checksum or structure
+    /// check fails, as unverified findings of severity low: someone trying
+    /// a made-up token sees it was matched, and why it is doubtful.
+    pub fn reporting_unverified(mut self) -> Self {
+        self.report_unverified = true;
+        self
     }
 
     /// Fingerprints keyed with `key` (a service keys them per tenant).
@@ -215,13 +249,15 @@ impl Scanner {
                 if whole.start() >= report_before {
                     break;
                 }
-                if rule.check.is_some_and(|check| !check(secret.as_str())) {
+                let unverified = rule.check.is_some_and(|check| !check(secret.as_str()));
+                if unverified && !self.report_unverified {
                     continue;
                 }
                 hits.push(Hit {
                     start: secret.start(),
                     rule: index,
                     secret: secret.as_str().to_string(),
+                    unverified,
                 });
             }
         }
@@ -232,6 +268,7 @@ impl Scanner {
                     start: hit.start,
                     rule: index,
                     secret: hit.secret.to_string(),
+                    unverified: false,
                 });
             });
         }
@@ -313,13 +350,18 @@ impl Scanner {
                 let (id, severity) = self.rule_of(hit.rule);
                 findings.push(Finding {
                     rule: id.to_string(),
-                    severity,
+                    severity: if hit.unverified {
+                        Severity::Low
+                    } else {
+                        severity
+                    },
                     commit: None,
                     file: name.to_string(),
                     line: cursor.line,
                     column: (hit.start as isize - cursor.line_start) as usize + 1,
                     redacted: redact(&hit.secret),
                     fingerprint: self.fingerprint_of(id, &hit.secret),
+                    unverified: hit.unverified,
                 });
             }
             if split == hits.len() {
@@ -438,15 +480,19 @@ impl Scanner {
                         return;
                     };
                     match self.scan_file(path) {
-                        Ok(Some((found, size))) => {
+                        Ok((Content::Findings(found), size)) => {
                             let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
                             report.files += 1;
                             report.bytes += size;
                             report.findings.extend(found);
                         }
-                        Ok(None) => {
+                        Ok((Content::Skipped(SkipReason::Binary), _)) => {
                             let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
                             report.skipped_binary += 1;
+                        }
+                        Ok((Content::Skipped(SkipReason::CorruptGzip), _)) => {
+                            let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+                            report.skipped_corrupt_gzip += 1;
                         }
                         Err(error) => {
                             let mut failure = failure.lock().unwrap_or_else(|p| p.into_inner());
@@ -469,26 +515,58 @@ impl Scanner {
         Ok(report)
     }
 
-    /// A file's findings and size; None for a binary file.
-    fn scan_file(&self, path: &Path) -> std::io::Result<Option<(Vec<Finding>, u64)>> {
-        let mut file = std::fs::File::open(path)?;
+    /// A file's content (findings, or why it was skipped) and size.
+    fn scan_file(&self, path: &Path) -> std::io::Result<(Content, u64)> {
+        let file = std::fs::File::open(path)?;
         let size = file.metadata()?.len();
-        let mut head = vec![0u8; BINARY_SNIFF];
-        let mut got = 0;
-        while got < head.len() {
-            let n = file.read(&mut head[got..])?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        head.truncate(got);
-        if head.contains(&0) {
-            return Ok(None);
-        }
         let name = path.display().to_string();
-        let findings = self.scan_reader(&name, std::io::Cursor::new(head).chain(file))?;
-        Ok(Some((findings, size)))
+        Ok((self.scan_content(&name, file, true)?, size))
+    }
+
+    /// Every finding in what `reader` yields, a gzip stream (magic 1f 8b)
+    /// decompressed first and scanned as it inflates (memory holds one
+    /// chunk, whatever the size). Skipped: a corrupt gzip stream, and, when
+    /// `skip_binary`, binary content (a NUL in its first 8 KiB after
+    /// decompression). Err only when `reader` fails.
+    pub fn scan_content(
+        &self,
+        name: &str,
+        mut reader: impl Read,
+        skip_binary: bool,
+    ) -> std::io::Result<Content> {
+        let mut magic = Vec::with_capacity(2);
+        (&mut reader).take(2).read_to_end(&mut magic)?;
+        let gzip = is_gzip(&magic);
+        let source = std::io::Cursor::new(magic).chain(reader);
+        if !gzip {
+            return self.scan_plain(name, source, skip_binary);
+        }
+        let mut tracked = Tracked::new(source);
+        match self.scan_plain(name, MultiGzDecoder::new(&mut tracked), skip_binary) {
+            Err(_) if !tracked.failed => Ok(Content::Skipped(SkipReason::CorruptGzip)),
+            other => other,
+        }
+    }
+
+    /// `scan_content` of text that is not compressed.
+    fn scan_plain(
+        &self,
+        name: &str,
+        mut reader: impl Read,
+        skip_binary: bool,
+    ) -> std::io::Result<Content> {
+        if !skip_binary {
+            return Ok(Content::Findings(self.scan_reader(name, reader)?));
+        }
+        let mut head = Vec::with_capacity(BINARY_SNIFF);
+        (&mut reader)
+            .take(BINARY_SNIFF as u64)
+            .read_to_end(&mut head)?;
+        if head.contains(&0) {
+            return Ok(Content::Skipped(SkipReason::Binary));
+        }
+        let findings = self.scan_reader(name, std::io::Cursor::new(head).chain(reader))?;
+        Ok(Content::Findings(findings))
     }
 }
 

@@ -23,6 +23,11 @@ pub struct Finding {
     pub column: usize,
     pub redacted: String,
     pub fingerprint: String,
+    /// A match of a built-in rule's format whose checksum or structure
+    /// check failed (a made-up or mistyped token), reported only when asked
+    /// for, with severity low.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
 }
 
 /// At most a quarter of the secret (and at most 4 characters) is shown.

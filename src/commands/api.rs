@@ -16,14 +16,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stores = runtime::connect(&config).await?;
     let artifacts = runtime::artifact_stores(&config).await?;
     let state = app_state(&config, stores, artifacts).await?;
-    let shutdown = runtime::shutdown_on_signal();
-    longhaul_api::serve(
-        config.api_addr,
-        state,
-        async move { shutdown.cancelled().await },
-    )
-    .await?;
+    let listener = listen(&config).await?;
+    let shutdown = runtime::shutdown_on_signal().stop;
+    longhaul_api::serve_on(listener, state, async move { shutdown.cancelled().await }).await?;
     Ok(())
+}
+
+/// The API's listener on `LONGHAUL_API_ADDR`; the error names the address.
+pub async fn listen(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+    longhaul_api::bind(config.api_addr)
+        .await
+        .context("starting the API (set LONGHAUL_API_ADDR to listen elsewhere)")
 }
 
 /// The API's shared state as the configuration asks: counters (Redis or in

@@ -1,15 +1,22 @@
 //! `longhaul dev`: the embedded mode, zero set-up. Migrates the configured
-//! store (a SQLite file under ./longhaul-data by default), makes sure a demo
-//! tenant exists and prints a fresh admin key for it, then runs the API and a
-//! worker pool for every queue of the catalogue, and the scheduler, in this one
-//! process.
+//! store (a SQLite file under ./longhaul-data by default), binds the API's
+//! address (a taken port stops it here, before anything is printed or
+//! issued), makes sure a demo tenant exists with a data bucket of sample
+//! files (`bucket.rs`) and prints its admin key (kept across restarts,
+//! `key.rs`), then runs the API, a worker pool for every queue of the
+//! catalogue, and the scheduler, in this one process. The first ctrl-c
+//! closes the API and lets running jobs finish within the grace period; a
+//! second one hands them back at once.
+
+mod bucket;
+mod key;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use clap::Args;
 use longhaul_core::audit::Actor;
-use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
+use longhaul_core::tenancy::{NewTenant, Quotas, Stores, Tenant};
 use longhaul_core::{Config, JobStore};
 use longhaul_worker::{PoolConfig, Registry, WorkerPool};
 use serde_json::json;
@@ -28,16 +35,11 @@ pub struct DevArgs {
 pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     let stores = runtime::connect(&config).await?;
     stores.migrate().await?;
+    let listener = super::api::listen(&config).await?;
+    let api_addr = listener.local_addr().unwrap_or(config.api_addr);
     let tenant = demo_tenant(stores.as_ref()).await?;
-    let key = stores
-        .issue_api_key(
-            Some(&tenant.id),
-            "dev session",
-            Role::Admin,
-            KeyMode::Test,
-            &Actor::system(),
-        )
-        .await?;
+    let demo_bucket = bucket::demo_bucket(stores.as_ref(), &tenant, &config).await?;
+    let key = key::demo_key(stores.as_ref(), &tenant, &config.data_dir).await?;
 
     let artifacts = runtime::artifact_stores(&config).await?;
     let state = super::api::app_state(&config, stores.clone(), artifacts.clone()).await?;
@@ -58,14 +60,35 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     pool_config.queues = queues.into_iter().collect();
     pool_config.concurrency = usize::from(args.concurrency);
 
-    let base = format!("http://{}", config.api_addr);
+    let base = format!("http://{api_addr}");
     println!(
         "Longhaul dev: store {}",
         runtime::redact(&config.database_url)
     );
     println!("  API        {base}  (health: {base}/healthz)");
     println!("  tenant     {} ({})", tenant.name, tenant.id);
-    println!("  API key    {}", key.secret);
+    let kept = if key.reused {
+        "the same as last time"
+    } else {
+        "new"
+    };
+    println!(
+        "  API key    {}  ({kept}; kept in {})",
+        key.secret,
+        key.path.display()
+    );
+    if let Some(bucket) = &demo_bucket {
+        let added = if bucket.samples.is_empty() {
+            String::new()
+        } else {
+            format!("; samples written: {}", bucket.samples.join(", "))
+        };
+        println!(
+            "  data       bucket {:?} = {}{added}",
+            bucket.name,
+            bucket.folder.display()
+        );
+    }
     println!(
         "  worker     queues {:?}, concurrency {}",
         pool_config.queues, pool_config.concurrency
@@ -78,26 +101,41 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
         "               -H 'Content-Type: application/json' -d '{}'",
         json!({"kind": "system.sleep", "params": {"durationMs": 3000, "steps": 6}})
     );
-    println!("  stop with ctrl-c");
+    if let Some(bucket) = &demo_bucket {
+        println!(
+            "  scan:      curl -s -X POST {base}/v1/classification/scans -H 'Authorization: Bearer {}' \\",
+            key.secret
+        );
+        println!(
+            "               -H 'Content-Type: application/json' -d '{}'",
+            json!({"scope": {"buckets": [bucket.name]}})
+        );
+    }
+    println!(
+        "  stop with ctrl-c (running jobs get {} s to finish; ctrl-c again hands them back)",
+        pool_config.shutdown_grace.as_secs()
+    );
 
     let shutdown = runtime::shutdown_on_signal();
     let job_store: Arc<dyn JobStore> = stores.clone();
     let pool = WorkerPool::new(job_store, registry, pool_config);
-    let worker = tokio::spawn(pool.run(shutdown.clone()));
+    let worker = tokio::spawn(pool.run_with(shutdown.clone()));
     let scheduler_store: Arc<dyn longhaul_scheduler::SchedulerStore> = stores.clone();
     let scheduler = tokio::spawn(longhaul_scheduler::run(
         scheduler_store,
         Arc::new(longhaul_core::Catalogue::builtin()),
         longhaul_scheduler::SchedulerConfig::from_config(&config),
         Some(artifacts),
-        shutdown.clone(),
+        shutdown.stop.clone(),
     ));
-    let api_shutdown = shutdown.clone();
-    let served = longhaul_api::serve(config.api_addr, state, async move {
-        api_shutdown.cancelled().await
-    })
+    let api_shutdown = shutdown.stop.clone();
+    let served = longhaul_api::serve_on(
+        listener,
+        state,
+        async move { api_shutdown.cancelled().await },
+    )
     .await;
-    shutdown.cancel();
+    shutdown.stop.cancel();
     worker.await?;
     scheduler.await?;
     served?;

@@ -1,8 +1,10 @@
 //! `longhaul jobs …`: operator tools over the configured store. Every command
-//! prints JSON, so it composes with jq and scripts.
+//! prints JSON, so it composes with jq and scripts: a job is printed as the
+//! API answers it (camelCase, `status`, attempts as in `GET /v1/jobs/{id}`).
 
 use anyhow::Context;
 use clap::Subcommand;
+use longhaul_api::routes::jobs::JobView;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::{Catalogue, Config, JobClient, JobId};
 use serde_json::{json, Value};
@@ -48,8 +50,16 @@ pub enum JobsCommand {
         tenant: String,
         id: String,
     },
-    /// Jobs per state.
-    Counts,
+    /// Jobs per state: one tenant's (--tenant), or the whole store's
+    /// (--all-tenants).
+    #[command(group(clap::ArgGroup::new("whose").required(true).args(["tenant", "all_tenants"])))]
+    Counts {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Every tenant's jobs together.
+        #[arg(long)]
+        all_tenants: bool,
+    },
 }
 
 pub async fn run(config: Config, command: JobsCommand) -> anyhow::Result<()> {
@@ -81,12 +91,22 @@ pub async fn run(config: Config, command: JobsCommand) -> anyhow::Result<()> {
             let id: JobId = id.parse()?;
             let job = client.get(&tenant, id).await?;
             let attempts = client.attempts(&tenant, id).await?;
-            json!({ "job": job, "attempts": attempts })
+            json!(JobView::of(job, Some(attempts)))
         }
-        JobsCommand::Cancel { tenant, id } => json!(client.cancel(&tenant, id.parse()?).await?),
-        JobsCommand::Retry { tenant, id } => json!(client.retry(&tenant, id.parse()?).await?),
-        JobsCommand::Counts => {
-            let counts = store.count_by_state().await?;
+        JobsCommand::Cancel { tenant, id } => {
+            json!(JobView::of(
+                client.cancel(&tenant, id.parse()?).await?,
+                None
+            ))
+        }
+        JobsCommand::Retry { tenant, id } => {
+            json!(JobView::of(client.retry(&tenant, id.parse()?).await?, None))
+        }
+        JobsCommand::Counts { tenant, .. } => {
+            let counts = match &tenant {
+                Some(tenant) => store.count_by_state_of(tenant).await?,
+                None => store.count_by_state().await?,
+            };
             Value::Object(
                 counts
                     .into_iter()

@@ -1,8 +1,11 @@
 //! `longhaul scan`: the scanning engine on local files, without a server
 //! (like gitleaks). `scan leakage PATH` prints one JSON object per finding
 //! (redacted: rule, severity, file, line, column, fingerprint) and a summary
-//! on stderr; it exits 1 when it found something. `scan corpus DIR` writes the
-//! labelled test corpus (planted secrets of every built-in rule).
+//! on stderr; it exits 1 when it found something. Gzip files are scanned as
+//! the text they hold. Tokens with a checksum are verified: made-up ones are
+//! reported only with `--report-unverified` (as unverified, severity low).
+//! `scan corpus DIR` writes the labelled test corpus (planted secrets of
+//! every built-in rule, all valid).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,7 +15,7 @@ use clap::Subcommand;
 use longhaul_core::scans::policies::LeakageSpec;
 use longhaul_scan::classify::{Classifier, Outcome};
 use longhaul_scan::custom::Allowlist;
-use longhaul_scan::engine::ScanReport;
+use longhaul_scan::engine::{is_gzip, ScanReport};
 use longhaul_scan::{corpus, Scanner};
 use serde_json::json;
 
@@ -37,6 +40,11 @@ pub enum ScanCommand {
         /// Run only the policy's patterns, not the built-in rules.
         #[arg(long)]
         no_builtin: bool,
+        /// Also report matches of a built-in format whose checksum or
+        /// structure check fails (made-up or mistyped tokens), as
+        /// `"unverified": true` with severity low.
+        #[arg(long)]
+        report_unverified: bool,
     },
     /// Classify files (public < internal < confidential < restricted; PII,
     /// PHI, PCI) with the validated detectors: one JSON object per file with
@@ -76,8 +84,12 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
             threads,
             policy,
             no_builtin,
+            report_unverified,
         } => {
-            let scanner = scanner(policy.as_deref(), no_builtin)?;
+            let mut scanner = scanner(policy.as_deref(), no_builtin)?;
+            if report_unverified {
+                scanner = scanner.reporting_unverified();
+            }
             let target = path.to_string_lossy().to_string();
             if !files && longhaul_scan::git::is_repository(&target) {
                 let findings = longhaul_scan::git::scan_history(&scanner, &target)
@@ -92,7 +104,11 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
             let started = Instant::now();
-            let report = if path.is_file() {
+            let one_plain_file = path.is_file()
+                && !is_gzip(
+                    &read_head(&path).with_context(|| format!("reading {}", path.display()))?,
+                );
+            let report = if one_plain_file {
                 // One file: read whole and split over the threads.
                 let data =
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -100,7 +116,7 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
                     findings: scanner.scan_bytes(&target, &data, threads),
                     files: 1,
                     bytes: data.len() as u64,
-                    skipped_binary: 0,
+                    ..ScanReport::default()
                 }
             } else {
                 scanner
@@ -111,19 +127,21 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
             for finding in &report.findings {
                 println!("{}", serde_json::to_string(finding)?);
             }
-            eprintln!(
-                "{}",
-                json!({
-                    "files": report.files,
-                    "skippedBinary": report.skipped_binary,
-                    "bytes": report.bytes,
-                    "findings": report.findings.len(),
-                    "seconds": (seconds * 1000.0).round() / 1000.0,
-                    "mbPerSecond": ((report.bytes as f64 / 1e6 / seconds) * 10.0).round() / 10.0,
-                    "threads": threads,
-                    "rules": scanner.rules().len() + scanner.custom_rules().len(),
-                })
-            );
+            let mut summary = json!({
+                "files": report.files,
+                "skippedBinary": report.skipped_binary,
+                "skippedCorruptGzip": report.skipped_corrupt_gzip,
+                "bytes": report.bytes,
+                "findings": report.findings.len(),
+                "seconds": (seconds * 1000.0).round() / 1000.0,
+                "mbPerSecond": ((report.bytes as f64 / 1e6 / seconds) * 10.0).round() / 10.0,
+                "threads": threads,
+                "rules": scanner.rules().len() + scanner.custom_rules().len(),
+            });
+            if report.findings.is_empty() && !report_unverified {
+                summary["hint"] = json!(NOTHING_FOUND_HINT);
+            }
+            eprintln!("{summary}");
             Ok(!report.findings.is_empty())
         }
         ScanCommand::Classify { path, max_bytes } => {
@@ -190,6 +208,19 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
             Ok(false)
         }
     }
+}
+
+/// Said when a folder scan found nothing: made-up tokens are not secrets.
+const NOTHING_FOUND_HINT: &str = "tokens with a checksum (GitHub, npm, age, …) and formats \
+    with a fixed alphabet (AWS key ids: A-Z and 2-7) are verified, so made-up ones are not \
+    reported: --report-unverified shows them; `longhaul scan corpus DIR` writes valid test secrets";
+
+/// The first bytes of a file (enough to tell gzip).
+fn read_head(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(2);
+    std::fs::File::open(path)?.take(2).read_to_end(&mut head)?;
+    Ok(head)
 }
 
 /// The built-in rules (unless `no_builtin`) and a policy file's patterns and

@@ -18,7 +18,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(Catalogue::builtin()),
         SchedulerConfig::from_config(&config),
         Some(artifacts),
-        runtime::shutdown_on_signal(),
+        runtime::shutdown_on_signal().stop,
     )
     .await;
     Ok(())

@@ -1,4 +1,6 @@
-//! `longhaul worker`: a worker pool for some queues, until SIGTERM or ctrl-c.
+//! `longhaul worker`: a worker pool for some queues, until SIGTERM or ctrl-c
+//! (running jobs then get the grace period; a second signal hands them back
+//! at once).
 
 use clap::Args;
 use longhaul_core::config::parse_queue_list;
@@ -44,7 +46,7 @@ pub async fn run(config: Config, args: WorkerArgs) -> anyhow::Result<()> {
         Registry::builtin().with_services(&services),
         pool_config,
     );
-    let report = pool.run(runtime::shutdown_on_signal()).await;
+    let report = pool.run_with(runtime::shutdown_on_signal()).await;
     tracing::info!(
         claimed = report.claimed,
         handed_back = report.handed_back,

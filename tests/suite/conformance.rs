@@ -511,6 +511,33 @@ async fn tenants_cannot_see_or_touch_each_others_jobs(db: TestDb) {
     assert_err!(db.store.get_job(TENANT, unknown).await, Error::NotFound(got) if got == unknown);
     assert_err!(db.store.cancel(TENANT, unknown).await, Error::NotFound(got) if got == unknown);
     assert_err!(db.store.retry(TENANT, unknown).await, Error::NotFound(got) if got == unknown);
+
+    // Counts per state: one tenant's, or the whole store's.
+    assert_eq!(tenant_counts(&db, OTHER).await, vec![]);
+    enqueue(&client, noop(OTHER)).await;
+    assert_eq!(
+        tenant_counts(&db, TENANT).await,
+        [(JobState::Failed, 1), (JobState::Queued, 1)]
+    );
+    assert_eq!(tenant_counts(&db, OTHER).await, [(JobState::Queued, 1)]);
+    assert_eq!(
+        counts(&db).await,
+        [(JobState::Failed, 1), (JobState::Queued, 2)]
+    );
+}
+
+/// One tenant's non-zero counts per state, sorted by state name.
+async fn tenant_counts(db: &TestDb, tenant: &str) -> Vec<(JobState, i64)> {
+    let mut counts: Vec<(JobState, i64)> = db
+        .store
+        .count_by_state_of(tenant)
+        .await
+        .expect("count_by_state_of")
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    counts.sort_by_key(|(state, _)| state.as_str());
+    counts
 }
 
 // ---- validation ----------------------------------------------------------------

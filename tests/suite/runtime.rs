@@ -10,7 +10,7 @@ use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::AttemptOutcome;
 use longhaul_core::kinds::{SYSTEM_NOOP, SYSTEM_SLEEP};
 use longhaul_core::{JobClient, JobState};
-use longhaul_worker::{PoolReport, WorkerPool};
+use longhaul_worker::{PoolReport, Shutdown, WorkerPool};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -501,6 +501,56 @@ async fn graceful_shutdown_loses_nothing(db: TestDb) {
     );
 }
 
+/// A second stop (a second ctrl-c) ends the grace period at once: the
+/// running job is handed back, the pool stops long before the hour it would
+/// otherwise wait.
+async fn a_second_stop_hands_running_jobs_back_before_the_grace_ends(db: TestDb) {
+    let id = client(&db)
+        .enqueue(EnqueueRequest::new(
+            "t",
+            SYSTEM_SLEEP,
+            json!({ "durationMs": 600_000, "steps": 6000 }),
+        ))
+        .await
+        .expect("enqueue")
+        .id;
+    let mut config = pool_config(2);
+    config.shutdown_grace = Duration::from_secs(3600);
+    let shutdown = Shutdown::default();
+    let pool = WorkerPool::new(db.store.clone(), test_registry(&Journal::default()), config);
+    let task = tokio::spawn(pool.run_with(shutdown.clone()));
+    wait_for_job(db.store.as_ref(), "t", id, Duration::from_secs(20), |j| {
+        j.checkpoint.is_some()
+    })
+    .await;
+    shutdown.stop.cancel();
+    // Stopped claiming, still running the job within its grace period.
+    let steps = |job: &longhaul_core::Job| job.progress.as_ref().map_or(0, |p| p.current);
+    let at_stop = steps(&db.store.get_job("t", id).await.expect("job"));
+    wait_for_job(db.store.as_ref(), "t", id, Duration::from_secs(20), |j| {
+        steps(j) >= at_stop + 3
+    })
+    .await;
+    assert!(
+        !task.is_finished(),
+        "the pool stopped before its grace period"
+    );
+    shutdown.hand_back_now.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the pool stops once asked to hand its jobs back")
+        .expect("pool task");
+    assert_eq!(report.handed_back, 1);
+    let job = db.store.get_job("t", id).await.expect("job");
+    assert_eq!(job.state, JobState::Queued, "handed back, not lost");
+    assert_eq!(job.failed_attempts, 0);
+    let attempts = db.store.job_attempts("t", id).await.expect("attempts");
+    assert_eq!(
+        attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+        [AttemptOutcome::Released]
+    );
+}
+
 async fn maintenance_prunes_finished_jobs_past_retention(db: TestDb) {
     let client = client(&db);
     let done = client
@@ -552,4 +602,5 @@ both_stores!(
     cancel_stops_a_running_job,
     delayed_jobs_start_when_due,
     graceful_shutdown_loses_nothing,
+    a_second_stop_hands_running_jobs_back_before_the_grace_ends,
 );

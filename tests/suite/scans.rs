@@ -252,6 +252,13 @@ fn planted(id: &str, rng: &mut fastrand::Rng) -> (String, String) {
     (rule.sample)(rng)
 }
 
+/// `bytes` as one gzip member.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
 fn git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
         .arg("-C")
@@ -351,6 +358,12 @@ async fn leakage_scans_find_redact_and_deduplicate(db: TestDb) {
         format!("{vendor_line}\n").as_bytes(),
     );
     dirs.put("code-bucket", "README.md", b"nothing to see here\n");
+    // A gzip object (two members, as the audit export writes them): scanned
+    // as the text it inflates to.
+    let (gzip_line, gzip_secret) = planted("npm-token", &mut rng);
+    let mut gzipped = gzip(b"deploy started\n");
+    gzipped.extend(gzip(format!("step 2\n{gzip_line}\n").as_bytes()));
+    dirs.put("code-bucket", "src/deploy.log.gz", &gzipped);
 
     // A URL and inline text.
     let (url_line, url_secret) = planted("sendgrid-api-key", &mut rng);
@@ -441,6 +454,7 @@ async fn leakage_scans_find_redact_and_deduplicate(db: TestDb) {
     assert_eq!(in_history["severity"], "critical");
     at("aws-access-key-id", "src/app.py", 4);
     at("stripe-secret-key", "src/pay.js", 2);
+    at("npm-token", "src/deploy.log.gz", 3);
     at(
         "sendgrid-api-key",
         &format!("http://{address}/config.js"),
@@ -612,6 +626,7 @@ async fn leakage_scans_find_redact_and_deduplicate(db: TestDb) {
         url_secret,
         acme_token.clone(),
         vendor_secret,
+        gzip_secret,
     ];
     assert_redacted(&texts, &secrets);
     // The inline texts were deleted when their scans ended.

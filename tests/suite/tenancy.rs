@@ -173,7 +173,7 @@ async fn tenant_create_get_and_update(db: TestDb) {
     assert_eq!(renamed.created_at, created.created_at);
     assert!(renamed.updated_at >= created.updated_at);
 
-    // Quotas and settings are replaced whole.
+    // Quotas are replaced whole; settings are merged (RFC 7396).
     let replaced = stores
         .update_tenant(
             &created.id,
@@ -203,7 +203,10 @@ async fn tenant_create_get_and_update(db: TestDb) {
             max_schedules: None,
         }
     );
-    assert_eq!(replaced.settings, json!({"auditLogRetentionDays": 90}));
+    assert_eq!(
+        replaced.settings,
+        json!({"auditLogRetentionDays": 90, "theme": "dark"})
+    );
     assert_eq!(stores.get_tenant(&created.id).await.expect("get"), replaced);
 
     // An empty patch changes nothing.
@@ -247,6 +250,101 @@ async fn tenant_create_get_and_update(db: TestDb) {
     for bad in ["nope", "", "tnt_\0", "job_0193a4b2c3d47e8f9a0b1c2d3e4f5a6b"] {
         assert_no_such(stores.get_tenant(bad).await, "tenant", bad);
     }
+}
+
+/// A `settings` patch is a JSON Merge Patch of the stored settings: one
+/// setting changes without erasing the others, nested objects merge key by
+/// key, `null` removes a key, and the merged whole is validated (a refusal
+/// changes nothing).
+async fn tenant_settings_patch_merges(db: TestDb) {
+    let stores = stores(&db).await;
+    let tenant = stores
+        .create_tenant(acme(), &Actor::system())
+        .await
+        .expect("create");
+    let patch = |settings: serde_json::Value| TenantPatch {
+        settings: Some(settings),
+        ..TenantPatch::default()
+    };
+
+    let with_bucket = stores
+        .update_tenant(
+            &tenant.id,
+            patch(json!({"dataBuckets": {"code": "code-bucket"}})),
+            &Actor::system(),
+        )
+        .await
+        .expect("add a data bucket");
+    assert_eq!(
+        with_bucket.settings,
+        json!({
+            "auditLogRetentionDays": 365,
+            "theme": "dark",
+            "dataBuckets": {"code": "code-bucket"},
+        })
+    );
+
+    let merged = stores
+        .update_tenant(
+            &tenant.id,
+            patch(json!({
+                "dataBuckets": {"files": "files-bucket"},
+                "theme": null,
+                "artifactRetentionDays": 30,
+            })),
+            &Actor::system(),
+        )
+        .await
+        .expect("merge");
+    let want = json!({
+        "auditLogRetentionDays": 365,
+        "artifactRetentionDays": 30,
+        "dataBuckets": {"code": "code-bucket", "files": "files-bucket"},
+    });
+    assert_eq!(merged.settings, want);
+    assert_eq!(
+        stores.get_tenant(&tenant.id).await.expect("get").settings,
+        want
+    );
+
+    let removed = stores
+        .update_tenant(
+            &tenant.id,
+            patch(json!({"dataBuckets": {"code": null}, "nothing": null})),
+            &Actor::system(),
+        )
+        .await
+        .expect("remove a bucket");
+    assert_eq!(
+        removed.settings["dataBuckets"],
+        json!({"files": "files-bucket"})
+    );
+    assert_eq!(removed.settings["auditLogRetentionDays"], 365);
+
+    // The merged settings are checked whole; a refusal writes nothing.
+    for (bad, field) in [
+        (
+            json!({"dataBuckets": {"x": "Not A Bucket"}}),
+            "settings.dataBuckets.x",
+        ),
+        (
+            json!({"auditLogRetentionDays": 1}),
+            "settings.auditLogRetentionDays",
+        ),
+        (
+            json!({"dataBuckets": "code-bucket"}),
+            "settings.dataBuckets",
+        ),
+        (json!(["not", "an", "object"]), "settings"),
+    ] {
+        assert_validation(
+            stores
+                .update_tenant(&tenant.id, patch(bad), &Actor::system())
+                .await,
+            field,
+        );
+    }
+    assert_eq!(stores.get_tenant(&tenant.id).await.expect("get"), removed);
 }
 
 async fn tenant_list_pages_by_id(db: TestDb) {
@@ -990,6 +1088,7 @@ async fn tenant_max_running_caps_the_claim(db: TestDb) {
 
 both_stores!(
     tenant_create_get_and_update,
+    tenant_settings_patch_merges,
     tenant_list_pages_by_id,
     tenant_suspend_and_resume,
     invalid_tenants_are_refused_and_write_nothing,

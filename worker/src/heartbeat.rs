@@ -71,6 +71,19 @@ impl RunningSet {
         self.lock().values().filter(|h| !h.finishing).count()
     }
 
+    /// The running jobs' ids, sorted.
+    /// The jobs whose handler still runs, in id order.
+    pub(crate) fn job_ids(&self) -> Vec<JobId> {
+        let mut ids: Vec<JobId> = self
+            .lock()
+            .iter()
+            .filter(|(_, held)| !held.finishing)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     pub(crate) fn leases(&self) -> Vec<Lease> {
         self.lock()
             .iter()

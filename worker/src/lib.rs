@@ -19,5 +19,5 @@ mod stop;
 
 pub use context::JobContext;
 pub use handler::{JobError, JobHandler, JobOutput, Registry, RegistryError};
-pub use pool::{default_worker_id, PoolConfig, PoolReport, WorkerPool};
+pub use pool::{default_worker_id, PoolConfig, PoolReport, Shutdown, WorkerPool};
 pub use services::JobServices;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use longhaul_core::job::{ClaimRequest, Job};
 use longhaul_core::store::{Wake, WakeReceiver};
-use longhaul_core::{Config, JobStore};
+use longhaul_core::{Config, JobId, JobStore};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -90,6 +90,29 @@ pub struct PoolReport {
     pub handed_back: usize,
 }
 
+/// How a pool is told to stop.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Stop claiming; running jobs get the grace period.
+    pub stop: CancellationToken,
+    /// Stop waiting: running jobs are handed back now, grace period or not
+    /// (a second ctrl-c). Before `stop` it does nothing.
+    pub hand_back_now: CancellationToken,
+    /// How an operator fires `hand_back_now`, for the line logged when the
+    /// pool starts waiting (e.g. "press ctrl-c again to hand them back now").
+    pub hand_back_hint: Option<String>,
+}
+
+impl Shutdown {
+    /// Stops on `stop`; nothing cuts the grace period short.
+    pub fn on(stop: CancellationToken) -> Self {
+        Shutdown {
+            stop,
+            ..Shutdown::default()
+        }
+    }
+}
+
 pub struct WorkerPool {
     store: Arc<dyn JobStore>,
     registry: Arc<Registry>,
@@ -114,11 +137,17 @@ impl WorkerPool {
     /// Runs until `shutdown` fires, then stops claiming, lets running jobs
     /// finish within the grace period, and hands the rest back.
     pub async fn run(self, shutdown: CancellationToken) -> PoolReport {
+        self.run_with(Shutdown::on(shutdown)).await
+    }
+
+    /// [`WorkerPool::run`], with a second signal that ends the grace period
+    /// early: the running jobs are handed back at once.
+    pub async fn run_with(self, shutdown: Shutdown) -> PoolReport {
         let span = tracing::info_span!("pool", worker_id = %self.config.worker_id, queues = ?self.config.queues);
         self.run_until(shutdown).instrument(span).await
     }
 
-    async fn run_until(self, shutdown: CancellationToken) -> PoolReport {
+    async fn run_until(self, shutdown: Shutdown) -> PoolReport {
         let running = RunningSet::default();
         let companions = CancellationToken::new();
         let claim_wanted = Arc::new(Notify::new());
@@ -158,7 +187,7 @@ impl WorkerPool {
         let mut tasks = JoinSet::new();
         let claimed = self
             .claim_loop(
-                &shutdown,
+                &shutdown.stop,
                 &running,
                 &claim_wanted,
                 &slots,
@@ -167,7 +196,7 @@ impl WorkerPool {
             )
             .await;
 
-        let handed_back = self.drain(&running, &mut tasks).await;
+        let handed_back = self.drain(&running, &mut tasks, &shutdown).await;
         drop(completions);
         if tokio::time::timeout(STOP_GRACE, completer).await.is_err() {
             tracing::error!(
@@ -353,21 +382,46 @@ impl WorkerPool {
         });
     }
 
-    /// Waits up to the grace period for running jobs, then stops the rest
-    /// (they record themselves as released) and waits for them to return.
-    async fn drain(&self, running: &RunningSet, tasks: &mut JoinSet<()>) -> usize {
-        let in_grace = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.config.shutdown_grace, in_grace)
-            .await
-            .is_ok()
-        {
-            return 0;
+    /// Waits up to the grace period for running jobs (saying which, and for
+    /// how long), or until `hand_back_now` fires, then stops the rest (they
+    /// record themselves as released) and waits for them to return.
+    async fn drain(
+        &self,
+        running: &RunningSet,
+        tasks: &mut JoinSet<()>,
+        shutdown: &Shutdown,
+    ) -> usize {
+        let grace = self.config.shutdown_grace;
+        let waiting = running.job_ids();
+        if !waiting.is_empty() && !grace.is_zero() && !shutdown.hand_back_now.is_cancelled() {
+            tracing::info!(
+                "{}",
+                waiting_line(&waiting, grace, shutdown.hand_back_hint.as_deref())
+            );
         }
+        let in_grace = async { while tasks.join_next().await.is_some() {} };
+        let cut_short = tokio::select! {
+            biased;
+            _ = shutdown.hand_back_now.cancelled() => true,
+            finished = tokio::time::timeout(grace, in_grace) => {
+                if finished.is_ok() {
+                    return 0;
+                }
+                false
+            }
+        };
         let handed_back = running.handlers_running();
-        tracing::info!(
-            jobs = handed_back,
-            "grace period over; handing running jobs back"
-        );
+        if cut_short {
+            tracing::info!(
+                jobs = handed_back,
+                "handing running jobs back now, as asked"
+            );
+        } else {
+            tracing::info!(
+                jobs = handed_back,
+                "grace period over; handing running jobs back"
+            );
+        }
         running.stop_all(StopReason::Shutdown);
         let stopping = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(STOP_GRACE * 2, stopping)
@@ -378,6 +432,33 @@ impl WorkerPool {
         }
         handed_back
     }
+}
+
+/// Most job ids named in the waiting line.
+const JOBS_NAMED: usize = 5;
+
+/// "waiting up to 30 s for 2 running jobs (job_…, job_…); <hint>".
+fn waiting_line(jobs: &[JobId], grace: Duration, hint: Option<&str>) -> String {
+    let count = jobs.len();
+    let noun = if count == 1 { "job" } else { "jobs" };
+    let mut named: Vec<String> = jobs.iter().take(JOBS_NAMED).map(JobId::to_string).collect();
+    if count > JOBS_NAMED {
+        named.push(format!("and {} more", count - JOBS_NAMED));
+    }
+    let wait = if grace.subsec_millis() == 0 {
+        format!("{} s", grace.as_secs())
+    } else {
+        format!("{} ms", grace.as_millis())
+    };
+    let mut line = format!(
+        "waiting up to {wait} for {count} running {noun} ({}) to finish",
+        named.join(", ")
+    );
+    if let Some(hint) = hint {
+        line.push_str("; ");
+        line.push_str(hint);
+    }
+    line
 }
 
 /// Runs in place of a handler this worker does not have (a kind added to the
@@ -457,5 +538,34 @@ async fn run_maintenance(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_waiting_line_names_the_jobs_the_wait_and_the_way_out() {
+        let ids: Vec<JobId> = (0..7).map(|_| JobId::new()).collect();
+        let one = waiting_line(
+            &ids[..1],
+            Duration::from_secs(30),
+            Some("press ctrl-c again"),
+        );
+        assert_eq!(
+            one,
+            format!(
+                "waiting up to 30 s for 1 running job ({}) to finish; press ctrl-c again",
+                ids[0]
+            )
+        );
+        let many = waiting_line(&ids, Duration::from_millis(1500), None);
+        assert!(
+            many.starts_with("waiting up to 1500 ms for 7 running jobs ("),
+            "{many}"
+        );
+        assert!(many.contains(&ids[4].to_string()) && !many.contains(&ids[5].to_string()));
+        assert!(many.ends_with(", and 2 more) to finish"), "{many}");
     }
 }

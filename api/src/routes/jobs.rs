@@ -197,7 +197,9 @@ pub struct AttemptView {
 }
 
 impl JobView {
-    fn of(job: Job, attempts: Option<Vec<Attempt>>) -> Self {
+    /// The API's JSON of a job (and, for one job's read, its attempts); the
+    /// command line prints the same.
+    pub fn of(job: Job, attempts: Option<Vec<Attempt>>) -> Self {
         JobView {
             id: job.id,
             kind: job.kind,

@@ -61,7 +61,7 @@ fn empty_object() -> Value {
 }
 
 /// Each field given replaces the stored value whole (`quotas` all four
-/// quotas, `settings` the whole object).
+/// quotas), except `settings`, which is merged into the stored settings.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateTenant {
@@ -72,6 +72,10 @@ struct UpdateTenant {
     #[schema(min_length = 1, max_length = 64)]
     plan: Option<String>,
     quotas: Option<Quotas>,
+    /// A JSON Merge Patch (RFC 7396) of the settings: the keys given change
+    /// (objects such as `dataBuckets` merge key by key), `null` removes a
+    /// key, the others stay; the result is validated whole.
+    #[schema(example = json!({"dataBuckets": {"reports": "acme-reports"}, "gitOwners": null}))]
     settings: Option<Value>,
 }
 
@@ -215,7 +219,8 @@ async fn read(
     Ok(Json(state.stores.get_tenant(&id).await?))
 }
 
-/// Update a tenant's name, region, plan, quotas or settings.
+/// Update a tenant's name, region, plan, quotas or settings (`settings`
+/// merged as a JSON Merge Patch: `null` removes a key).
 #[utoipa::path(
     patch,
     path = "/v1/tenants/{id}",

@@ -220,8 +220,12 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// that finished before `finished_before`.
     async fn prune_finished(&self, finished_before: DateTime<Utc>, limit: u32) -> Result<u64>;
 
-    /// Jobs per state (for operators, benchmarks and tests).
+    /// Jobs per state in the whole store, every tenant's (for operators,
+    /// benchmarks and tests).
     async fn count_by_state(&self) -> Result<Vec<(JobState, i64)>>;
+
+    /// One tenant's jobs per state.
+    async fn count_by_state_of(&self, tenant_id: &str) -> Result<Vec<(JobState, i64)>>;
 
     /// Running jobs per tenant.
     async fn running_by_tenant(&self) -> Result<Vec<(String, i64)>>;

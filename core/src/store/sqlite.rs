@@ -1442,6 +1442,19 @@ impl JobStore for SqliteStore {
             .collect()
     }
 
+    async fn count_by_state_of(&self, tenant_id: &str) -> Result<Vec<(JobState, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM jobs WHERE tenant_id = ?1 GROUP BY state ORDER BY state",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .db("counting a tenant's jobs")?;
+        rows.into_iter()
+            .map(|(state, n)| Ok((state.parse()?, n)))
+            .collect()
+    }
+
     async fn running_by_tenant(&self) -> Result<Vec<(String, i64)>> {
         sqlx::query_as("SELECT tenant_id, count(*) FROM jobs WHERE state = 'running' GROUP BY tenant_id ORDER BY tenant_id")
             .fetch_all(&self.pool)

@@ -14,8 +14,11 @@
 //! `tenant_limits` (what the claim reads) in the same transaction as the
 //! tenant write, so the cap the API shows is the cap the workers keep.
 
+mod merge_patch;
 mod postgres;
 mod sqlite;
+
+pub use merge_patch::merge_patch;
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -187,7 +190,8 @@ fn empty_object() -> Value {
 
 /// A change to a tenant: each `Some` field replaces the stored value whole
 /// (`quotas` replaces all four quotas, an absent one becoming "no limit of
-/// its own"; `settings` replaces the whole object).
+/// its own"), except `settings`, a JSON Merge Patch (RFC 7396) of the stored
+/// settings: the keys it names change, `null` removes a key, the others stay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantPatch {
@@ -687,9 +691,43 @@ fn validate_patch(patch: &TenantPatch) -> Result<()> {
         validate_quotas(quotas)?;
     }
     if let Some(settings) = &patch.settings {
-        validate_settings(settings)?;
+        validate_settings_patch(settings)?;
     }
     Ok(())
+}
+
+/// A `settings` merge patch before it is applied: an object (a patch of
+/// anything else would replace the settings with a non-object), without
+/// U+0000, within the size limit. The merged settings are checked whole.
+fn validate_settings_patch(patch: &Value) -> Result<()> {
+    if !patch.is_object() {
+        return Err(Error::validation(
+            "settings",
+            "must be a JSON object (a merge patch of the settings: null removes a key)",
+        ));
+    }
+    if contains_nul(patch) {
+        return Err(Error::validation(
+            "settings",
+            "must not contain the character U+0000",
+        ));
+    }
+    let size = patch.to_string().len();
+    if size > MAX_SETTINGS_BYTES {
+        return Err(Error::validation(
+            "settings",
+            format!("are {size} bytes, larger than the {MAX_SETTINGS_BYTES}-byte limit"),
+        ));
+    }
+    Ok(())
+}
+
+/// The stored settings with a patch's merge patch applied, checked as a
+/// whole (what a tenant is created with must hold after every change too).
+fn merged_settings(mut stored: Value, patch: &Value) -> Result<Value> {
+    merge_patch(&mut stored, patch);
+    validate_settings(&stored)?;
+    Ok(stored)
 }
 
 /// The reason stored with a status: kept when suspending, cleared on resume.
@@ -887,8 +925,9 @@ pub trait TenantStore: Send + Sync {
     /// Tenants ordered by id, after the id `after` (keyset pagination).
     async fn list_tenants(&self, after: Option<&str>, limit: u32) -> Result<Vec<Tenant>>;
 
-    /// Applies the patch's `Some` fields; new quotas update `tenant_limits` in
-    /// the same transaction.
+    /// Applies the patch's `Some` fields (`settings` merged into the stored
+    /// ones, read in the same transaction); new quotas update
+    /// `tenant_limits` in the same transaction.
     async fn update_tenant(&self, id: &str, patch: TenantPatch, actor: &Actor) -> Result<Tenant>;
 
     /// Suspends (with an optional reason) or resumes (clearing the reason).

@@ -6,12 +6,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::{
     check_rotatable, grace_end, key_accepts, key_issued, key_of_tenant_checked, key_revoked,
+<<<<<<< HEAD
     key_rotated, last_used_due, new_id, reason_for, tenant_created, tenant_cursor_checked,
+=======
+    key_rotated, last_used_due, merged_settings, new_id, reason_for, tenant_created,
+>>>>>>> h5
     tenant_id_checked, tenant_status_set, tenant_updated, validate_key_request,
     validate_new_tenant, validate_patch, ApiKey, IssuedKey, KeyMaterial, KeyMode, NewTenant,
     Quotas, Role, Tenant, TenantColumns, TenantPatch, TenantStatus, TenantStore, JOINED_TENANT,
@@ -214,6 +219,19 @@ impl TenantStore for PgStore {
             .begin()
             .await
             .db("starting to update a tenant")?;
+        let settings = match &patch.settings {
+            None => None,
+            Some(change) => {
+                let stored: Option<Value> =
+                    sqlx::query_scalar("SELECT settings FROM tenants WHERE id = $1 FOR UPDATE")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .db("reading a tenant's settings")?;
+                let stored = stored.ok_or_else(|| Error::no_such("tenant", id))?;
+                Some(merged_settings(stored, change)?)
+            }
+        };
         let row = sqlx::query(
             "UPDATE tenants SET
                  name = coalesce($2, name),
@@ -236,7 +254,7 @@ impl TenantStore for PgStore {
         .bind(quotas.max_running)
         .bind(quotas.max_queued)
         .bind(quotas.creations_per_minute)
-        .bind(&patch.settings)
+        .bind(&settings)
         .bind(quotas.max_schedules)
         .fetch_optional(&mut *tx)
         .await

@@ -18,7 +18,11 @@ use sqlx::{Row, SqliteConnection};
 
 use super::{
     check_rotatable, grace_end, key_accepts, key_issued, key_of_tenant_checked, key_revoked,
+<<<<<<< HEAD
     key_rotated, last_used_due, new_id, reason_for, tenant_created, tenant_cursor_checked,
+=======
+    key_rotated, last_used_due, merged_settings, new_id, reason_for, tenant_created,
+>>>>>>> h5
     tenant_id_checked, tenant_status_set, tenant_updated, validate_key_request,
     validate_new_tenant, validate_patch, ApiKey, IssuedKey, KeyMaterial, KeyMode, NewTenant,
     Quotas, Role, Tenant, TenantColumns, TenantPatch, TenantStatus, TenantStore, JOINED_TENANT,
@@ -245,6 +249,30 @@ impl TenantStore for SqliteStore {
         let quotas = patch.quotas.unwrap_or_default();
         let now = micros(Utc::now());
         let mut w = self.begin_write("starting to update a tenant").await?;
+        let settings = match &patch.settings {
+            None => None,
+            Some(change) => {
+                let stored: Option<String> =
+                    sqlx::query_scalar("SELECT settings FROM tenants WHERE id = ?1")
+                        .bind(id)
+                        .fetch_optional(w.conn())
+                        .await
+                        .db("reading a tenant's settings")?;
+                let Some(stored) = stored else {
+                    w.rollback().await?;
+                    return Err(Error::no_such("tenant", id));
+                };
+                let stored = serde_json::from_str(&stored)
+                    .map_err(|e| Error::corrupt("tenant settings", e))?;
+                match merged_settings(stored, change) {
+                    Ok(merged) => Some(merged.to_string()),
+                    Err(error) => {
+                        w.rollback().await?;
+                        return Err(error);
+                    }
+                }
+            }
+        };
         let row = sqlx::query(
             "UPDATE tenants SET
                  name = coalesce(?2, name),
@@ -267,7 +295,7 @@ impl TenantStore for SqliteStore {
         .bind(quotas.max_running)
         .bind(quotas.max_queued)
         .bind(quotas.creations_per_minute)
-        .bind(patch.settings.as_ref().map(|settings| settings.to_string()))
+        .bind(&settings)
         .bind(now)
         .bind(quotas.max_schedules)
         .fetch_optional(w.conn())

@@ -9,7 +9,7 @@
 //! bucket, the last object done (objects are read in key order, several at a
 //! time, their results taken in order); a retried attempt resumes there, and
 //! findings it writes again are skipped by the store. Progress is in bytes
-//! read. Inline texts (kept as objects while the scan needs them) are
+//! read. Gzip objects are scanned as the text they inflate to. Inline texts (kept as objects while the scan needs them) are
 //! deleted when it ends, whatever the end.
 
 mod git;
@@ -25,6 +25,7 @@ use longhaul_core::scans::policies::compile_leakage;
 use longhaul_core::tenancy::Tenant;
 use longhaul_core::Progress;
 use longhaul_scan::custom::Allowlist;
+use longhaul_scan::engine::{is_gzip, Content};
 use longhaul_scan::{Finding, Scanner};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -223,18 +224,22 @@ impl LeakageScan {
                         Box::pin(async move {
                             let findings = if object.size <= IN_MEMORY_BYTES {
                                 let body = store.get(&object.key).await.map_err(JobError::from)?;
-                                scan_bytes(scanner, object.key.clone(), body).await?
+                                if is_gzip(&body) {
+                                    scan_stream(
+                                        scanner,
+                                        object.key.clone(),
+                                        std::io::Cursor::new(body),
+                                    )
+                                    .await?
+                                } else {
+                                    scan_bytes(scanner, object.key.clone(), body).await?
+                                }
                             } else {
                                 // Streamed through one chunk at a time.
                                 let reader =
                                     store.read(&object.key).await.map_err(JobError::from)?;
                                 let body = BlockingReader::new(reader.body);
-                                let name = object.key.clone();
-                                blocking(move || scanner.scan_reader(&name, body))
-                                    .await?
-                                    .map_err(|e| {
-                                        JobError::retryable(format!("reading {}: {e}", object.key))
-                                    })?
+                                scan_stream(scanner, object.key.clone(), body).await?
                             };
                             Ok((object.key, object.size, findings))
                         }) as Work<_>
@@ -385,6 +390,27 @@ async fn scan_bytes(
     body: Bytes,
 ) -> Result<Vec<Finding>, JobError> {
     blocking(move || scanner.scan_bytes(&name, &body, scan_threads())).await
+}
+
+/// Scans one object as a stream on a blocking thread: gzip objects as the
+/// text they inflate to (one chunk in memory whatever the size); a corrupt
+/// gzip object is skipped (and logged), as classification skips it.
+async fn scan_stream(
+    scanner: Arc<Scanner>,
+    name: String,
+    body: impl std::io::Read + Send + 'static,
+) -> Result<Vec<Finding>, JobError> {
+    let key = name.clone();
+    let content = blocking(move || scanner.scan_content(&name, body, false))
+        .await?
+        .map_err(|e| JobError::retryable(format!("reading {key}: {e}")))?;
+    Ok(match content {
+        Content::Findings(findings) => findings,
+        Content::Skipped(reason) => {
+            tracing::warn!(object = %key, ?reason, "skipped an object of a leakage scan");
+            Vec::new()
+        }
+    })
 }
 
 #[async_trait]

@@ -71,7 +71,6 @@ impl RunningSet {
         self.lock().values().filter(|h| !h.finishing).count()
     }
 
-    /// The running jobs' ids, sorted.
     /// The jobs whose handler still runs, in id order.
     pub(crate) fn job_ids(&self) -> Vec<JobId> {
         let mut ids: Vec<JobId> = self

@@ -18,15 +18,11 @@ use sqlx::{Row, SqliteConnection};
 
 use super::{
     check_rotatable, grace_end, key_accepts, key_issued, key_of_tenant_checked, key_revoked,
-<<<<<<< HEAD
-    key_rotated, last_used_due, new_id, reason_for, tenant_created, tenant_cursor_checked,
-=======
     key_rotated, last_used_due, merged_settings, new_id, reason_for, tenant_created,
->>>>>>> h5
-    tenant_id_checked, tenant_status_set, tenant_updated, validate_key_request,
-    validate_new_tenant, validate_patch, ApiKey, IssuedKey, KeyMaterial, KeyMode, NewTenant,
-    Quotas, Role, Tenant, TenantColumns, TenantPatch, TenantStatus, TenantStore, JOINED_TENANT,
-    TENANT, TENANT_ID_PREFIX,
+    tenant_cursor_checked, tenant_id_checked, tenant_status_set, tenant_updated,
+    validate_key_request, validate_new_tenant, validate_patch, ApiKey, IssuedKey, KeyMaterial,
+    KeyMode, NewTenant, Quotas, Role, Tenant, TenantColumns, TenantPatch, TenantStatus,
+    TenantStore, JOINED_TENANT, TENANT, TENANT_ID_PREFIX,
 };
 use crate::audit::{insert_change_sqlite as record, Actor};
 use crate::error::{DbContext, Error, Result};

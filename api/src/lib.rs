@@ -9,6 +9,8 @@ pub mod cache;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod job_event_hub;
+pub mod job_event_relay;
 pub mod lockout;
 pub mod metrics;
 pub mod openapi;
@@ -16,6 +18,7 @@ pub mod query;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
+pub mod stream_slots;
 
 use std::net::SocketAddr;
 

@@ -1,10 +1,11 @@
 //! What every handler shares: the stores, the validating job client, the
-//! clock, the brute-force lockout and creation rate counters, and the
-//! short-lived caches of keys and job status (`cache.rs`).
+//! clock, the brute-force lockout and creation rate counters, the
+//! short-lived caches of keys and job status (`cache.rs`), and the job event
+//! hub with the caps on event streams.
 
 use std::sync::Arc;
 
-use longhaul_core::config::ScanConfig;
+use longhaul_core::config::{EventStreamConfig, ScanConfig};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -19,9 +20,12 @@ use longhaul_core::{Catalogue, JobClient, JobId};
 use crate::cache::TtlCache;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ApiError;
+use crate::job_event_hub::JobEventHub;
+use crate::job_event_relay::JobEventRelay;
 use crate::lockout::{Lockout, MemoryLockout};
 use crate::metrics::HttpMetrics;
 use crate::rate_limit::{MemoryRateLimiter, RateLimiter};
+use crate::stream_slots::StreamSlots;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -45,6 +49,11 @@ pub struct AppState {
     pub artifacts: Option<Arc<ArtifactStores>>,
     /// Where leakage scans may read (local paths are checked against it).
     pub scans: ScanConfig,
+    /// New job events for every event stream of the process, read once per
+    /// interval (shared with other replicas through Redis when configured).
+    pub event_hub: JobEventHub,
+    /// Open event streams per key and in all.
+    pub event_streams: Arc<StreamSlots>,
 }
 
 /// A key and its tenant, by the SHA-256 of the token.
@@ -60,7 +69,13 @@ const JOB_STATUS_CACHE_CAPACITY: usize = 10_000;
 impl AppState {
     pub fn new(stores: Arc<dyn Stores>, catalogue: Arc<Catalogue>) -> Self {
         let job_store: Arc<dyn longhaul_core::JobStore> = stores.clone();
+        let defaults = EventStreamConfig::default();
         AppState {
+            event_hub: JobEventHub::local(job_store.clone(), defaults.poll_interval),
+            event_streams: Arc::new(StreamSlots::new(
+                defaults.max_per_key,
+                defaults.max_per_process,
+            )),
             jobs: JobClient::new(job_store, catalogue),
             stores,
             clock: Arc::new(SystemClock),
@@ -73,6 +88,23 @@ impl AppState {
             artifacts: None,
             scans: ScanConfig::default(),
         }
+    }
+
+    /// Event streams as configured: the hub polls every `poll_interval`
+    /// (through `relay` when Redis is configured) and streams are capped.
+    /// Replaces the hub, so call it before serving.
+    pub fn with_event_streams(
+        mut self,
+        config: EventStreamConfig,
+        relay: Option<Arc<JobEventRelay>>,
+    ) -> Self {
+        let store = self.jobs.store().clone();
+        self.event_hub = match relay {
+            Some(relay) => JobEventHub::relayed(store, config.poll_interval, relay),
+            None => JobEventHub::local(store, config.poll_interval),
+        };
+        self.event_streams = Arc::new(StreamSlots::new(config.max_per_key, config.max_per_process));
+        self
     }
 
     pub fn with_scan_config(mut self, scans: ScanConfig) -> Self {

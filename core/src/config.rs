@@ -54,6 +54,31 @@ pub struct Config {
     pub artifacts: ArtifactConfig,
     /// Where leakage scans may fetch from.
     pub scans: ScanConfig,
+    /// How the API serves `GET /v1/jobs/{id}/events` streams.
+    pub event_streams: EventStreamConfig,
+}
+
+/// Server-Sent Event streams of jobs in an API process: one read of the
+/// database per interval serves them all, and their number is capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventStreamConfig {
+    /// How often the process (or, with Redis, the one replica holding the
+    /// lease) reads new events of the followed jobs.
+    pub poll_interval: Duration,
+    /// Streams one API key may hold open in one process.
+    pub max_per_key: usize,
+    /// Streams one process holds open at most.
+    pub max_per_process: usize,
+}
+
+impl Default for EventStreamConfig {
+    fn default() -> Self {
+        EventStreamConfig {
+            poll_interval: Duration::from_millis(250),
+            max_per_key: 20,
+            max_per_process: 2000,
+        }
+    }
 }
 
 /// Sources of leakage scans beyond what a request carries.
@@ -264,6 +289,18 @@ const SETTINGS: &[Setting] = &[
             "0..=10000: API reuse of a job's status for polling clients; 0 disables (default 250)",
     },
     Setting {
+        name: "LONGHAUL_SSE_POLL_INTERVAL_MS",
+        help: "10..=60000: how often an API process reads new events for its job event streams (default 250)",
+    },
+    Setting {
+        name: "LONGHAUL_SSE_MAX_STREAMS_PER_KEY",
+        help: "1..=100000: open job event streams per API key and process (default 20)",
+    },
+    Setting {
+        name: "LONGHAUL_SSE_MAX_STREAMS",
+        help: "1..=1000000: open job event streams per API process (default 2000)",
+    },
+    Setting {
         name: "LONGHAUL_ARTIFACT_STORE",
         help: "local or s3: where job artifacts go (default local)",
     },
@@ -440,6 +477,16 @@ impl Config {
         let misfire_seconds = reader.number("LONGHAUL_MISFIRE_THRESHOLD_SECONDS", 60u64, 1, 3600);
         let auth_cache_ms = reader.number("LONGHAUL_AUTH_CACHE_MS", 2000u64, 0, 60_000);
         let job_status_cache_ms = reader.number("LONGHAUL_JOB_STATUS_CACHE_MS", 250u64, 0, 10_000);
+        let event_streams = EventStreamConfig {
+            poll_interval: Duration::from_millis(reader.number(
+                "LONGHAUL_SSE_POLL_INTERVAL_MS",
+                250u64,
+                10,
+                60_000,
+            )),
+            max_per_key: reader.number("LONGHAUL_SSE_MAX_STREAMS_PER_KEY", 20usize, 1, 100_000),
+            max_per_process: reader.number("LONGHAUL_SSE_MAX_STREAMS", 2000usize, 1, 1_000_000),
+        };
 
         let artifacts = reader.artifacts(&data_dir, api_addr);
         let scans = reader.scans();
@@ -468,6 +515,7 @@ impl Config {
             job_status_cache_ttl: Duration::from_millis(job_status_cache_ms),
             artifacts,
             scans,
+            event_streams,
         })
     }
 
@@ -730,6 +778,7 @@ mod tests {
         assert_eq!(config.default_max_running_per_tenant, None);
         assert_eq!(config.redis_url, None);
         assert!(!config.trust_forwarded_for);
+        assert_eq!(config.event_streams, EventStreamConfig::default());
         assert_eq!(
             config.artifacts.backend,
             ArtifactBackend::Local {
@@ -831,6 +880,9 @@ mod tests {
             ("LONGHAUL_WORKER_CONCURRENCY", "24"),
             ("LONGHAUL_DEFAULT_MAX_RUNNING_PER_TENANT", "3"),
             ("LONGHAUL_POLL_INTERVAL_MS", "50"),
+            ("LONGHAUL_SSE_POLL_INTERVAL_MS", "40"),
+            ("LONGHAUL_SSE_MAX_STREAMS_PER_KEY", "3"),
+            ("LONGHAUL_SSE_MAX_STREAMS", "100"),
         ]))
         .expect("valid");
         assert_eq!(config.database_url, "postgres://u@h/db");
@@ -839,6 +891,14 @@ mod tests {
         assert_eq!(config.worker_concurrency, 24);
         assert_eq!(config.default_max_running_per_tenant, Some(3));
         assert_eq!(config.poll_interval, Duration::from_millis(50));
+        assert_eq!(
+            config.event_streams,
+            EventStreamConfig {
+                poll_interval: Duration::from_millis(40),
+                max_per_key: 3,
+                max_per_process: 100,
+            }
+        );
     }
 
     #[test]

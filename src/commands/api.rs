@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use longhaul_api::job_event_relay::{self, JobEventRelay};
 use longhaul_api::lockout::{Lockout, MemoryLockout, RedisLockout, REDIS_NAMESPACE};
 use longhaul_api::rate_limit::{self, MemoryRateLimiter, RateLimiter, RedisRateLimiter};
 use longhaul_api::AppState;
@@ -30,14 +31,17 @@ pub async fn listen(config: &Config) -> anyhow::Result<tokio::net::TcpListener> 
 }
 
 /// The API's shared state as the configuration asks: counters (Redis or in
-/// process), proxy trust, the key and job-status caches, artifact storage.
+/// process), proxy trust, the key and job-status caches, artifact storage,
+/// job event streams (polled through Redis by one replica when configured).
 pub async fn app_state(
     config: &Config,
     stores: Arc<dyn Stores>,
     artifacts: Arc<ArtifactStores>,
 ) -> anyhow::Result<AppState> {
     let (lockout, rate_limiter) = counters(config).await?;
+    let relay = event_relay(config).await?;
     Ok(AppState::new(stores, Arc::new(Catalogue::builtin()))
+        .with_event_streams(config.event_streams, relay)
         .with_artifacts(artifacts)
         .with_scan_config(config.scans.clone())
         .with_lockout(lockout)
@@ -73,4 +77,23 @@ pub async fn counters(config: &Config) -> anyhow::Result<(Arc<dyn Lockout>, Arc<
             Arc::new(MemoryRateLimiter::new()),
         )),
     }
+}
+
+/// The job event relay when `LONGHAUL_REDIS_URL` is set: one replica polls
+/// the database for every replica's event streams (start-up fails if Redis
+/// is unreachable; later outages fall back to polling in each process).
+async fn event_relay(config: &Config) -> anyhow::Result<Option<Arc<JobEventRelay>>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let relay = JobEventRelay::connect(url, job_event_relay::REDIS_NAMESPACE)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to Redis at {} (LONGHAUL_REDIS_URL) for job event streams",
+                runtime::redact(url)
+            )
+        })?;
+    tracing::info!(redis = %runtime::redact(url), "job event streams shared through Redis");
+    Ok(Some(Arc::new(relay)))
 }

@@ -2789,3 +2789,63 @@ async fn a_retried_job_queues_behind_current_work(db: TestDb) {
 }
 
 both_stores!(a_retried_job_queues_behind_current_work);
+
+// ---- events of several jobs (the API's event hub) ------------------------------
+
+/// `events_of_jobs` reads, in one query, each job's events after its own
+/// cursor, at most `per_job` of each, ordered by id and across tenants; a job
+/// without events (or that does not exist) adds nothing.
+async fn events_of_jobs_reads_each_job_after_its_cursor(db: TestDb) {
+    let client = client(&db);
+    let a = enqueue_and_claim(&db, &client, noop(TENANT)).await;
+    let b = enqueue_and_claim(&db, &client, noop(OTHER)).await;
+    for current in 1..=3 {
+        for job in [&a, &b] {
+            let progress = Progress {
+                current,
+                total: Some(3),
+                unit: None,
+                message: None,
+            };
+            db.store
+                .set_progress(job.lease(), &progress)
+                .await
+                .expect("progress");
+        }
+    }
+    let quiet = enqueue(&client, noop(TENANT)).await;
+    let of_a = db.store.job_events(TENANT, a.id, 0, 100).await.expect("a");
+    let of_b = db.store.job_events(OTHER, b.id, 0, 100).await.expect("b");
+    assert_eq!(
+        (of_a.len(), of_b.len()),
+        (4, 4),
+        "started + 3 progress each"
+    );
+
+    let cursors = [(a.id, of_a[0].id), (b.id, 0), (quiet, 0), (JobId::new(), 0)];
+    let got = db
+        .store
+        .events_of_jobs(&cursors, 2)
+        .await
+        .expect("events of jobs");
+    let mut expected: Vec<_> = of_a[1..3].iter().chain(&of_b[..2]).cloned().collect();
+    expected.sort_by_key(|event| event.id);
+    assert_eq!(got, expected);
+
+    // From a job's newest event, nothing; no cursors, no query result.
+    let newest = [(a.id, of_a[3].id), (b.id, of_b[3].id)];
+    assert!(db
+        .store
+        .events_of_jobs(&newest, 10)
+        .await
+        .expect("none new")
+        .is_empty());
+    assert!(db
+        .store
+        .events_of_jobs(&[], 10)
+        .await
+        .expect("no jobs")
+        .is_empty());
+}
+
+both_stores!(events_of_jobs_reads_each_job_after_its_cursor);

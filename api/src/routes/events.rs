@@ -3,9 +3,13 @@
 //! transitions) as it is written, then the final state, and the stream ends.
 //!
 //! Events come from the job's event log in the database, so a subscriber on
-//! any API replica sees every event, Redis or not; `Last-Event-ID` resumes
-//! after the last event a client saw.
+//! any API replica sees every event; `Last-Event-ID` resumes after the last
+//! event a client saw. A stream does not poll: it reads the database when it
+//! opens (and to catch up after a resume or a lag), then follows the
+//! process's [`JobEventHub`], which reads new events for all streams at once.
+//! Streams are capped per key and per process (`429 rate_limited`).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -23,12 +27,15 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiPath;
-use crate::openapi::{LockedOut, Unauthorized};
+use crate::job_event_hub::{Following, JobEventHub, Next};
+use crate::openapi::Unauthorized;
 use crate::state::AppState;
+use crate::stream_slots::StreamSlot;
 
-/// How often a stream looks for new events.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Events read per query when a stream reads the database itself.
 const PAGE: u32 = 500;
+/// Event kinds after which the job may have ended.
+const TERMINAL_KINDS: [&str; 3] = ["succeeded", "failed", "cancelled"];
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(events))
@@ -42,6 +49,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// `succeeded`, …; `id:` its log id; data: `{at, attempt, data}`), then the
 /// final `state` once the job has finished, and the stream ends.
 /// `Last-Event-ID` resumes after the entry a client last saw.
+///
+/// A key may hold `LONGHAUL_SSE_MAX_STREAMS_PER_KEY` (20) streams open on one
+/// API server, which serves `LONGHAUL_SSE_MAX_STREAMS` (2,000) at most; past
+/// either, `429 rate_limited` with `Retry-After` (`details.scope`: `key` or
+/// `process`). A closed stream frees its place at once.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}/events",
@@ -60,7 +72,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 403, description = "`forbidden`: needs a tenant key", body = ErrorBody),
         (status = 404, description = "`not_found`: no such job in the caller's tenant",
             body = ErrorBody),
-        LockedOut,
+        (status = 429, description = "`rate_limited`: the key (`details.scope: key`) or the server \
+            (`process`) has as many event streams open as allowed; or `brute_force_lockout`",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 async fn events(
@@ -73,6 +88,7 @@ async fn events(
     let id: JobId = id
         .parse()
         .map_err(|_| ApiError::not_found(format!("job {id} not found")))?;
+    let slot = state.event_streams.acquire(&caller.key.id)?;
     let resume_after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -87,12 +103,21 @@ async fn events(
     let job = state.jobs.get(&tenant_id, id).await?;
     let follow = Follow {
         jobs: state.jobs.clone(),
+        hub: state.event_hub.clone(),
         tenant_id,
         id,
         after,
-        pending: vec![state_event(&job)],
+        pending: VecDeque::from([state_event(&job)]),
+        // A resumed stream first reads what it missed; a new one has nothing
+        // to read and joins the hub at once.
+        phase: if resume_after.is_some() {
+            Phase::Read { until: None }
+        } else {
+            Phase::Join
+        },
+        following: None,
         done: job.state.is_terminal(),
-        finished: false,
+        _slot: slot,
     };
     let stream = stream::unfold(follow, |mut follow| async move {
         let event = follow.next().await?;
@@ -117,58 +142,126 @@ async fn latest_event_id(jobs: &JobClient, tenant_id: &str, id: JobId) -> Result
     }
 }
 
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading the job's log from the database after `after`, a page per
+    /// step, until a short page or past `until`.
+    Read { until: Option<i64> },
+    /// Joining the hub (then reading what the hub will not deliver).
+    Join,
+    /// Following the hub.
+    Live,
+}
+
 /// The state of one stream.
 struct Follow {
     jobs: JobClient,
+    hub: JobEventHub,
     tenant_id: String,
     id: JobId,
+    /// The newest event sent (or where the stream started).
     after: i64,
-    /// Events ready to send, oldest last.
-    pending: Vec<Event>,
-    /// The job reached a terminal state: send what is pending, then end.
+    /// Events ready to send, oldest first.
+    pending: VecDeque<Event>,
+    phase: Phase,
+    following: Option<Following>,
+    /// The job reached a terminal state (or the stream failed): send what is
+    /// pending, then end.
     done: bool,
-    finished: bool,
+    /// The stream's place under the caps, freed when it is dropped.
+    _slot: StreamSlot,
 }
 
 impl Follow {
     async fn next(&mut self) -> Option<Event> {
         loop {
-            if let Some(event) = self.pending.pop() {
+            if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
-            if self.done || self.finished {
+            if self.done {
                 return None;
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
-            if let Err(error) = self.poll().await {
+            if let Err(error) = self.step().await {
                 tracing::warn!(job_id = %self.id, %error, "event stream ended on a read error");
-                self.finished = true;
+                self.done = true;
             }
         }
     }
 
-    /// Reads new events; on a terminal one, appends the final state.
-    async fn poll(&mut self) -> longhaul_core::Result<()> {
-        let events = self
-            .jobs
-            .events(&self.tenant_id, self.id, self.after, PAGE)
-            .await?;
-        let mut ready = Vec::with_capacity(events.len() + 1);
-        let mut terminal = false;
-        for event in &events {
-            self.after = event.id;
-            terminal |= matches!(event.kind.as_str(), "succeeded" | "failed" | "cancelled");
-            ready.push(log_event(event));
+    /// Moves the stream on: reads a page, joins the hub, or waits for the
+    /// hub's next event.
+    async fn step(&mut self) -> longhaul_core::Result<()> {
+        match self.phase {
+            Phase::Read { until } => {
+                let page = self
+                    .jobs
+                    .events(&self.tenant_id, self.id, self.after, PAGE)
+                    .await?;
+                let full = page.len() == PAGE as usize;
+                self.accept(page.iter()).await?;
+                if !full || until.is_some_and(|until| self.after >= until) {
+                    self.phase = if self.following.is_some() {
+                        Phase::Live
+                    } else {
+                        Phase::Join
+                    };
+                }
+            }
+            Phase::Join => {
+                let (following, cursor) = self.hub.follow(self.id, self.after).await;
+                self.following = Some(following);
+                // Events up to the hub's cursor were dispatched before this
+                // stream listened: read them here.
+                self.phase = if cursor > self.after {
+                    Phase::Read {
+                        until: Some(cursor),
+                    }
+                } else {
+                    Phase::Live
+                };
+            }
+            Phase::Live => {
+                let Some(following) = self.following.as_mut() else {
+                    self.phase = Phase::Join;
+                    return Ok(());
+                };
+                match following.next().await {
+                    Some(Next::Event(event)) => self.accept([event.as_ref()]).await?,
+                    // Read what the channel dropped, then follow again.
+                    Some(Next::Lagged) => self.phase = Phase::Read { until: None },
+                    None => {
+                        tracing::warn!(job_id = %self.id, "the job event hub closed a stream");
+                        self.done = true;
+                    }
+                }
+            }
         }
-        if terminal || events.is_empty() {
+        Ok(())
+    }
+
+    /// Queues the events not sent yet; after a terminal one, the final
+    /// state if the job has indeed ended.
+    async fn accept<'e>(
+        &mut self,
+        events: impl IntoIterator<Item = &'e JobEvent>,
+    ) -> longhaul_core::Result<()> {
+        let mut terminal = false;
+        for event in events {
+            if event.id <= self.after {
+                continue;
+            }
+            self.after = event.id;
+            terminal |= TERMINAL_KINDS.contains(&event.kind.as_str());
+            self.pending.push_back(log_event(event));
+        }
+        if terminal {
             let job = self.jobs.get(&self.tenant_id, self.id).await?;
             if job.state.is_terminal() {
-                ready.push(state_event(&job));
+                self.pending.push_back(state_event(&job));
                 self.done = true;
             }
         }
-        ready.reverse();
-        self.pending = ready;
         Ok(())
     }
 }

@@ -151,6 +151,15 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<JobEvent>>;
 
+    /// New events of several jobs in one query (the API's event hub, which
+    /// serves every open event stream of a process with one read per tick):
+    /// for each `(job, after)` of `cursors` (each job named once), up to
+    /// `per_job` of its events with id greater than `after`, ordered by id.
+    /// Not scoped to a tenant: the hub checked each stream's tenant when the
+    /// stream opened. Jobs that do not exist simply have no events.
+    async fn events_of_jobs(&self, cursors: &[(JobId, i64)], per_job: u32)
+        -> Result<Vec<JobEvent>>;
+
     /// Queued → cancelled at once; running → `cancel_requested` (the worker
     /// stops the handler). A finished job is a conflict. Done by the system
     /// (see [`JobStore::cancel_as`]).

@@ -630,6 +630,18 @@ const RELEASED_SQL: &str = finish_statement!(
     data: "NULL::jsonb"
 );
 
+/// New events of several jobs (`$1` ids, `$2` the id each has seen, `$3`
+/// per job): one `job_events_job_idx` range per job, each at most `$3` rows.
+const EVENTS_OF_JOBS_SQL: &str = "
+    SELECT e.id, e.job_id, e.at, e.attempt, e.kind, e.data
+    FROM unnest($1::uuid[], $2::int8[]) AS f(job_id, after)
+    CROSS JOIN LATERAL (
+        SELECT id, job_id, at, attempt, kind, data FROM job_events
+        WHERE job_id = f.job_id AND id > f.after
+        ORDER BY id LIMIT $3
+    ) e
+    ORDER BY e.id";
+
 #[async_trait]
 impl JobStore for PgStore {
     fn backend(&self) -> Backend {
@@ -875,6 +887,37 @@ impl JobStore for PgStore {
                 Ok(JobEvent {
                     id: row.try_get("id").db("reading event id")?,
                     job_id: id,
+                    at: row.try_get("at").db("reading event time")?,
+                    attempt: row.try_get("attempt").db("reading event attempt")?,
+                    kind: row.try_get("kind").db("reading event kind")?,
+                    data: row.try_get("data").db("reading event data")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn events_of_jobs(
+        &self,
+        cursors: &[(JobId, i64)],
+        per_job: u32,
+    ) -> Result<Vec<JobEvent>> {
+        if cursors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = cursors.iter().map(|(id, _)| id.as_uuid()).collect();
+        let afters: Vec<i64> = cursors.iter().map(|(_, after)| *after).collect();
+        let rows = sqlx::query(EVENTS_OF_JOBS_SQL)
+            .bind(&ids)
+            .bind(&afters)
+            .bind(i64::from(per_job))
+            .fetch_all(&self.pool)
+            .await
+            .db("reading new events of followed jobs")?;
+        rows.iter()
+            .map(|row| {
+                Ok(JobEvent {
+                    id: row.try_get("id").db("reading event id")?,
+                    job_id: JobId::from_uuid(row.try_get("job_id").db("reading event job")?),
                     at: row.try_get("at").db("reading event time")?,
                     attempt: row.try_get("attempt").db("reading event attempt")?,
                     kind: row.try_get("kind").db("reading event kind")?,

@@ -789,6 +789,20 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
     })
 }
 
+/// New events of several jobs: `?1` a JSON array of `[id hex, the id it
+/// has seen]`, `?2` rows per job. One `job_events_job_idx` range per job.
+const EVENTS_OF_JOBS_SQL: &str = "
+    SELECT id, job_id, at, attempt, kind, data FROM (
+        SELECT e.id, e.job_id, e.at, e.attempt, e.kind, e.data,
+               row_number() OVER (PARTITION BY e.job_id ORDER BY e.id) AS nth
+        FROM json_each(?1) AS f
+        JOIN job_events e
+          ON e.job_id = unhex(json_extract(f.value, '$[0]'))
+         AND e.id > json_extract(f.value, '$[1]')
+    )
+    WHERE nth <= ?2
+    ORDER BY id";
+
 #[async_trait]
 impl JobStore for SqliteStore {
     fn backend(&self) -> Backend {
@@ -976,6 +990,41 @@ impl JobStore for SqliteStore {
                 Ok(JobEvent {
                     id: row.try_get("id").db("reading event id")?,
                     job_id: id,
+                    at: time_at(row, "at", "reading event time")?,
+                    attempt: row.try_get("attempt").db("reading event attempt")?,
+                    kind: row.try_get("kind").db("reading event kind")?,
+                    data: optional_json_at(row, "data", "reading event data")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn events_of_jobs(
+        &self,
+        cursors: &[(JobId, i64)],
+        per_job: u32,
+    ) -> Result<Vec<JobEvent>> {
+        if cursors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let followed = Value::Array(
+            cursors
+                .iter()
+                .map(|(id, after)| serde_json::json!([hex(id.as_uuid()), after]))
+                .collect(),
+        )
+        .to_string();
+        let rows = sqlx::query(EVENTS_OF_JOBS_SQL)
+            .bind(followed)
+            .bind(i64::from(per_job))
+            .fetch_all(&self.pool)
+            .await
+            .db("reading new events of followed jobs")?;
+        rows.iter()
+            .map(|row| {
+                Ok(JobEvent {
+                    id: row.try_get("id").db("reading event id")?,
+                    job_id: JobId::from_uuid(row.try_get("job_id").db("reading event job")?),
                     at: time_at(row, "at", "reading event time")?,
                     attempt: row.try_get("attempt").db("reading event attempt")?,
                     kind: row.try_get("kind").db("reading event kind")?,

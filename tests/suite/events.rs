@@ -532,6 +532,12 @@ impl JobStore for CountingStore {
     async fn count_by_state(&self) -> longhaul_core::Result<Vec<(JobState, i64)>> {
         self.count().count_by_state().await
     }
+    async fn count_by_state_of(
+        &self,
+        tenant_id: &str,
+    ) -> longhaul_core::Result<Vec<(JobState, i64)>> {
+        self.count().count_by_state_of(tenant_id).await
+    }
     async fn running_by_tenant(&self) -> longhaul_core::Result<Vec<(String, i64)>> {
         self.count().running_by_tenant().await
     }

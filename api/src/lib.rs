@@ -9,11 +9,14 @@ pub mod cache;
 pub mod clock;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod lockout;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
+pub mod request_id;
 pub mod routes;
+pub mod server;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -26,10 +29,9 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
+pub use limits::MAX_BODY_BYTES;
+pub use server::{serve_on, ServeOptions};
 pub use state::AppState;
-
-/// Largest request body accepted (bigger answers 413 in the error format).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -59,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(limits::enforce))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -82,21 +85,27 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(
+            request_id::keep_only_acceptable,
+        ))
         .with_state(state)
 }
 
-/// Serves the API on `addr` until `shutdown` resolves.
+/// Serves the API on `addr` until `shutdown` resolves, within `options`'
+/// connection limits.
 pub async fn serve(
     addr: SocketAddr,
     state: AppState,
+    options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "API listening");
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    tracing::info!(
+        %addr,
+        max_connections = options.max_connections,
+        header_read_timeout = ?options.header_read_timeout,
+        idle_timeout = ?options.idle_timeout,
+        "API listening"
+    );
+    serve_on(listener, router(state), options, shutdown).await
 }

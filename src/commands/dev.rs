@@ -93,9 +93,12 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let api_shutdown = shutdown.clone();
-    let served = longhaul_api::serve(config.api_addr, state, async move {
-        api_shutdown.cancelled().await
-    })
+    let served = longhaul_api::serve(
+        config.api_addr,
+        state,
+        runtime::serve_options(&config),
+        async move { api_shutdown.cancelled().await },
+    )
     .await;
     shutdown.cancel();
     worker.await?;

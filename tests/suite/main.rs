@@ -5,6 +5,7 @@
 #[macro_use]
 mod harness;
 mod http;
+mod wire;
 
 mod api;
 mod artifact_sweeper;
@@ -16,11 +17,14 @@ mod events;
 mod exports;
 mod lockout;
 mod openapi;
+mod outage;
 mod process;
 mod quotas;
+mod request_ids;
 mod runtime;
 mod scans;
 mod scheduler_processes;
 mod schedules;
 mod support;
 mod tenancy;
+mod transport;

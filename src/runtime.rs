@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use longhaul_core::artifacts::ArtifactStores;
+use longhaul_core::store::PoolSettings;
 use longhaul_core::tenancy::Stores;
 use longhaul_core::Config;
 use longhaul_worker::JobServices;
@@ -35,6 +36,31 @@ fn colour_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 
 /// Connects to the configured store (jobs and tenancy).
 pub async fn connect(config: &Config) -> anyhow::Result<Arc<dyn Stores>> {
+    connect_pool(config, PoolSettings::new(config.database_max_connections)).await
+}
+
+/// Connects to the configured store for the API role: its requests wait
+/// `LONGHAUL_API_DATABASE_ACQUIRE_TIMEOUT_MS` for a connection, then answer 503.
+pub async fn connect_for_requests(config: &Config) -> anyhow::Result<Arc<dyn Stores>> {
+    let pool = PoolSettings::new(config.database_max_connections)
+        .with_acquire_timeout(config.api_database_acquire_timeout);
+    connect_pool(config, pool).await
+}
+
+/// The API's connection limits as configured (the cap follows the open-file
+/// limit unless set).
+pub fn serve_options(config: &Config) -> longhaul_api::ServeOptions {
+    let defaults = longhaul_api::ServeOptions::default();
+    longhaul_api::ServeOptions {
+        max_connections: config
+            .api_max_connections
+            .unwrap_or(defaults.max_connections),
+        header_read_timeout: config.api_header_read_timeout,
+        idle_timeout: config.api_idle_timeout,
+    }
+}
+
+async fn connect_pool(config: &Config, pool: PoolSettings) -> anyhow::Result<Arc<dyn Stores>> {
     if let Some(path) = config.database_url.strip_prefix("sqlite://") {
         if let Some(parent) = std::path::Path::new(path)
             .parent()
@@ -44,7 +70,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Arc<dyn Stores>> {
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
     }
-    longhaul_core::tenancy::connect_stores(&config.database_url, config.database_max_connections)
+    longhaul_core::tenancy::connect_stores_pool(&config.database_url, pool)
         .await
         .with_context(|| format!("connecting to {}", redact(&config.database_url)))
 }

@@ -32,7 +32,8 @@ pub struct ErrorDetail {
     /// Stable and machine-readable: `validation_error`, `not_found`,
     /// `unauthorized`, `forbidden`, `tenant_suspended`, `conflict`,
     /// `rate_limited`, `quota_exceeded`, `brute_force_lockout`,
-    /// `payload_too_large`, `internal`, …
+    /// `payload_too_large`, `uri_too_long`, `headers_too_large`,
+    /// `service_unavailable`, `internal`, …
     #[schema(example = "not_found")]
     pub code: String,
     /// For people; may change.
@@ -55,6 +56,10 @@ pub struct ApiError {
 /// `Retry-After` (seconds) of a `429 quota_exceeded`: queued jobs leave the
 /// queue as workers claim them, so this is an estimate, not a promise.
 pub const QUEUE_FULL_RETRY_AFTER_SECS: u64 = 30;
+
+/// `Retry-After` (seconds) while the database cannot be reached: about a
+/// restart's or a failover's time.
+pub const DATABASE_UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -101,6 +106,18 @@ impl ApiError {
 
     pub fn conflict(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// `503 service_unavailable` with `Retry-After`: the database cannot be
+    /// reached now (nothing was changed, or the change was rolled back).
+    pub fn database_unavailable() -> Self {
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "the database cannot be reached right now; retry shortly",
+        );
+        error.retry_after = Some(DATABASE_UNAVAILABLE_RETRY_AFTER_SECS);
+        error
     }
 
     pub fn internal() -> Self {
@@ -168,6 +185,10 @@ impl From<longhaul_core::Error> for ApiError {
                 ),
             )
             .with_details(json!({ "limit": limit, "current": current, "resource": what })),
+            unavailable if unavailable.is_store_unavailable() => {
+                tracing::warn!(error = %unavailable, "the database is unavailable");
+                ApiError::database_unavailable()
+            }
             other => {
                 tracing::error!(error = %other, "request failed");
                 ApiError::internal()

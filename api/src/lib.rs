@@ -11,12 +11,15 @@ pub mod error;
 pub mod extract;
 pub mod job_event_hub;
 pub mod job_event_relay;
+pub mod limits;
 pub mod lockout;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod rate_limit;
+pub mod request_id;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod stream_slots;
 
@@ -30,10 +33,9 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
+pub use limits::MAX_BODY_BYTES;
+pub use server::{serve_on, ServeOptions};
 pub use state::AppState;
-
-/// Largest request body accepted (bigger answers 413 in the error format).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -63,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(limits::enforce))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -86,6 +89,9 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(
+            request_id::keep_only_acceptable,
+        ))
         .with_state(state)
 }
 
@@ -97,29 +103,33 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
         .map_err(|error| std::io::Error::new(error.kind(), format!("binding {addr}: {error}")))
 }
 
-/// Serves the API on `addr` until `shutdown` resolves.
+/// Serves the API on `addr` until `shutdown` resolves, within `options`'
+/// connection limits.
 pub async fn serve(
     addr: SocketAddr,
     state: AppState,
+    options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_on(bind(addr).await?, state, shutdown).await
+    serve_listener(bind(addr).await?, state, options, shutdown).await
 }
 
 /// Serves the API on a bound listener until `shutdown` resolves (bind
 /// first, so a process reports a taken port before it announces anything).
-pub async fn serve_on(
+pub async fn serve_listener(
     listener: tokio::net::TcpListener,
     state: AppState,
+    options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "API listening");
+        tracing::info!(
+            %addr,
+            max_connections = options.max_connections,
+            header_read_timeout = ?options.header_read_timeout,
+            idle_timeout = ?options.idle_timeout,
+            "API listening"
+        );
     }
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_on(listener, router(state), options, shutdown).await
 }

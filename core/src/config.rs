@@ -34,6 +34,18 @@ pub struct Config {
     pub log: String,
     /// Where the API listens.
     pub api_addr: std::net::SocketAddr,
+    /// Most connections the API holds open at once; past it a new connection
+    /// is answered `503` and closed (None: three quarters of the process's
+    /// open-file limit, the rest left for the database pool, files and logs).
+    pub api_max_connections: Option<usize>,
+    /// How long a client has to send a request's head (request line and
+    /// headers), from its first byte or from the connection's opening.
+    pub api_header_read_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub api_idle_timeout: Duration,
+    /// How long an API request waits for a database connection (or SQLite's
+    /// write lock) before answering `503 service_unavailable`.
+    pub api_database_acquire_timeout: Duration,
     /// `redis://…` or `rediss://…`: shared counters for API replicas (None: in-process).
     pub redis_url: Option<String>,
     /// The API is behind a trusted proxy: take the client IP from `X-Forwarded-For`.
@@ -271,6 +283,22 @@ const SETTINGS: &[Setting] = &[
         help: "address the API listens on (default 127.0.0.1:8080)",
     },
     Setting {
+        name: "LONGHAUL_API_MAX_CONNECTIONS",
+        help: "1..=1000000: connections the API holds at once, more get 503 (default 3/4 of the open-file limit)",
+    },
+    Setting {
+        name: "LONGHAUL_API_HEADER_READ_TIMEOUT_SECONDS",
+        help: "1..=300: time a client has to send a request's headers (default 10)",
+    },
+    Setting {
+        name: "LONGHAUL_API_IDLE_TIMEOUT_SECONDS",
+        help: "1..=3600: an idle keep-alive connection is closed after this (default 60)",
+    },
+    Setting {
+        name: "LONGHAUL_API_DATABASE_ACQUIRE_TIMEOUT_MS",
+        help: "100..=60000: an API request's wait for a database connection before 503 (default 3000)",
+    },
+    Setting {
         name: "LONGHAUL_REDIS_URL",
         help: "redis://… or rediss://… shared by API replicas (default: none, in-process)",
     },
@@ -463,6 +491,23 @@ impl Config {
                 default_api_addr
             }),
         };
+        let api_max_connections = reader
+            .text("LONGHAUL_API_MAX_CONNECTIONS")
+            .map(|_| reader.number("LONGHAUL_API_MAX_CONNECTIONS", 1usize, 1, 1_000_000));
+        let api_header_read_timeout = Duration::from_secs(reader.number(
+            "LONGHAUL_API_HEADER_READ_TIMEOUT_SECONDS",
+            10u64,
+            1,
+            300,
+        ));
+        let api_idle_timeout =
+            Duration::from_secs(reader.number("LONGHAUL_API_IDLE_TIMEOUT_SECONDS", 60u64, 1, 3600));
+        let api_database_acquire_timeout = Duration::from_millis(reader.number(
+            "LONGHAUL_API_DATABASE_ACQUIRE_TIMEOUT_MS",
+            3000u64,
+            100,
+            60_000,
+        ));
         let redis_url = reader.text("LONGHAUL_REDIS_URL").map(str::to_string);
         if let Some(url) = &redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -508,6 +553,10 @@ impl Config {
             job_retention: Duration::from_secs(retention_days * 86_400),
             log,
             api_addr,
+            api_max_connections,
+            api_header_read_timeout,
+            api_idle_timeout,
+            api_database_acquire_timeout,
             redis_url,
             trust_forwarded_for,
             misfire_threshold: Duration::from_secs(misfire_seconds),
@@ -787,6 +836,43 @@ mod tests {
         );
         assert_eq!(config.artifacts.public_url, "http://127.0.0.1:8080");
         assert_eq!(config.artifacts.download_link_ttl, Duration::from_secs(300));
+        assert_eq!(config.api_max_connections, None);
+        assert_eq!(config.api_header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.api_idle_timeout, Duration::from_secs(60));
+        assert_eq!(
+            config.api_database_acquire_timeout,
+            Duration::from_millis(3000)
+        );
+    }
+
+    #[test]
+    fn reads_the_api_connection_limits() {
+        let config = Config::from_vars(vars(&[
+            ("LONGHAUL_API_MAX_CONNECTIONS", "500"),
+            ("LONGHAUL_API_HEADER_READ_TIMEOUT_SECONDS", "5"),
+            ("LONGHAUL_API_IDLE_TIMEOUT_SECONDS", "30"),
+            ("LONGHAUL_API_DATABASE_ACQUIRE_TIMEOUT_MS", "1500"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.api_max_connections, Some(500));
+        assert_eq!(config.api_header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.api_idle_timeout, Duration::from_secs(30));
+        assert_eq!(
+            config.api_database_acquire_timeout,
+            Duration::from_millis(1500)
+        );
+        let text = Config::from_vars(vars(&[
+            ("LONGHAUL_API_MAX_CONNECTIONS", "0"),
+            ("LONGHAUL_API_DATABASE_ACQUIRE_TIMEOUT_MS", "10"),
+        ]))
+        .expect_err("invalid")
+        .to_string();
+        for needle in [
+            "LONGHAUL_API_MAX_CONNECTIONS=\"0\": must be a whole number from 1 to 1000000",
+            "LONGHAUL_API_DATABASE_ACQUIRE_TIMEOUT_MS=\"10\": must be a whole number from 100 to 60000",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
     }
 
     #[test]

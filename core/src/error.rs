@@ -93,6 +93,50 @@ impl Error {
             message: message.to_string(),
         }
     }
+
+    /// Whether the database could not be reached or could not answer now
+    /// (no connection within the acquire timeout, a connection refused or
+    /// dropped, a server shutting down or starting up, too many connections,
+    /// a SQLite database locked past the busy timeout): worth retrying later,
+    /// not a fault of the request or of the data.
+    pub fn is_store_unavailable(&self) -> bool {
+        match self {
+            Error::Database { source, .. } => unavailable(source),
+            _ => false,
+        }
+    }
+}
+
+fn unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                // Class 08: connection exceptions; 57P01-57P03: admin or
+                // crash shutdown, cannot connect now; 53300: too many
+                // connections.
+                code.starts_with("08") || ["57P01", "57P02", "57P03", "53300"].contains(&&*code)
+            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Extended result codes whose primary code is SQLITE_BUSY (5)
+                // or SQLITE_LOCKED (6).
+                code.parse::<i32>()
+                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
 }
 
 /// Attaches the name of the store operation to a sqlx error.

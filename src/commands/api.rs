@@ -14,12 +14,18 @@ use longhaul_core::{Catalogue, Config};
 use crate::runtime;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let stores = runtime::connect(&config).await?;
+    let stores = runtime::connect_for_requests(&config).await?;
     let artifacts = runtime::artifact_stores(&config).await?;
     let state = app_state(&config, stores, artifacts).await?;
     let listener = listen(&config).await?;
     let shutdown = runtime::shutdown_on_signal().stop;
-    longhaul_api::serve_on(listener, state, async move { shutdown.cancelled().await }).await?;
+    longhaul_api::serve_listener(
+        listener,
+        state,
+        runtime::serve_options(&config),
+        async move { shutdown.cancelled().await },
+    )
+    .await?;
     Ok(())
 }
 

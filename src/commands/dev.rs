@@ -129,9 +129,10 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
         shutdown.stop.clone(),
     ));
     let api_shutdown = shutdown.stop.clone();
-    let served = longhaul_api::serve_on(
+    let served = longhaul_api::serve_listener(
         listener,
         state,
+        runtime::serve_options(&config),
         async move { api_shutdown.cancelled().await },
     )
     .await;

@@ -158,3 +158,26 @@ pub async fn send_raw(router: &Router, request: Request<Body>) -> (StatusCode, H
         String::from_utf8_lossy(&bytes).into_owned(),
     )
 }
+
+/// A new tenant and an admin key of it.
+pub async fn tenant_with_admin_key(stores: &dyn Stores, name: &str) -> (tenancy::Tenant, String) {
+    let tenant = stores
+        .create_tenant(
+            tenancy::NewTenant::new(name, "eu", "standard"),
+            &longhaul_core::audit::Actor::system(),
+        )
+        .await
+        .expect("tenant");
+    let key = stores
+        .issue_api_key(
+            Some(&tenant.id),
+            "test",
+            tenancy::Role::Admin,
+            tenancy::KeyMode::Live,
+            &longhaul_core::audit::Actor::system(),
+        )
+        .await
+        .expect("key")
+        .secret;
+    (tenant, key)
+}

@@ -5,6 +5,7 @@
 #[macro_use]
 mod harness;
 mod http;
+mod wire;
 
 mod api;
 mod artifact_sweeper;
@@ -18,8 +19,10 @@ mod exports;
 mod freezing_proxy;
 mod lockout;
 mod openapi;
+mod outage;
 mod process;
 mod quotas;
+mod request_ids;
 mod runtime;
 mod scans;
 mod scheduler_processes;
@@ -27,4 +30,5 @@ mod schedules;
 mod stalls;
 mod support;
 mod tenancy;
+mod transport;
 mod validation;

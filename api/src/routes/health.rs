@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, DATABASE_UNAVAILABLE_RETRY_AFTER_SECS};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -49,8 +49,8 @@ async fn healthz() -> Json<HealthStatus> {
     responses(
         (status = 200, description = "The database is reachable: `{\"status\": \"ready\"}`",
             body = HealthStatus),
-        (status = 503, description = "`not_ready`: the database is not reachable",
-            body = ErrorBody),
+        (status = 503, description = "`not_ready`: the database is not reachable \
+            (`Retry-After` in seconds)", body = ErrorBody),
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<HealthStatus>, ApiError> {
@@ -58,11 +58,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<HealthStatus>, Api
         Ok(()) => Ok(Json(HealthStatus { status: "ready" })),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
-            Err(ApiError::new(
+            let mut not_ready = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
                 "the database is not reachable",
-            ))
+            );
+            not_ready.retry_after = Some(DATABASE_UNAVAILABLE_RETRY_AFTER_SECS);
+            Err(not_ready)
         }
     }
 }

@@ -9,6 +9,7 @@
 //! nothing and answers [`Error::LeaseLost`].
 
 mod migrations;
+mod pool;
 mod postgres;
 mod sqlite;
 mod wake;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+pub use pool::{PoolSettings, DEFAULT_ACQUIRE_TIMEOUT};
 pub(crate) use postgres::meter_created as pg_meter_created;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -245,10 +247,15 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://…`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn JobStore>> {
+    connect_pool(url, PoolSettings::new(max_connections)).await
+}
+
+/// [`connect`] with a pool's size and acquire timeout.
+pub async fn connect_pool(url: &str, pool: PoolSettings) -> Result<Arc<dyn JobStore>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url, max_connections).await?))
+        Ok(Arc::new(PgStore::connect_pool(url, pool).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+        Ok(Arc::new(SqliteStore::connect_pool(url, pool).await?))
     } else {
         Err(Error::validation(
             "database url",

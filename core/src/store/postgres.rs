@@ -18,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{ConnectOptions, PgConnection, Row};
 use uuid::Uuid;
 
+use super::pool::{probe_postgres, PoolSettings};
 use super::wake::{Wake, WakeHub, WakeReceiver, CANCEL_CHANNEL, QUEUE_CHANNEL};
 use super::{
     check_max_queued, count_created, idempotency_conflict, job_cancelled, job_creations,
@@ -198,10 +199,15 @@ pub struct PgStore {
 impl PgStore {
     /// Connects a pool (`max_connections`) to the database the URL names.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_pool(url, PoolSettings::new(max_connections)).await
+    }
+
+    /// Connects a pool of the given size and acquire timeout.
+    pub async fn connect_pool(url: &str, pool: PoolSettings) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)
             .db("parsing the database url")?
             .log_statements(tracing::log::LevelFilter::Trace);
-        Self::connect_with(options, max_connections).await
+        Self::connect_with(options, pool).await
     }
 
     /// Every session ends a transaction left idle for [`IDLE_IN_TRANSACTION_TIMEOUT`]:
@@ -209,15 +215,16 @@ impl PgStore {
     /// connection) gives back the rows and locks it holds within seconds, so
     /// it cannot stop the claims or schedule fires of every other process.
     /// No transaction of this store waits on anything but its own statements.
-    pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Result<Self> {
+    pub async fn connect_with(options: PgConnectOptions, pool: PoolSettings) -> Result<Self> {
         let options = options.options([(
             "idle_in_transaction_session_timeout",
             IDLE_IN_TRANSACTION_TIMEOUT,
         )]);
+        probe_postgres(&options, pool.acquire_timeout).await?;
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .min_connections(1.min(max_connections))
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(pool.max_connections)
+            .min_connections(1.min(pool.max_connections))
+            .acquire_timeout(pool.acquire_timeout)
             .connect_with(options)
             .await
             .db("connecting to PostgreSQL")?;

@@ -31,6 +31,7 @@ use sqlx::{ConnectOptions, Executor, Row, Sqlite, SqliteConnection, Transaction}
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
+use super::pool::PoolSettings;
 use super::wake::{Wake, WakeHub, WakeReceiver};
 use super::{
     check_max_queued, count_created, idempotency_conflict, job_cancelled, job_creations,
@@ -91,23 +92,29 @@ impl SqliteStore {
     /// Opens (creating if missing, folder included) the database file the URL
     /// names, with a pool of `max_connections`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_pool(url, PoolSettings::new(max_connections)).await
+    }
+
+    /// Opens the database with a pool of the given size; a write waits for
+    /// the database's write lock as long as a caller waits for a connection.
+    pub async fn connect_pool(url: &str, pool: PoolSettings) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .db("parsing the database url")?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(pool.acquire_timeout)
             .log_statements(tracing::log::LevelFilter::Trace);
         create_parent_dir(options.get_filename())?;
-        Self::connect_with(options, max_connections).await
+        Self::connect_with(options, pool).await
     }
 
-    pub async fn connect_with(options: SqliteConnectOptions, max_connections: u32) -> Result<Self> {
+    pub async fn connect_with(options: SqliteConnectOptions, pool: PoolSettings) -> Result<Self> {
         let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .min_connections(1.min(max_connections))
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(pool.max_connections)
+            .min_connections(1.min(pool.max_connections))
+            .acquire_timeout(pool.acquire_timeout)
             .connect_with(options)
             .await
             .db("opening the SQLite database")?;

@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::nul::contains_nul;
 use crate::scans::ScanStore;
 use crate::schedule::ScheduleStore;
-use crate::store::{JobStore, PgStore, SqliteStore};
+use crate::store::{JobStore, PgStore, PoolSettings, SqliteStore};
 
 // ---- model -------------------------------------------------------------------
 
@@ -1014,10 +1014,16 @@ where
 /// Opens the store a URL names (`postgres://…` or `sqlite://…`), as
 /// [`crate::store::connect`] does, with both of its faces.
 pub async fn connect_stores(url: &str, max_connections: u32) -> Result<Arc<dyn Stores>> {
+    connect_stores_pool(url, PoolSettings::new(max_connections)).await
+}
+
+/// [`connect_stores`] with a pool's size and acquire timeout (the API's
+/// requests wait less for a connection than workers do).
+pub async fn connect_stores_pool(url: &str, pool: PoolSettings) -> Result<Arc<dyn Stores>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url, max_connections).await?))
+        Ok(Arc::new(PgStore::connect_pool(url, pool).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+        Ok(Arc::new(SqliteStore::connect_pool(url, pool).await?))
     } else {
         Err(Error::validation(
             "database url",

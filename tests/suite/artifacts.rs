@@ -254,6 +254,11 @@ async fn local_store_contract() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// What to do when `moto_server` cannot be started (5.2.1 answers
+/// CompleteMultipartUpload with a root element aws-sdk-s3 cannot parse).
+const MOTO_MISSING: &str = "moto_server (moto 5.2.5 or later) must be installed: \
+    pip install 'moto[server]>=5.2.5' (see the README's prerequisites)";
+
 /// A `moto_server` on a free 127.0.0.1 port, killed when dropped.
 pub struct Moto {
     child: tokio::process::Child,
@@ -273,10 +278,10 @@ impl Moto {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("moto_server must be installed (pip install 'moto[server]'), see README");
+            .unwrap_or_else(|error| panic!("{MOTO_MISSING}: {error}"));
         for _ in 0..300 {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("moto_server exited at start: {status}");
+                panic!("moto_server exited at start: {status}; {MOTO_MISSING}");
             }
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await

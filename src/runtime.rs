@@ -113,7 +113,8 @@ pub fn redact(url: &str) -> String {
 /// How to cut a worker's grace period short, as its waiting line says.
 pub const HAND_BACK_HINT: &str = "press ctrl-c (or send SIGTERM) again to hand them back now";
 
-/// The first SIGTERM or ctrl-c fires `stop` (no new claims; running jobs
+/// Call before announcing that ctrl-c stops the process. The first SIGTERM
+/// or ctrl-c fires `stop` (no new claims; running jobs
 /// get the grace period; the API closes); a second one fires
 /// `hand_back_now` (running jobs are handed back at once).
 pub fn shutdown_on_signal() -> Shutdown {
@@ -123,8 +124,10 @@ pub fn shutdown_on_signal() -> Shutdown {
         hand_back_hint: Some(HAND_BACK_HINT.to_string()),
     };
     let (stop, hand_back_now) = (shutdown.stop.clone(), shutdown.hand_back_now.clone());
+    // Listening from here on (not from when the task first runs): a signal
+    // right after this call is ours, not the default that kills the process.
+    let mut signals = Signals::listen();
     tokio::spawn(async move {
-        let mut signals = Signals::listen();
         signals.next().await;
         tracing::info!(
             "shutdown signal received: no new claims; running jobs get the grace period"

@@ -60,6 +60,8 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     pool_config.queues = queues.into_iter().collect();
     pool_config.concurrency = usize::from(args.concurrency);
 
+    // Signals are ours before the banner says how to stop.
+    let shutdown = runtime::shutdown_on_signal();
     let base = format!("http://{api_addr}");
     println!(
         "Longhaul dev: store {}",
@@ -116,7 +118,6 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
         pool_config.shutdown_grace.as_secs()
     );
 
-    let shutdown = runtime::shutdown_on_signal();
     let job_store: Arc<dyn JobStore> = stores.clone();
     let pool = WorkerPool::new(job_store, registry, pool_config);
     let worker = tokio::spawn(pool.run_with(shutdown.clone()));

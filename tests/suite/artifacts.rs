@@ -333,6 +333,11 @@ fn moto_versions_are_compared_by_number() {
     assert!(parse_version("5.10.0").unwrap() >= MIN_MOTO);
 }
 
+/// What to do when `moto_server` cannot be started (5.2.1 answers
+/// CompleteMultipartUpload with a root element aws-sdk-s3 cannot parse).
+const MOTO_MISSING: &str = "moto_server (moto 5.2.5 or later) must be installed: \
+    pip install 'moto[server]>=5.2.5' (see the README's prerequisites)";
+
 /// A `moto_server` on a free 127.0.0.1 port, killed when dropped.
 pub struct Moto {
     child: tokio::process::Child,
@@ -353,10 +358,10 @@ impl Moto {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("moto_server must be installed (pip install 'moto[server]'), see README");
+            .unwrap_or_else(|error| panic!("{MOTO_MISSING}: {error}"));
         for _ in 0..300 {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("moto_server exited at start: {status}");
+                panic!("moto_server exited at start: {status}; {MOTO_MISSING}");
             }
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await

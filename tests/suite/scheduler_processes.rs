@@ -1,9 +1,12 @@
-//! `longhaul scheduler` processes on one PostgreSQL database: three for two
-//! and a half minutes, one of them killed with SIGKILL and restarted halfway
-//! (a per-second schedule and 50 per-minute ones get exactly one job per fire
-//! time, none missing, none doubled); and a lone scheduler killed and
-//! restarted after a gap longer than the misfire threshold (`skip` leaves the
-//! gap empty, `fire_once` fills it with one job).
+//! `longhaul scheduler` processes on one PostgreSQL database: three for 24
+//! seconds, one of them killed with SIGKILL just as 50 schedules come due
+//! together and restarted 4 s later (a per-second schedule and 50 every-five-
+//! seconds ones get exactly one job per fire time, none missing, none
+//! doubled); and a lone scheduler killed and restarted after a gap longer
+//! than the misfire threshold (`skip` leaves the gap empty, `fire_once`
+//! fills it with one job). Seconds-level crons give the burst of 50 due
+//! schedules that replicas contend for every five seconds, where per-minute
+//! ones needed more than two minutes for two bursts.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -19,7 +22,12 @@ use serde_json::json;
 use crate::harness::{self, TestDb};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_longhaul");
-const RUN_FOR: Duration = Duration::from_secs(150);
+/// How long the replicas run.
+const RUN_FOR: Duration = Duration::from_secs(24);
+/// How often the 50 burst schedules fire together (their cron: `*/5 * * * * *`).
+const BURST_EVERY_SECONDS: i64 = 5;
+/// How long the killed replica stays down.
+const DOWN_FOR: Duration = Duration::from_secs(4);
 
 fn spawn_scheduler(db: &TestDb) -> Child {
     spawn_scheduler_with(db, &[])
@@ -133,7 +141,7 @@ async fn three_scheduler_processes_fire_every_time_exactly_once() {
             stores
                 .create_schedule(
                     Some(&tenant.id),
-                    &new_schedule(&format!("every minute {i}"), "* * * * *"),
+                    &new_schedule(&format!("every five seconds {i}"), "*/5 * * * * *"),
                     None,
                     created_at,
                     &Actor::system(),
@@ -143,14 +151,21 @@ async fn three_scheduler_processes_fire_every_time_exactly_once() {
         );
     }
 
+    let started = tokio::time::Instant::now();
     let mut replicas: Vec<Child> = (0..3).map(|_| spawn_scheduler(&db)).collect();
-    tokio::time::sleep(RUN_FOR / 2).await;
-    // A replica dies without warning and comes back 10 s later.
+    // A replica dies without warning just as the 50 schedules come due
+    // together (it may be inside their fire transaction), and comes back
+    // DOWN_FOR later.
+    tokio::time::sleep(RUN_FOR / 2 - Duration::from_secs(3)).await;
+    let burst = chrono::Duration::seconds(BURST_EVERY_SECONDS);
+    let next_burst = Utc::now().duration_trunc(burst).expect("burst") + burst;
+    let until_burst = (next_burst - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(until_burst + Duration::from_millis(15)).await;
     replicas[0].kill().expect("SIGKILL a scheduler");
     replicas[0].wait().expect("reaping it");
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(DOWN_FOR).await;
     replicas[0] = spawn_scheduler(&db);
-    tokio::time::sleep(RUN_FOR / 2 - Duration::from_secs(10)).await;
+    tokio::time::sleep_until(started + RUN_FOR).await;
     let stopping_at = Utc::now();
     for replica in &mut replicas {
         stop(replica);
@@ -183,20 +198,23 @@ async fn three_scheduler_processes_fire_every_time_exactly_once() {
     );
     assert!(last <= stopped_at);
 
-    // The per-minute schedules: every minute boundary of the run, once.
-    let minute = chrono::Duration::minutes(1);
-    let mut boundary = created_at.duration_trunc(minute).expect("minute") + minute;
+    // The burst schedules: every five-second boundary of the run, once.
+    let mut boundary = created_at.duration_trunc(burst).expect("burst") + burst;
     let mut expected = vec![];
     while boundary + chrono::Duration::seconds(2) < stopping_at {
         expected.push(boundary);
-        boundary += minute;
+        boundary += burst;
     }
     assert!(
-        expected.len() >= 2,
-        "the run covers at least two minute boundaries"
+        expected.len() >= 4,
+        "the run covers at least four bursts: {expected:?}"
+    );
+    assert!(
+        expected.contains(&next_burst),
+        "the kill was inside the run"
     );
     for schedule in &schedules {
-        let got = fired.get(&schedule.id).expect("per-minute fires");
+        let got = fired.get(&schedule.id).expect("burst fires");
         let got_times: Vec<DateTime<Utc>> = got
             .keys()
             .copied()

@@ -2,7 +2,8 @@
 //! for every request: a body that is not JSON at all is `400 bad_request`
 //! (`415` without a JSON content type, `413` over the size limit); every
 //! problem with one field (a wrong type, a value out of range, an unknown or
-//! missing field, U+0000 in any text) is `422 validation_error` naming it in
+//! missing field, U+0000 in any text, a number over 1e308 in magnitude) is
+//! `422 validation_error` naming it in
 //! `details.field`, by its path in the body (`patterns[0].pattern`) or its
 //! query parameter name. Integers may be written as whole floats (`7.0`).
 //! Path segments are ids: one that cannot name anything (U+0000, not UTF-8)
@@ -36,6 +37,12 @@ where
             return Err(ApiError::validation(
                 field_or_body(&path),
                 "must not contain the NUL character (\\u0000)",
+            ));
+        }
+        if let Some(path) = huge_number_path(&value, &mut String::new()) {
+            return Err(ApiError::validation(
+                field_or_body(&path),
+                format!("numbers must be at most {MAX_NUMBER:e} in magnitude"),
             ));
         }
         whole_floats_as_integers(&mut value);
@@ -124,6 +131,40 @@ fn field_or_body(path: &str) -> &str {
     }
 }
 
+/// The largest magnitude of a number in a body. PostgreSQL keeps a JSON
+/// number exactly and prints it back in full (`1.79e308` as 309 digits),
+/// and numbers that close to `f64::MAX` do not parse back: a stored one would
+/// make its row unreadable (a tenant's settings, and with them its keys).
+const MAX_NUMBER: f64 = 1e308;
+
+/// Where the first number over [`MAX_NUMBER`] in magnitude is.
+fn huge_number_path(value: &Value, path: &mut String) -> Option<String> {
+    match value {
+        Value::Number(number) => number
+            .as_f64()
+            .filter(|n| number.is_f64() && n.abs() > MAX_NUMBER)
+            .map(|_| path.clone()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{index}]"));
+            let found = huge_number_path(item, path);
+            path.truncate(len);
+            found
+        }),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+            let found = huge_number_path(item, path);
+            path.truncate(len);
+            found
+        }),
+        _ => None,
+    }
+}
+
 /// `7.0` → `7` wherever a number is a whole float in the range of `i64` or
 /// `u64`: JSON has one number type, and clients that write every number as
 /// a float (`"priority": 7.0`) mean the integer. `7.5` stays a float, and a
@@ -162,6 +203,17 @@ mod tests {
             json!({"a": 7, "b": [7.5, -3, 1e300], "c": "7.0", "d": 2})
         );
         assert!(value["a"].is_i64());
+    }
+
+    #[test]
+    fn numbers_near_the_float_maximum_are_found() {
+        let body = json!({"a": [1, {"b": 1.7976931348623155e308}], "c": 1e308});
+        assert_eq!(
+            huge_number_path(&body, &mut String::new()).as_deref(),
+            Some("a[1].b")
+        );
+        let fine = json!({"c": 1e308, "d": -1e300, "e": u64::MAX, "f": i64::MIN});
+        assert_eq!(huge_number_path(&fine, &mut String::new()), None);
     }
 
     #[test]

@@ -630,6 +630,46 @@ async fn bad_fields_are_422_with_their_camel_case_name(db: TestDb) {
     broken.assert_error(StatusCode::BAD_REQUEST, "bad_request");
 }
 
+/// A number PostgreSQL would store but not give back (near `f64::MAX`) is
+/// refused: stored in a tenant's settings it made every read of the tenant,
+/// and so every request of its keys, a 500 (found by Schemathesis).
+async fn numbers_that_would_not_read_back_are_refused(db: TestDb) {
+    let api = api(&db).await;
+    let tenant = format!("/v1/tenants/{}", api.tenant.id);
+    api.refused(
+        Method::PATCH,
+        &tenant,
+        Some(json!({"settings": {"limit": 1.797_693_134_862_315_5e308}})),
+        "settings.limit",
+    )
+    .await;
+    api.refused(
+        Method::POST,
+        "/v1/jobs",
+        Some(json!({"kind": "system.noop", "params": {"x": [-1.797_693_134_862_315_5e308]}})),
+        "params.x[0]",
+    )
+    .await;
+    let read = api.call(Method::GET, &tenant, &api.operator, None).await;
+    read.assert_status(StatusCode::OK);
+    // Large numbers short of it are kept.
+    let patched = api
+        .call(
+            Method::PATCH,
+            &tenant,
+            &api.operator,
+            Some(json!({"settings": {"limit": 1e300}})),
+        )
+        .await;
+    patched.assert_status(StatusCode::OK);
+    let read = api.call(Method::GET, &tenant, &api.operator, None).await;
+    read.assert_status(StatusCode::OK);
+    assert_eq!(read.body["settings"]["limit"].as_f64(), Some(1e300));
+    api.call(Method::GET, "/v1/jobs", &api.admin, None)
+        .await
+        .assert_status(StatusCode::OK);
+}
+
 /// An integer written as a whole float (`7.0`) is that integer, in bodies
 /// and query strings.
 async fn whole_floats_are_accepted_where_integers_are_expected(db: TestDb) {
@@ -877,5 +917,6 @@ both_stores!(
     tenant_listing_refuses_a_garbage_cursor,
     bad_fields_are_422_with_their_camel_case_name,
     whole_floats_are_accepted_where_integers_are_expected,
+    numbers_that_would_not_read_back_are_refused,
     openapi_carries_the_enforced_constraints,
 );

@@ -835,10 +835,10 @@ async fn update_incident(
     let tenant = caller.tenant_role(Role::Developer)?;
     let fingerprint = incident_fingerprint(&id)?;
     if let Some(note) = &body.note {
-        if note.chars().count() > 1000 || note.contains('\0') {
+        if note.chars().count() > 1000 {
             return Err(ApiError::validation(
                 "note",
-                "must be at most 1000 characters, without NUL",
+                "must be at most 1000 characters",
             ));
         }
     }

@@ -14,6 +14,7 @@ mod caches;
 mod conformance;
 mod events;
 mod exports;
+mod failures;
 mod lockout;
 mod openapi;
 mod process;

@@ -362,6 +362,7 @@ both_stores!(
     finish_succeeded,
     finish_failed_with_attempts_left_schedules_retry,
     failures_keep_the_raw_error_and_show_a_public_one,
+    success_completes_a_progress_with_a_total,
     finish_failed_on_last_attempt_fails,
     finish_failed_permanent_fails_at_once,
     finish_cancelled,
@@ -1541,6 +1542,56 @@ async fn failures_keep_the_raw_error_and_show_a_public_one(db: TestDb) {
     assert_eq!(history[0].error.as_deref(), Some(raw), "history keeps it");
     assert_eq!(history[0].public_error.as_ref(), Some(&public));
     assert_eq!(history[1].error, None);
+}
+
+/// A succeeded job shows its progress complete when it had a total (the last
+/// value written may lag: an attempt resumed from a checkpoint with nothing
+/// left to do writes none); a progress without a total is left as it was.
+async fn success_completes_a_progress_with_a_total(db: TestDb) {
+    let client = client(&db);
+    let counted = enqueue_and_claim(&db, &client, noop(TENANT)).await;
+    let progress = Progress {
+        current: 3,
+        total: Some(4),
+        unit: Some("steps".into()),
+        message: Some("step 3".into()),
+    };
+    db.store
+        .set_progress(counted.lease(), &progress)
+        .await
+        .expect("progress");
+    succeed(&db, counted.lease()).await;
+    let done = get(&db, TENANT, counted.id).await;
+    assert_eq!(
+        done.progress,
+        Some(Progress {
+            current: 4,
+            ..progress
+        })
+    );
+
+    let open_ended = enqueue_and_claim(&db, &client, noop(TENANT)).await;
+    let bytes = Progress {
+        current: 1234,
+        total: None,
+        unit: Some("bytes".into()),
+        message: None,
+    };
+    db.store
+        .set_progress(open_ended.lease(), &bytes)
+        .await
+        .expect("progress");
+    let applied = db
+        .store
+        .complete_many(&[(open_ended.lease(), json!({}))])
+        .await
+        .expect("complete");
+    assert_eq!(applied, [open_ended.id]);
+    assert_eq!(get(&db, TENANT, open_ended.id).await.progress, Some(bytes));
+
+    let silent = enqueue_and_claim(&db, &client, noop(TENANT)).await;
+    succeed(&db, silent.lease()).await;
+    assert_eq!(get(&db, TENANT, silent.id).await.progress, None);
 }
 
 async fn finish_failed_with_attempts_left_schedules_retry(db: TestDb) {

@@ -1152,7 +1152,10 @@ impl JobStore for PgStore {
              done AS (
                 UPDATE jobs j SET state = 'succeeded', result = i.result::jsonb, finished_at = now(),
                                   lease_expires_at = NULL,
-                                  last_error = NULL, error_code = NULL, error_message = NULL
+                                  last_error = NULL, error_code = NULL, error_message = NULL,
+                                  progress = CASE WHEN jsonb_typeof(j.progress -> 'total') = 'number'
+                                                  THEN jsonb_set(j.progress, '{current}', j.progress -> 'total')
+                                                  ELSE j.progress END
                 FROM input i WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = 'running'
                 RETURNING j.id, j.tenant_id, j.attempt, j.worker_id, j.started_at
              ),

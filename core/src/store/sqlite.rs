@@ -1306,7 +1306,10 @@ impl JobStore for SqliteStore {
         let now = now_micros();
         let applied: Vec<Uuid> = sqlx::query_scalar(
             "UPDATE jobs SET state = 'succeeded', result = c.done_result, finished_at = ?2, lease_expires_at = NULL,
-                 last_error = NULL, error_code = NULL, error_message = NULL
+                 last_error = NULL, error_code = NULL, error_message = NULL,
+                 progress = CASE WHEN json_type(progress, '$.total') IN ('integer', 'real')
+                                 THEN json_set(progress, '$.current', json_extract(progress, '$.total'))
+                                 ELSE progress END
              FROM (SELECT unhex(value ->> 0) AS done_id, value ->> 1 AS done_attempt, value ->> 2 AS done_result
                    FROM json_each(?1)) AS c
              WHERE jobs.id = c.done_id AND jobs.attempt = c.done_attempt AND jobs.state = 'running'

@@ -23,6 +23,19 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// After failures of the platform under a job (the object store or the
+    /// database unavailable, see [`crate::failure::FailureCode::is_transient`]):
+    /// 15 s, 30 s, 1 min, 2 min, 4 min, 8 min, then 10 min (±20 %), so that
+    /// an outage of a few minutes does not use up a job's attempts in
+    /// seconds (5 attempts span about 4 minutes of back-off, 8 about 25).
+    pub const fn transient() -> Backoff {
+        Backoff {
+            base: Duration::from_secs(15),
+            max: Duration::from_secs(600),
+            jitter: 0.2,
+        }
+    }
+
     /// The delay before the next attempt after `failures` failed attempts (1-based).
     pub fn delay(&self, failures: i32) -> Duration {
         let exponent = failures.saturating_sub(1).clamp(0, 30) as u32;
@@ -53,6 +66,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn transient_failures_back_off_for_minutes() {
+        let backoff = Backoff::transient();
+        let expected = [15.0, 30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0];
+        for (failures, seconds) in (1..).zip(expected) {
+            let got = backoff.delay(failures).as_secs_f64();
+            assert!(
+                got >= seconds * 0.8 - 0.001 && got <= seconds * 1.2 + 0.001,
+                "failures={failures}: {got}s not within 20% of {seconds}s"
+            );
+        }
+        let four: f64 = (1..=4).map(|f| backoff.delay(f).as_secs_f64()).sum();
+        assert!(four >= 180.0, "4 back-offs span {four}s");
     }
 
     #[test]

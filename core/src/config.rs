@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::artifacts::S3Timeouts;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +174,8 @@ pub enum ArtifactBackend {
         buckets: BTreeMap<String, S3Bucket>,
         endpoint_url: Option<String>,
         force_path_style: bool,
+        /// Bounds on every request (artifact and data buckets alike).
+        timeouts: S3Timeouts,
     },
 }
 
@@ -347,6 +350,18 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "LONGHAUL_S3_FORCE_PATH_STYLE",
         help: "true/false: path-style bucket addressing (default false)",
+    },
+    Setting {
+        name: "LONGHAUL_S3_CONNECT_TIMEOUT_SECONDS",
+        help: "1..=300: time to open a connection to S3 (default 5)",
+    },
+    Setting {
+        name: "LONGHAUL_S3_READ_TIMEOUT_SECONDS",
+        help: "1..=3600: time from sending an S3 request (body included) to the first byte of its answer (default 30)",
+    },
+    Setting {
+        name: "LONGHAUL_S3_ATTEMPT_TIMEOUT_SECONDS",
+        help: "1..=3600: time for one attempt of an S3 operation, whole (default 120)",
     },
     Setting {
         name: "LONGHAUL_DOWNLOAD_LINK_SECONDS",
@@ -692,7 +707,13 @@ impl<'a> Reader<'a> {
     ) -> ArtifactConfig {
         let backend = match self.text("LONGHAUL_ARTIFACT_STORE").unwrap_or("local") {
             "local" => {
-                for name in ["LONGHAUL_S3_BUCKETS", "LONGHAUL_S3_ENDPOINT_URL"] {
+                for name in [
+                    "LONGHAUL_S3_BUCKETS",
+                    "LONGHAUL_S3_ENDPOINT_URL",
+                    "LONGHAUL_S3_CONNECT_TIMEOUT_SECONDS",
+                    "LONGHAUL_S3_READ_TIMEOUT_SECONDS",
+                    "LONGHAUL_S3_ATTEMPT_TIMEOUT_SECONDS",
+                ] {
                     if let Some(value) = self.text(name) {
                         self.problem(name, value, "is only read when LONGHAUL_ARTIFACT_STORE=s3");
                     }
@@ -732,6 +753,7 @@ impl<'a> Reader<'a> {
                     buckets,
                     endpoint_url,
                     force_path_style: self.flag("LONGHAUL_S3_FORCE_PATH_STYLE", false),
+                    timeouts: self.s3_timeouts(),
                 }
             }
             other => {
@@ -770,6 +792,28 @@ impl<'a> Reader<'a> {
             signing_secret,
             public_url,
             retention: Duration::from_secs(retention_days * 86_400),
+        }
+    }
+
+    fn s3_timeouts(&mut self) -> S3Timeouts {
+        let default = S3Timeouts::default();
+        let seconds = |reader: &mut Self, name: &str, default: Duration, max: u64| {
+            Duration::from_secs(reader.number(name, default.as_secs(), 1, max))
+        };
+        S3Timeouts {
+            connect: seconds(
+                self,
+                "LONGHAUL_S3_CONNECT_TIMEOUT_SECONDS",
+                default.connect,
+                300,
+            ),
+            read: seconds(self, "LONGHAUL_S3_READ_TIMEOUT_SECONDS", default.read, 3600),
+            attempt: seconds(
+                self,
+                "LONGHAUL_S3_ATTEMPT_TIMEOUT_SECONDS",
+                default.attempt,
+                3600,
+            ),
         }
     }
 
@@ -876,6 +920,44 @@ mod tests {
     }
 
     #[test]
+    fn reads_s3_timeouts_and_refuses_them_without_s3() {
+        let config = Config::from_vars(vars(&[
+            ("LONGHAUL_ARTIFACT_STORE", "s3"),
+            ("LONGHAUL_S3_BUCKETS", "us=lh-us"),
+            ("LONGHAUL_S3_CONNECT_TIMEOUT_SECONDS", "2"),
+            ("LONGHAUL_S3_READ_TIMEOUT_SECONDS", "10"),
+            ("LONGHAUL_S3_ATTEMPT_TIMEOUT_SECONDS", "60"),
+        ]))
+        .expect("valid");
+        let ArtifactBackend::S3 { timeouts, .. } = &config.artifacts.backend else {
+            panic!("expected s3, got {:?}", config.artifacts.backend)
+        };
+        assert_eq!(
+            *timeouts,
+            S3Timeouts {
+                connect: Duration::from_secs(2),
+                read: Duration::from_secs(10),
+                attempt: Duration::from_secs(60),
+            }
+        );
+        let err = Config::from_vars(vars(&[
+            ("LONGHAUL_ARTIFACT_STORE", "s3"),
+            ("LONGHAUL_S3_BUCKETS", "us=lh-us"),
+            ("LONGHAUL_S3_READ_TIMEOUT_SECONDS", "0"),
+        ]))
+        .expect_err("zero is refused")
+        .to_string();
+        assert!(err.contains("LONGHAUL_S3_READ_TIMEOUT_SECONDS"), "{err}");
+        let err = Config::from_vars(vars(&[("LONGHAUL_S3_ATTEMPT_TIMEOUT_SECONDS", "60")]))
+            .expect_err("only read for s3")
+            .to_string();
+        assert!(
+            err.contains("only read when LONGHAUL_ARTIFACT_STORE=s3"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn reads_s3_buckets_per_region_and_refuses_half_settings() {
         let config = Config::from_vars(vars(&[
             ("LONGHAUL_ARTIFACT_STORE", "s3"),
@@ -892,10 +974,12 @@ mod tests {
             buckets,
             endpoint_url,
             force_path_style,
+            timeouts,
         } = &config.artifacts.backend
         else {
             panic!("expected s3, got {:?}", config.artifacts.backend)
         };
+        assert_eq!(*timeouts, S3Timeouts::default());
         assert_eq!(
             buckets["us"],
             S3Bucket {

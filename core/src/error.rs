@@ -94,49 +94,59 @@ impl Error {
         }
     }
 
-    /// Whether the database could not be reached or could not answer now
-    /// (no connection within the acquire timeout, a connection refused or
-    /// dropped, a server shutting down or starting up, too many connections,
-    /// a SQLite database locked past the busy timeout): worth retrying later,
-    /// not a fault of the request or of the data.
-    pub fn is_store_unavailable(&self) -> bool {
+    /// The database was briefly unreachable or overloaded, so the same call
+    /// may well succeed in a while: connection errors (refused, reset, TLS),
+    /// a pool that gave no connection in time or is closed, and the server's
+    /// own "try again" answers (PostgreSQL connection and resource classes
+    /// 08/53, shutdowns 57P01–57P03, serialization failures and deadlocks;
+    /// SQLite BUSY and LOCKED). Jobs back off for minutes on it.
+    pub fn is_transient(&self) -> bool {
         match self {
-            Error::Database { source, .. } => unavailable(source),
+            Error::Database { source, .. } => sqlx_error_is_transient(source),
             _ => false,
         }
     }
+
+    /// The same test seen from the API: the request is not at fault, the
+    /// database cannot answer now (`503` + `Retry-After`).
+    pub fn is_store_unavailable(&self) -> bool {
+        self.is_transient()
+    }
 }
 
-fn unavailable(error: &sqlx::Error) -> bool {
+fn sqlx_error_is_transient(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
+        sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
             let Some(code) = db.code() else {
                 return false;
             };
-            if db
-                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                .is_some()
-            {
-                // Class 08: connection exceptions; 57P01-57P03: admin or
-                // crash shutdown, cannot connect now; 53300: too many
-                // connections.
-                code.starts_with("08") || ["57P01", "57P02", "57P03", "53300"].contains(&&*code)
-            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                // Extended result codes whose primary code is SQLITE_BUSY (5)
-                // or SQLITE_LOCKED (6).
-                code.parse::<i32>()
-                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                sqlite_code_is_transient(&code)
             } else {
-                false
+                postgres_code_is_transient(&code)
             }
         }
         _ => false,
     }
+}
+
+/// SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+fn sqlite_code_is_transient(code: &str) -> bool {
+    code.parse::<i64>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+/// Connection exceptions (08), insufficient resources (53), shutdowns
+/// (57P01–57P03), serialization failures and deadlocks.
+fn postgres_code_is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
 }
 
 /// Attaches the name of the store operation to a sqlx error.
@@ -147,5 +157,40 @@ pub(crate) trait DbContext<T> {
 impl<T> DbContext<T> for std::result::Result<T, sqlx::Error> {
     fn db(self, context: &'static str) -> Result<T> {
         self.map_err(|source| Error::Database { context, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database(source: sqlx::Error) -> Error {
+        Error::Database {
+            context: "a test",
+            source,
+        }
+    }
+
+    #[test]
+    fn outages_are_transient_and_mistakes_are_not() {
+        assert!(database(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(database(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        )))
+        .is_transient());
+        assert!(!database(sqlx::Error::RowNotFound).is_transient());
+        assert!(!Error::Conflict("no".into()).is_transient());
+        for code in ["08006", "53300", "57P01", "40001", "40P01"] {
+            assert!(postgres_code_is_transient(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22001"] {
+            assert!(!postgres_code_is_transient(code), "{code}");
+        }
+        for code in ["5", "517", "6", "262"] {
+            assert!(sqlite_code_is_transient(code), "{code}");
+        }
+        for code in ["19", "2067", "1", "11"] {
+            assert!(!sqlite_code_is_transient(code), "{code}");
+        }
     }
 }

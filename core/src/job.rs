@@ -24,6 +24,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::Error;
+use crate::failure::PublicError;
 use crate::ids::JobId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -117,7 +118,11 @@ pub struct Job {
     pub progress: Option<Progress>,
     pub checkpoint: Option<Value>,
     pub result: Option<Value>,
+    /// The last failed attempt's raw error, for operators (may name buckets,
+    /// hosts, request ids); cleared when the job succeeds.
     pub last_error: Option<String>,
+    /// What tenants see of that error: a stable code and a short message.
+    pub public_error: Option<PublicError>,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -131,6 +136,25 @@ impl Job {
             job_id: self.id,
             attempt: self.attempt,
         }
+    }
+
+    /// The error a tenant may see: none once the job succeeded, otherwise
+    /// the last failure's code and short message (never the raw error).
+    pub fn tenant_error(&self) -> Option<PublicError> {
+        if self.state == JobState::Succeeded {
+            return None;
+        }
+        tenant_view(&self.public_error, &self.last_error)
+    }
+}
+
+/// The public pair, or for an error stored without one (before codes
+/// existed) a generic one: a raw error is never shown to tenants.
+fn tenant_view(public: &Option<PublicError>, raw: &Option<String>) -> Option<PublicError> {
+    match (public, raw) {
+        (Some(public), _) => Some(public.clone()),
+        (None, Some(_)) => Some(PublicError::uncoded()),
+        (None, None) => None,
     }
 }
 
@@ -185,7 +209,17 @@ pub struct Attempt {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
     pub outcome: AttemptOutcome,
+    /// The raw error, for operators.
     pub error: Option<String>,
+    /// What tenants see of it.
+    pub public_error: Option<PublicError>,
+}
+
+impl Attempt {
+    /// The attempt's error as a tenant may see it (see [`Job::tenant_error`]).
+    pub fn tenant_error(&self) -> Option<PublicError> {
+        tenant_view(&self.public_error, &self.error)
+    }
 }
 
 /// How an attempt ended.
@@ -255,10 +289,12 @@ pub enum Finish {
     Succeeded {
         result: Value,
     },
-    /// Failed. `retry_at` is when to run again if attempts remain; `permanent`
-    /// fails the job for good whatever attempts remain.
+    /// Failed. `error` is the raw error (kept for operators), `public` what
+    /// tenants see of it; `retry_at` is when to run again if attempts remain;
+    /// `permanent` fails the job for good whatever attempts remain.
     Failed {
         error: String,
+        public: PublicError,
         retry_at: DateTime<Utc>,
         permanent: bool,
     },

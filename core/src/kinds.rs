@@ -20,7 +20,11 @@ pub struct KindSpec {
     pub queue: String,
     pub timeout: Duration,
     pub max_attempts: i32,
+    /// Before retrying a failure of the job itself.
     pub backoff: Backoff,
+    /// Before retrying a transient failure of the platform under it (object
+    /// store or database unavailable): minutes, not seconds.
+    pub transient_backoff: Backoff,
     pub validate: ParamsValidator,
     /// Created only through its own API (e.g. audit exports, whose range
     /// and role checks `POST /v1/jobs` and schedules would skip).
@@ -39,8 +43,9 @@ impl std::fmt::Debug for KindSpec {
 }
 
 impl KindSpec {
-    /// A kind on the `default` queue, 1 h timeout, 5 attempts, default back-off,
-    /// params any JSON object.
+    /// A kind on the `default` queue, 1 h timeout, 5 attempts, default
+    /// back-off (transient failures: [`Backoff::transient`]), params any JSON
+    /// object.
     pub fn new(name: impl Into<String>) -> Self {
         KindSpec {
             name: name.into(),
@@ -48,6 +53,7 @@ impl KindSpec {
             timeout: Duration::from_secs(3600),
             max_attempts: 5,
             backoff: Backoff::default(),
+            transient_backoff: Backoff::transient(),
             validate: Arc::new(|_| Ok(())),
             internal: false,
         }
@@ -76,6 +82,11 @@ impl KindSpec {
 
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    pub fn transient_backoff(mut self, backoff: Backoff) -> Self {
+        self.transient_backoff = backoff;
         self
     }
 

@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod failure;
 pub mod ids;
 pub mod job;
 pub mod kinds;

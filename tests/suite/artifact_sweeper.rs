@@ -174,6 +174,7 @@ async fn sweeper_removes_expired_abandoned_and_orphaned_artifacts(db: TestDb) {
             abandoned_lease,
             &Finish::Failed {
                 error: "gave up".into(),
+                public: longhaul_core::failure::PublicError::job_failed("gave up"),
                 retry_at: Utc::now(),
                 permanent: true,
             },

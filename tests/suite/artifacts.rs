@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use longhaul_core::artifacts::{
-    artifact_key, Bytes, LocalStore, ObjectStore, S3Config, S3Store, StorageError,
+    artifact_key, Bytes, LocalStore, ObjectStore, S3Config, S3Store, S3Timeouts, StorageError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -465,4 +465,87 @@ async fn s3_store_contract_against_moto() {
     assert_eq!(status, 200);
     assert!(body == data, "the presigned download is byte-exact");
     drop(moto);
+}
+
+/// A server that accepts connections and never answers (a stalled store):
+/// its port, and the task holding the accepted sockets open.
+async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (port, task)
+}
+
+fn s3_config_at(port: u16, timeouts: S3Timeouts) -> S3Config {
+    let mut config = S3Config::new("longhaul-stalled", "eu-west-1");
+    config.endpoint_url = Some(format!("http://127.0.0.1:{port}"));
+    config.force_path_style = true;
+    config.access_key_id = Some("test".into());
+    config.secret_access_key = Some("test".into());
+    config.timeouts = timeouts;
+    config
+}
+
+/// A store that accepts the connection and never answers makes every
+/// operation fail within its timeouts (three tries of the read timeout, not
+/// a hang), with a transient error that says so; a refused connection is
+/// transient too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_s3_fails_within_its_timeouts() {
+    let (port, server) = silent_server().await;
+    let store = S3Store::connect(&s3_config_at(
+        port,
+        S3Timeouts {
+            connect: Duration::from_millis(500),
+            read: Duration::from_millis(500),
+            attempt: Duration::from_secs(1),
+        },
+    ))
+    .await
+    .unwrap();
+    let key = artifact_key("t_stall", "audit.export", "job_1", "export.csv").unwrap();
+    // Far above three read timeouts and the SDK's back-off between them; far
+    // below forever, which is what no timeout means.
+    let bound = Duration::from_secs(30);
+    let started = tokio::time::timeout(bound, store.start_upload(&key))
+        .await
+        .expect("starting an upload on a stalled store must not hang");
+    let error = started
+        .err()
+        .expect("a stalled store cannot start an upload");
+    assert!(error.is_transient(), "{error}");
+    assert!(
+        matches!(
+            error,
+            StorageError::Unavailable {
+                operation: "CreateMultipartUpload",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("timeouts"), "{error}");
+    let read = tokio::time::timeout(bound, store.get(&key))
+        .await
+        .expect("a read of a stalled store must not hang");
+    assert!(read.err().is_some_and(|e| e.is_transient()));
+    server.abort();
+
+    // Nothing listens on the port any more: refused, transient.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let store = S3Store::connect(&s3_config_at(closed, S3Timeouts::default()))
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(bound, store.list("tenants/"))
+        .await
+        .expect("a refused connection fails at once");
+    assert!(refused.err().is_some_and(|e| e.is_transient()));
 }

@@ -537,6 +537,7 @@ async fn job_transitions_are_recorded_by_the_store(db: TestDb) {
             lease,
             &Finish::Failed {
                 error: "disk full".into(),
+                public: longhaul_core::failure::PublicError::job_failed("disk full"),
                 retry_at: Utc::now(),
                 permanent: false,
             },

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use longhaul_core::client::{EnqueueRequest, MAX_PARAMS_BYTES};
+use longhaul_core::failure::FailureCode;
 use longhaul_core::job::{AttemptOutcome, ClaimRequest, Finish, Lease, Progress};
 use longhaul_core::kinds::{SYSTEM_NOOP, SYSTEM_SLEEP};
 use longhaul_core::store::{Rescued, Wake, WakeReceiver};
@@ -223,6 +224,7 @@ fn millis_from_now(ms: i64) -> DateTime<Utc> {
 fn failed(error: &str, retry_at: DateTime<Utc>, permanent: bool) -> Finish {
     Finish::Failed {
         error: error.to_string(),
+        public: longhaul_core::failure::PublicError::job_failed(error),
         retry_at,
         permanent,
     }
@@ -359,6 +361,8 @@ both_stores!(
     events_page_by_id,
     finish_succeeded,
     finish_failed_with_attempts_left_schedules_retry,
+    failures_keep_the_raw_error_and_show_a_public_one,
+    success_completes_a_progress_with_a_total,
     finish_failed_on_last_attempt_fails,
     finish_failed_permanent_fails_at_once,
     finish_cancelled,
@@ -1506,6 +1510,117 @@ async fn finish_succeeded(db: TestDb) {
     assert_eq!(get(&db, TENANT, job.id).await, done);
 }
 
+/// A failure is kept raw for operators (the job row and the attempt history)
+/// and shown to tenants as a code and a short message (the row's public pair,
+/// the attempt's, the event log's); success clears the job's error but not
+/// the history.
+async fn failures_keep_the_raw_error_and_show_a_public_one(db: TestDb) {
+    let client = client(&db);
+    let job = enqueue_and_claim(&db, &client, with_max_attempts(3, noop(TENANT))).await;
+    let raw = "S3 UploadPart unavailable: dispatch failure: bucket lh-secret-eu, \
+               request id 4442587FB7D0A2F9, <Error><Code>SlowDown</Code></Error>";
+    let public = FailureCode::StorageUnavailable.public();
+    db.store
+        .finish(
+            job.lease(),
+            &Finish::Failed {
+                error: raw.into(),
+                public: public.clone(),
+                retry_at: millis_from_now(-1000),
+                permanent: false,
+            },
+        )
+        .await
+        .expect("finish");
+    let queued = get(&db, TENANT, job.id).await;
+    assert_eq!(queued.last_error.as_deref(), Some(raw));
+    assert_eq!(queued.public_error.as_ref(), Some(&public));
+    assert_eq!(queued.tenant_error().as_ref(), Some(&public));
+    let attempts = db
+        .store
+        .job_attempts(TENANT, job.id)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts[0].error.as_deref(), Some(raw));
+    assert_eq!(attempts[0].tenant_error().as_ref(), Some(&public));
+    let events = db
+        .store
+        .job_events(TENANT, job.id, 0, 100)
+        .await
+        .expect("events");
+    let logged =
+        serde_json::to_string(&events.iter().map(|e| &e.data).collect::<Vec<_>>()).expect("json");
+    assert!(logged.contains("storage_unavailable"), "{logged}");
+    assert!(!logged.contains("lh-secret-eu"), "{logged}");
+
+    let again = claim(&db, 1).await;
+    assert_eq!(ids(&again), [job.id]);
+    succeed(&db, again[0].lease()).await;
+    let done = get(&db, TENANT, job.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.last_error, None, "a succeeded job has no error");
+    assert_eq!(done.public_error, None);
+    assert_eq!(done.tenant_error(), None);
+    let (_, history) = db
+        .store
+        .get_job_with_attempts(TENANT, job.id)
+        .await
+        .expect("job");
+    assert_eq!(history[0].error.as_deref(), Some(raw), "history keeps it");
+    assert_eq!(history[0].public_error.as_ref(), Some(&public));
+    assert_eq!(history[1].error, None);
+}
+
+/// A succeeded job shows its progress complete when it had a total (the last
+/// value written may lag: an attempt resumed from a checkpoint with nothing
+/// left to do writes none); a progress without a total is left as it was.
+async fn success_completes_a_progress_with_a_total(db: TestDb) {
+    let client = client(&db);
+    let counted = enqueue_and_claim(&db, &client, noop(TENANT)).await;
+    let progress = Progress {
+        current: 3,
+        total: Some(4),
+        unit: Some("steps".into()),
+        message: Some("step 3".into()),
+    };
+    db.store
+        .set_progress(counted.lease(), &progress)
+        .await
+        .expect("progress");
+    succeed(&db, counted.lease()).await;
+    let done = get(&db, TENANT, counted.id).await;
+    assert_eq!(
+        done.progress,
+        Some(Progress {
+            current: 4,
+            ..progress
+        })
+    );
+
+    let open_ended = enqueue_and_claim(&db, &client, noop(TENANT)).await;
+    let bytes = Progress {
+        current: 1234,
+        total: None,
+        unit: Some("bytes".into()),
+        message: None,
+    };
+    db.store
+        .set_progress(open_ended.lease(), &bytes)
+        .await
+        .expect("progress");
+    let applied = db
+        .store
+        .complete_many(&[(open_ended.lease(), json!({}))])
+        .await
+        .expect("complete");
+    assert_eq!(applied, [open_ended.id]);
+    assert_eq!(get(&db, TENANT, open_ended.id).await.progress, Some(bytes));
+
+    let silent = enqueue_and_claim(&db, &client, noop(TENANT)).await;
+    succeed(&db, silent.lease()).await;
+    assert_eq!(get(&db, TENANT, silent.id).await.progress, None);
+}
+
 async fn finish_failed_with_attempts_left_schedules_retry(db: TestDb) {
     let client = client(&db);
     let job = enqueue_and_claim(&db, &client, with_max_attempts(3, noop(TENANT))).await;
@@ -1545,7 +1660,11 @@ async fn finish_failed_with_attempts_left_schedules_retry(db: TestDb) {
     assert_eq!(kinds, ["started", "retry_scheduled"]);
     assert_eq!(events[0].data, Some(json!({"workerId": WORKER})));
     let data = events[1].data.clone().expect("retry_scheduled has data");
-    assert_eq!(data["error"], "boom");
+    assert_eq!(
+        data["error"],
+        json!({"code": "job_failed", "message": "boom"}),
+        "events (which tenants read) carry the public error"
+    );
     let run_at: DateTime<Utc> =
         serde_json::from_value(data["runAt"].clone()).expect("runAt is a timestamp");
     assert_eq!(run_at.timestamp_millis(), retry_at.timestamp_millis());
@@ -1919,11 +2038,17 @@ async fn rescue_expired_requeues_expired_leases(db: TestDb) {
         assert_eq!(job.failed_attempts, 1, "a lost lease counts");
         assert_eq!(job.lease_expires_at, None);
         assert!(job.last_error.is_some());
+        assert_eq!(
+            job.tenant_error().map(|e| e.code),
+            Some("worker_lost".to_string())
+        );
         assert!(job.run_at <= Utc::now());
         assert_eq!(
             attempt_outcomes(&db, TENANT, id).await,
             [(1, AttemptOutcome::LeaseExpired)]
         );
+        let attempts = db.store.job_attempts(TENANT, id).await.expect("attempts");
+        assert_eq!(attempts[0].public_error, job.public_error);
         assert_eq!(
             event_kinds(&db, TENANT, id).await,
             ["started", "lease_expired"]

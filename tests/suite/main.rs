@@ -16,6 +16,7 @@ mod caches;
 mod conformance;
 mod events;
 mod exports;
+mod failures;
 mod freezing_proxy;
 mod lockout;
 mod openapi;

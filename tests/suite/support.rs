@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use longhaul_core::artifacts::StorageError;
 use longhaul_core::backoff::Backoff;
 use longhaul_core::job::Job;
 use longhaul_core::{Catalogue, JobId, JobState, JobStore, KindSpec};
@@ -18,6 +19,10 @@ pub const FLAKY: &str = "test.flaky";
 pub const PANIC: &str = "test.panic";
 pub const HANG: &str = "test.hang";
 pub const PERMANENT: &str = "test.permanent";
+pub const OUTAGE: &str = "test.outage";
+
+/// The bucket an [`OUTAGE`] job's raw errors name: tenants must never see it.
+pub const SECRET_BUCKET: &str = "lh-secret-eu-7f3a";
 
 /// Every start of a `test.record` job: (job, tenant, attempt), in start order,
 /// plus the most jobs of one tenant seen running at once.
@@ -149,7 +154,47 @@ impl JobHandler for Permanent {
     }
 }
 
-/// The built-in kinds plus the test kinds (retry back-off 300 ms ±10%).
+/// Fails until attempt `params.succeedOn` the way a kind fails when the
+/// platform under it does: `params.cause` is `storage` (the object store
+/// unavailable: transient), `database` (a pool timeout: transient) or
+/// `refused` (S3 refused the request: not transient). The raw errors carry
+/// what an SDK dump does (bucket, request id, XML).
+struct Outage;
+
+#[async_trait]
+impl JobHandler for Outage {
+    async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
+        let params = &ctx.job().params;
+        let succeed_on = params
+            .get("succeedOn")
+            .and_then(Value::as_i64)
+            .unwrap_or(99);
+        if i64::from(ctx.attempt()) >= succeed_on {
+            return Ok(json!({ "succeededOn": ctx.attempt() }));
+        }
+        let dump = format!(
+            "dispatch failure: bucket {SECRET_BUCKET}, request id 4442587FB7D0A2F9, \
+             <Error><Code>SlowDown</Code></Error>"
+        );
+        Err(match params.get("cause").and_then(Value::as_str) {
+            Some("database") => JobError::from(longhaul_core::Error::Database {
+                context: "saving progress",
+                source: sqlx::Error::PoolTimedOut,
+            }),
+            Some("refused") => JobError::from(StorageError::S3 {
+                operation: "UploadPart",
+                message: format!("AccessDenied: {dump}"),
+            }),
+            _ => JobError::from(StorageError::Unavailable {
+                operation: "UploadPart",
+                message: dump,
+            }),
+        })
+    }
+}
+
+/// The built-in kinds plus the test kinds (retry back-off 300 ms ±10%;
+/// `test.outage` keeps the default transient back-off).
 pub fn test_catalogue() -> Arc<Catalogue> {
     let backoff = Backoff {
         base: Duration::from_millis(300),
@@ -166,6 +211,7 @@ pub fn test_catalogue() -> Arc<Catalogue> {
             .timeout(Duration::from_millis(300)),
     );
     catalogue.register(KindSpec::new(PERMANENT).max_attempts(5));
+    catalogue.register(KindSpec::new(OUTAGE).max_attempts(3).backoff(backoff));
     Arc::new(catalogue)
 }
 
@@ -180,6 +226,7 @@ pub fn test_registry(journal: &Journal) -> Registry {
     registry
         .register(PERMANENT, Permanent)
         .expect("permanent kind");
+    registry.register(OUTAGE, Outage).expect("outage kind");
     registry
 }
 

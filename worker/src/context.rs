@@ -147,7 +147,7 @@ impl JobContext {
                 self.stop.stop(StopReason::LeaseLost);
                 Err(JobError::Cancelled)
             }
-            Err(other) => Err(JobError::Retryable(other.to_string())),
+            Err(other) => Err(JobError::from(other)),
         }
     }
 }

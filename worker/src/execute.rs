@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use longhaul_core::failure::FailureCode;
 use longhaul_core::job::{Finish, Job};
 use longhaul_core::{JobStore, KindSpec};
 use tokio::task::JoinError;
@@ -132,29 +133,44 @@ impl Execution {
             Some(StopReason::CancelRequested) => return Finish::Cancelled,
             Some(StopReason::Shutdown) => return Finish::Released,
             Some(StopReason::Timeout) => {
-                return self.failed(format!("timed out after {:?}", self.spec.timeout), false);
+                return self.failed(JobError::platform(
+                    FailureCode::TimedOut,
+                    format!("timed out after {:?}", self.spec.timeout),
+                ));
             }
             Some(StopReason::LeaseLost) | None => {}
         }
         match ended {
-            Unsuccessful::Error(JobError::Retryable(message)) => self.failed(message, false),
-            Unsuccessful::Error(JobError::Permanent(message)) => self.failed(message, true),
             Unsuccessful::Error(JobError::Cancelled) => Finish::Cancelled,
-            Unsuccessful::Panicked(message) => {
-                self.failed(format!("handler panicked: {message}"), false)
-            }
-            Unsuccessful::Abandoned => self.failed("handler did not stop".into(), false),
+            Unsuccessful::Error(error) => self.failed(error),
+            Unsuccessful::Panicked(message) => self.failed(JobError::platform(
+                FailureCode::InternalError,
+                format!("handler panicked: {message}"),
+            )),
+            Unsuccessful::Abandoned => self.failed(JobError::platform(
+                FailureCode::InternalError,
+                "handler did not stop",
+            )),
         }
     }
 
-    fn failed(&self, error: String, permanent: bool) -> Finish {
-        let delay = self.spec.backoff.delay(self.job.failed_attempts + 1);
+    /// The failed attempt: the raw error for operators, the public one for
+    /// tenants, and the retry after the kind's back-off (its transient one,
+    /// minutes long, when the platform was briefly unavailable).
+    fn failed(&self, error: JobError) -> Finish {
+        let backoff = if error.is_transient() {
+            &self.spec.transient_backoff
+        } else {
+            &self.spec.backoff
+        };
+        let delay = backoff.delay(self.job.failed_attempts + 1);
         let retry_at =
             Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         Finish::Failed {
-            error,
+            public: error.public(),
+            permanent: error.is_permanent(),
+            error: error.to_string(),
             retry_at,
-            permanent,
         }
     }
 }
@@ -178,8 +194,13 @@ fn ended_from(joined: Result<Result<JobOutput, JobError>, JoinError>) -> Ended {
 fn log_finish(finish: &Finish) {
     match finish {
         Finish::Failed {
-            error, permanent, ..
-        } => tracing::warn!(%error, permanent, "attempt failed"),
+            error,
+            public,
+            permanent,
+            retry_at,
+        } => {
+            tracing::warn!(%error, code = %public.code, permanent, %retry_at, "attempt failed")
+        }
         Finish::Cancelled => tracing::info!("job cancelled"),
         Finish::Released => tracing::info!("job handed back for another worker"),
         Finish::Succeeded { .. } => tracing::debug!("job succeeded"),

@@ -1,10 +1,13 @@
-//! The handler contract: what a job kind implements, how it reports failure,
-//! and the registry that maps kind names to handlers for one worker.
+//! The handler contract: what a job kind implements, how it reports failure
+//! (its own errors, or failures of the platform under it, told apart as
+//! transient or not), and the registry that maps kind names to handlers for
+//! one worker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use longhaul_core::failure::{FailureCode, PublicError};
 use longhaul_core::{Catalogue, KindSpec};
 
 use crate::context::JobContext;
@@ -13,17 +16,38 @@ use crate::context::JobContext;
 /// to object storage, never here).
 pub type JobOutput = serde_json::Value;
 
+/// How a handler run failed. Tenants see a kind's own errors
+/// ([`JobError::Retryable`], [`JobError::Permanent`]) as written, and a
+/// platform failure only as its code's fixed message; the raw text of every
+/// error goes to the attempt history for operators.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
-    /// Worth another attempt (back-off, then retry while attempts remain).
+    /// The kind's own error, worth another attempt (back-off, then retry
+    /// while attempts remain).
     #[error("{0}")]
     Retryable(String),
-    /// Retrying cannot help (bad params, a missing resource): fail for good.
+    /// The kind's own error that retrying cannot help (bad params, a missing
+    /// resource): fail for good.
     #[error("{0}")]
     Permanent(String),
+    /// The platform under the job failed: the object store, the database,
+    /// the worker itself. Transient codes ([`FailureCode::is_transient`])
+    /// are retried after a back-off of minutes.
+    #[error("{}: {}", .0.code, .0.detail)]
+    Platform(PlatformFailure),
     /// The handler stopped because its cancellation token fired.
     #[error("cancelled")]
     Cancelled,
+}
+
+/// A failure of the platform under a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformFailure {
+    pub code: FailureCode,
+    /// The raw error (bucket names, hosts, SDK context): for operators only.
+    pub detail: String,
+    /// Retrying cannot help (a malformed key, no store for the region).
+    pub permanent: bool,
 }
 
 impl JobError {
@@ -34,28 +58,88 @@ impl JobError {
     pub fn permanent(message: impl Into<String>) -> Self {
         JobError::Permanent(message.into())
     }
+
+    /// A platform failure worth retrying (after the transient back-off if
+    /// the code is transient).
+    pub fn platform(code: FailureCode, detail: impl Into<String>) -> Self {
+        JobError::Platform(PlatformFailure {
+            code,
+            detail: detail.into(),
+            permanent: false,
+        })
+    }
+
+    /// Fails the job for good whatever attempts remain.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            JobError::Permanent(_) => true,
+            JobError::Platform(failure) => failure.permanent,
+            JobError::Retryable(_) | JobError::Cancelled => false,
+        }
+    }
+
+    /// The platform was briefly unavailable: retry after minutes, not seconds.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, JobError::Platform(failure) if failure.code.is_transient())
+    }
+
+    /// What tenants see of the error.
+    pub fn public(&self) -> PublicError {
+        match self {
+            JobError::Retryable(message) | JobError::Permanent(message) => {
+                PublicError::job_failed(message)
+            }
+            JobError::Platform(failure) => failure.code.public(),
+            JobError::Cancelled => PublicError::job_failed("cancelled"),
+        }
+    }
 }
 
 impl From<longhaul_core::Error> for JobError {
+    /// A lost lease stops the handler; database failures are platform
+    /// failures (transient when the database was only unreachable or busy);
+    /// the rest (conflicts, validation) are the kind's own errors.
     fn from(error: longhaul_core::Error) -> Self {
+        use longhaul_core::Error;
         match error {
-            longhaul_core::Error::LeaseLost { .. } => JobError::Cancelled,
+            Error::LeaseLost { .. } => JobError::Cancelled,
+            Error::Database { .. }
+            | Error::Migration(_)
+            | Error::Corrupt { .. }
+            | Error::Config(_) => {
+                let code = if error.is_transient() {
+                    FailureCode::DatabaseUnavailable
+                } else {
+                    FailureCode::InternalError
+                };
+                JobError::platform(code, error.to_string())
+            }
             other => JobError::Retryable(other.to_string()),
         }
     }
 }
 
 impl From<longhaul_core::artifacts::StorageError> for JobError {
-    /// A bad key or an unconfigured region stays so; the rest (network,
-    /// the store's own errors) may pass.
+    /// Always a platform failure (its text names buckets and keys): a store
+    /// that is unavailable is transient; a bad key or an unconfigured region
+    /// stays so (permanent); the rest may pass on a later attempt.
     fn from(error: longhaul_core::artifacts::StorageError) -> Self {
         use longhaul_core::artifacts::StorageError;
-        match error {
-            StorageError::InvalidKey { .. } | StorageError::NoRegion(_) => {
-                JobError::permanent(error.to_string())
-            }
-            other => JobError::retryable(other.to_string()),
-        }
+        let (code, permanent) = match &error {
+            StorageError::Unavailable { .. } => (FailureCode::StorageUnavailable, false),
+            StorageError::NoRegion(_) => (FailureCode::StorageNotConfigured, true),
+            StorageError::InvalidKey { .. } => (FailureCode::InternalError, true),
+            StorageError::InvalidRange { .. } => (FailureCode::InternalError, false),
+            StorageError::NotFound(_)
+            | StorageError::UploadGone { .. }
+            | StorageError::Io { .. }
+            | StorageError::S3 { .. } => (FailureCode::StorageError, false),
+        };
+        JobError::Platform(PlatformFailure {
+            code,
+            detail: error.to_string(),
+            permanent,
+        })
     }
 }
 

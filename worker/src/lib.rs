@@ -18,6 +18,6 @@ mod services;
 mod stop;
 
 pub use context::JobContext;
-pub use handler::{JobError, JobHandler, JobOutput, Registry, RegistryError};
+pub use handler::{JobError, JobHandler, JobOutput, PlatformFailure, Registry, RegistryError};
 pub use pool::{default_worker_id, PoolConfig, PoolReport, Shutdown, WorkerPool};
 pub use services::JobServices;

@@ -468,10 +468,10 @@ struct MissingHandler;
 #[async_trait::async_trait]
 impl JobHandler for MissingHandler {
     async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
-        Err(JobError::retryable(format!(
-            "this worker has no handler for kind {:?}",
-            ctx.job().kind
-        )))
+        Err(JobError::platform(
+            longhaul_core::failure::FailureCode::InternalError,
+            format!("this worker has no handler for kind {:?}", ctx.job().kind),
+        ))
     }
 }
 

@@ -35,6 +35,7 @@ use crate::routes::leakage::{
 };
 use crate::routes::scan_policies::{page_limit, scan_policies, snapshot_ids};
 use crate::state::AppState;
+use longhaul_core::failure::PublicError;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -66,7 +67,9 @@ pub struct ClassificationScanView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
-    pub error: Option<String>,
+    /// The last failure, as a stable code and a short message (none once
+    /// succeeded; the raw error is kept for operators).
+    pub error: Option<PublicError>,
 }
 
 impl ClassificationScanView {
@@ -82,6 +85,7 @@ impl ClassificationScanView {
             JobState::Running => job.started_at.map(|at| at + estimate),
             _ => None,
         };
+        let error = job.tenant_error();
         Ok(ClassificationScanView {
             scan_id: scan_id(SCAN_PREFIX, job.id),
             job_id: job.id,
@@ -96,7 +100,7 @@ impl ClassificationScanView {
             created_at: job.created_at,
             started_at: job.started_at,
             completed_at: job.finished_at,
-            error: job.last_error,
+            error,
         })
     }
 }

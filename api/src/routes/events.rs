@@ -273,7 +273,7 @@ fn state_event(job: &Job) -> Event {
         "status": job.state,
         "progress": job.progress,
         "attempt": job.attempt,
-        "error": job.last_error,
+        "error": job.tenant_error(),
         "result": job.result,
         "finishedAt": job.finished_at,
     });

@@ -32,6 +32,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::openapi::{BodyRejected, LockedOut, TooLarge, Unauthorized};
 use crate::routes::jobs::{accepted, admit, idempotency_key, DEFAULT_PAGE};
 use crate::state::AppState;
+use longhaul_core::failure::PublicError;
 
 const EXPORT_PREFIX: &str = "exp_";
 
@@ -83,8 +84,9 @@ pub struct ExportView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// The last attempt's error.
-    pub error: Option<String>,
+    /// The last failure, as a stable code and a short message (none once
+    /// succeeded; the raw error is kept for operators).
+    pub error: Option<PublicError>,
 }
 
 fn export_id(job: JobId) -> String {
@@ -112,6 +114,7 @@ impl ExportView {
         let artifact = result.and_then(|r| r.get("artifact"));
         let number = |value: Option<&Value>| value.and_then(Value::as_u64);
         let rows_done = job.progress.as_ref().map_or(0, |p| p.current);
+        let error = job.tenant_error();
         Ok(ExportView {
             export_id: export_id(job.id),
             job_id: job.id,
@@ -141,7 +144,7 @@ impl ExportView {
             created_at: job.created_at,
             started_at: job.started_at,
             finished_at: job.finished_at,
-            error: job.last_error,
+            error,
         })
     }
 }

@@ -27,6 +27,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::lockout;
 use crate::openapi::{BodyRejected, LockedOut, Unauthorized};
 use crate::state::AppState;
+use longhaul_core::failure::PublicError;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -175,8 +176,9 @@ pub struct JobView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// The last attempt's error.
-    pub error: Option<String>,
+    /// The last failure, as a stable code and a short message (none once
+    /// succeeded; the raw error is kept for operators).
+    pub error: Option<PublicError>,
     /// What the job reported on success.
     pub result: Option<Value>,
     /// Finished attempts, oldest first: only in `GET /v1/jobs/{id}`.
@@ -193,13 +195,16 @@ pub struct AttemptView {
     pub outcome: longhaul_core::job::AttemptOutcome,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
-    pub error: Option<String>,
+    /// The attempt's failure as a code and a short message (the raw error
+    /// is kept for operators).
+    pub error: Option<PublicError>,
 }
 
 impl JobView {
     /// The API's JSON of a job (and, for one job's read, its attempts); the
     /// command line prints the same.
     pub fn of(job: Job, attempts: Option<Vec<Attempt>>) -> Self {
+        let error = job.tenant_error();
         JobView {
             id: job.id,
             kind: job.kind,
@@ -215,7 +220,7 @@ impl JobView {
             created_at: job.created_at,
             started_at: job.started_at,
             finished_at: job.finished_at,
-            error: job.last_error,
+            error,
             result: job.result,
             attempts: attempts.map(|list| {
                 list.into_iter()
@@ -224,7 +229,7 @@ impl JobView {
                         outcome: a.outcome,
                         started_at: a.started_at,
                         finished_at: a.finished_at,
-                        error: a.error,
+                        error: a.tenant_error(),
                     })
                     .collect()
             }),

@@ -40,6 +40,7 @@ use crate::openapi::{BodyRejected, LockedOut, TooLarge, Unauthorized};
 use crate::routes::jobs::{accepted, admit, idempotency_key};
 use crate::routes::scan_policies::{page_limit, scan_policies, snapshot_ids};
 use crate::state::AppState;
+use longhaul_core::failure::PublicError;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -180,8 +181,9 @@ pub struct LeakageScanView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
-    /// The last attempt's error.
-    pub error: Option<String>,
+    /// The last failure, as a stable code and a short message (none once
+    /// succeeded; the raw error is kept for operators).
+    pub error: Option<PublicError>,
 }
 
 impl LeakageScanView {
@@ -196,6 +198,7 @@ impl LeakageScanView {
             JobState::Running => job.started_at.map(|at| at + estimate),
             _ => None,
         };
+        let error = job.tenant_error();
         Ok(LeakageScanView {
             scan_id: scan_id(SCAN_PREFIX, job.id),
             job_id: job.id,
@@ -209,7 +212,7 @@ impl LeakageScanView {
             created_at: job.created_at,
             started_at: job.started_at,
             completed_at: job.finished_at,
-            error: job.last_error,
+            error,
         })
     }
 }

@@ -24,7 +24,7 @@ pub use download_token::{DownloadGrant, DownloadSigner, TokenError};
 pub use hashing::{HashState, ResumableSha256};
 pub use local::LocalStore;
 pub use regions::{ArtifactStores, DownloadLink};
-pub use s3::{S3Config, S3Store};
+pub use s3::{S3Config, S3Store, S3Timeouts};
 
 /// S3 refuses parts under 5 MiB (except the last), so the S3 backend never
 /// sends less; the local backend accepts any part size.
@@ -65,10 +65,22 @@ pub enum StorageError {
         source: std::io::Error,
     },
 
-    /// The S3 service (or the network to it) failed; the message carries the
-    /// SDK's full error context.
+    /// The S3 service refused or failed a request (access denied, a missing
+    /// bucket, a malformed answer); the message carries the SDK's full error
+    /// context.
     #[error("S3 {operation}: {message}")]
     S3 {
+        operation: &'static str,
+        message: String,
+    },
+
+    /// The object store did not answer in time (the S3 client's connect,
+    /// read or attempt timeout), the connection was refused or reset, or it
+    /// answered that it is overloaded or failing (5xx, throttling): the same
+    /// request may well succeed in a while. The message carries the full
+    /// error context.
+    #[error("S3 {operation} unavailable: {message}")]
+    Unavailable {
         operation: &'static str,
         message: String,
     },
@@ -76,6 +88,13 @@ pub enum StorageError {
     /// The configuration names no store for a tenant's region.
     #[error("no artifact storage is configured for region {0:?}")]
     NoRegion(String),
+}
+
+impl StorageError {
+    /// Whether the store was only briefly unavailable ([`StorageError::Unavailable`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Unavailable { .. })
+    }
 }
 
 /// A completed upload: what the job records as its result.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     validate_component, DownloadGrant, DownloadSigner, LocalStore, ObjectStore, Result, S3Config,
-    S3Store, StorageError, TokenError,
+    S3Store, S3Timeouts, StorageError, TokenError,
 };
 use crate::config::{ArtifactBackend, ArtifactConfig};
 
@@ -44,6 +44,7 @@ enum DataBuckets {
     S3 {
         endpoint_url: Option<String>,
         force_path_style: bool,
+        timeouts: S3Timeouts,
         aws_regions: BTreeMap<String, String>,
         /// The artifact buckets: never a tenant's data bucket (they hold
         /// every tenant's artifacts).
@@ -128,12 +129,14 @@ impl ArtifactStores {
         mut self,
         endpoint_url: Option<String>,
         force_path_style: bool,
+        timeouts: S3Timeouts,
         aws_regions: BTreeMap<String, String>,
         artifact_buckets: impl IntoIterator<Item = String>,
     ) -> Self {
         self.data_buckets = DataBuckets::S3 {
             endpoint_url,
             force_path_style,
+            timeouts,
             aws_regions,
             reserved: artifact_buckets.into_iter().collect(),
         };
@@ -165,6 +168,7 @@ impl ArtifactStores {
             DataBuckets::S3 {
                 endpoint_url,
                 force_path_style,
+                timeouts,
                 aws_regions,
                 reserved,
             } => {
@@ -180,6 +184,7 @@ impl ArtifactStores {
                 let mut s3 = S3Config::new(bucket, aws_region);
                 s3.endpoint_url = endpoint_url.clone();
                 s3.force_path_style = *force_path_style;
+                s3.timeouts = *timeouts;
                 Arc::new(S3Store::connect(&s3).await?)
             }
             DataBuckets::None => return Err(StorageError::NoRegion(region.to_string())),
@@ -237,12 +242,14 @@ impl ArtifactStores {
                 buckets,
                 endpoint_url,
                 force_path_style,
+                timeouts,
             } => {
                 let mut stores: BTreeMap<String, Arc<dyn ObjectStore>> = BTreeMap::new();
                 for (region, bucket) in buckets {
                     let mut s3 = S3Config::new(&bucket.bucket, &bucket.aws_region);
                     s3.endpoint_url = endpoint_url.clone();
                     s3.force_path_style = *force_path_style;
+                    s3.timeouts = *timeouts;
                     stores.insert(region.clone(), Arc::new(S3Store::connect(&s3).await?));
                 }
                 let aws_regions = buckets
@@ -252,6 +259,7 @@ impl ArtifactStores {
                 Self::fixed(stores, signer).with_s3_data_buckets(
                     endpoint_url.clone(),
                     *force_path_style,
+                    *timeouts,
                     aws_regions,
                     buckets.values().map(|b| b.bucket.clone()),
                 )
@@ -334,6 +342,7 @@ mod tests {
         let stores = ArtifactStores::fixed(BTreeMap::new(), signer()).with_s3_data_buckets(
             Some("http://127.0.0.1:9".into()),
             true,
+            S3Timeouts::default(),
             [("eu".to_string(), "eu-central-1".to_string())].into(),
             ["lh-eu".to_string()],
         );

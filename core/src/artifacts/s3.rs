@@ -4,14 +4,20 @@
 //! resume (the job aborts it when it gives up, the artifact sweeper when the
 //! job is gone); downloads are presigned GET links with an expiry.
 //! Works with any S3-compatible server (endpoint URL + path-style option).
+//! Every request is bounded by [`S3Timeouts`] (a stalled server is an
+//! error, never a hang), and failures are told apart: the store being
+//! unreachable, slow or overloaded is [`StorageError::Unavailable`]
+//! (transient), anything else [`StorageError::S3`].
 
 use std::ops::Range;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region};
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -43,6 +49,34 @@ pub struct S3Config {
     pub secret_access_key: Option<String>,
     /// Bytes buffered per part; raised to [`MIN_PART_SIZE`] if smaller.
     pub part_size: usize,
+    pub timeouts: S3Timeouts,
+}
+
+/// How long the S3 client waits before it gives a request up. Each request
+/// is tried up to three times by the SDK (its standard retry, with a short
+/// back-off), so a store that stops answering fails an operation after about
+/// three read (or attempt) timeouts; the job then retries it later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S3Timeouts {
+    /// To open a connection (TCP and TLS).
+    pub connect: Duration,
+    /// From sending a request until the first byte of its answer: includes
+    /// sending the body, so a part upload must get through within it.
+    pub read: Duration,
+    /// One attempt of an operation, whole (with reading the answer).
+    pub attempt: Duration,
+}
+
+impl Default for S3Timeouts {
+    /// 5 s to connect, 30 s to the first byte of an answer, 2 min per
+    /// attempt (ample for a 16 MiB part at 1 MB/s).
+    fn default() -> Self {
+        S3Timeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(30),
+            attempt: Duration::from_secs(120),
+        }
+    }
 }
 
 impl S3Config {
@@ -55,6 +89,7 @@ impl S3Config {
             access_key_id: None,
             secret_access_key: None,
             part_size: DEFAULT_PART_SIZE,
+            timeouts: S3Timeouts::default(),
         }
     }
 }
@@ -67,13 +102,57 @@ pub struct S3Store {
     part_size: usize,
 }
 
-fn s3_err<E>(operation: &'static str) -> impl FnOnce(E) -> StorageError
+/// An error of the S3 SDK, told apart: no answer in time, a refused or reset
+/// connection, an unreadable answer, or a 5xx / throttling answer is
+/// [`StorageError::Unavailable`] (transient); the rest (access denied, no
+/// such bucket, …) [`StorageError::S3`].
+fn sdk_err<E>(operation: &'static str) -> impl FnOnce(SdkError<E, HttpResponse>) -> StorageError
 where
-    E: std::error::Error,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    move |e| StorageError::S3 {
+    move |error| {
+        let transient = match &error {
+            SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+            SdkError::DispatchFailure(failure) => !failure.is_user(),
+            SdkError::ServiceError(service) => {
+                let status = service.raw().status();
+                status.is_server_error()
+                    || status.as_u16() == 429
+                    || matches!(
+                        service.err().code(),
+                        Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout")
+                    )
+            }
+            _ => false,
+        };
+        let timed_out = matches!(&error, SdkError::TimeoutError(_))
+            || matches!(&error, SdkError::DispatchFailure(failure) if failure.is_timeout());
+        let context = DisplayErrorContext(&error).to_string();
+        if timed_out {
+            StorageError::Unavailable {
+                operation,
+                message: format!("no answer within the S3 client's timeouts: {context}"),
+            }
+        } else if transient {
+            StorageError::Unavailable {
+                operation,
+                message: context,
+            }
+        } else {
+            StorageError::S3 {
+                operation,
+                message: context,
+            }
+        }
+    }
+}
+
+/// Reading an answer's body failed midway (the connection broke or stalled):
+/// transient.
+fn body_err<E: std::error::Error>(operation: &'static str) -> impl FnOnce(E) -> StorageError {
+    move |error| StorageError::Unavailable {
         operation,
-        message: DisplayErrorContext(e).to_string(),
+        message: DisplayErrorContext(error).to_string(),
     }
 }
 
@@ -82,8 +161,14 @@ impl S3Store {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
             .build_https();
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(config.timeouts.connect)
+            .read_timeout(config.timeouts.read)
+            .operation_attempt_timeout(config.timeouts.attempt)
+            .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http)
+            .timeout_config(timeouts)
             .region(Region::new(config.region.clone()));
         if let Some(url) = &config.endpoint_url {
             loader = loader.endpoint_url(url);
@@ -148,7 +233,7 @@ impl S3Store {
             .set_create_bucket_configuration(location)
             .send()
             .await
-            .map_err(s3_err("CreateBucket"))?;
+            .map_err(sdk_err("CreateBucket"))?;
         Ok(())
     }
 
@@ -188,7 +273,7 @@ impl S3Store {
                 .set_upload_id_marker(id_marker)
                 .send()
                 .await
-                .map_err(s3_err("ListMultipartUploads"))?;
+                .map_err(sdk_err("ListMultipartUploads"))?;
             out.extend(
                 page.uploads()
                     .iter()
@@ -221,7 +306,7 @@ impl S3Store {
             .key(key)
             .presigned(presigning)
             .await
-            .map_err(s3_err("presign GetObject"))?;
+            .map_err(sdk_err("presign GetObject"))?;
         Ok(request.uri().to_string())
     }
 
@@ -264,13 +349,17 @@ impl S3Store {
             .await
             .map_err(|e| match e.as_service_error() {
                 Some(s) if s.is_no_such_key() => StorageError::NotFound(key.to_string()),
-                _ => s3_err("GetObject")(e),
+                _ => sdk_err("GetObject")(e),
             })
     }
 
     async fn get_object(&self, key: &str, range: Option<String>) -> Result<Bytes> {
         let out = self.send_get(key, range).await?;
-        let body = out.body.collect().await.map_err(s3_err("GetObject body"))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(body_err("GetObject body"))?;
         Ok(body.into_bytes())
     }
 
@@ -284,7 +373,7 @@ impl S3Store {
             .await
             .map_err(|e| match e.as_service_error() {
                 Some(s) if s.is_not_found() => StorageError::NotFound(key.to_string()),
-                _ => s3_err("HeadObject")(e),
+                _ => sdk_err("HeadObject")(e),
             })?;
         Ok(out.content_length().unwrap_or(0).max(0) as u64)
     }
@@ -336,7 +425,7 @@ impl S3Upload {
                 // Keep the upload: the parts stored so far are still good and
                 // a later attempt resumes from the last saved state.
                 self.broken = true;
-                Err(s3_err("UploadPart")(e))
+                Err(sdk_err("UploadPart")(e))
             }
         }
     }
@@ -416,7 +505,7 @@ impl Upload for S3Upload {
             )
             .send()
             .await
-            .map_err(s3_err("CompleteMultipartUpload"))?;
+            .map_err(sdk_err("CompleteMultipartUpload"))?;
         let size = self.hasher.len();
         Ok(StoredObject {
             key: std::mem::take(&mut self.key),
@@ -441,7 +530,7 @@ async fn abort_multipart(client: &Client, bucket: &str, key: &str, upload_id: &s
     match aborted {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => Ok(()),
-        Err(e) => Err(s3_err("AbortMultipartUpload")(e)),
+        Err(e) => Err(sdk_err("AbortMultipartUpload")(e)),
     }
 }
 
@@ -456,7 +545,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(s3_err("CreateMultipartUpload"))?;
+            .map_err(sdk_err("CreateMultipartUpload"))?;
         let upload_id = out.upload_id().ok_or_else(|| StorageError::S3 {
             operation: "CreateMultipartUpload",
             message: "the response has no upload id".into(),
@@ -543,7 +632,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(s3_err("DeleteObject"))?;
+            .map_err(sdk_err("DeleteObject"))?;
         Ok(())
     }
 
@@ -560,7 +649,7 @@ impl ObjectStore for S3Store {
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(s3_err("ListObjectsV2"))?;
+                .map_err(sdk_err("ListObjectsV2"))?;
             for object in page.contents() {
                 if let Some(key) = object.key() {
                     out.push(ObjectInfo {

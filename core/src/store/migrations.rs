@@ -32,6 +32,7 @@ pub(crate) const POSTGRES: &[Embedded] = embed!("postgres":
     "0005_schedules.sql",
     "0006_artifacts.sql",
     "0007_scans.sql",
+    "0008_job_error_codes.sql",
 );
 
 /// SQLite's migrations, in order.
@@ -43,6 +44,7 @@ pub(crate) const SQLITE: &[Embedded] = embed!("sqlite":
     "0005_schedules.sql",
     "0006_artifacts.sql",
     "0007_scans.sql",
+    "0008_job_error_codes.sql",
 );
 
 /// A list of embedded files as a source sqlx's `Migrator` reads.

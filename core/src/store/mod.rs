@@ -218,7 +218,10 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     async fn finish(&self, lease: Lease, finish: &Finish) -> Result<()>;
 
     /// Completes many attempts successfully in one round trip; answers the ids
-    /// that were applied (the others had lost their lease).
+    /// that were applied (the others had lost their lease). A completed job's
+    /// error is cleared (its attempts keep theirs) and a progress with a
+    /// total shows it done (`current = total`: the last value written may
+    /// be older than the work, e.g. a resumed attempt with nothing left).
     async fn complete_many(&self, completed: &[(Lease, Value)]) -> Result<Vec<JobId>>;
 
     // ---- maintenance ---------------------------------------------------------

@@ -27,6 +27,7 @@ use super::{
 };
 use crate::audit::{insert_change_pg as record, insert_changes_pg, Actor};
 use crate::error::{DbContext, Error, Result};
+use crate::failure::{FailureCode, PublicError};
 use crate::ids::JobId;
 use crate::job::{
     Attempt, AttemptOutcome, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent,
@@ -570,6 +571,11 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         checkpoint: row.try_get("checkpoint").db("reading job checkpoint")?,
         result: row.try_get("result").db("reading job result")?,
         last_error: row.try_get("last_error").db("reading job error")?,
+        public_error: PublicError::from_columns(
+            row.try_get("error_code").db("reading job error code")?,
+            row.try_get("error_message")
+                .db("reading job error message")?,
+        ),
         idempotency_key: row
             .try_get("idempotency_key")
             .db("reading job idempotency key")?,
@@ -581,15 +587,18 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
 
 /// A fenced worker write that records the attempt's end: the UPDATE (guarded by
 /// id, attempt and `running`) feeds the attempt history and the event log.
-/// `$1` is the job id and `$2` the attempt.
+/// `$1` is the job id and `$2` the attempt; `error` gives the attempt's raw
+/// error, code and message.
 macro_rules! finish_statement {
     (set: $set:literal, outcome: $outcome:literal, error: $error:literal, event: $event:literal, data: $data:literal) => {
         concat!(
             "WITH f AS (UPDATE jobs SET lease_expires_at = NULL, ",
             $set,
             " WHERE id = $1 AND attempt = $2 AND state = 'running'
-               RETURNING id, tenant_id, attempt, worker_id, started_at, state, queue, run_at, last_error),
-             a AS (INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, outcome, error)
+               RETURNING id, tenant_id, attempt, worker_id, started_at, state, queue, run_at, last_error,
+                         error_code, error_message),
+             a AS (INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, outcome,
+                                             error, error_code, error_message)
                    SELECT id, attempt, tenant_id, worker_id, started_at, ",
             $outcome,
             ", ",
@@ -612,18 +621,18 @@ const FAIL_SQL: &str = finish_statement!(
                        WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
           run_at = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts OR cancel_requested THEN run_at ELSE $4 END,
           finished_at = CASE WHEN $5 OR failed_attempts + 1 >= max_attempts OR cancel_requested THEN now() END,
-          last_error = $3",
+          last_error = $3, error_code = $6, error_message = $7",
     outcome: "CASE WHEN state = 'queued' THEN 'retried' ELSE 'failed' END",
-    error: "last_error",
+    error: "last_error, error_code, error_message",
     event: "CASE state WHEN 'failed' THEN 'failed' WHEN 'cancelled' THEN 'cancelled' ELSE 'retry_scheduled' END",
-    data: "jsonb_build_object('error', last_error,
+    data: "jsonb_build_object('error', jsonb_build_object('code', error_code, 'message', error_message),
            'runAt', to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
 );
 
 const CANCELLED_SQL: &str = finish_statement!(
     set: "state = 'cancelled', finished_at = now()",
     outcome: "'cancelled'",
-    error: "NULL",
+    error: "NULL, NULL, NULL",
     event: "'cancelled'",
     data: "NULL::jsonb"
 );
@@ -632,7 +641,7 @@ const RELEASED_SQL: &str = finish_statement!(
     set: "state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
           run_at = now(), finished_at = CASE WHEN cancel_requested THEN now() END",
     outcome: "'released'",
-    error: "NULL",
+    error: "NULL, NULL, NULL",
     event: "CASE WHEN state = 'cancelled' THEN 'cancelled' ELSE 'released' END",
     data: "NULL::jsonb"
 );
@@ -812,7 +821,8 @@ impl JobStore for PgStore {
         let rows = sqlx::query(
             "SELECT j.*, a.attempt AS a_attempt, a.worker_id AS a_worker_id,
                     a.started_at AS a_started_at, a.finished_at AS a_finished_at,
-                    a.outcome AS a_outcome, a.error AS a_error
+                    a.outcome AS a_outcome, a.error AS a_error,
+                    a.error_code AS a_error_code, a.error_message AS a_error_message
              FROM jobs j
              LEFT JOIN job_attempts a ON a.job_id = j.id AND a.tenant_id = j.tenant_id
              WHERE j.id = $1 AND j.tenant_id = $2
@@ -838,6 +848,12 @@ impl JobStore for PgStore {
                 finished_at: row.try_get("a_finished_at").db("reading attempt end")?,
                 outcome: AttemptOutcome::from_str(&outcome)?,
                 error: row.try_get("a_error").db("reading attempt error")?,
+                public_error: PublicError::from_columns(
+                    row.try_get("a_error_code")
+                        .db("reading attempt error code")?,
+                    row.try_get("a_error_message")
+                        .db("reading attempt error message")?,
+                ),
             });
         }
         Ok((job, attempts))
@@ -845,8 +861,8 @@ impl JobStore for PgStore {
 
     async fn attempts_of(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {
         let rows = sqlx::query(
-            "SELECT attempt, worker_id, started_at, finished_at, outcome, error FROM job_attempts
-             WHERE job_id = $1 AND tenant_id = $2 ORDER BY attempt",
+            "SELECT attempt, worker_id, started_at, finished_at, outcome, error, error_code, error_message
+             FROM job_attempts WHERE job_id = $1 AND tenant_id = $2 ORDER BY attempt",
         )
         .bind(id.as_uuid())
         .bind(tenant_id)
@@ -863,6 +879,11 @@ impl JobStore for PgStore {
                     finished_at: row.try_get("finished_at").db("reading attempt end")?,
                     outcome: AttemptOutcome::from_str(&outcome)?,
                     error: row.try_get("error").db("reading attempt error")?,
+                    public_error: PublicError::from_columns(
+                        row.try_get("error_code").db("reading attempt error code")?,
+                        row.try_get("error_message")
+                            .db("reading attempt error message")?,
+                    ),
                 })
             })
             .collect()
@@ -1193,6 +1214,7 @@ impl JobStore for PgStore {
             }
             Finish::Failed {
                 error,
+                public,
                 retry_at,
                 permanent,
             } => {
@@ -1201,6 +1223,8 @@ impl JobStore for PgStore {
                         q.bind(text_without_nul(error).into_owned())
                             .bind(*retry_at)
                             .bind(*permanent)
+                            .bind(text_without_nul(&public.code).into_owned())
+                            .bind(text_without_nul(&public.message).into_owned())
                     })
                     .await?;
                 let state: String = row.try_get("state").db("reading the failed job's state")?;
@@ -1240,7 +1264,11 @@ impl JobStore for PgStore {
             "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[]) AS i(id, attempt, result)),
              done AS (
                 UPDATE jobs j SET state = 'succeeded', result = i.result::jsonb, finished_at = now(),
-                                  lease_expires_at = NULL
+                                  lease_expires_at = NULL,
+                                  last_error = NULL, error_code = NULL, error_message = NULL,
+                                  progress = CASE WHEN jsonb_typeof(j.progress -> 'total') = 'number'
+                                                  THEN jsonb_set(j.progress, '{current}', j.progress -> 'total')
+                                                  ELSE j.progress END
                 FROM input i WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = 'running'
                 RETURNING j.id, j.tenant_id, j.attempt, j.worker_id, j.started_at
              ),
@@ -1279,19 +1307,27 @@ impl JobStore for PgStore {
                     finished_at = CASE WHEN j.failed_attempts + 1 >= j.max_attempts OR j.cancel_requested
                                        THEN now() END,
                     last_error = 'lease expired: the worker stopped heartbeating',
+                    error_code = $2, error_message = $3,
                     lease_expires_at = NULL
                 FROM expired WHERE j.id = expired.id AND j.state = 'running'
-                RETURNING j.id, j.tenant_id, j.attempt, j.worker_id, j.started_at, j.state, j.queue, j.last_error
+                RETURNING j.id, j.tenant_id, j.attempt, j.worker_id, j.started_at, j.state, j.queue, j.last_error,
+                          j.error_code, j.error_message
              ),
-             a AS (INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, outcome, error)
-                   SELECT id, attempt, tenant_id, worker_id, started_at, 'lease_expired', last_error FROM r),
+             a AS (INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, outcome,
+                                             error, error_code, error_message)
+                   SELECT id, attempt, tenant_id, worker_id, started_at, 'lease_expired', last_error,
+                          error_code, error_message FROM r),
              e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind, data)
                    SELECT id, tenant_id, attempt,
                           CASE state WHEN 'queued' THEN 'lease_expired' ELSE state END,
-                          jsonb_build_object('error', last_error) FROM r)
+                          jsonb_build_object('error', jsonb_build_object('code', error_code,
+                                                                         'message', error_message))
+                   FROM r)
              SELECT id, tenant_id, state, queue FROM r",
         )
         .bind(i64::from(limit))
+        .bind(FailureCode::WorkerLost.as_str())
+        .bind(FailureCode::WorkerLost.message())
         .fetch_all(&mut *tx)
         .await
         .db("rescuing expired leases")?;

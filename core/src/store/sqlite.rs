@@ -40,6 +40,7 @@ use super::{
 };
 use crate::audit::{insert_change_sqlite as record, Actor};
 use crate::error::{DbContext, Error, Result};
+use crate::failure::{FailureCode, PublicError};
 use crate::ids::JobId;
 use crate::job::{
     Attempt, AttemptOutcome, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent,
@@ -184,12 +185,14 @@ impl SqliteStore {
         let AttemptRecord {
             outcome,
             error,
+            public,
             event,
             data,
         } = record(&ended)?;
         sqlx::query(
-            "INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, finished_at, outcome, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, finished_at, outcome,
+                                       error, error_code, error_message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .bind(lease.job_id.as_uuid())
         .bind(ended.attempt)
@@ -199,6 +202,8 @@ impl SqliteStore {
         .bind(now)
         .bind(outcome.as_str())
         .bind(error)
+        .bind(public.as_ref().map(|p| p.code.as_str()))
+        .bind(public.as_ref().map(|p| p.message.as_str()))
         .execute(w.conn())
         .await
         .db("recording an attempt")?;
@@ -554,19 +559,21 @@ macro_rules! end_attempt_statement {
             "UPDATE jobs SET lease_expires_at = NULL, ",
             $set,
             " WHERE id = ?1 AND attempt = ?2 AND state = 'running'
-             RETURNING tenant_id, attempt, worker_id, started_at, state, queue, run_at, last_error"
+             RETURNING tenant_id, attempt, worker_id, started_at, state, queue, run_at, last_error,
+                       error_code, error_message"
         )
     };
 }
 
-/// `?4` error, `?5` retry at, `?6` permanent.
+/// `?4` error, `?5` retry at, `?6` permanent, `?7` public code, `?8` public
+/// message.
 const FAIL_SQL: &str = end_attempt_statement!(
     "failed_attempts = failed_attempts + 1,
      state = CASE WHEN ?6 OR failed_attempts + 1 >= max_attempts THEN 'failed'
                   WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
      run_at = CASE WHEN ?6 OR failed_attempts + 1 >= max_attempts OR cancel_requested THEN run_at ELSE ?5 END,
      finished_at = CASE WHEN ?6 OR failed_attempts + 1 >= max_attempts OR cancel_requested THEN ?3 END,
-     last_error = ?4"
+     last_error = ?4, error_code = ?7, error_message = ?8"
 );
 
 const CANCELLED_SQL: &str = end_attempt_statement!("state = 'cancelled', finished_at = ?3");
@@ -586,6 +593,7 @@ struct EndedAttempt {
     queue: String,
     run_at: i64,
     last_error: Option<String>,
+    public_error: Option<PublicError>,
 }
 
 impl EndedAttempt {
@@ -618,6 +626,12 @@ impl EndedAttempt {
             last_error: row
                 .try_get("last_error")
                 .db("reading the finished job's error")?,
+            public_error: PublicError::from_columns(
+                row.try_get("error_code")
+                    .db("reading the finished job's error code")?,
+                row.try_get("error_message")
+                    .db("reading the finished job's error message")?,
+            ),
         })
     }
 }
@@ -627,6 +641,8 @@ struct AttemptRecord {
     outcome: AttemptOutcome,
     /// The attempt's own error: only a failure has one.
     error: Option<String>,
+    /// What tenants see of it.
+    public: Option<PublicError>,
     event: &'static str,
     data: Option<Value>,
 }
@@ -641,9 +657,10 @@ fn failure_record(ended: &EndedAttempt) -> Result<AttemptRecord> {
     Ok(AttemptRecord {
         outcome,
         error: ended.last_error.clone(),
+        public: ended.public_error.clone(),
         event,
         data: Some(
-            json!({"error": ended.last_error, "runAt": run_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}),
+            json!({"error": ended.public_error, "runAt": run_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}),
         ),
     })
 }
@@ -655,6 +672,7 @@ fn plain_record(outcome: AttemptOutcome) -> impl FnOnce(&EndedAttempt) -> Result
         Ok(AttemptRecord {
             outcome,
             error: None,
+            public: None,
             event: if ended.state == JobState::Cancelled {
                 "cancelled"
             } else {
@@ -787,6 +805,11 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
         checkpoint: optional_json_at(row, "checkpoint", "reading job checkpoint")?,
         result: optional_json_at(row, "result", "reading job result")?,
         last_error: row.try_get("last_error").db("reading job error")?,
+        public_error: PublicError::from_columns(
+            row.try_get("error_code").db("reading job error code")?,
+            row.try_get("error_message")
+                .db("reading job error message")?,
+        ),
         idempotency_key: row
             .try_get("idempotency_key")
             .db("reading job idempotency key")?,
@@ -948,8 +971,8 @@ impl JobStore for SqliteStore {
 
     async fn attempts_of(&self, tenant_id: &str, id: JobId) -> Result<Vec<Attempt>> {
         let rows = sqlx::query(
-            "SELECT attempt, worker_id, started_at, finished_at, outcome, error FROM job_attempts
-             WHERE job_id = ?1 AND tenant_id = ?2 ORDER BY attempt",
+            "SELECT attempt, worker_id, started_at, finished_at, outcome, error, error_code, error_message
+             FROM job_attempts WHERE job_id = ?1 AND tenant_id = ?2 ORDER BY attempt",
         )
         .bind(id.as_uuid())
         .bind(tenant_id)
@@ -966,6 +989,11 @@ impl JobStore for SqliteStore {
                     finished_at: time_at(row, "finished_at", "reading attempt end")?,
                     outcome: AttemptOutcome::from_str(&outcome)?,
                     error: row.try_get("error").db("reading attempt error")?,
+                    public_error: PublicError::from_columns(
+                        row.try_get("error_code").db("reading attempt error code")?,
+                        row.try_get("error_message")
+                            .db("reading attempt error message")?,
+                    ),
                 })
             })
             .collect()
@@ -1304,6 +1332,7 @@ impl JobStore for SqliteStore {
             }
             Finish::Failed {
                 error,
+                public,
                 retry_at,
                 permanent,
             } => {
@@ -1311,6 +1340,8 @@ impl JobStore for SqliteStore {
                     q.bind(text_without_nul(error).into_owned())
                         .bind(retry_at.timestamp_micros())
                         .bind(*permanent)
+                        .bind(text_without_nul(&public.code).into_owned())
+                        .bind(text_without_nul(&public.message).into_owned())
                 };
                 self.end_attempt(lease, FAIL_SQL, bind, failure_record)
                     .await
@@ -1345,7 +1376,11 @@ impl JobStore for SqliteStore {
             .await?;
         let now = now_micros();
         let applied: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE jobs SET state = 'succeeded', result = c.done_result, finished_at = ?2, lease_expires_at = NULL
+            "UPDATE jobs SET state = 'succeeded', result = c.done_result, finished_at = ?2, lease_expires_at = NULL,
+                 last_error = NULL, error_code = NULL, error_message = NULL,
+                 progress = CASE WHEN json_type(progress, '$.total') IN ('integer', 'real')
+                                 THEN json_set(progress, '$.current', json_extract(progress, '$.total'))
+                                 ELSE progress END
              FROM (SELECT unhex(value ->> 0) AS done_id, value ->> 1 AS done_attempt, value ->> 2 AS done_result
                    FROM json_each(?1)) AS c
              WHERE jobs.id = c.done_id AND jobs.attempt = c.done_attempt AND jobs.state = 'running'
@@ -1395,7 +1430,7 @@ impl JobStore for SqliteStore {
                               WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
                  run_at = ?1,
                  finished_at = CASE WHEN failed_attempts + 1 >= max_attempts OR cancel_requested THEN ?1 END,
-                 last_error = ?3,
+                 last_error = ?3, error_code = ?4, error_message = ?5,
                  lease_expires_at = NULL
              WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < ?1
                           ORDER BY lease_expires_at LIMIT ?2)
@@ -1405,6 +1440,8 @@ impl JobStore for SqliteStore {
         .bind(now)
         .bind(i64::from(limit))
         .bind(LEASE_EXPIRED_ERROR)
+        .bind(FailureCode::WorkerLost.as_str())
+        .bind(FailureCode::WorkerLost.message())
         .fetch_all(w.conn())
         .await
         .db("rescuing expired leases")?;
@@ -1433,8 +1470,10 @@ impl JobStore for SqliteStore {
         }
         let ids = ids_json(rescued.iter().map(|r| r.job_id.as_uuid()));
         sqlx::query(
-            "INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, finished_at, outcome, error)
-             SELECT id, attempt, tenant_id, worker_id, started_at, ?2, 'lease_expired', last_error FROM jobs
+            "INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, finished_at, outcome,
+                                       error, error_code, error_message)
+             SELECT id, attempt, tenant_id, worker_id, started_at, ?2, 'lease_expired', last_error,
+                    error_code, error_message FROM jobs
              WHERE id IN (SELECT unhex(value) FROM json_each(?1))",
         )
         .bind(&ids)
@@ -1445,7 +1484,7 @@ impl JobStore for SqliteStore {
         sqlx::query(
             "INSERT INTO job_events (job_id, tenant_id, at, attempt, kind, data)
              SELECT id, tenant_id, ?2, attempt, CASE state WHEN 'queued' THEN 'lease_expired' ELSE state END,
-                    json_object('error', last_error)
+                    json_object('error', json_object('code', error_code, 'message', error_message))
              FROM jobs WHERE id IN (SELECT unhex(value) FROM json_each(?1))",
         )
         .bind(&ids)
@@ -1678,6 +1717,7 @@ mod tests {
         assert!(lost(store.finish(stale, &Finish::Cancelled).await));
         let fail = Finish::Failed {
             error: "boom".into(),
+            public: crate::failure::PublicError::job_failed("boom"),
             retry_at: Utc::now(),
             permanent: false,
         };
@@ -1807,6 +1847,7 @@ mod tests {
             .expect("enqueue");
         let fail = Finish::Failed {
             error: "boom".into(),
+            public: crate::failure::PublicError::job_failed("boom"),
             retry_at: Utc::now(),
             permanent: false,
         };
@@ -1833,7 +1874,10 @@ mod tests {
         assert_eq!(outcomes, [AttemptOutcome::Retried, AttemptOutcome::Failed]);
         let events = store.job_events("a", job.id, 0, 100).await.expect("events");
         assert_eq!(events[1].kind, "retry_scheduled");
-        assert_eq!(events[1].data.as_ref().expect("data")["error"], "boom");
+        assert_eq!(
+            events[1].data.as_ref().expect("data")["error"],
+            json!({"code": "job_failed", "message": "boom"})
+        );
         assert!(matches!(
             store.cancel("a", job.id).await,
             Err(Error::Conflict(_))
@@ -1939,6 +1983,7 @@ mod tests {
         store.enqueue(&jobs).await.expect("enqueue");
         let fail = Finish::Failed {
             error: "exit 1: \u{0}garbage".into(),
+            public: crate::failure::PublicError::job_failed("exit 1: \u{0}garbage"),
             retry_at: Utc::now(),
             permanent: false,
         };

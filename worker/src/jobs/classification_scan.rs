@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use longhaul_core::failure::FailureCode;
 use longhaul_core::scans::classification::{
     ClassificationScanParams, ObjectClassification, ObjectStatus,
 };
@@ -163,7 +164,11 @@ impl JobHandler for ClassificationScan {
                             blocking(move || classifier.classify_reader(&key, body, max_bytes))
                                 .await?
                                 .map_err(|e| {
-                                    JobError::retryable(format!("reading {}: {e}", object.key))
+                                    // The body broke off midway: the store, not the scan.
+                                    JobError::platform(
+                                        FailureCode::StorageUnavailable,
+                                        format!("reading {}: {e}", object.key),
+                                    )
                                 })?;
                         Ok(to_result(job_id, &bucket, object.key, object.size, outcome))
                     }) as Work<_>

@@ -175,7 +175,7 @@ impl JobHandler for AuditExport {
                 .await
             }
             Err(error) => {
-                if ctx.cancel_requested() || matches!(error, JobError::Permanent(_)) {
+                if ctx.cancel_requested() || error.is_permanent() {
                     // Nothing of a cancelled or failed export is kept.
                     if let Err(abort) = upload.abort().await {
                         tracing::warn!(error = %abort, "aborting the export's upload failed; the sweeper will");

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use longhaul_core::artifacts::{ObjectStore, StorageError};
+use longhaul_core::failure::FailureCode;
 use longhaul_core::scans::leakage::{LeakageScanParams, NewFinding, Source, SourceRules};
 use longhaul_core::scans::policies::compile_leakage;
 use longhaul_core::tenancy::Tenant;
@@ -403,7 +404,13 @@ async fn scan_stream(
     let key = name.clone();
     let content = blocking(move || scanner.scan_content(&name, body, false))
         .await?
-        .map_err(|e| JobError::retryable(format!("reading {key}: {e}")))?;
+        .map_err(|e| {
+            // The body broke off midway: the store, not the scan.
+            JobError::platform(
+                FailureCode::StorageUnavailable,
+                format!("reading {key}: {e}"),
+            )
+        })?;
     Ok(match content {
         Content::Findings(findings) => findings,
         Content::Skipped(reason) => {
@@ -424,9 +431,9 @@ impl JobHandler for LeakageScan {
         // comes, the artifact sweeper removes them (they are the job's
         // inputs, kept at most a week).
         let finished = match &result {
-            Ok(_) | Err(JobError::Permanent(_)) => true,
+            Ok(_) => true,
             Err(JobError::Cancelled) => ctx.cancel_requested(),
-            Err(JobError::Retryable(_)) => false,
+            Err(error) => error.is_permanent(),
         };
         if finished {
             self.delete_inline(&tenant, &params.sources).await;

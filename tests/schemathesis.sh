@@ -65,8 +65,7 @@ wait_healthy() { # URL LOG
 run_schemathesis() { # BASE KEY NAME ARGS...
   local base=$1 key=$2 name=$3; shift 3
   echo "-- schemathesis: $name"
-  # From the scratch folder: schemathesis keeps a .schemathesis/ cache in the
-  # current directory, which must not land in the work tree.
+  # From the scratch folder: schemathesis keeps a cache in ./.schemathesis.
   (cd "$WORK" && schemathesis run "$base/openapi.json" \
     --header "Authorization: Bearer $key" \
     --checks not_a_server_error,status_code_conformance \

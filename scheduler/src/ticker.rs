@@ -48,6 +48,8 @@ pub struct Ticker {
 pub struct TickerReport {
     pub fired: u64,
     pub skipped: u64,
+    /// Of the skipped, fires over their tenant's `maxQueued`.
+    pub over_quota: u64,
     pub failed: u64,
 }
 
@@ -90,7 +92,14 @@ impl Ticker {
                 tracing::debug!(%schedule_id, %fire_time, %job_id, "schedule fired");
             }
             total.fired += report.fired.len() as u64;
+            if report.over_quota > 0 {
+                tracing::info!(
+                    fires = report.over_quota,
+                    "scheduled fires skipped: their tenants were at maxQueued"
+                );
+            }
             total.skipped += report.skipped;
+            total.over_quota += report.over_quota;
             total.failed += report.failed;
             if report.schedules < self.config.batch as usize {
                 return Ok(total);

@@ -469,7 +469,7 @@ async fn s3_store_contract_against_moto() {
 
 /// A server that accepts connections and never answers (a stalled store):
 /// its port, and the task holding the accepted sockets open.
-async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
+pub async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
@@ -481,7 +481,7 @@ async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
     (port, task)
 }
 
-fn s3_config_at(port: u16, timeouts: S3Timeouts) -> S3Config {
+pub fn s3_config_at(port: u16, timeouts: S3Timeouts) -> S3Config {
     let mut config = S3Config::new("longhaul-stalled", "eu-west-1");
     config.endpoint_url = Some(format!("http://127.0.0.1:{port}"));
     config.force_path_style = true;

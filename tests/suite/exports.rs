@@ -581,7 +581,86 @@ both_stores!(
     exports_round_trip_every_row,
     killed_worker_resumes_from_its_checkpoint,
     cancel_aborts_the_upload,
+    a_stalled_store_fails_the_attempt_which_backs_off_for_minutes,
 );
+
+/// An object store that accepts connections and never answers: the export's
+/// attempt fails within the S3 client's timeouts (instead of sitting
+/// `running` until the kind's 6 h limit), with a transient error that is
+/// retried after the transient back-off; the tenant sees its code, not the
+/// bucket or the SDK's text.
+async fn a_stalled_store_fails_the_attempt_which_backs_off_for_minutes(db: TestDb) {
+    let (port, server) = crate::artifacts::silent_server().await;
+    let timeouts = longhaul_core::artifacts::S3Timeouts {
+        connect: Duration::from_millis(500),
+        read: Duration::from_millis(500),
+        attempt: Duration::from_secs(1),
+    };
+    let artifacts = stores_of_stalled(port, timeouts).await;
+    let rig = rig(&db, artifacts.clone()).await;
+    let (tenant, key) = rig.tenant("acme").await;
+    let (worker, handle) = start_worker(&rig.url, artifacts).await;
+    let (id, job) = rig.export(&key, json!({"format": "csv"})).await;
+    let failed = wait_for_job(
+        rig.stores.as_ref(),
+        &tenant.id,
+        job,
+        Duration::from_secs(30),
+        |job| job.failed_attempts >= 1,
+    )
+    .await;
+    worker.cancel();
+    handle.await.expect("worker");
+    server.abort();
+    assert_eq!(failed.state, JobState::Queued, "retried, not failed");
+    assert!(
+        failed
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("timeouts")),
+        "{failed:#?}"
+    );
+    let events = rig
+        .stores
+        .job_events(&tenant.id, job, 0, 100)
+        .await
+        .expect("events");
+    let retry = events
+        .iter()
+        .find(|e| e.kind == "retry_scheduled")
+        .expect("a retry");
+    let run_at: DateTime<Utc> =
+        serde_json::from_value(retry.data.as_ref().expect("data")["runAt"].clone()).expect("runAt");
+    assert!(
+        run_at - retry.at >= chrono::Duration::seconds(12),
+        "backed off only {}",
+        run_at - retry.at
+    );
+    let view = rig
+        .call(Method::GET, &format!("/v1/audit/exports/{id}"), &key, None)
+        .await;
+    assert_eq!(
+        view.body["error"]["code"], "storage_unavailable",
+        "{}",
+        view.body
+    );
+    assert!(
+        !view.body.to_string().contains("longhaul-stalled"),
+        "{}",
+        view.body
+    );
+}
+
+async fn stores_of_stalled(
+    port: u16,
+    timeouts: longhaul_core::artifacts::S3Timeouts,
+) -> Arc<ArtifactStores> {
+    let store =
+        longhaul_core::artifacts::S3Store::connect(&crate::artifacts::s3_config_at(port, timeouts))
+            .await
+            .expect("an S3 client");
+    stores_of(Arc::new(store))
+}
 
 async fn exports_round_trip_every_row(db: TestDb) {
     let root = std::env::temp_dir().join(format!("longhaul-exports-{}", uuid::Uuid::now_v7()));

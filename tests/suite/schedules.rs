@@ -612,6 +612,125 @@ async fn a_suspended_tenants_schedules_start_no_work(db: TestDb) {
     assert_eq!(report.fired.len(), 1, "fires again once resumed");
 }
 
+/// Fires count against the tenant's `maxQueued` like `POST /v1/jobs`: past
+/// it a fire creates no job; the schedule moves on and records the skip, and
+/// the audit log says why. Room made by a worker lets the next fire through;
+/// two schedules due together share the room.
+async fn fires_over_max_queued_are_skipped_and_recorded(db: TestDb) {
+    let stores = stores(&db).await;
+    let tenant = tenant(
+        &*stores,
+        Quotas {
+            max_queued: Some(3),
+            ..Quotas::default()
+        },
+    )
+    .await;
+    let every_second = |name: &str| schedule(name, "* * * * * *", "UTC");
+    let first = create(
+        &*stores,
+        &tenant,
+        every_second("first"),
+        at("2026-06-01T10:00:00.500Z"),
+    )
+    .await;
+    let second = |s: u32| {
+        Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, s)
+            .single()
+            .expect("time")
+    };
+    let queued = || async {
+        stores
+            .list_jobs(
+                &tenant.id,
+                &longhaul_core::job::JobFilter {
+                    states: vec![JobState::Queued],
+                    ..Default::default()
+                },
+                None,
+                100,
+            )
+            .await
+            .expect("jobs")
+            .len()
+    };
+    for s in 1..=3 {
+        let report = stores
+            .fire_due(second(s), 10, MINUTE, &jobs())
+            .await
+            .expect("tick");
+        assert_eq!(report.fired.len(), 1, "fire {s} is within the quota");
+    }
+    let over = stores
+        .fire_due(second(4), 10, MINUTE, &jobs())
+        .await
+        .expect("tick");
+    assert!(over.fired.is_empty(), "a fire over maxQueued queued a job");
+    assert_eq!((over.skipped, over.over_quota), (1, 1));
+    assert_eq!(queued().await, 3);
+    let read = stores
+        .get_schedule(Some(&tenant.id), &first.id)
+        .await
+        .expect("read");
+    assert_eq!(read.next_fire_at, Some(second(5)), "the schedule moved on");
+    assert_eq!(read.last_fire_at, Some(second(3)));
+    assert_eq!(read.last_skipped_at, Some(second(4)));
+    assert_eq!(read.last_skip_reason.as_deref(), Some("quota_exceeded"));
+    let shown = serde_json::to_value(&read).expect("json");
+    assert_eq!(shown["lastSkipReason"], "quota_exceeded");
+    let skips = stores
+        .list_audit_events(
+            &tenant.id,
+            &longhaul_core::audit::AuditFilter {
+                action: Some("schedule.fire_skipped".into()),
+                ..Default::default()
+            },
+            None,
+            longhaul_core::audit::Order::NewestFirst,
+            10,
+        )
+        .await
+        .expect("audit");
+    assert_eq!(skips.len(), 1);
+    assert_eq!(skips[0].resource_id.as_deref(), Some(first.id.as_str()));
+    let details: Value = serde_json::from_str(skips[0].details.as_str()).expect("details");
+    assert_eq!(details["reason"], "quota_exceeded");
+    assert_eq!(details["fireTime"], json!(second(4)));
+    assert_eq!(
+        (details["limit"].clone(), details["queued"].clone()),
+        (json!(3), json!(3))
+    );
+
+    // A worker takes one job: room for one fire, shared by two schedules.
+    create(
+        &*stores,
+        &tenant,
+        every_second("second"),
+        at("2026-06-01T10:00:04.500Z"),
+    )
+    .await;
+    let claimed = stores
+        .claim(
+            &ClaimRequest {
+                queues: vec!["default".into()],
+                limit: 1,
+                worker_id: "w".into(),
+                lease: Duration::from_secs(30),
+            },
+            None,
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let shared = stores
+        .fire_due(second(5), 10, MINUTE, &jobs())
+        .await
+        .expect("tick");
+    assert_eq!((shared.schedules, shared.fired.len()), (2, 1));
+    assert_eq!((shared.skipped, shared.over_quota), (1, 1));
+    assert_eq!(queued().await, 3, "never past maxQueued");
+}
+
 // ---- the API ------------------------------------------------------------------
 
 struct Api {
@@ -922,6 +1041,7 @@ both_stores!(
     overlap_skip_waits_for_the_previous_run,
     paused_schedules_do_not_fire_and_resume_from_now,
     a_suspended_tenants_schedules_start_no_work,
+    fires_over_max_queued_are_skipped_and_recorded,
     jitter_longer_than_the_misfire_threshold_is_not_a_misfire,
     pruned_fire_records_do_not_fire_again,
     schedules_api_validates_limits_and_isolates,

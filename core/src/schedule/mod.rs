@@ -12,6 +12,12 @@
 //! `next_fire_at` on with an update fenced by its old value. No leader is
 //! needed; schedules are never all held in memory: a tick reads the due ones
 //! by the `schedules_due_idx` index.
+//!
+//! Fires count against the tenant's `maxQueued` as `POST /v1/jobs` does (the
+//! count under the same per-tenant lock): a fire that would take the tenant
+//! past it creates no job; the schedule moves on, records the skip
+//! (`lastSkippedAt`, `lastSkipReason: quota_exceeded`) and the audit log a
+//! `schedule.fire_skipped` event.
 
 mod postgres;
 mod sqlite;
@@ -73,6 +79,12 @@ pub struct Schedule {
     pub last_fire_at: Option<DateTime<Utc>>,
     #[schema(value_type = Option<String>, example = "job_01932f6e3b7a7c3e9d2a4b5c6d7e8f90")]
     pub last_job_id: Option<JobId>,
+    /// The last fire time that created no job for a reason the tenant can
+    /// act on (see `lastSkipReason`).
+    pub last_skipped_at: Option<DateTime<Utc>>,
+    /// Why: `quota_exceeded` (the tenant was at its `maxQueued`).
+    #[schema(example = "quota_exceeded")]
+    pub last_skip_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -303,6 +315,65 @@ pub struct FireReport {
     /// Fires that could not build a job (a kind removed from the catalogue,
     /// say): logged; the schedule moves on.
     pub failed: u64,
+    /// Of the skipped, fires that would have taken their tenant past its
+    /// `maxQueued` (recorded on the schedule and in the audit log).
+    pub over_quota: u64,
+}
+
+/// `lastSkipReason` of a fire skipped because its tenant was at `maxQueued`.
+pub const SKIP_QUOTA_EXCEEDED: &str = "quota_exceeded";
+
+/// A tick's view of its tenants' `maxQueued`: each capped tenant's queued
+/// jobs (counted by the store under the tenant's quota lock) plus the jobs
+/// the tick has admitted so far.
+#[derive(Debug, Default)]
+pub(crate) struct QueuedQuota {
+    queued: std::collections::HashMap<String, i64>,
+}
+
+impl QueuedQuota {
+    pub(crate) fn knows(&self, tenant: &str) -> bool {
+        self.queued.contains_key(tenant)
+    }
+
+    pub(crate) fn set_count(&mut self, tenant: &str, queued: i64) {
+        self.queued.insert(tenant.to_string(), queued);
+    }
+
+    /// Takes one more queued job for `tenant` under `limit`; `Err(queued)`
+    /// if the tenant already holds `limit` or more.
+    pub(crate) fn admit(&mut self, tenant: &str, limit: i64) -> std::result::Result<(), i64> {
+        let queued = self.queued.entry(tenant.to_string()).or_insert(0);
+        if *queued >= limit {
+            return Err(*queued);
+        }
+        *queued += 1;
+        Ok(())
+    }
+}
+
+/// A fire passed over because its tenant was at `maxQueued`.
+#[derive(Debug, Clone)]
+pub(crate) struct QuotaSkip {
+    pub fire_time: DateTime<Utc>,
+    pub limit: i64,
+    pub queued: i64,
+}
+
+impl QuotaSkip {
+    /// Its audit event (by the system, on the schedule).
+    pub(crate) fn change(&self, schedule: &Schedule) -> Change {
+        change(
+            "schedule.fire_skipped",
+            schedule,
+            serde_json::json!({
+                "fireTime": self.fire_time,
+                "reason": SKIP_QUOTA_EXCEEDED,
+                "limit": self.limit,
+                "queued": self.queued,
+            }),
+        )
+    }
 }
 
 pub(crate) fn change(action: &'static str, schedule: &Schedule, details: Value) -> Change {
@@ -358,7 +429,8 @@ pub trait ScheduleStore: Send + Sync {
         -> Result<()>;
 
     /// Fires up to `limit` due schedules at `now` (see the module comment);
-    /// a fire time more than `misfire_threshold` late is a misfire.
+    /// a fire time more than `misfire_threshold` late is a misfire, and a
+    /// fire that would take its tenant past `maxQueued` is skipped.
     async fn fire_due(
         &self,
         now: DateTime<Utc>,

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::{
     change, check_new_schedule, first_fire, parse_schedule_id, plan, same_fire, schedule_id_text,
-    FireReport, JobMaker, NewSchedule, PlannedFire, Schedule, SchedulePatch, ScheduleStore,
-    DEFAULT_MAX_SCHEDULES,
+    FireReport, JobMaker, NewSchedule, PlannedFire, QueuedQuota, QuotaSkip, Schedule,
+    SchedulePatch, ScheduleStore, DEFAULT_MAX_SCHEDULES, SKIP_QUOTA_EXCEEDED,
 };
 use crate::audit::{insert_change_pg as record, insert_changes_pg, Actor, Change};
 use crate::error::{DbContext, Error, Result};
@@ -51,6 +51,8 @@ fn schedule_from_row(row: &PgRow) -> Result<Schedule> {
         next_fire_at: row.try_get("next_fire_at").db("reading a schedule")?,
         last_fire_at: row.try_get("last_fire_at").db("reading a schedule")?,
         last_job_id: last_job.map(JobId::from_uuid),
+        last_skipped_at: row.try_get("last_skipped_at").db("reading a schedule")?,
+        last_skip_reason: row.try_get("last_skip_reason").db("reading a schedule")?,
         created_at: row.try_get("created_at").db("reading a schedule")?,
         updated_at: row.try_get("updated_at").db("reading a schedule")?,
     })
@@ -392,7 +394,8 @@ impl ScheduleStore for PgStore {
     ) -> Result<FireReport> {
         let mut tx = self.pool().begin().await.db("starting a scheduler tick")?;
         let rows = sqlx::query(
-            "SELECT s.*, coalesce(t.status = 'suspended', false) AS tenant_suspended
+            "SELECT s.*, coalesce(t.status = 'suspended', false) AS tenant_suspended,
+                    t.max_queued AS tenant_max_queued
              FROM schedules s LEFT JOIN tenants t ON t.id = s.tenant_id
              WHERE NOT s.paused AND s.next_run_at IS NOT NULL AND s.next_run_at <= $1
              ORDER BY s.next_run_at LIMIT $2
@@ -411,12 +414,19 @@ impl ScheduleStore for PgStore {
             ..FireReport::default()
         };
         let mut due = Vec::with_capacity(rows.len());
+        let mut max_queued: HashMap<Uuid, i64> = HashMap::new();
         for row in &rows {
             let schedule = schedule_from_row(row)?;
             let uuid: Uuid = row.try_get("id").db("reading a schedule id")?;
             let suspended: bool = row
                 .try_get("tenant_suspended")
                 .db("reading a tenant's status")?;
+            let limit: Option<i64> = row
+                .try_get("tenant_max_queued")
+                .db("reading a tenant's quota")?;
+            if let Some(limit) = limit {
+                max_queued.insert(uuid, limit);
+            }
             due.push((schedule, uuid, suspended));
         }
         // Overlap `skip`: is the previous run still queued or running?
@@ -471,6 +481,39 @@ impl ScheduleStore for PgStore {
             }
             planned.push((fire, job));
         }
+        // maxQueued, as `POST /v1/jobs` applies it: under the tenants' quota
+        // locks, in fire order; a fire over it creates no job.
+        let capped = planned
+            .iter()
+            .filter(|(f, job)| job.is_some() && max_queued.contains_key(&f.schedule_id))
+            .filter_map(|(_, job)| job.as_ref().map(|j| j.tenant_id.as_str()))
+            .collect();
+        let mut quota = QueuedQuota::default();
+        for (tenant, queued) in crate::store::pg_lock_queued_counts(&mut tx, capped).await? {
+            quota.set_count(&tenant, queued);
+        }
+        let mut quota_skips: HashMap<Uuid, QuotaSkip> = HashMap::new();
+        for (fire, job) in planned.iter_mut() {
+            let (Some(fire_time), Some(new_job), Some(limit)) =
+                (fire.fire, job.as_ref(), max_queued.get(&fire.schedule_id))
+            else {
+                continue;
+            };
+            if let Err(queued) = quota.admit(&new_job.tenant_id, *limit) {
+                quota_skips.insert(
+                    fire.schedule_id,
+                    QuotaSkip {
+                        fire_time,
+                        limit: *limit,
+                        queued,
+                    },
+                );
+                report.skipped += 1;
+                report.over_quota += 1;
+                fire.fire = None;
+                *job = None;
+            }
+        }
         // The fires first: a fire time already in schedule_fires (a second
         // scheduler got there first) is not inserted, nor is its job.
         let fires: Vec<&(PlannedFire, Option<crate::job::NewJob>)> =
@@ -518,6 +561,14 @@ impl ScheduleStore for PgStore {
             })
             .collect();
         insert_changes_pg(&mut tx, &created, &Actor::system()).await?;
+        let skipped: Vec<(&str, Change)> = quota_skips
+            .iter()
+            .filter_map(|(uuid, skip)| {
+                let schedule = by_schedule.get(uuid)?;
+                Some((schedule.job_tenant(), skip.change(schedule)))
+            })
+            .collect();
+        insert_changes_pg(&mut tx, &skipped, &Actor::system()).await?;
         // Move every schedule on, fenced by the fire time it was read with.
         let ids: Vec<Uuid> = planned.iter().map(|(f, _)| f.schedule_id).collect();
         let old: Vec<DateTime<Utc>> = planned.iter().map(|(f, _)| f.old_next_fire_at).collect();
@@ -537,13 +588,20 @@ impl ScheduleStore for PgStore {
                     .map(|j| j.id.as_uuid())
             })
             .collect();
+        let skipped_at: Vec<Option<DateTime<Utc>>> = planned
+            .iter()
+            .map(|(f, _)| quota_skips.get(&f.schedule_id).map(|skip| skip.fire_time))
+            .collect();
         let moved = sqlx::query(
             "UPDATE schedules s SET next_fire_at = u.next_fire, next_run_at = u.next_run,
                  last_fire_at = coalesce(u.fired_at, s.last_fire_at),
-                 last_job_id = coalesce(u.job_id, s.last_job_id)
+                 last_job_id = coalesce(u.job_id, s.last_job_id),
+                 last_skipped_at = coalesce(u.skipped_at, s.last_skipped_at),
+                 last_skip_reason = CASE WHEN u.skipped_at IS NULL THEN s.last_skip_reason
+                                         ELSE $8 END
              FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[],
-                         $5::timestamptz[], $6::uuid[])
-                  AS u(id, old_fire, next_fire, next_run, fired_at, job_id)
+                         $5::timestamptz[], $6::uuid[], $7::timestamptz[])
+                  AS u(id, old_fire, next_fire, next_run, fired_at, job_id, skipped_at)
              WHERE s.id = u.id AND s.next_fire_at = u.old_fire",
         )
         .bind(&ids)
@@ -552,6 +610,8 @@ impl ScheduleStore for PgStore {
         .bind(&next_run)
         .bind(&fired_at)
         .bind(&fired_job)
+        .bind(&skipped_at)
+        .bind(SKIP_QUOTA_EXCEEDED)
         .execute(&mut *tx)
         .await
         .db("moving schedules on")?

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::{
     change, check_new_schedule, first_fire, parse_schedule_id, plan, same_fire, schedule_id_text,
-    FireReport, JobMaker, NewSchedule, OverlapPolicy, Schedule, SchedulePatch, ScheduleStore,
-    DEFAULT_MAX_SCHEDULES,
+    FireReport, JobMaker, NewSchedule, OverlapPolicy, QueuedQuota, QuotaSkip, Schedule,
+    SchedulePatch, ScheduleStore, DEFAULT_MAX_SCHEDULES, SKIP_QUOTA_EXCEEDED,
 };
 use crate::audit::{insert_change_sqlite as record, Actor, Change};
 use crate::error::{DbContext, Error, Result};
@@ -71,6 +71,8 @@ fn schedule_from_row(row: &SqliteRow) -> Result<Schedule> {
         next_fire_at: optional_time(row, "next_fire_at")?,
         last_fire_at: optional_time(row, "last_fire_at")?,
         last_job_id: last_job.map(JobId::from_uuid),
+        last_skipped_at: optional_time(row, "last_skipped_at")?,
+        last_skip_reason: row.try_get("last_skip_reason").db("reading a schedule")?,
         created_at: time_of(row.try_get("created_at").db("reading a schedule")?)?,
         updated_at: time_of(row.try_get("updated_at").db("reading a schedule")?)?,
     })
@@ -389,7 +391,8 @@ impl ScheduleStore for SqliteStore {
     ) -> Result<FireReport> {
         let mut w = self.begin_write("starting a scheduler tick").await?;
         let rows = sqlx::query(
-            "SELECT s.*, coalesce(t.status = 'suspended', 0) AS tenant_suspended
+            "SELECT s.*, coalesce(t.status = 'suspended', 0) AS tenant_suspended,
+                    t.max_queued AS tenant_max_queued
              FROM schedules s LEFT JOIN tenants t ON t.id = s.tenant_id
              WHERE s.paused = 0 AND s.next_run_at IS NOT NULL AND s.next_run_at <= ?1
              ORDER BY s.next_run_at LIMIT ?2",
@@ -409,12 +412,20 @@ impl ScheduleStore for SqliteStore {
         }
         let at = micros(now);
         let mut new_jobs = Vec::new();
+        // maxQueued, as `POST /v1/jobs` applies it (the write lock is held
+        // from the count to the commit): a fire over it creates no job.
+        let mut quota = QueuedQuota::default();
+        let mut quota_skips = Vec::new();
         for row in &rows {
             let schedule = schedule_from_row(row)?;
             let uuid: Uuid = row.try_get("id").db("reading a schedule id")?;
             let suspended: bool = row
                 .try_get("tenant_suspended")
                 .db("reading a tenant's status")?;
+            let max_queued: Option<i64> = row
+                .try_get("tenant_max_queued")
+                .db("reading a tenant's quota")?;
+            let mut skipped_over_quota = None;
             let due = schedule
                 .next_fire_at
                 .ok_or_else(|| Error::corrupt("schedule", "due without a fire time"))?;
@@ -441,7 +452,29 @@ impl ScheduleStore for SqliteStore {
                     report.skipped += 1;
                     fire.fire = None;
                 } else {
+                    let over_quota = match max_queued {
+                        Some(limit) => {
+                            let tenant = schedule.job_tenant();
+                            if !quota.knows(tenant) {
+                                let queued =
+                                    crate::store::sqlite_queued_count(w.conn(), tenant).await?;
+                                quota.set_count(tenant, queued);
+                            }
+                            quota.admit(tenant, limit).err().map(|queued| QuotaSkip {
+                                fire_time,
+                                limit,
+                                queued,
+                            })
+                        }
+                        None => None,
+                    };
                     match jobs.job_for(&schedule, fire_time) {
+                        Ok(_) if over_quota.is_some() => {
+                            report.skipped += 1;
+                            report.over_quota += 1;
+                            fire.fire = None;
+                            skipped_over_quota = over_quota;
+                        }
                         Ok(job) => {
                             let inserted = sqlx::query(
                                 "INSERT INTO schedule_fires (schedule_id, fire_time, job_id, fired_at)
@@ -473,7 +506,9 @@ impl ScheduleStore for SqliteStore {
             }
             let moved = sqlx::query(
                 "UPDATE schedules SET next_fire_at = ?3, next_run_at = ?4,
-                     last_fire_at = coalesce(?5, last_fire_at), last_job_id = coalesce(?6, last_job_id)
+                     last_fire_at = coalesce(?5, last_fire_at), last_job_id = coalesce(?6, last_job_id),
+                     last_skipped_at = coalesce(?7, last_skipped_at),
+                     last_skip_reason = CASE WHEN ?7 IS NULL THEN last_skip_reason ELSE ?8 END
                  WHERE id = ?1 AND next_fire_at = ?2",
             )
             .bind(uuid)
@@ -482,6 +517,8 @@ impl ScheduleStore for SqliteStore {
             .bind(fire.next_run_at.map(micros))
             .bind(fire.fire.map(micros))
             .bind(fired_job.map(|id| id.as_uuid()))
+            .bind(skipped_over_quota.as_ref().map(|skip| micros(skip.fire_time)))
+            .bind(SKIP_QUOTA_EXCEEDED)
             .execute(w.conn())
             .await
             .db("moving a schedule on")?
@@ -491,6 +528,9 @@ impl ScheduleStore for SqliteStore {
                 return Err(Error::Conflict(
                     "a schedule moved during the tick; retrying".into(),
                 ));
+            }
+            if let Some(skip) = skipped_over_quota {
+                quota_skips.push((schedule.job_tenant().to_string(), skip.change(&schedule)));
             }
         }
         let answers = crate::store::sqlite_enqueue_in(w.conn(), &new_jobs, at).await?;
@@ -506,6 +546,9 @@ impl ScheduleStore for SqliteStore {
                 &Change::new("job.create", "job", job.id.to_string(), details),
             )
             .await?;
+        }
+        for (tenant, change) in &quota_skips {
+            record(w.conn(), at, tenant, &Actor::system(), change).await?;
         }
         w.commit("committing a scheduler tick").await?;
         let queues: HashSet<&str> = new_jobs.iter().map(|job| job.queue.as_str()).collect();

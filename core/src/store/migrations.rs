@@ -33,6 +33,7 @@ pub(crate) const POSTGRES: &[Embedded] = embed!("postgres":
     "0006_artifacts.sql",
     "0007_scans.sql",
     "0008_job_error_codes.sql",
+    "0009_schedule_skips.sql",
 );
 
 /// SQLite's migrations, in order.
@@ -45,6 +46,7 @@ pub(crate) const SQLITE: &[Embedded] = embed!("sqlite":
     "0006_artifacts.sql",
     "0007_scans.sql",
     "0008_job_error_codes.sql",
+    "0009_schedule_skips.sql",
 );
 
 /// A list of embedded files as a source sqlx's `Migrator` reads.

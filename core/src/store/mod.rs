@@ -24,12 +24,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use pool::{PoolSettings, DEFAULT_ACQUIRE_TIMEOUT};
-pub(crate) use postgres::meter_created as pg_meter_created;
 pub use postgres::PgStore;
+pub(crate) use postgres::{
+    lock_queued_counts as pg_lock_queued_counts, meter_created as pg_meter_created,
+};
 pub use sqlite::SqliteStore;
 pub(crate) use sqlite::{
     enqueue_in as sqlite_enqueue_in, meter_created as sqlite_meter_created,
-    time_from_micros as sqlite_time,
+    queued_count as sqlite_queued_count, time_from_micros as sqlite_time,
 };
 pub use wake::{Wake, WakeReceiver};
 

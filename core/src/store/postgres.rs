@@ -153,6 +153,42 @@ SELECT tenant_id, count(*) AS n FROM jobs
 WHERE tenant_id = ANY ($1::text[]) AND state = 'queued'
 GROUP BY tenant_id";
 
+/// Takes the quota lock of each tenant (sorted, so that two transactions
+/// naming the same tenants cannot deadlock) and counts their queued jobs;
+/// the locks are held until the transaction ends, so no other admission
+/// (API or scheduler) can queue jobs for them in between. Tenants with no
+/// queued job are absent from the answer.
+pub(crate) async fn lock_queued_counts(
+    conn: &mut PgConnection,
+    tenants: std::collections::BTreeSet<&str>,
+) -> Result<BTreeMap<String, i64>> {
+    let mut queued = BTreeMap::new();
+    if tenants.is_empty() {
+        return Ok(queued);
+    }
+    for tenant in &tenants {
+        sqlx::query(QUOTA_LOCK_SQL)
+            .bind(*tenant)
+            .execute(&mut *conn)
+            .await
+            .db("taking a tenant's quota lock")?;
+    }
+    // A statement after the lock: its snapshot sees every commit of the
+    // transactions that held the lock before.
+    let tenants: Vec<&str> = tenants.into_iter().collect();
+    for row in sqlx::query(QUEUED_COUNT_SQL)
+        .bind(&tenants)
+        .fetch_all(&mut *conn)
+        .await
+        .db("counting queued jobs")?
+    {
+        let tenant: String = row.try_get("tenant_id").db("reading queued counts")?;
+        let n: i64 = row.try_get("n").db("reading queued counts")?;
+        queued.insert(tenant, n);
+    }
+    Ok(queued)
+}
+
 /// Adds billable operations: `$1` tenants, `$2` period, `$3` kinds, `$4` counts.
 const ADD_USAGE_SQL: &str = "
 INSERT INTO usage AS u (tenant_id, period, kind, operations)
@@ -706,32 +742,13 @@ impl JobStore for PgStore {
             .begin()
             .await
             .db("starting an enqueue transaction")?;
-        let mut queued_before = BTreeMap::new();
-        if max_queued.is_some() {
-            // Sorted, so that two batches naming the same tenants cannot deadlock.
-            let tenants: std::collections::BTreeSet<&str> =
-                jobs.iter().map(|job| job.tenant_id.as_str()).collect();
-            for tenant in &tenants {
-                sqlx::query(QUOTA_LOCK_SQL)
-                    .bind(*tenant)
-                    .execute(&mut *tx)
-                    .await
-                    .db("taking a tenant's quota lock")?;
+        let queued_before = match max_queued {
+            Some(_) => {
+                let tenants = jobs.iter().map(|job| job.tenant_id.as_str()).collect();
+                lock_queued_counts(&mut tx, tenants).await?
             }
-            // A statement after the lock: its snapshot sees every commit of
-            // the transactions that held the lock before.
-            let tenants: Vec<&str> = tenants.into_iter().collect();
-            for row in sqlx::query(QUEUED_COUNT_SQL)
-                .bind(&tenants)
-                .fetch_all(&mut *tx)
-                .await
-                .db("counting queued jobs")?
-            {
-                let tenant: String = row.try_get("tenant_id").db("reading queued counts")?;
-                let n: i64 = row.try_get("n").db("reading queued counts")?;
-                queued_before.insert(tenant, n);
-            }
-        }
+            None => BTreeMap::new(),
+        };
         let answers = Self::enqueue_in(&mut tx, jobs).await?;
         let created = count_created(jobs, &answers);
         if let Some(limit) = max_queued {

@@ -336,16 +336,19 @@ async fn queued_counts(
     let tenants: BTreeSet<&str> = jobs.iter().map(|job| job.tenant_id.as_str()).collect();
     let mut counts = BTreeMap::new();
     for tenant in tenants {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM jobs WHERE tenant_id = ?1 AND state = 'queued'",
-        )
+        counts.insert(tenant.to_string(), queued_count(conn, tenant).await?);
+    }
+    Ok(counts)
+}
+
+/// A tenant's queued jobs (delayed ones included), counted inside the
+/// caller's write transaction (the scheduler's fires use it too).
+pub(crate) async fn queued_count(conn: &mut SqliteConnection, tenant: &str) -> Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE tenant_id = ?1 AND state = 'queued'")
         .bind(tenant)
         .fetch_one(&mut *conn)
         .await
-        .db("counting queued jobs")?;
-        counts.insert(tenant.to_string(), n);
-    }
-    Ok(counts)
+        .db("counting queued jobs")
 }
 
 /// Adds one billable operation per created job, inside the enqueue transaction.

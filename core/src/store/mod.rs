@@ -269,6 +269,13 @@ pub async fn connect_pool(url: &str, pool: PoolSettings) -> Result<Arc<dyn JobSt
     }
 }
 
+/// Rows of `(state, count)` as both backends' counts read them.
+fn state_counts(rows: Vec<(String, i64)>) -> Result<Vec<(JobState, i64)>> {
+    rows.into_iter()
+        .map(|(state, n)| Ok((state.parse()?, n)))
+        .collect()
+}
+
 /// Shared by both backends: how a tenant-scoped lookup that found nothing is
 /// reported, and how a conflicting state change is explained.
 fn state_conflict(action: &str, id: JobId, state: JobState) -> Error {

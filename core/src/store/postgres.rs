@@ -22,8 +22,8 @@ use super::pool::{probe_postgres, PoolSettings};
 use super::wake::{Wake, WakeHub, WakeReceiver, CANCEL_CHANNEL, QUEUE_CHANNEL};
 use super::{
     check_max_queued, count_created, idempotency_conflict, job_cancelled, job_creations,
-    job_retried, lease_lost, state_conflict, validate_max_running, Backend, Created, JobStore,
-    Rescued,
+    job_retried, lease_lost, state_conflict, state_counts, validate_max_running, Backend, Created,
+    JobStore, Rescued,
 };
 use crate::audit::{insert_change_pg as record, insert_changes_pg, Actor};
 use crate::error::{DbContext, Error, Result};
@@ -1395,9 +1395,7 @@ impl JobStore for PgStore {
                 .fetch_all(&self.pool)
                 .await
                 .db("counting jobs")?;
-        rows.into_iter()
-            .map(|(state, n)| Ok((state.parse()?, n)))
-            .collect()
+        state_counts(rows)
     }
 
     async fn count_by_state_of(&self, tenant_id: &str) -> Result<Vec<(JobState, i64)>> {
@@ -1408,9 +1406,7 @@ impl JobStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .db("counting a tenant's jobs")?;
-        rows.into_iter()
-            .map(|(state, n)| Ok((state.parse()?, n)))
-            .collect()
+        state_counts(rows)
     }
 
     async fn running_by_tenant(&self) -> Result<Vec<(String, i64)>> {

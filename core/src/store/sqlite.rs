@@ -35,8 +35,8 @@ use super::pool::PoolSettings;
 use super::wake::{Wake, WakeHub, WakeReceiver};
 use super::{
     check_max_queued, count_created, idempotency_conflict, job_cancelled, job_creations,
-    job_retried, lease_lost, state_conflict, validate_max_running, Backend, Created, JobStore,
-    Rescued,
+    job_retried, lease_lost, state_conflict, state_counts, validate_max_running, Backend, Created,
+    JobStore, Rescued,
 };
 use crate::audit::{insert_change_sqlite as record, Actor};
 use crate::error::{DbContext, Error, Result};
@@ -1535,9 +1535,7 @@ impl JobStore for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .db("counting jobs")?;
-        rows.into_iter()
-            .map(|(state, n)| Ok((state.parse()?, n)))
-            .collect()
+        state_counts(rows)
     }
 
     async fn count_by_state_of(&self, tenant_id: &str) -> Result<Vec<(JobState, i64)>> {
@@ -1548,9 +1546,7 @@ impl JobStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .db("counting a tenant's jobs")?;
-        rows.into_iter()
-            .map(|(state, n)| Ok((state.parse()?, n)))
-            .collect()
+        state_counts(rows)
     }
 
     async fn running_by_tenant(&self) -> Result<Vec<(String, i64)>> {

@@ -8,6 +8,11 @@
 //!   and a third tenant enqueues one job every 10 ms while it runs:
 //!   `other_tenant_start_p99_ms` is how long those waited to start. On
 //!   PostgreSQL the claim's plan is printed to stderr.
+//! - `--processes N`: the jobs are drained by N `longhaul worker` processes
+//!   (this binary, `--concurrency` slots each) instead of a pool in this
+//!   process; `drain_per_s` spans the first claim to the last completion as
+//!   the database recorded them, and the latencies are the database's
+//!   enqueue→claim times (`created_at` → `started_at`) of single jobs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::scratch::Scratch;
 
+mod processes;
+
 #[derive(Args, Debug)]
 pub struct QueueBenchArgs {
     #[arg(long)]
@@ -40,10 +47,14 @@ pub struct QueueBenchArgs {
     /// Jobs of another tenant queued (and analysed) before the measured run.
     #[arg(long, default_value_t = 0)]
     pub backlog: usize,
+    /// Drain with this many `longhaul worker` processes (0: a pool in this
+    /// process).
+    #[arg(long, default_value_t = 0)]
+    pub processes: usize,
 }
 
 const ENQUEUE_BATCH: usize = 5_000;
-const TENANT: &str = "bench";
+pub(super) const TENANT: &str = "bench";
 const BACKLOG_TENANT: &str = "backlog";
 const OTHER_TENANT: &str = "other";
 
@@ -79,6 +90,12 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
         }
     }
     let enqueue_per_s = bulk_enqueue(&client, TENANT, args.jobs).await?;
+    if args.processes > 0 {
+        let figures = processes::run(&args, &scratch, &client, enqueue_per_s).await;
+        scratch.remove().await?;
+        println!("{}", figures?);
+        return Ok(());
+    }
 
     let (starts, mut started) = mpsc::unbounded_channel();
     let mut registry = Registry::new(catalogue);
@@ -208,7 +225,7 @@ async fn bulk_enqueue(client: &JobClient, tenant: &str, jobs: usize) -> anyhow::
     Ok(jobs as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn wait_until_succeeded(store: &dyn JobStore, jobs: usize) -> anyhow::Result<()> {
+pub(super) async fn wait_until_succeeded(store: &dyn JobStore, jobs: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
         let succeeded = succeeded(store).await?;
@@ -235,7 +252,7 @@ async fn succeeded(store: &dyn JobStore) -> anyhow::Result<i64> {
         .map_or(0, |(_, n)| n))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -243,6 +260,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn round2(x: f64) -> f64 {
+pub(super) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }

@@ -1,6 +1,6 @@
 //! A large backlog must not slow claims down (PostgreSQL): once `ANALYZE`
 //! has seen a queue full of one tenant's jobs, the claim must still read its
-//! candidates in order from the claim index and stop at its window, instead
+//! candidates in order from the claim index and stop at its limit, instead
 //! of reading the whole backlog and sorting it.
 
 use longhaul_core::client::{EnqueueRequest, JobClient};
@@ -38,7 +38,7 @@ async fn claims_read_the_claim_index_in_order_whatever_the_backlog() {
         !plan.contains("jobs_queued_tenant_idx") && !plan.contains("Bitmap Heap Scan on jobs"),
         "no read of the whole backlog:\n{plan}"
     );
-    // The candidate scan stops at its window (4 × 24 = 96 rows), not 20,000.
+    // The candidate scan stops at the claim's limit (24 rows), not 20,000.
     let scanned: Vec<&str> = plan
         .lines()
         .filter(|l| l.contains("Index Scan using jobs_claim_idx"))
@@ -46,7 +46,7 @@ async fn claims_read_the_claim_index_in_order_whatever_the_backlog() {
     assert!(
         scanned
             .iter()
-            .all(|l| l.contains("rows=96 ") || l.contains("rows=96.00")),
-        "the claim index is read up to the window only:\n{plan}"
+            .all(|l| l.contains("rows=24 ") || l.contains("rows=24.00")),
+        "the claim index is read up to the limit only:\n{plan}"
     );
 }

@@ -24,6 +24,7 @@ mod outage;
 mod process;
 mod quotas;
 mod request_ids;
+mod running_caps;
 mod runtime;
 mod scans;
 mod scheduler_processes;

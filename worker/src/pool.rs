@@ -29,9 +29,9 @@ use crate::JobContext;
 /// How long a pool with only a few free slots waits for more before claiming.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(2);
 
-/// Most claims one pool has in flight. Claims serialize on the claim lock, so
-/// a second claim waits there while the first one's answer travels back and
-/// its jobs start: the lock, not the round trip, sets the pace.
+/// Most claims one pool has in flight. Claims share no lock (they skip each
+/// other's rows), so while one claim's answer travels back and its jobs
+/// start, the next is already being served.
 const MAX_CLAIMS_IN_FLIGHT: usize = 2;
 
 /// What landing a claim did.

@@ -34,6 +34,7 @@ pub(crate) const POSTGRES: &[Embedded] = embed!("postgres":
     "0007_scans.sql",
     "0008_job_error_codes.sql",
     "0009_schedule_skips.sql",
+    "0011_running_counters.sql",
 );
 
 /// SQLite's migrations, in order.

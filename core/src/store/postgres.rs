@@ -1,10 +1,10 @@
 //! The PostgreSQL job store: all of its SQL lives here; the schema lives in
 //! `migrations/postgres/`.
 //!
-//! Claims take a transaction-level advisory lock so that running caps are
-//! checked against committed counts (two claimers cannot both fill the last
-//! slot), then pick, update and log the jobs in one statement. Wake-ups use
-//! LISTEN/NOTIFY with identifiers only (queue names, job ids).
+//! Claims pick, reserve capped tenants' slots, update and log the jobs in one
+//! statement, with no lock shared by all claims (`CLAIM_SQL` says how running
+//! caps stay exact). Wake-ups use LISTEN/NOTIFY with identifiers only (queue
+//! names, job ids).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -36,41 +36,56 @@ use crate::job::{
 use crate::nul::{json_without_nul, text_without_nul};
 use crate::usage::{KindUsage, Period};
 
-/// Opens a claim transaction in one round trip: the advisory lock that
-/// serializes claimers (so running caps are checked against committed counts),
-/// no sequential scans (the planner cannot estimate the "not a full tenant"
-/// filter and would otherwise sort the whole queue instead of reading the
-/// claim index in order), and the cached generic plan (re-planning this
-/// statement costs more than running it). The key spells "longhaul".
-const CLAIM_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(7813585268923004268); \
-    SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_generic_plan";
+/// Opens a claim transaction in one round trip: no sequential scans (the
+/// planner cannot estimate the "not a full tenant" filter and would otherwise
+/// sort the whole queue instead of reading the claim index in order), and the
+/// cached generic plan (re-planning this statement costs more than running
+/// it). No lock: claims of different workers run side by side (see CLAIM_SQL).
+const CLAIM_BEGIN: &str =
+    "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_generic_plan";
 
-/// The claim, run after CLAIM_BEGIN so its snapshot counts every committed
-/// claim: room per running tenant under its cap, due candidates per queue in
-/// (priority, vtime) order skipping full tenants, ranked per tenant to stay
-/// within the room, then marked running with a lease, logged, and the queue
-/// clocks advanced. `$1` queues, `$2` limit, `$3` worker, `$4` lease seconds,
-/// `$5` default cap, `$6` candidate window.
+/// The claim, in one statement and without a shared lock: due candidates per
+/// queue in (priority, vtime) order, skipping full tenants and rows other
+/// claims hold (`FOR UPDATE SKIP LOCKED`); capped tenants' slots reserved on
+/// their `tenant_running` row; the granted jobs marked running with a lease,
+/// logged, and the queue clocks advanced. `$1` queues, `$2` limit, `$3`
+/// worker, `$4` lease seconds, `$5` default cap.
+///
+/// **Running caps stay exact.** A capped tenant's slots are reserved by an
+/// `UPDATE … WHERE running < cap` on its counter row: a second claim of the
+/// same tenant waits for the first to commit, then re-evaluates the row as
+/// committed (read committed's update recheck), so two claims can never both
+/// take the last slot. A tenant's first capped claim inserts the row, counted
+/// from the jobs table; a concurrent first claim meets the insert's conflict
+/// and is granted nothing this time. Finishing an attempt gives the slot back
+/// in the statement that records it (`GIVE_BACK_SLOTS`). Uncapped tenants have
+/// no row and cost nothing.
+///
+/// Candidates of a tenant that reached its cap within this claim are left
+/// (`capped_out` counts them, on every row; the one row of a claim that got
+/// no job has NULL job columns): [`PgStore::claim`] then claims again for the
+/// slots they would have taken, with those tenants now skipped as full.
 ///
 /// Full tenants are skipped with `NOT (ids @> ARRAY[tenant])`, not
 /// `tenant <> ALL (ids)`: the planner estimates the latter from the column's
 /// statistics, and once `ANALYZE` has seen a backlog of one tenant it expects
-/// it to keep no row, so it read the whole backlog through
-/// `jobs_queued_tenant_idx` and sorted it (250–300 ms per claim at 300,000
-/// queued jobs). Containment gets a fixed estimate, so the candidates are read
-/// in order from `jobs_claim_idx` and the scan stops at the window, whatever
-/// the backlog (`PgStore::explain_claim` shows the plan).
+/// it to keep no row, so it read the whole backlog through an index on the
+/// tenant and sorted it (250–300 ms per claim at 300,000 queued jobs).
+/// Containment gets a fixed estimate, so the candidates are read in order from
+/// `jobs_claim_idx` and the scan stops at the limit, whatever the backlog
+/// (`PgStore::explain_claim` shows the plan).
+///
+/// The queue clock is advanced only if its row is free (`SKIP LOCKED`): a
+/// claim that finds another claim advancing it leaves it to that one, so the
+/// clock is never a point where claims wait (it only has to be roughly the
+/// queue's head for new tenants to start there).
 const CLAIM_SQL: &str = "-- longhaul:claim
-WITH room AS MATERIALIZED (
-    SELECT r.tenant_id, coalesce(l.max_running, $5) - r.n AS free
-    FROM (SELECT tenant_id, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY tenant_id) r
-    LEFT JOIN tenant_limits l ON l.tenant_id = r.tenant_id
-    WHERE coalesce(l.max_running, $5) IS NOT NULL
+WITH full_tenants AS MATERIALIZED (
+    SELECT coalesce(array_agg(r.tenant_id), '{}') AS ids
+    FROM tenant_running r LEFT JOIN tenant_limits l ON l.tenant_id = r.tenant_id
+    WHERE r.running >= coalesce(l.max_running, $5)
 ),
-full_tenants AS MATERIALIZED (
-    SELECT coalesce(array_agg(tenant_id), '{}') AS ids FROM room WHERE free <= 0
-),
-candidates AS (
+candidates AS MATERIALIZED (
     SELECT c.* FROM unnest($1::text[]) AS q(name)
     CROSS JOIN full_tenants f
     CROSS JOIN LATERAL (
@@ -78,38 +93,88 @@ candidates AS (
         WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= statement_timestamp()
           AND NOT (f.ids @> ARRAY[j.tenant_id])
         ORDER BY j.priority, j.vtime
-        LIMIT $6
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
     ) c
     ORDER BY c.priority, c.vtime
-    LIMIT $6
+    LIMIT $2
 ),
-ranked AS (
-    SELECT c.id, c.priority, c.vtime,
-           row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.vtime) AS nth,
-           coalesce(room.free, l.max_running, $5) AS free
-    FROM candidates c
-    LEFT JOIN room ON room.tenant_id = c.tenant_id
-    LEFT JOIN tenant_limits l ON l.tenant_id = c.tenant_id
+capped AS MATERIALIZED (
+    SELECT c.tenant_id, count(*)::int AS wanted, min(coalesce(l.max_running, $5)) AS cap
+    FROM candidates c LEFT JOIN tenant_limits l ON l.tenant_id = c.tenant_id
+    WHERE coalesce(l.max_running, $5) IS NOT NULL
+    GROUP BY c.tenant_id
+),
+reserved AS (
+    UPDATE tenant_running r SET granted = least(w.wanted, w.cap - r.running),
+                                running = r.running + least(w.wanted, w.cap - r.running)
+    FROM capped w
+    WHERE r.tenant_id = w.tenant_id AND r.running < w.cap
+    RETURNING r.tenant_id, r.granted
+),
+first_reserved AS (
+    INSERT INTO tenant_running AS r (tenant_id, running, granted)
+    SELECT w.tenant_id, n.running + least(w.wanted, greatest(w.cap - n.running, 0)),
+           least(w.wanted, greatest(w.cap - n.running, 0))
+    FROM capped w
+    CROSS JOIN LATERAL (
+        SELECT count(*)::int AS running FROM jobs WHERE tenant_id = w.tenant_id AND state = 'running'
+    ) n
+    WHERE NOT EXISTS (SELECT 1 FROM tenant_running x WHERE x.tenant_id = w.tenant_id)
+    ON CONFLICT (tenant_id) DO NOTHING
+    RETURNING r.tenant_id, r.granted
 ),
 picked AS (
-    SELECT id FROM ranked WHERE free IS NULL OR nth <= free ORDER BY priority, vtime LIMIT $2
+    SELECT c.id FROM (
+        SELECT c.id, c.tenant_id,
+               row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.vtime) AS nth
+        FROM candidates c
+    ) c
+    LEFT JOIN capped w ON w.tenant_id = c.tenant_id
+    LEFT JOIN reserved g ON g.tenant_id = c.tenant_id
+    LEFT JOIN first_reserved fg ON fg.tenant_id = c.tenant_id
+    WHERE w.tenant_id IS NULL OR c.nth <= coalesce(g.granted, fg.granted, 0)
 ),
 claimed AS (
     UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, worker_id = $3,
                       started_at = statement_timestamp(),
                       lease_expires_at = statement_timestamp() + make_interval(secs => $4)
-    FROM picked WHERE j.id = picked.id AND j.state = 'queued'
+    FROM picked WHERE j.id = picked.id
     RETURNING j.*
 ),
 started AS (
     INSERT INTO job_events (job_id, tenant_id, attempt, kind, data)
     SELECT id, tenant_id, attempt, 'started', jsonb_build_object('workerId', worker_id) FROM claimed
 ),
+free_clocks AS (
+    SELECT k.queue FROM queue_clocks k WHERE k.queue = ANY ($1::text[]) FOR UPDATE SKIP LOCKED
+),
 clock AS (
-    INSERT INTO queue_clocks (queue, vtime) SELECT queue, max(vtime) FROM claimed GROUP BY queue
-    ON CONFLICT (queue) DO UPDATE SET vtime = greatest(queue_clocks.vtime, excluded.vtime)
+    UPDATE queue_clocks k SET vtime = greatest(k.vtime, m.vtime)
+    FROM (SELECT queue, max(vtime) AS vtime FROM claimed GROUP BY queue) m
+    WHERE k.queue = m.queue AND k.queue IN (SELECT queue FROM free_clocks)
+),
+dropped AS (
+    SELECT (SELECT count(*) FROM candidates) - (SELECT count(*) FROM picked) AS n
 )
-SELECT * FROM claimed ORDER BY priority, vtime";
+SELECT d.n AS capped_out, c.* FROM dropped d LEFT JOIN claimed c ON true
+ORDER BY c.priority, c.vtime";
+
+/// Gives finished attempts' slots back to their capped tenants: a CTE for a
+/// statement whose CTE `$ended` returns the `tenant_id` of each attempt it
+/// took out of `running` (uncapped tenants have no row: nothing to do).
+macro_rules! give_back_slots {
+    ($ended:literal) => {
+        concat!(
+            "slots AS (
+            UPDATE tenant_running r SET running = greatest(r.running - e.n, 0)
+            FROM (SELECT tenant_id, count(*)::int AS n FROM ",
+            $ended,
+            " GROUP BY tenant_id) e
+            WHERE r.tenant_id = e.tenant_id)"
+        )
+    };
+}
 
 /// Enqueue in one statement: each (tenant, queue) group takes a run of virtual
 /// times from max(its next_vtime, the queue clock); the jobs are inserted with
@@ -140,7 +205,16 @@ ins AS (
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue
 ),
-woken AS (SELECT pg_notify($15, q.queue) FROM (SELECT DISTINCT queue FROM ins) q)
+woken AS (SELECT pg_notify($15, q.queue) FROM (SELECT DISTINCT queue FROM ins) q),
+-- A queue's clock row exists before its first claim (claims only advance it).
+-- Inserted only when absent: an existing row may be mid-update by a claim,
+-- and a conflicting insert would wait for that claim's commit.
+clocks AS (
+    INSERT INTO queue_clocks (queue, vtime)
+    SELECT DISTINCT g.queue, 0 FROM unnest($13::text[]) AS g(queue)
+    WHERE NOT EXISTS (SELECT 1 FROM queue_clocks c WHERE c.queue = g.queue)
+    ON CONFLICT (queue) DO NOTHING
+)
 SELECT ins.id FROM ins, (SELECT count(*) FROM woken) w";
 
 /// Serializes a tenant's quota checks (count + insert) until the transaction
@@ -220,6 +294,29 @@ WHERE (tenant_id, id) >= ($1, '00000000-0000-0000-0000-000000000000'::uuid)
 ORDER BY tenant_id DESC, id DESC
 LIMIT $8";
 
+/// Capped tenants whose running counter disagrees with their running jobs,
+/// read in one snapshot (where claims and finishes keep both in step).
+const DRIFTED_COUNTERS_SQL: &str = "
+SELECT r.tenant_id FROM tenant_running r
+LEFT JOIN (SELECT tenant_id, count(*)::int AS n FROM jobs WHERE state = 'running' GROUP BY tenant_id) c
+       ON c.tenant_id = r.tenant_id
+WHERE r.running <> coalesce(c.n, 0)";
+
+/// Recounts the named counters (`$1`), after `LOCK_COUNTERS_SQL` in the same
+/// transaction: this statement's snapshot then holds every claim and finish
+/// that wrote them.
+const LOCK_COUNTERS_SQL: &str =
+    "SELECT tenant_id FROM tenant_running WHERE tenant_id = ANY ($1) ORDER BY tenant_id FOR UPDATE";
+const RECOUNT_COUNTERS_SQL: &str = "
+UPDATE tenant_running r
+SET running = (SELECT count(*) FROM jobs j WHERE j.tenant_id = r.tenant_id AND j.state = 'running')
+WHERE r.tenant_id = ANY ($1)
+RETURNING r.tenant_id, r.running";
+
+/// Most claim statements one claim runs: a round that left candidates of
+/// tenants that reached their cap is followed by another for those slots.
+const MAX_CLAIM_ROUNDS: usize = 3;
+
 /// How long a session may sit idle inside a transaction before PostgreSQL
 /// ends it (see [`PgStore::connect_with`]).
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
@@ -296,7 +393,7 @@ impl PgStore {
             .await
             .db("starting a claim to explain")?;
         sqlx::raw_sql(&format!(
-            "PREPARE longhaul_explained_claim (text[], int8, text, float8, int4, int8) AS {CLAIM_SQL}"
+            "PREPARE longhaul_explained_claim (text[], int8, text, float8, int4) AS {CLAIM_SQL}"
         ))
         .execute(&mut *tx)
         .await
@@ -304,11 +401,10 @@ impl PgStore {
         // EXECUTE takes no bind parameters: the server quotes the values in.
         let explain: String = sqlx::query_scalar(
             "SELECT format('EXPLAIN (ANALYZE, COSTS OFF) EXECUTE longhaul_explained_claim \
-                            (%L::text[], %s, ''explain'', 30, NULL, %s)', $1::text[], $2, $3)",
+                            (%L::text[], %s, ''explain'', 30, NULL)', $1::text[], $2)",
         )
         .bind(queues)
         .bind(limit)
-        .bind(limit.saturating_mul(4).max(64))
         .fetch_one(&mut *tx)
         .await
         .db("writing the claim to explain")?;
@@ -318,6 +414,41 @@ impl PgStore {
             .db("explaining a claim")?;
         tx.rollback().await.db("rolling back an explained claim")?;
         Ok(lines.join("\n"))
+    }
+
+    /// Sets running counters that drifted from the jobs table back to the
+    /// number of running jobs (all capped tenants' when `tenants` is `None`),
+    /// answering the repaired ones. Counters only drift when a tenant had
+    /// running jobs claimed while it was uncapped (a cap set or a default cap
+    /// configured later); the rescuer calls this on every pass, and setting a
+    /// cap does for its tenant.
+    pub async fn repair_running_counters(
+        &self,
+        tenants: Option<&[String]>,
+    ) -> Result<Vec<(String, i32)>> {
+        let drifted: Vec<String> = match tenants {
+            Some(tenants) => tenants.to_vec(),
+            None => sqlx::query_scalar(DRIFTED_COUNTERS_SQL)
+                .fetch_all(&self.pool)
+                .await
+                .db("looking for drifted running counters")?,
+        };
+        if drifted.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut tx = self.pool.begin().await.db("starting a counter repair")?;
+        sqlx::query(LOCK_COUNTERS_SQL)
+            .bind(&drifted)
+            .execute(&mut *tx)
+            .await
+            .db("locking running counters")?;
+        let repaired: Vec<(String, i32)> = sqlx::query_as(RECOUNT_COUNTERS_SQL)
+            .bind(&drifted)
+            .fetch_all(&mut *tx)
+            .await
+            .db("recounting running jobs")?;
+        tx.commit().await.db("committing a counter repair")?;
+        Ok(repaired)
     }
 
     /// Stores jobs inside the caller's transaction (or on any connection): the
@@ -403,6 +534,44 @@ impl PgStore {
         }
 
         Ok(answers)
+    }
+
+    /// One claim statement of `limit` jobs, appended to `jobs`; answers how
+    /// many candidates were left because their tenant reached its cap.
+    async fn claim_round(
+        &self,
+        request: &ClaimRequest,
+        queues: &[String],
+        limit: usize,
+        default_max_running: Option<i32>,
+        jobs: &mut Vec<Job>,
+    ) -> Result<i64> {
+        let mut tx = self
+            .pool
+            .begin_with(CLAIM_BEGIN)
+            .await
+            .db("starting a claim")?;
+        let rows = sqlx::query(CLAIM_SQL)
+            .bind(queues)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(&request.worker_id)
+            .bind(request.lease.as_secs_f64())
+            .bind(default_max_running)
+            .fetch_all(&mut *tx)
+            .await
+            .db("claiming jobs")?;
+        tx.commit().await.db("committing a claim")?;
+        let mut capped_out = 0;
+        for row in &rows {
+            capped_out = row
+                .try_get("capped_out")
+                .db("reading a claim's capped-out count")?;
+            let id: Option<Uuid> = row.try_get("id").db("reading a claimed job's id")?;
+            if id.is_some() {
+                jobs.push(job_from_row(row)?);
+            }
+        }
+        Ok(capped_out)
     }
 
     async fn finish_with(
@@ -645,7 +814,9 @@ macro_rules! finish_statement {
             $event,
             ", ",
             $data,
-            " FROM f)
+            " FROM f), ",
+            give_back_slots!("f"),
+            "
              SELECT state, queue FROM f"
         )
     };
@@ -1108,13 +1279,21 @@ impl JobStore for PgStore {
             .bind(max)
             .execute(&self.pool)
             .await
-            .db("setting a tenant's running cap")?,
+            .db("setting a tenant's running cap")
+            .map(|_| ())?,
             None => sqlx::query("DELETE FROM tenant_limits WHERE tenant_id = $1")
                 .bind(tenant_id)
                 .execute(&self.pool)
                 .await
-                .db("clearing a tenant's running cap")?,
+                .db("clearing a tenant's running cap")
+                .map(|_| ())?,
         };
+        if max_running.is_some() {
+            // Running jobs claimed while the tenant was uncapped are not on
+            // its counter (if it has one): count them before the cap applies.
+            self.repair_running_counters(Some(&[tenant_id.to_string()]))
+                .await?;
+        }
         Ok(())
     }
 
@@ -1129,25 +1308,17 @@ impl JobStore for PgStore {
         let mut queues = request.queues.clone();
         queues.sort();
         queues.dedup();
-        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-        let scan = limit.saturating_mul(4).max(64);
-        let mut tx = self
-            .pool
-            .begin_with(CLAIM_BEGIN)
-            .await
-            .db("starting a claim (taking the claim lock)")?;
-        let rows = sqlx::query(CLAIM_SQL)
-            .bind(&queues)
-            .bind(limit)
-            .bind(&request.worker_id)
-            .bind(request.lease.as_secs_f64())
-            .bind(default_max_running)
-            .bind(scan)
-            .fetch_all(&mut *tx)
-            .await
-            .db("claiming jobs")?;
-        tx.commit().await.db("committing a claim")?;
-        rows.iter().map(job_from_row).collect()
+        let mut jobs = Vec::new();
+        for _ in 0..MAX_CLAIM_ROUNDS {
+            let limit = request.limit - jobs.len();
+            let capped_out = self
+                .claim_round(request, &queues, limit, default_max_running, &mut jobs)
+                .await?;
+            if capped_out == 0 || jobs.len() >= request.limit {
+                break;
+            }
+        }
+        Ok(jobs)
     }
 
     async fn heartbeat(
@@ -1277,7 +1448,7 @@ impl JobStore for PgStore {
             .iter()
             .map(|(_, r)| json_without_nul(r).to_string())
             .collect();
-        let applied: Vec<Uuid> = sqlx::query_scalar(
+        let applied: Vec<Uuid> = sqlx::query_scalar(concat!(
             "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[]) AS i(id, attempt, result)),
              done AS (
                 UPDATE jobs j SET state = 'succeeded', result = i.result::jsonb, finished_at = now(),
@@ -1292,8 +1463,11 @@ impl JobStore for PgStore {
              a AS (INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, outcome)
                    SELECT id, attempt, tenant_id, worker_id, started_at, 'succeeded' FROM done),
              e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind)
-                   SELECT id, tenant_id, attempt, 'succeeded' FROM done)
-             SELECT id FROM done",
+                   SELECT id, tenant_id, attempt, 'succeeded' FROM done), ",
+            give_back_slots!("done"),
+            "
+             SELECT id FROM done"
+        ),
         )
         .bind(&ids)
         .bind(&attempts)
@@ -1310,7 +1484,7 @@ impl JobStore for PgStore {
             .begin()
             .await
             .db("starting a rescue transaction")?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "WITH expired AS (
                 SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < now()
                 ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
@@ -1339,8 +1513,11 @@ impl JobStore for PgStore {
                           CASE state WHEN 'queued' THEN 'lease_expired' ELSE state END,
                           jsonb_build_object('error', jsonb_build_object('code', error_code,
                                                                          'message', error_message))
-                   FROM r)
-             SELECT id, tenant_id, state, queue FROM r",
+                   FROM r), ",
+            give_back_slots!("r"),
+            "
+             SELECT id, tenant_id, state, queue FROM r"
+        ),
         )
         .bind(i64::from(limit))
         .bind(FailureCode::WorkerLost.as_str())
@@ -1369,6 +1546,9 @@ impl JobStore for PgStore {
             notify_queues(&mut tx, &queues).await?;
         }
         tx.commit().await.db("committing a rescue")?;
+        for (tenant_id, running) in self.repair_running_counters(None).await? {
+            tracing::warn!(%tenant_id, running, "repaired a running counter that had drifted from the jobs table");
+        }
         Ok(rescued)
     }
 

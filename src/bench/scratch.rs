@@ -84,6 +84,27 @@ impl Scratch {
         Ok(())
     }
 
+    /// When the last job finished, by the database's clock (the same host
+    /// clock as `Utc::now()` here): drains end there, not at the poll that
+    /// noticed them.
+    pub async fn last_finished_at(&self) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+        let last = if self.backend == "postgres" {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+                "SELECT max(finished_at) FROM jobs",
+            )
+            .fetch_one(&mut conn)
+            .await?
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await?;
+            let micros: Option<i64> = sqlx::query_scalar("SELECT max(finished_at) FROM jobs")
+                .fetch_one(&mut conn)
+                .await?;
+            micros.and_then(chrono::DateTime::from_timestamp_micros)
+        };
+        last.context("no job has finished")
+    }
+
     /// The plan of a claim of `limit` jobs from the default queue
     /// (PostgreSQL only).
     pub async fn claim_plan(&self, limit: usize) -> anyhow::Result<Option<String>> {

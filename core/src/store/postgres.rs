@@ -36,13 +36,24 @@ use crate::job::{
 use crate::nul::{json_without_nul, text_without_nul};
 use crate::usage::{KindUsage, Period};
 
-/// Opens a claim transaction in one round trip: no sequential scans (the
+/// The session settings of the claim connections: no sequential scans (the
 /// planner cannot estimate the "not a full tenant" filter and would otherwise
 /// sort the whole queue instead of reading the claim index in order), and the
 /// cached generic plan (re-planning this statement costs more than running
-/// it). No lock: claims of different workers run side by side (see CLAIM_SQL).
+/// it). Claims run on connections of their own that run nothing else, so the
+/// claim is one statement in one round trip, committed on its own.
+const CLAIM_SESSION_SETTINGS: [(&str, &str); 2] = [
+    ("enable_seqscan", "off"),
+    ("plan_cache_mode", "force_generic_plan"),
+];
+
+/// The same settings for one transaction (to explain a claim on any connection).
 const CLAIM_BEGIN: &str =
     "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_generic_plan";
+
+/// Most claim connections per store: a worker pool has at most a few claims
+/// in flight, and nothing else runs on them.
+const MAX_CLAIM_CONNECTIONS: u32 = 4;
 
 /// The claim, in one statement and without a shared lock: due candidates per
 /// queue in (priority, vtime) order, skipping full tenants and rows other
@@ -324,6 +335,9 @@ const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections that only claim (see `CLAIM_SESSION_SETTINGS`), opened on
+    /// first use with the main pool's options.
+    claims: PgPool,
     wakes: WakeHub,
     /// Whether the LISTEN task runs; checked and changed under the lock so a
     /// subscriber never arrives just as the task decides to stop.
@@ -366,8 +380,15 @@ impl PgStore {
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
+        let options = pool.connect_options().as_ref().clone();
+        let claims = PgPoolOptions::new()
+            .max_connections(MAX_CLAIM_CONNECTIONS.min(pool.options().get_max_connections()))
+            .min_connections(0)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with(options.options(CLAIM_SESSION_SETTINGS));
         PgStore {
             pool,
+            claims,
             wakes: WakeHub::new(),
             listening: Arc::new(Mutex::new(false)),
         }
@@ -546,21 +567,15 @@ impl PgStore {
         default_max_running: Option<i32>,
         jobs: &mut Vec<Job>,
     ) -> Result<i64> {
-        let mut tx = self
-            .pool
-            .begin_with(CLAIM_BEGIN)
-            .await
-            .db("starting a claim")?;
         let rows = sqlx::query(CLAIM_SQL)
             .bind(queues)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(&request.worker_id)
             .bind(request.lease.as_secs_f64())
             .bind(default_max_running)
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.claims)
             .await
             .db("claiming jobs")?;
-        tx.commit().await.db("committing a claim")?;
         let mut capped_out = 0;
         for row in &rows {
             capped_out = row

@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration as TimeSpan, SecondsFormat, Utc};
 use longhaul_api::clock::{Clock, ManualClock};
 use longhaul_api::AppState;
 use longhaul_core::audit::{Actor, AuditFilter};
-use longhaul_core::job::{ClaimRequest, Finish, Lease};
+use longhaul_core::job::{ClaimRequest, Finish, JobEvent, Lease};
 use longhaul_core::store::{PgStore, SqliteStore};
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use longhaul_core::{Catalogue, JobId};
@@ -943,6 +943,90 @@ async fn logged_kinds(db: &TestDb, job: JobId) -> Vec<String> {
     }
 }
 
+/// The event the trigger of 0004_audit.sql made of a transition: what the
+/// listing must show for it, field for field.
+fn transition_event(tenant_id: &str, event: &JobEvent, worker: &str) -> Value {
+    let mut details = serde_json::Map::new();
+    if let Some(attempt) = event.attempt {
+        details.insert("attempt".into(), json!(attempt));
+    }
+    if let Some(data) = &event.data {
+        details.insert("data".into(), data.clone());
+    }
+    json!({
+        "id": format!("aud_{:032x}", event.id),
+        "tenantId": tenant_id,
+        "occurredAt": event.at,
+        "recordedAt": event.at,
+        "source": "system",
+        "actorType": "system",
+        "actorId": if event.kind == "started" { Some(worker) } else { None },
+        "actorKeyId": null,
+        "action": format!("job.{}", event.kind),
+        "resourceType": "job",
+        "resourceId": event.job_id.to_string(),
+        "ip": null,
+        "requestId": null,
+        "externalId": null,
+        "details": details,
+    })
+}
+
+async fn a_job_run_lists_started_then_succeeded(db: TestDb) {
+    let app = app(&db).await;
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    let (id, queue) = app.create_job(&admin).await;
+    let lease = claim(&db, &queue, "worker-9", 1).await[0];
+    db.store
+        .set_progress(
+            lease,
+            &longhaul_core::Progress {
+                current: 1,
+                total: Some(2),
+                unit: None,
+                message: None,
+            },
+        )
+        .await
+        .expect("progress");
+    db.store
+        .save_checkpoint(lease, &json!({ "at": 1 }))
+        .await
+        .expect("checkpoint");
+    succeed(&db, lease).await;
+
+    let events = app.events(&admin, &format!("&resourceId={id}")).await;
+    assert_eq!(
+        actions(&events),
+        ["job.create", "job.started", "job.succeeded"],
+        "{events:#?}"
+    );
+    let logged = db
+        .store
+        .job_events(&tenant.id, id, 0, 100)
+        .await
+        .expect("events");
+    let transitions: Vec<&JobEvent> = logged
+        .iter()
+        .filter(|e| !["progress", "checkpoint"].contains(&e.kind.as_str()))
+        .collect();
+    assert_eq!(transitions.len(), 2, "{logged:#?}");
+    for (event, logged) in events[1..].iter().zip(transitions) {
+        assert_eq!(event, &transition_event(&tenant.id, logged, "worker-9"));
+    }
+    assert_eq!(
+        events[1]["details"],
+        json!({ "attempt": 1, "data": { "workerId": "worker-9" } })
+    );
+    assert_eq!(events[2]["details"], json!({ "attempt": 1 }));
+    // The same events, newest first and one per page.
+    let newest_first = app
+        .paged(&admin, &format!("&resourceId={id}"), "desc", 1)
+        .await;
+    let reversed: Vec<Value> = events.iter().rev().cloned().collect();
+    assert_eq!(newest_first, reversed);
+}
+
 async fn pruned_jobs_keep_their_transitions_in_the_log(db: TestDb) {
     let app = app(&db).await;
     let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
@@ -1016,6 +1100,311 @@ async fn pruned_jobs_keep_their_transitions_in_the_log(db: TestDb) {
             .await
             .expect("count"),
         3
+    );
+}
+
+fn event_key(event: &Value) -> (DateTime<Utc>, String) {
+    let at = DateTime::parse_from_rfc3339(event["occurredAt"].as_str().expect("time"))
+        .expect("time")
+        .with_timezone(&Utc);
+    (at, event["id"].as_str().expect("id").to_string())
+}
+
+async fn pages_mix_stored_events_and_transitions_without_gaps(db: TestDb) {
+    let app = app(&db).await;
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    // Rounds of: a job created (api), an application event at the API clock's
+    // fixed time (many events at one time), one backdated a second, the job
+    // run (system).
+    let mut queue = String::new();
+    for round in 0..6 {
+        let (_, q) = app.create_job(&admin).await;
+        queue = q;
+        let backdated = (Utc::now() - TimeSpan::seconds(1)).to_rfc3339();
+        app.ingest(
+            &admin,
+            json!([
+                { "action": "app.tick", "details": { "round": round } },
+                { "action": "app.backdated", "occurredAt": backdated, "details": { "round": round } },
+            ]),
+        )
+        .await
+        .assert_status(StatusCode::CREATED);
+        let lease = claim(&db, &queue, "worker", 1).await[0];
+        succeed(&db, lease).await;
+    }
+    // Five jobs claimed and completed together: transitions sharing a time.
+    for _ in 0..5 {
+        app.create_job(&admin).await;
+    }
+    let leases = claim(&db, &queue, "batch", 5).await;
+    let done = db
+        .store
+        .complete_many(&leases.iter().map(|l| (*l, json!({}))).collect::<Vec<_>>())
+        .await
+        .expect("complete");
+    assert_eq!(done.len(), 5);
+
+    let all = app.paged(&admin, "", "asc", 1000).await;
+    let count = |action: &str| actions(&all).iter().filter(|a| *a == action).count();
+    assert_eq!(count("job.create"), 11);
+    assert_eq!(count("job.started"), 11);
+    assert_eq!(count("job.succeeded"), 11);
+    assert_eq!(count("app.tick"), 6);
+    assert_eq!(count("app.backdated"), 6);
+    let keys: Vec<_> = all.iter().map(event_key).collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "strictly ordered by (occurredAt, id): {keys:#?}"
+    );
+    assert_eq!(
+        app.stores
+            .count_audit_events(&tenant.id, &AuditFilter::default())
+            .await
+            .expect("count"),
+        all.len() as u64
+    );
+    let reversed: Vec<Value> = all.iter().rev().cloned().collect();
+    for limit in [1, 2, 3, 7] {
+        assert_eq!(
+            app.paged(&admin, "", "asc", limit).await,
+            all,
+            "oldest first, pages of {limit}"
+        );
+        assert_eq!(
+            app.paged(&admin, "", "desc", limit).await,
+            reversed,
+            "newest first, pages of {limit}"
+        );
+    }
+    // The same through the store, as exports read it: cursors from the
+    // events themselves, across both sources.
+    let mut scanned = vec![];
+    let mut after = None;
+    loop {
+        let page = app
+            .stores
+            .list_audit_events(
+                &tenant.id,
+                &AuditFilter::default(),
+                after,
+                longhaul_core::audit::Order::OldestFirst,
+                4,
+            )
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor().expect("cursor"));
+        scanned.extend(page);
+    }
+    assert_eq!(serde_json::to_value(&scanned).expect("json"), json!(all));
+}
+
+async fn filters_select_job_transitions(db: TestDb) {
+    let app = app(&db).await;
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    let keys = app.call(Method::GET, "/v1/api-keys", &admin, None).await;
+    let admin_key_id = key_id_of(&admin, &keys.body);
+    // Job 1 fails once and succeeds; job 2 is cancelled while queued.
+    let (one, queue) = app.create_job(&admin).await;
+    let first = claim(&db, &queue, "worker-a", 1).await[0];
+    db.store
+        .finish(
+            first,
+            &Finish::Failed {
+                error: "disk full".into(),
+                public: longhaul_core::failure::PublicError::job_failed("disk full"),
+                retry_at: Utc::now(),
+                permanent: false,
+            },
+        )
+        .await
+        .expect("fail");
+    let second = claim(&db, &queue, "worker-b", 1).await[0];
+    succeed(&db, second).await;
+    let (two, _) = app.create_job(&admin).await;
+    app.call(
+        Method::POST,
+        &format!("/v1/jobs/{two}/cancel"),
+        &admin,
+        None,
+    )
+    .await
+    .assert_status(StatusCode::OK);
+    // An application's event that looks like a transition.
+    app.ingest(
+        &admin,
+        json!([{ "action": "job.started", "resourceType": "job", "resourceId": one.to_string() }]),
+    )
+    .await
+    .assert_status(StatusCode::CREATED);
+
+    let all = app.events(&admin, "").await;
+    let one_id = one.to_string();
+    let two_id = two.to_string();
+    let filter = |f: fn(&mut AuditFilter)| {
+        let mut filter = AuditFilter::default();
+        f(&mut filter);
+        filter
+    };
+    let cases: Vec<(String, AuditFilter, Vec<&str>)> = vec![
+        (
+            "&action=job.started".into(),
+            AuditFilter {
+                action: Some("job.started".into()),
+                ..AuditFilter::default()
+            },
+            vec!["job.started"; 3],
+        ),
+        (
+            "&action=job.started&source=system".into(),
+            AuditFilter {
+                action: Some("job.started".into()),
+                source: Some("system".into()),
+                ..AuditFilter::default()
+            },
+            vec!["job.started"; 2],
+        ),
+        (
+            format!("&resourceId={one_id}"),
+            AuditFilter {
+                resource_id: Some(one_id.clone()),
+                ..AuditFilter::default()
+            },
+            vec![
+                "job.create",
+                "job.started",
+                "job.retry_scheduled",
+                "job.started",
+                "job.succeeded",
+                "job.started",
+            ],
+        ),
+        (
+            format!("&resourceType=job&resourceId={one_id}&action=job.succeeded"),
+            AuditFilter {
+                resource_type: Some("job".into()),
+                resource_id: Some(one_id.clone()),
+                action: Some("job.succeeded".into()),
+                ..AuditFilter::default()
+            },
+            vec!["job.succeeded"],
+        ),
+        (
+            format!("&resourceId={two_id}&source=system"),
+            AuditFilter {
+                resource_id: Some(two_id.clone()),
+                source: Some("system".into()),
+                ..AuditFilter::default()
+            },
+            vec!["job.cancelled"],
+        ),
+        (
+            "&actorId=worker-b".into(),
+            AuditFilter {
+                actor_id: Some("worker-b".into()),
+                ..AuditFilter::default()
+            },
+            vec!["job.started"],
+        ),
+        (
+            format!("&actorKeyId={admin_key_id}&resourceType=job"),
+            AuditFilter {
+                actor_key_id: Some(admin_key_id.clone()),
+                resource_type: Some("job".into()),
+                ..AuditFilter::default()
+            },
+            // The application's event was sent with the admin key too.
+            vec!["job.create", "job.create", "job.cancel", "job.started"],
+        ),
+        (
+            "&source=api&resourceType=job".into(),
+            filter(|f| {
+                f.source = Some("api".into());
+                f.resource_type = Some("job".into());
+            }),
+            vec!["job.create", "job.create", "job.cancel"],
+        ),
+        (
+            "&resourceType=tenant".into(),
+            filter(|f| f.resource_type = Some("tenant".into())),
+            vec!["tenant.create"],
+        ),
+        (
+            "&action=job.progress".into(),
+            filter(|f| f.action = Some("job.progress".into())),
+            vec![],
+        ),
+        (
+            "&resourceId=job_00000000000000000000000000000001".into(),
+            filter(|f| f.resource_id = Some("job_00000000000000000000000000000001".into())),
+            vec![],
+        ),
+    ];
+    for (query, filter, expected) in cases {
+        let listed = app.events(&admin, &query).await;
+        let mut got = actions(&listed);
+        let mut want: Vec<String> = expected.iter().map(|a| a.to_string()).collect();
+        if query.contains("resourceId=job_")
+            || query.contains("actorKeyId")
+            || query.contains("source=api")
+        {
+            // Events of one transaction share a time; compare as sets there.
+            got.sort();
+            want.sort();
+        }
+        assert_eq!(got, want, "{query}: {listed:#?}");
+        assert_eq!(
+            app.stores
+                .count_audit_events(&tenant.id, &filter)
+                .await
+                .expect("count"),
+            listed.len() as u64,
+            "{query}: the count agrees with the listing"
+        );
+        let expected_here: Vec<&Value> = all.iter().filter(|e| listed.contains(e)).collect();
+        assert_eq!(
+            expected_here.len(),
+            listed.len(),
+            "{query}: listed events are the log's"
+        );
+    }
+    // The worker that started an attempt, and the time range.
+    let started: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["action"] == "job.started" && e["source"] == "system")
+        .collect();
+    assert_eq!(started[0]["actorId"], "worker-a");
+    let from = event_key(started[0]).0;
+    let to = event_key(started[1]).0;
+    let window = app
+        .events(
+            &admin,
+            &format!(
+                "&from={}&to={}",
+                from.to_rfc3339_opts(SecondsFormat::Micros, true),
+                to.to_rfc3339_opts(SecondsFormat::Micros, true)
+            ),
+        )
+        .await;
+    let expected: Vec<Value> = all
+        .iter()
+        .filter(|e| (from..to).contains(&event_key(e).0))
+        .cloned()
+        .collect();
+    assert_eq!(window, expected);
+    assert!(actions(&window).contains(&"job.retry_scheduled".to_string()));
+    let window_filter = AuditFilter {
+        from: Some(from),
+        to: Some(to),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        app.stores
+            .count_audit_events(&tenant.id, &window_filter)
+            .await
+            .expect("count"),
+        window.len() as u64
     );
 }
 
@@ -1224,5 +1613,8 @@ both_stores!(
     applications_ingest_validated_events,
     listings_filter_and_page_without_gaps,
     another_tenants_events_are_invisible,
+    a_job_run_lists_started_then_succeeded,
     pruned_jobs_keep_their_transitions_in_the_log,
+    pages_mix_stored_events_and_transitions_without_gaps,
+    filters_select_job_transitions,
 );

@@ -14,8 +14,9 @@ use axum::Router;
 use chrono::{DateTime, Duration as TimeSpan, SecondsFormat, Utc};
 use longhaul_api::clock::{Clock, ManualClock};
 use longhaul_api::AppState;
-use longhaul_core::audit::Actor;
-use longhaul_core::job::{ClaimRequest, Finish, Lease};
+use longhaul_core::audit::{Actor, AuditFilter};
+use longhaul_core::job::{ClaimRequest, Finish, JobEvent, Lease};
+use longhaul_core::store::{PgStore, SqliteStore};
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use longhaul_core::{Catalogue, JobId};
 use serde_json::{json, Value};
@@ -88,10 +89,16 @@ impl App {
     /// Every event of the key's tenant matching `query`, oldest first, read
     /// page by page.
     async fn events(&self, key: &str, query: &str) -> Vec<Value> {
+        self.paged(key, query, "asc", 50).await
+    }
+
+    /// Every event of the key's tenant matching `query`, in `order` (`asc`
+    /// or `desc`), read in pages of `limit`.
+    async fn paged(&self, key: &str, query: &str, order: &str, limit: u32) -> Vec<Value> {
         let mut events = vec![];
         let mut cursor: Option<String> = None;
         loop {
-            let mut path = format!("/v1/audit/events?order=asc&limit=50{query}");
+            let mut path = format!("/v1/audit/events?order={order}&limit={limit}{query}");
             if let Some(cursor) = &cursor {
                 path.push_str(&format!("&cursor={cursor}"));
             }
@@ -103,6 +110,26 @@ impl App {
                 None => return events,
             }
         }
+    }
+
+    /// Creates a `system.noop` job through the API: its id and queue.
+    async fn create_job(&self, key: &str) -> (JobId, String) {
+        let created = self
+            .call(
+                Method::POST,
+                "/v1/jobs",
+                key,
+                Some(json!({ "kind": "system.noop" })),
+            )
+            .await;
+        created.assert_status(StatusCode::ACCEPTED);
+        let id = created.body["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("job id");
+        let queue = created.body["queue"].as_str().expect("queue").to_string();
+        (id, queue)
     }
 
     async fn ingest(&self, key: &str, events: Value) -> Reply {
@@ -863,6 +890,721 @@ async fn another_tenants_events_are_invisible(db: TestDb) {
     }
 }
 
+// ---- job transitions, read from job_events ----------------------------------
+
+/// Claims `limit` jobs of `queue` for `worker` (exactly that many).
+async fn claim(db: &TestDb, queue: &str, worker: &str, limit: usize) -> Vec<Lease> {
+    let claimed = db
+        .store
+        .claim(
+            &ClaimRequest {
+                queues: vec![queue.to_string()],
+                limit,
+                worker_id: worker.into(),
+                lease: Duration::from_secs(30),
+            },
+            None,
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), limit);
+    claimed.iter().map(|job| job.lease()).collect()
+}
+
+async fn succeed(db: &TestDb, lease: Lease) {
+    db.store
+        .finish(
+            lease,
+            &Finish::Succeeded {
+                result: json!({ "ok": true }),
+            },
+        )
+        .await
+        .expect("succeed");
+}
+
+/// The kinds of a job's rows in job_events, read from the table (the store's
+/// `job_events` answers `NotFound` once the job is pruned).
+async fn logged_kinds(db: &TestDb, job: JobId) -> Vec<String> {
+    if db.url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(&db.url, 1).await.expect("store");
+        sqlx::query_scalar("SELECT kind FROM job_events WHERE job_id = ?1 ORDER BY id")
+            .bind(job.as_uuid())
+            .fetch_all(store.pool())
+            .await
+            .expect("kinds")
+    } else {
+        let store = PgStore::connect(&db.url, 1).await.expect("store");
+        sqlx::query_scalar("SELECT kind FROM job_events WHERE job_id = $1 ORDER BY id")
+            .bind(job.as_uuid())
+            .fetch_all(store.pool())
+            .await
+            .expect("kinds")
+    }
+}
+
+/// The event the trigger of 0004_audit.sql made of a transition: what the
+/// listing must show for it, field for field.
+fn transition_event(tenant_id: &str, event: &JobEvent, worker: &str) -> Value {
+    let mut details = serde_json::Map::new();
+    if let Some(attempt) = event.attempt {
+        details.insert("attempt".into(), json!(attempt));
+    }
+    if let Some(data) = &event.data {
+        details.insert("data".into(), data.clone());
+    }
+    json!({
+        "id": format!("aud_{:032x}", event.id),
+        "tenantId": tenant_id,
+        "occurredAt": event.at,
+        "recordedAt": event.at,
+        "source": "system",
+        "actorType": "system",
+        "actorId": if event.kind == "started" { Some(worker) } else { None },
+        "actorKeyId": null,
+        "action": format!("job.{}", event.kind),
+        "resourceType": "job",
+        "resourceId": event.job_id.to_string(),
+        "ip": null,
+        "requestId": null,
+        "externalId": null,
+        "details": details,
+    })
+}
+
+async fn a_job_run_lists_started_then_succeeded(db: TestDb) {
+    let app = app(&db).await;
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    let (id, queue) = app.create_job(&admin).await;
+    let lease = claim(&db, &queue, "worker-9", 1).await[0];
+    db.store
+        .set_progress(
+            lease,
+            &longhaul_core::Progress {
+                current: 1,
+                total: Some(2),
+                unit: None,
+                message: None,
+            },
+        )
+        .await
+        .expect("progress");
+    db.store
+        .save_checkpoint(lease, &json!({ "at": 1 }))
+        .await
+        .expect("checkpoint");
+    succeed(&db, lease).await;
+
+    let events = app.events(&admin, &format!("&resourceId={id}")).await;
+    assert_eq!(
+        actions(&events),
+        ["job.create", "job.started", "job.succeeded"],
+        "{events:#?}"
+    );
+    let logged = db
+        .store
+        .job_events(&tenant.id, id, 0, 100)
+        .await
+        .expect("events");
+    let transitions: Vec<&JobEvent> = logged
+        .iter()
+        .filter(|e| !["progress", "checkpoint"].contains(&e.kind.as_str()))
+        .collect();
+    assert_eq!(transitions.len(), 2, "{logged:#?}");
+    for (event, logged) in events[1..].iter().zip(transitions) {
+        assert_eq!(event, &transition_event(&tenant.id, logged, "worker-9"));
+    }
+    assert_eq!(
+        events[1]["details"],
+        json!({ "attempt": 1, "data": { "workerId": "worker-9" } })
+    );
+    assert_eq!(events[2]["details"], json!({ "attempt": 1 }));
+    // The same events, newest first and one per page.
+    let newest_first = app
+        .paged(&admin, &format!("&resourceId={id}"), "desc", 1)
+        .await;
+    let reversed: Vec<Value> = events.iter().rev().cloned().collect();
+    assert_eq!(newest_first, reversed);
+}
+
+async fn pruned_jobs_keep_their_transitions_in_the_log(db: TestDb) {
+    let app = app(&db).await;
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    let (id, queue) = app.create_job(&admin).await;
+    let lease = claim(&db, &queue, "worker-1", 1).await[0];
+    db.store
+        .set_progress(
+            lease,
+            &longhaul_core::Progress {
+                current: 1,
+                total: None,
+                unit: None,
+                message: Some("half way".into()),
+            },
+        )
+        .await
+        .expect("progress");
+    db.store
+        .save_checkpoint(lease, &json!({ "cursor": 7 }))
+        .await
+        .expect("checkpoint");
+    succeed(&db, lease).await;
+    let (running, running_queue) = app.create_job(&admin).await;
+    let running_lease = claim(&db, &running_queue, "worker-2", 1).await[0];
+    db.store
+        .save_checkpoint(running_lease, &json!({ "cursor": 1 }))
+        .await
+        .expect("checkpoint");
+    let before = app.events(&admin, "").await;
+    assert_eq!(
+        logged_kinds(&db, id).await,
+        ["started", "progress", "checkpoint", "succeeded"]
+    );
+
+    let pruned = db
+        .store
+        .prune_finished(Utc::now() + TimeSpan::hours(1), 100)
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 1, "only the finished job");
+    // The job, its attempts and its event log are gone; its transitions stay.
+    assert!(matches!(
+        db.store.get_job(&tenant.id, id).await,
+        Err(longhaul_core::Error::NotFound(_))
+    ));
+    assert!(matches!(
+        db.store.job_events(&tenant.id, id, 0, 100).await,
+        Err(longhaul_core::Error::NotFound(_))
+    ));
+    assert_eq!(logged_kinds(&db, id).await, ["started", "succeeded"]);
+    assert_eq!(
+        logged_kinds(&db, running).await,
+        ["started", "checkpoint"],
+        "a running job keeps everything"
+    );
+    let after = app.events(&admin, "").await;
+    assert_eq!(after, before, "pruning changes nothing in the log");
+    let of_job = app.events(&admin, &format!("&resourceId={id}")).await;
+    assert_eq!(
+        actions(&of_job),
+        ["job.create", "job.started", "job.succeeded"]
+    );
+    assert_eq!(of_job[1]["actorId"], "worker-1");
+    let filter = AuditFilter {
+        resource_id: Some(id.to_string()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        app.stores
+            .count_audit_events(&tenant.id, &filter)
+            .await
+            .expect("count"),
+        3
+    );
+}
+
+fn event_key(event: &Value) -> (DateTime<Utc>, String) {
+    let at = DateTime::parse_from_rfc3339(event["occurredAt"].as_str().expect("time"))
+        .expect("time")
+        .with_timezone(&Utc);
+    (at, event["id"].as_str().expect("id").to_string())
+}
+
+async fn pages_mix_stored_events_and_transitions_without_gaps(db: TestDb) {
+    let app = app(&db).await;
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    // Rounds of: a job created (api), an application event at the API clock's
+    // fixed time (many events at one time), one backdated a second, the job
+    // run (system).
+    let mut queue = String::new();
+    for round in 0..6 {
+        let (_, q) = app.create_job(&admin).await;
+        queue = q;
+        let backdated = (Utc::now() - TimeSpan::seconds(1)).to_rfc3339();
+        app.ingest(
+            &admin,
+            json!([
+                { "action": "app.tick", "details": { "round": round } },
+                { "action": "app.backdated", "occurredAt": backdated, "details": { "round": round } },
+            ]),
+        )
+        .await
+        .assert_status(StatusCode::CREATED);
+        let lease = claim(&db, &queue, "worker", 1).await[0];
+        succeed(&db, lease).await;
+    }
+    // Five jobs claimed and completed together: transitions sharing a time.
+    for _ in 0..5 {
+        app.create_job(&admin).await;
+    }
+    let leases = claim(&db, &queue, "batch", 5).await;
+    let done = db
+        .store
+        .complete_many(&leases.iter().map(|l| (*l, json!({}))).collect::<Vec<_>>())
+        .await
+        .expect("complete");
+    assert_eq!(done.len(), 5);
+
+    let all = app.paged(&admin, "", "asc", 1000).await;
+    let count = |action: &str| actions(&all).iter().filter(|a| *a == action).count();
+    assert_eq!(count("job.create"), 11);
+    assert_eq!(count("job.started"), 11);
+    assert_eq!(count("job.succeeded"), 11);
+    assert_eq!(count("app.tick"), 6);
+    assert_eq!(count("app.backdated"), 6);
+    let keys: Vec<_> = all.iter().map(event_key).collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "strictly ordered by (occurredAt, id): {keys:#?}"
+    );
+    assert_eq!(
+        app.stores
+            .count_audit_events(&tenant.id, &AuditFilter::default())
+            .await
+            .expect("count"),
+        all.len() as u64
+    );
+    let reversed: Vec<Value> = all.iter().rev().cloned().collect();
+    for limit in [1, 2, 3, 7] {
+        assert_eq!(
+            app.paged(&admin, "", "asc", limit).await,
+            all,
+            "oldest first, pages of {limit}"
+        );
+        assert_eq!(
+            app.paged(&admin, "", "desc", limit).await,
+            reversed,
+            "newest first, pages of {limit}"
+        );
+    }
+    // The same through the store, as exports read it: cursors from the
+    // events themselves, across both sources.
+    let mut scanned = vec![];
+    let mut after = None;
+    loop {
+        let page = app
+            .stores
+            .list_audit_events(
+                &tenant.id,
+                &AuditFilter::default(),
+                after,
+                longhaul_core::audit::Order::OldestFirst,
+                4,
+            )
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor().expect("cursor"));
+        scanned.extend(page);
+    }
+    assert_eq!(serde_json::to_value(&scanned).expect("json"), json!(all));
+}
+
+async fn filters_select_job_transitions(db: TestDb) {
+    let app = app(&db).await;
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    let keys = app.call(Method::GET, "/v1/api-keys", &admin, None).await;
+    let admin_key_id = key_id_of(&admin, &keys.body);
+    // Job 1 fails once and succeeds; job 2 is cancelled while queued.
+    let (one, queue) = app.create_job(&admin).await;
+    let first = claim(&db, &queue, "worker-a", 1).await[0];
+    db.store
+        .finish(
+            first,
+            &Finish::Failed {
+                error: "disk full".into(),
+                public: longhaul_core::failure::PublicError::job_failed("disk full"),
+                retry_at: Utc::now(),
+                permanent: false,
+            },
+        )
+        .await
+        .expect("fail");
+    let second = claim(&db, &queue, "worker-b", 1).await[0];
+    succeed(&db, second).await;
+    let (two, _) = app.create_job(&admin).await;
+    app.call(
+        Method::POST,
+        &format!("/v1/jobs/{two}/cancel"),
+        &admin,
+        None,
+    )
+    .await
+    .assert_status(StatusCode::OK);
+    // An application's event that looks like a transition.
+    app.ingest(
+        &admin,
+        json!([{ "action": "job.started", "resourceType": "job", "resourceId": one.to_string() }]),
+    )
+    .await
+    .assert_status(StatusCode::CREATED);
+
+    let all = app.events(&admin, "").await;
+    let one_id = one.to_string();
+    let two_id = two.to_string();
+    let filter = |f: fn(&mut AuditFilter)| {
+        let mut filter = AuditFilter::default();
+        f(&mut filter);
+        filter
+    };
+    let cases: Vec<(String, AuditFilter, Vec<&str>)> = vec![
+        (
+            "&action=job.started".into(),
+            AuditFilter {
+                action: Some("job.started".into()),
+                ..AuditFilter::default()
+            },
+            vec!["job.started"; 3],
+        ),
+        (
+            "&action=job.started&source=system".into(),
+            AuditFilter {
+                action: Some("job.started".into()),
+                source: Some("system".into()),
+                ..AuditFilter::default()
+            },
+            vec!["job.started"; 2],
+        ),
+        (
+            format!("&resourceId={one_id}"),
+            AuditFilter {
+                resource_id: Some(one_id.clone()),
+                ..AuditFilter::default()
+            },
+            vec![
+                "job.create",
+                "job.started",
+                "job.retry_scheduled",
+                "job.started",
+                "job.succeeded",
+                "job.started",
+            ],
+        ),
+        (
+            format!("&resourceType=job&resourceId={one_id}&action=job.succeeded"),
+            AuditFilter {
+                resource_type: Some("job".into()),
+                resource_id: Some(one_id.clone()),
+                action: Some("job.succeeded".into()),
+                ..AuditFilter::default()
+            },
+            vec!["job.succeeded"],
+        ),
+        (
+            format!("&resourceId={two_id}&source=system"),
+            AuditFilter {
+                resource_id: Some(two_id.clone()),
+                source: Some("system".into()),
+                ..AuditFilter::default()
+            },
+            vec!["job.cancelled"],
+        ),
+        (
+            "&actorId=worker-b".into(),
+            AuditFilter {
+                actor_id: Some("worker-b".into()),
+                ..AuditFilter::default()
+            },
+            vec!["job.started"],
+        ),
+        (
+            format!("&actorKeyId={admin_key_id}&resourceType=job"),
+            AuditFilter {
+                actor_key_id: Some(admin_key_id.clone()),
+                resource_type: Some("job".into()),
+                ..AuditFilter::default()
+            },
+            // The application's event was sent with the admin key too.
+            vec!["job.create", "job.create", "job.cancel", "job.started"],
+        ),
+        (
+            "&source=api&resourceType=job".into(),
+            filter(|f| {
+                f.source = Some("api".into());
+                f.resource_type = Some("job".into());
+            }),
+            vec!["job.create", "job.create", "job.cancel"],
+        ),
+        (
+            "&resourceType=tenant".into(),
+            filter(|f| f.resource_type = Some("tenant".into())),
+            vec!["tenant.create"],
+        ),
+        (
+            "&action=job.progress".into(),
+            filter(|f| f.action = Some("job.progress".into())),
+            vec![],
+        ),
+        (
+            "&resourceId=job_00000000000000000000000000000001".into(),
+            filter(|f| f.resource_id = Some("job_00000000000000000000000000000001".into())),
+            vec![],
+        ),
+    ];
+    for (query, filter, expected) in cases {
+        let listed = app.events(&admin, &query).await;
+        let mut got = actions(&listed);
+        let mut want: Vec<String> = expected.iter().map(|a| a.to_string()).collect();
+        if query.contains("resourceId=job_")
+            || query.contains("actorKeyId")
+            || query.contains("source=api")
+        {
+            // Events of one transaction share a time; compare as sets there.
+            got.sort();
+            want.sort();
+        }
+        assert_eq!(got, want, "{query}: {listed:#?}");
+        assert_eq!(
+            app.stores
+                .count_audit_events(&tenant.id, &filter)
+                .await
+                .expect("count"),
+            listed.len() as u64,
+            "{query}: the count agrees with the listing"
+        );
+        let expected_here: Vec<&Value> = all.iter().filter(|e| listed.contains(e)).collect();
+        assert_eq!(
+            expected_here.len(),
+            listed.len(),
+            "{query}: listed events are the log's"
+        );
+    }
+    // The worker that started an attempt, and the time range.
+    let started: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["action"] == "job.started" && e["source"] == "system")
+        .collect();
+    assert_eq!(started[0]["actorId"], "worker-a");
+    let from = event_key(started[0]).0;
+    let to = event_key(started[1]).0;
+    let window = app
+        .events(
+            &admin,
+            &format!(
+                "&from={}&to={}",
+                from.to_rfc3339_opts(SecondsFormat::Micros, true),
+                to.to_rfc3339_opts(SecondsFormat::Micros, true)
+            ),
+        )
+        .await;
+    let expected: Vec<Value> = all
+        .iter()
+        .filter(|e| (from..to).contains(&event_key(e).0))
+        .cloned()
+        .collect();
+    assert_eq!(window, expected);
+    assert!(actions(&window).contains(&"job.retry_scheduled".to_string()));
+    let window_filter = AuditFilter {
+        from: Some(from),
+        to: Some(to),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        app.stores
+            .count_audit_events(&tenant.id, &window_filter)
+            .await
+            .expect("count"),
+        window.len() as u64
+    );
+}
+
+// ---- migration 0010: the trigger's copies give way to job_events ---------------
+
+/// Migrates `db` up to 0009 (the transition trigger in place), from the
+/// migration files of its store.
+async fn migrate_to_0009(db: &TestDb) {
+    let store = if db.url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(store);
+    let folder = std::env::temp_dir().join(format!(
+        "longhaul-migrations-{store}-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&folder).expect("folder");
+    for entry in std::fs::read_dir(&source).expect("migrations") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.as_str() < "0010" {
+            std::fs::copy(source.join(&name), folder.join(&name)).expect("copy");
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(folder.clone())
+        .await
+        .expect("migrator");
+    if store == "sqlite" {
+        let pool = SqliteStore::connect(&db.url, 1).await.expect("store");
+        migrator.run(pool.pool()).await.expect("migrating to 0009");
+    } else {
+        let pool = PgStore::connect(&db.url, 1).await.expect("store");
+        migrator.run(pool.pool()).await.expect("migrating to 0009");
+    }
+    let _ = std::fs::remove_dir_all(folder);
+}
+
+/// What a job lost under the old pruning: its job_events rows.
+async fn forget_job_events(db: &TestDb, job: JobId) {
+    if db.url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(&db.url, 1).await.expect("store");
+        sqlx::query("DELETE FROM job_events WHERE job_id = ?1")
+            .bind(job.as_uuid())
+            .execute(store.pool())
+            .await
+            .expect("delete");
+    } else {
+        let store = PgStore::connect(&db.url, 1).await.expect("store");
+        sqlx::query("DELETE FROM job_events WHERE job_id = $1")
+            .bind(job.as_uuid())
+            .execute(store.pool())
+            .await
+            .expect("delete");
+    }
+}
+
+/// An event without its id, as JSON text (sortable, comparable).
+fn without_id(event: &Value) -> String {
+    let mut event = event.clone();
+    event.as_object_mut().expect("object").remove("id");
+    event.to_string()
+}
+
+fn sorted(mut texts: Vec<String>) -> Vec<String> {
+    texts.sort();
+    texts
+}
+
+/// A transition read from job_events has an id below 2^64.
+fn is_read_from_job_events(event: &Value) -> bool {
+    event["id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("aud_0000000000000000"))
+}
+
+async fn migration_0010_lists_each_transition_once(db: TestDb) {
+    migrate_to_0009(&db).await;
+    let app = app(&db).await;
+    let (tenant, admin) = app.tenant("acme", Quotas::default()).await;
+    // Under the trigger: a job that fails once then succeeds, one cancelled
+    // while queued, and one whose job_events the old pruning deleted.
+    let (_, queue) = app.create_job(&admin).await;
+    let first = claim(&db, &queue, "worker-a", 1).await[0];
+    db.store
+        .finish(
+            first,
+            &Finish::Failed {
+                error: "disk \"full\"".into(),
+                public: longhaul_core::failure::PublicError::job_failed("disk \"full\""),
+                retry_at: Utc::now(),
+                permanent: false,
+            },
+        )
+        .await
+        .expect("fail");
+    let second = claim(&db, &queue, "worker-b", 1).await[0];
+    succeed(&db, second).await;
+    let (two, _) = app.create_job(&admin).await;
+    app.call(
+        Method::POST,
+        &format!("/v1/jobs/{two}/cancel"),
+        &admin,
+        None,
+    )
+    .await
+    .assert_status(StatusCode::OK);
+    let (gone, _) = app.create_job(&admin).await;
+    let lease = claim(&db, &queue, "worker-c", 1).await[0];
+    succeed(&db, lease).await;
+    forget_job_events(&db, gone).await;
+
+    // Both the trigger's copies and job_events are read until 0010: the
+    // copies are exactly what the listing makes of job_events.
+    let before = app.events(&admin, "").await;
+    let copies: Vec<&Value> = before
+        .iter()
+        .filter(|e| {
+            e["source"] == "system"
+                && e["action"].as_str().is_some_and(|a| a.starts_with("job."))
+                && !is_read_from_job_events(e)
+        })
+        .collect();
+    let read: Vec<&Value> = before
+        .iter()
+        .filter(|e| is_read_from_job_events(e))
+        .collect();
+    assert_eq!(copies.len(), 7, "{before:#?}");
+    let gone_id = gone.to_string();
+    let (of_gone, of_others): (Vec<&Value>, Vec<&Value>) = copies
+        .iter()
+        .partition(|e| e["resourceId"] == json!(gone_id));
+    assert_eq!(
+        actions(&of_gone.into_iter().cloned().collect::<Vec<_>>()),
+        ["job.started", "job.succeeded"]
+    );
+    assert_eq!(
+        sorted(read.iter().map(|e| without_id(e)).collect()),
+        sorted(of_others.iter().map(|e| without_id(e)).collect()),
+        "the listing maps job_events to the trigger's events, field for field"
+    );
+
+    // 0010: the copies of transitions still in job_events go; the pruned
+    // job's stay. Every transition is listed once, as before.
+    db.store.migrate().await.expect("migrating to the latest");
+    let after = app.events(&admin, "").await;
+    assert_eq!(
+        sorted(after.iter().map(without_id).collect()),
+        sorted(
+            before
+                .iter()
+                .filter(|e| !is_read_from_job_events(e))
+                .map(without_id)
+                .collect()
+        )
+    );
+    assert_eq!(
+        after.iter().filter(|e| is_read_from_job_events(e)).count(),
+        5
+    );
+    assert_eq!(
+        app.stores
+            .count_audit_events(&tenant.id, &AuditFilter::default())
+            .await
+            .expect("count"),
+        after.len() as u64
+    );
+    // No trigger any more: a new transition is in the log once.
+    let (three, _) = app.create_job(&admin).await;
+    let lease = claim(&db, &queue, "worker-d", 1).await[0];
+    succeed(&db, lease).await;
+    let of_three = app.events(&admin, &format!("&resourceId={three}")).await;
+    assert_eq!(
+        actions(&of_three),
+        ["job.create", "job.started", "job.succeeded"]
+    );
+}
+
+mod migration_0010_lists_each_transition_once {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        super::migration_0010_lists_each_transition_once(
+            crate::harness::postgres_unmigrated().await,
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        super::migration_0010_lists_each_transition_once(crate::harness::sqlite_unmigrated().await)
+            .await
+    }
+}
+
 both_stores!(
     api_changes_are_recorded_with_key_ip_and_request_id,
     refused_and_no_op_calls_record_nothing,
@@ -871,4 +1613,8 @@ both_stores!(
     applications_ingest_validated_events,
     listings_filter_and_page_without_gaps,
     another_tenants_events_are_invisible,
+    a_job_run_lists_started_then_succeeded,
+    pruned_jobs_keep_their_transitions_in_the_log,
+    pages_mix_stored_events_and_transitions_without_gaps,
+    filters_select_job_transitions,
 );

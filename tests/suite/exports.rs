@@ -23,6 +23,7 @@ use longhaul_core::artifacts::{
     Upload, UploadState,
 };
 use longhaul_core::audit::{check_ingest, Actor, AuditEvent, AuditFilter, NewAuditEvent, Order};
+use longhaul_core::job::{ClaimRequest, Finish};
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use longhaul_core::{Catalogue, JobId, JobState};
 use longhaul_worker::jobs::audit_export::PAGE_ROWS;
@@ -582,7 +583,103 @@ both_stores!(
     killed_worker_resumes_from_its_checkpoint,
     cancel_aborts_the_upload,
     a_stalled_store_fails_the_attempt_which_backs_off_for_minutes,
+    exports_show_a_pruned_jobs_transitions,
 );
+
+/// A job's transitions are the audit log's record of it: pruning the job
+/// (its retention is shorter than the log's) leaves them in the export.
+async fn exports_show_a_pruned_jobs_transitions(db: TestDb) {
+    let root = std::env::temp_dir().join(format!("longhaul-exports-{}", uuid::Uuid::now_v7()));
+    let artifacts = stores_of(local_store(&root));
+    let rig = rig(&db, artifacts.clone()).await;
+    let (tenant, key) = rig.tenant("acme").await;
+    let created = rig
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            &key,
+            Some(json!({"kind": "system.noop"})),
+        )
+        .await;
+    created.assert_status(StatusCode::ACCEPTED);
+    let job = created.body["id"].as_str().unwrap().to_string();
+    let claimed = db
+        .store
+        .claim(
+            &ClaimRequest {
+                queues: vec![created.body["queue"].as_str().unwrap().to_string()],
+                limit: 1,
+                worker_id: "worker-1".into(),
+                lease: Duration::from_secs(30),
+            },
+            None,
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    db.store
+        .save_checkpoint(claimed[0].lease(), &json!({"cursor": 1}))
+        .await
+        .expect("checkpoint");
+    db.store
+        .finish(
+            claimed[0].lease(),
+            &Finish::Succeeded {
+                result: json!({"ok": true}),
+            },
+        )
+        .await
+        .expect("succeed");
+    let pruned = db
+        .store
+        .prune_finished(Utc::now() + chrono::Duration::hours(1), 100)
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 1);
+
+    let (_token, _worker) = start_worker(&rig.url, artifacts).await;
+    let (of_job, _) = rig
+        .export(
+            &key,
+            json!({"format": "json", "filters": {"resourceId": job}}),
+        )
+        .await;
+    let (everything, _) = rig.export(&key, json!({"format": "csv"})).await;
+
+    let view = rig.poll(&key, &of_job, Duration::from_secs(60)).await;
+    let filter = AuditFilter {
+        from: Some(view["from"].as_str().unwrap().parse().unwrap()),
+        to: Some(view["to"].as_str().unwrap().parse().unwrap()),
+        ..AuditFilter::default()
+    };
+    let job_filter = AuditFilter {
+        resource_id: Some(job.clone()),
+        ..filter.clone()
+    };
+    let source = rig.source_rows(&tenant.id, &job_filter).await;
+    let actions: Vec<&str> = source.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["job.create", "job.started", "job.succeeded"]);
+    assert_eq!(source[1].actor_id.as_deref(), Some("worker-1"));
+    assert_ndjson_matches(&downloaded(&rig, &view).await, &source);
+    assert_eq!(view["rowCount"], 3);
+    assert_eq!(view["progress"]["rowsEstimated"], 3);
+
+    let view = rig.poll(&key, &everything, Duration::from_secs(60)).await;
+    let filter = AuditFilter {
+        from: Some(view["from"].as_str().unwrap().parse().unwrap()),
+        to: Some(view["to"].as_str().unwrap().parse().unwrap()),
+        ..AuditFilter::default()
+    };
+    let source = rig.source_rows(&tenant.id, &filter).await;
+    assert!(
+        source
+            .iter()
+            .any(|e| e.action == "job.succeeded" && e.resource_id.as_deref() == Some(&job)),
+        "{source:#?}"
+    );
+    assert_csv_matches(&downloaded(&rig, &view).await, &source);
+    let _ = std::fs::remove_dir_all(root);
+}
 
 /// An object store that accepts connections and never answers: the export's
 /// attempt fails within the S3 client's timeouts (instead of sitting

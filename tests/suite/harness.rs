@@ -77,6 +77,13 @@ async fn ensure_test_database() {
 
 /// A fresh migrated PostgreSQL schema.
 pub async fn postgres() -> TestDb {
+    let db = postgres_unmigrated().await;
+    db.store.migrate().await.expect("migrating the test schema");
+    db
+}
+
+/// A fresh empty PostgreSQL schema (for tests of the migrations themselves).
+pub async fn postgres_unmigrated() -> TestDb {
     ensure_test_database().await;
     let schema = unique_name("lh_t");
     let base = format!("{}/{TEST_DATABASE}", server_url());
@@ -91,21 +98,26 @@ pub async fn postgres() -> TestDb {
     let store = store::connect(&url, 16)
         .await
         .expect("connecting the test store");
-    store.migrate().await.expect("migrating the test schema");
     TestDb { url, store }
 }
 
 /// A fresh migrated SQLite file.
 pub async fn sqlite() -> TestDb {
+    let db = sqlite_unmigrated().await;
+    db.store
+        .migrate()
+        .await
+        .expect("migrating the test SQLite store");
+    db
+}
+
+/// A fresh empty SQLite file (for tests of the migrations themselves).
+pub async fn sqlite_unmigrated() -> TestDb {
     let path = std::env::temp_dir().join(format!("{}.db", unique_name("longhaul_test")));
     let url = format!("sqlite://{}", path.display());
     let store = store::connect(&url, 8)
         .await
         .expect("opening the test SQLite store");
-    store
-        .migrate()
-        .await
-        .expect("migrating the test SQLite store");
     TestDb { url, store }
 }
 

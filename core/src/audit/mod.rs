@@ -1,19 +1,31 @@
 //! The audit log: who changed what, when and from where, per tenant. It is the
 //! data of audit exports and of retention cleanup.
 //!
-//! Three sources write to it, each in the same transaction as the change:
+//! Three sources make it, each in the same transaction as the change:
 //!
 //! - **api**: every state-changing API call (`job.create`, `job.cancel`,
 //!   `tenant.update`, `api_key.rotate`, …). The store operation takes the
 //!   [`Actor`] (key, IP, request id) and writes the event itself;
 //! - **system**: every job transition (`job.started`, `job.succeeded`,
-//!   `job.failed`, `job.requeued`, …), written by a trigger on `job_events`
-//!   (see `migrations/*/0004_audit.sql`), so no code path can forget one;
+//!   `job.failed`, `job.requeued`, …). These are not copied: the transition's
+//!   own `job_events` row (every kind but `progress` and `checkpoint`) is the
+//!   event, which scans and counts map to an [`AuditEvent`] as they read it
+//!   (source and actor `system`, the worker as `actorId` of `job.started`,
+//!   resource `job`, details `{attempt, data}`). No code path can change a
+//!   job without its row, and pruning a job keeps its transitions (see
+//!   `migrations/*/0010_audit_reads_job_events.sql`);
 //! - **application**: events a tenant's own applications send through
 //!   `POST /v1/audit/events` ([`NewAuditEvent`], validated here).
 //!
-//! Rows are keyed `(tenant_id, occurred_at, id)`: the primary key is the index
-//! for time-range scans of one tenant, and the keyset of [`AuditCursor`].
+//! `audit_events` rows are keyed `(tenant_id, occurred_at, id)`: the primary
+//! key is the index for time-range scans of one tenant, and the keyset of
+//! [`AuditCursor`]. Transitions are read from `job_events_tenant_at_idx`
+//! `(tenant_id, at, id)` in the same order: a transition's event id is its
+//! `job_events.id` (a bigint from 1) as the low eight bytes, big-endian, of a
+//! uuid (`KeyRange::job_event_ids`), so one keyset runs through both tables
+//! and a page boundary never skips or repeats an event. Such ids sort before
+//! every stored event's (v7 or v4, never zero in their first bytes) at the
+//! same time.
 
 pub mod export;
 mod postgres;
@@ -518,6 +530,16 @@ impl AuditFilter {
         }
         Ok(())
     }
+
+    /// The job whose transitions a `resourceId` filter selects: `job_` and
+    /// 32 lowercase hex digits, as transitions spell their resource. `None`
+    /// when the filter is absent or names no job (no transition matches it).
+    pub(crate) fn job_resource(&self) -> Option<Uuid> {
+        let hex = self.resource_id.as_deref()?.strip_prefix("job_")?;
+        let lower_hex =
+            hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        lower_hex.then(|| Uuid::try_parse(hex).ok()).flatten()
+    }
 }
 
 /// Listing order: by `(occurred_at, id)`.
@@ -574,8 +596,9 @@ pub(crate) struct KeyRange {
 
 impl KeyRange {
     pub fn new(filter: &AuditFilter, after: Option<AuditCursor>, order: Order) -> Self {
-        // The nil uuid is never an event's id (v7 or random v4), so an
-        // exclusive bound at (t, nil) keeps every event at t above it.
+        // The nil uuid is never an event's id (v7 or random v4, or a
+        // job_events id from 1), so an exclusive bound at (t, nil) keeps
+        // every event at t above it.
         let earliest = DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::UNIX_EPOCH);
         let latest = DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::UNIX_EPOCH);
         let mut low = (filter.from.unwrap_or(earliest), Uuid::nil());
@@ -593,6 +616,23 @@ impl KeyRange {
     pub fn is_empty(&self) -> bool {
         self.low >= self.high
     }
+
+    /// The same range on `job_events` rows, whose event id is their id in
+    /// the low eight bytes of a uuid, big-endian: `(at, id) > (low time, low
+    /// id)` and `(at, id) <= (high time, high id)`. A bound past every bigint
+    /// (a stored event's uuid) has every row at its time below it.
+    pub fn job_event_ids(&self) -> (i64, i64) {
+        let low = i64::try_from(self.low.1.as_u128()).unwrap_or(i64::MAX);
+        let high = i64::try_from(self.high.1.as_u128()).map_or(i64::MAX, |high| high - 1);
+        (low, high)
+    }
+}
+
+/// The event id of the `job_events` row `id`, as both stores' SQL computes it
+/// (`lpad(to_hex(id), 32, '0')::uuid`, `unhex(printf('%032x', id))`).
+#[cfg(test)]
+fn job_event_uuid(id: i64) -> Uuid {
+    Uuid::from_u128(u128::from(id.unsigned_abs()))
 }
 
 /// What an ingest stored.
@@ -787,6 +827,62 @@ mod tests {
             field_of(check_ingest(vec![twice.clone(), twice], now, 90).expect_err("dup")),
             "events[1].externalId"
         );
+    }
+
+    #[test]
+    fn job_event_ids_bound_the_rows_whose_uuids_the_range_holds() {
+        assert_eq!(
+            job_event_uuid(42).simple().to_string(),
+            format!("{:032x}", 42),
+            "what the SQL computes"
+        );
+        let at = Utc::now();
+        let bounds = [
+            Uuid::nil(),
+            job_event_uuid(1),
+            job_event_uuid(42),
+            job_event_uuid(i64::MAX),
+            Uuid::from_u128(u128::from(u64::MAX)),
+            Uuid::now_v7(),
+            Uuid::from_u128(u128::MAX),
+        ];
+        for low in bounds {
+            for high in bounds {
+                let range = KeyRange {
+                    low: (at, low),
+                    high: (at, high),
+                };
+                let (low_id, high_id) = range.job_event_ids();
+                for id in [1, 2, 41, 42, 43, i64::MAX - 1, i64::MAX] {
+                    let uuid = job_event_uuid(id);
+                    assert_eq!(uuid > low, id > low_id, "{id} above {low}");
+                    assert_eq!(uuid < high, id <= high_id, "{id} below {high}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_job_id_as_transitions_spell_it_selects_transitions() {
+        let of = |resource_id: Option<&str>| AuditFilter {
+            resource_id: resource_id.map(str::to_string),
+            ..AuditFilter::default()
+        };
+        let job = Uuid::try_parse("0193a4b2c3d47e8f9a0b1c2d3e4f5a6b").expect("uuid");
+        assert_eq!(
+            of(Some("job_0193a4b2c3d47e8f9a0b1c2d3e4f5a6b")).job_resource(),
+            Some(job)
+        );
+        for other in [
+            None,
+            Some("job_0193A4B2C3D47E8F9A0B1C2D3E4F5A6B"),
+            Some("job_"),
+            Some("f-3"),
+            Some("sch_0193a4b2c3d47e8f9a0b1c2d3e4f5a6b"),
+            Some("job_0193a4b2-c3d4-7e8f-9a0b-1c2d3e4f5a6b"),
+        ] {
+            assert_eq!(of(other).job_resource(), None, "{other:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! The audit log on PostgreSQL: all of its SQL (the job-transition trigger is
-//! in `migrations/postgres/0004_audit.sql`).
+//! The audit log on PostgreSQL: all of its SQL, the reading of job
+//! transitions from `job_events` included.
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use super::{
@@ -82,18 +83,33 @@ FROM unnest($4::timestamptz[], $5::uuid[], $6::text[], $7::text[], $8::text[], $
           external_id, details)
 ON CONFLICT (tenant_id, external_id) WHERE external_id IS NOT NULL DO NOTHING";
 
-/// A page of a tenant's log: rows strictly inside the [`super::KeyRange`]
-/// `($2, $3)`–`($4, $5)`, then the filters `$6`…`$11`, `$12` rows. Written
-/// as comparisons of the whole key `(tenant_id, occurred_at, id)`, so that only
-/// a scan of the primary key (forwards or backwards) serves them and a deep
-/// page costs what the first does (see `LIST_SQL` in `store/postgres.rs`).
-macro_rules! list_sql {
-    ($dir:literal) => {
-        concat!(
-            "SELECT id, tenant_id, occurred_at, recorded_at, source, actor_type, actor_id,
-       actor_key_id, action, resource_type, resource_id, ip, request_id, external_id,
-       details::text
-FROM audit_events
+// ---- reading: audit_events and the transitions of job_events ---------------
+//
+// A listing, a count or an export reads two tables: the events stored in
+// audit_events, and job transitions, which are their job_events rows (every
+// kind but progress and checkpoint) mapped to the event the trigger of
+// 0004_audit.sql used to copy (see the module docs of `audit`). The parameters
+// of every statement below:
+//
+//   $1 tenant; $2, $3 and $4, $5 the exclusive bounds (time, id) of the
+//   [`KeyRange`]; $6 action, $7 actor id, $8 actor key, $9 resource type,
+//   $10 resource id, $11 source (NULL: any); $12, $13 the key range as
+//   job_events ids (`KeyRange::job_event_ids`: `> $12` at $2, `<= $13` at $4);
+//   $14 the job `$10` names (`AuditFilter::job_resource`); $15 the page size.
+//
+// Each source is read by a branch of its own with every filter, so that each
+// is an index range that stops at the page size: audit_events on its primary
+// key, transitions on job_events_tenant_at_idx `(tenant_id, at, id)` or, when
+// $10 names a job, on job_events_job_idx. Filters only a stored event can
+// match ($8, a source or type other than the system's `job`) are conditions
+// on parameters alone, which the planner checks once, before any row. Keyset
+// comparisons on whole index keys keep a deep page as cheap as the first (see
+// `LIST_SQL` in `store/postgres.rs`).
+
+/// audit_events rows strictly inside the key range, then the filters.
+macro_rules! stored_events {
+    () => {
+        "FROM audit_events
 WHERE (tenant_id, occurred_at, id) > ($1, $2, $3)
   AND (tenant_id, occurred_at, id) < ($1, $4, $5)
   AND ($6::text IS NULL OR action = $6)
@@ -101,7 +117,77 @@ WHERE (tenant_id, occurred_at, id) > ($1, $2, $3)
   AND ($8::text IS NULL OR actor_key_id = $8)
   AND ($9::text IS NULL OR resource_type = $9)
   AND ($10::text IS NULL OR resource_id = $10)
-  AND ($11::text IS NULL OR source = $11)
+  AND ($11::text IS NULL OR source = $11)"
+    };
+}
+
+/// The filters of a transition `e`, bar the resource id and the range.
+macro_rules! transition_filters {
+    () => {
+        "
+  AND e.kind NOT IN ('progress', 'checkpoint')
+  AND ($6::text IS NULL OR 'job.' || e.kind = $6)
+  AND ($7::text IS NULL OR (e.kind = 'started' AND e.data ->> 'workerId' = $7))
+  AND $8::text IS NULL
+  AND ($9::text IS NULL OR $9 = 'job')
+  AND ($11::text IS NULL OR $11 = 'system')"
+    };
+}
+
+/// A tenant's transitions in the key range, when no resource id is asked
+/// for: a range of job_events_tenant_at_idx (its predicate is the kind filter).
+macro_rules! tenant_transitions {
+    () => {
+        concat!(
+            "FROM job_events e
+WHERE $10::text IS NULL
+  AND (e.tenant_id, e.at, e.id) > ($1, $2, $12)
+  AND (e.tenant_id, e.at, e.id) <= ($1, $4, $13)",
+            transition_filters!()
+        )
+    };
+}
+
+/// The transitions in the key range of the job the resource id names (none
+/// when it names no job: $14 is NULL), from job_events_job_idx.
+macro_rules! job_transitions {
+    () => {
+        concat!(
+            "FROM job_events e
+WHERE e.job_id = $14 AND e.tenant_id = $1
+  AND (e.at, e.id) > ($2, $12)
+  AND (e.at, e.id) <= ($4, $13)",
+            transition_filters!()
+        )
+    };
+}
+
+/// The audit event a transition `e` is: what the trigger wrote, its id the
+/// row's id as a uuid.
+macro_rules! transition_columns {
+    () => {
+        "SELECT lpad(to_hex(e.id), 32, '0')::uuid, e.tenant_id, e.at, e.at, 'system', 'system',
+       CASE WHEN e.kind = 'started' THEN e.data ->> 'workerId' END, NULL::text,
+       'job.' || e.kind, 'job', 'job_' || replace(e.job_id::text, '-', ''),
+       NULL::text, NULL::text, NULL::text,
+       jsonb_strip_nulls(jsonb_build_object('attempt', e.attempt, 'data', e.data))::text
+"
+    };
+}
+
+/// A page: up to $15 rows of each branch, in its index's order (`$dir` is
+/// `ASC` or `DESC`), merged by `(occurred_at, id)` and cut at $15. Each branch
+/// cuts its own page: a transition's event id is computed, so no index yields
+/// the merged order, and the final sort is of three pages at most.
+macro_rules! list_sql {
+    ($dir:literal) => {
+        concat!(
+            "SELECT * FROM (
+(SELECT id, tenant_id, occurred_at, recorded_at, source, actor_type, actor_id, actor_key_id,
+       action, resource_type, resource_id, ip, request_id, external_id, details::text
+",
+            stored_events!(),
+            "
 ORDER BY tenant_id ",
             $dir,
             ", occurred_at ",
@@ -109,21 +195,79 @@ ORDER BY tenant_id ",
             ", id ",
             $dir,
             "
-LIMIT $12"
+LIMIT $15)
+UNION ALL
+(",
+            transition_columns!(),
+            tenant_transitions!(),
+            "
+ORDER BY e.tenant_id ",
+            $dir,
+            ", e.at ",
+            $dir,
+            ", e.id ",
+            $dir,
+            "
+LIMIT $15)
+UNION ALL
+(",
+            transition_columns!(),
+            job_transitions!(),
+            "
+ORDER BY e.at ",
+            $dir,
+            ", e.id ",
+            $dir,
+            "
+LIMIT $15)
+) page
+ORDER BY occurred_at ",
+            $dir,
+            ", id ",
+            $dir,
+            "
+LIMIT $15"
         )
     };
 }
 const LIST_NEWEST_SQL: &str = list_sql!("DESC");
 const LIST_OLDEST_SQL: &str = list_sql!("ASC");
-const COUNT_SQL: &str = "SELECT count(*) AS n FROM audit_events
-WHERE (tenant_id, occurred_at, id) > ($1, $2, $3)
-  AND (tenant_id, occurred_at, id) < ($1, $4, $5)
-  AND ($6::text IS NULL OR action = $6)
-  AND ($7::text IS NULL OR actor_id = $7)
-  AND ($8::text IS NULL OR actor_key_id = $8)
-  AND ($9::text IS NULL OR resource_type = $9)
-  AND ($10::text IS NULL OR resource_id = $10)
-  AND ($11::text IS NULL OR source = $11)";
+const COUNT_SQL: &str = concat!(
+    "SELECT (SELECT count(*) ",
+    stored_events!(),
+    ")
+     + (SELECT count(*) ",
+    tenant_transitions!(),
+    ")
+     + (SELECT count(*) ",
+    job_transitions!(),
+    ") AS n"
+);
+
+/// A reading statement with `$1`…`$14` bound (see above).
+fn reading<'q>(
+    sql: &'q str,
+    tenant_id: &'q str,
+    filter: &'q AuditFilter,
+    range: &KeyRange,
+) -> Query<'q, Postgres, PgArguments> {
+    let (low_id, high_id) = range.job_event_ids();
+    sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(range.low.0)
+        .bind(range.low.1)
+        .bind(range.high.0)
+        .bind(range.high.1)
+        .bind(&filter.action)
+        .bind(&filter.actor_id)
+        .bind(&filter.actor_key_id)
+        .bind(&filter.resource_type)
+        .bind(&filter.resource_id)
+        .bind(&filter.source)
+        .bind(low_id)
+        .bind(high_id)
+        .bind(filter.job_resource())
+}
 
 /// A row of the listing query, borrowed: columns by position (the query's
 /// own list), types known, so no name lookups or type checks per row.
@@ -212,18 +356,7 @@ impl AuditStore for PgStore {
             Order::NewestFirst => LIST_NEWEST_SQL,
             Order::OldestFirst => LIST_OLDEST_SQL,
         };
-        let rows = sqlx::query(sql)
-            .bind(tenant_id)
-            .bind(range.low.0)
-            .bind(range.low.1)
-            .bind(range.high.0)
-            .bind(range.high.1)
-            .bind(&filter.action)
-            .bind(&filter.actor_id)
-            .bind(&filter.actor_key_id)
-            .bind(&filter.resource_type)
-            .bind(&filter.resource_id)
-            .bind(&filter.source)
+        let rows = reading(sql, tenant_id, filter, &range)
             .bind(i64::from(limit))
             .fetch_all(self.pool())
             .await
@@ -240,21 +373,12 @@ impl AuditStore for PgStore {
         if range.is_empty() {
             return Ok(0);
         }
-        let count: i64 = sqlx::query_scalar(COUNT_SQL)
-            .bind(tenant_id)
-            .bind(range.low.0)
-            .bind(range.low.1)
-            .bind(range.high.0)
-            .bind(range.high.1)
-            .bind(&filter.action)
-            .bind(&filter.actor_id)
-            .bind(&filter.actor_key_id)
-            .bind(&filter.resource_type)
-            .bind(&filter.resource_id)
-            .bind(&filter.source)
+        let count: i64 = reading(COUNT_SQL, tenant_id, filter, &range)
             .fetch_one(self.pool())
             .await
-            .db("counting audit events")?;
+            .db("counting audit events")?
+            .try_get(0)
+            .db("reading the count of audit events")?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 }

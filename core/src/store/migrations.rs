@@ -34,6 +34,7 @@ pub(crate) const POSTGRES: &[Embedded] = embed!("postgres":
     "0007_scans.sql",
     "0008_job_error_codes.sql",
     "0009_schedule_skips.sql",
+    "0010_audit_reads_job_events.sql",
     "0011_running_counters.sql",
 );
 
@@ -48,6 +49,7 @@ pub(crate) const SQLITE: &[Embedded] = embed!("sqlite":
     "0007_scans.sql",
     "0008_job_error_codes.sql",
     "0009_schedule_skips.sql",
+    "0010_audit_reads_job_events.sql",
 );
 
 /// A list of embedded files as a source sqlx's `Migrator` reads.

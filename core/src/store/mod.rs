@@ -146,7 +146,9 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
         Ok((job, attempts))
     }
 
-    /// A job's events with id greater than `after`, oldest first.
+    /// A job's events with id greater than `after`, oldest first; `NotFound`
+    /// once the job is gone (a pruned job's transitions stay for the audit
+    /// log, not for this).
     async fn job_events(
         &self,
         tenant_id: &str,
@@ -160,7 +162,8 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// for each `(job, after)` of `cursors` (each job named once), up to
     /// `per_job` of its events with id greater than `after`, ordered by id.
     /// Not scoped to a tenant: the hub checked each stream's tenant when the
-    /// stream opened. Jobs that do not exist simply have no events.
+    /// stream opened. Jobs that never existed simply have no events; a
+    /// pruned job's transitions stay (see [`JobStore::prune_finished`]).
     async fn events_of_jobs(&self, cursors: &[(JobId, i64)], per_job: u32)
         -> Result<Vec<JobEvent>>;
 
@@ -232,8 +235,11 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// counts) or failed when attempts are spent.
     async fn rescue_expired(&self, limit: u32) -> Result<Vec<Rescued>>;
 
-    /// Deletes up to `limit` finished jobs (with their events and attempts)
-    /// that finished before `finished_before`.
+    /// Deletes up to `limit` finished jobs that finished before
+    /// `finished_before`, with their attempts and their progress and
+    /// checkpoint events. Their transitions stay in `job_events`: they are
+    /// the audit log's record of the job (`crate::audit`), kept as long as
+    /// the log keeps events; the job's own event log is gone with it.
     async fn prune_finished(&self, finished_before: DateTime<Utc>, limit: u32) -> Result<u64>;
 
     /// Jobs per state in the whole store, every tenant's (for operators,

@@ -1099,9 +1099,13 @@ impl JobStore for PgStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<JobEvent>> {
+        // A pruned job's transitions stay (the audit log reads them), but
+        // its event log went with it: the job must still exist.
         let rows = sqlx::query(
             "SELECT id, at, attempt, kind, data FROM job_events
-             WHERE job_id = $1 AND tenant_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+             WHERE job_id = $1 AND tenant_id = $2 AND id > $3
+               AND EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND tenant_id = $2)
+             ORDER BY id LIMIT $4",
         )
         .bind(id.as_uuid())
         .bind(tenant_id)
@@ -1568,11 +1572,14 @@ impl JobStore for PgStore {
     }
 
     async fn prune_finished(&self, finished_before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        // Transitions stay in job_events: they are the audit log's record of
+        // the job (`audit/postgres.rs`).
         let result = sqlx::query(
             "WITH doomed AS (
                 SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < $1
                 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED),
-             events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM doomed)),
+             events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM doomed)
+                                                 AND kind IN ('progress', 'checkpoint')),
              attempts AS (DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM doomed))
              DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)",
         )

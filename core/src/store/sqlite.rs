@@ -544,10 +544,13 @@ const LIST_SQL: &str = "
 
 // ---- pruning -----------------------------------------------------------------
 
-/// Deletes the jobs `?1` names (a JSON array of ids) with their history; the
-/// jobs go last, so the last count is the number of jobs pruned.
+/// Deletes the jobs `?1` names (a JSON array of ids) with their attempts and
+/// their progress and checkpoint events; their transitions stay, the audit
+/// log's record of them (`audit/sqlite.rs`). The jobs go last, so the last
+/// count is the number of jobs pruned.
 const PRUNE_SQL: [&str; 3] = [
-    "DELETE FROM job_events WHERE job_id IN (SELECT unhex(value) FROM json_each(?1))",
+    "DELETE FROM job_events WHERE job_id IN (SELECT unhex(value) FROM json_each(?1))
+         AND kind IN ('progress', 'checkpoint')",
     "DELETE FROM job_attempts WHERE job_id IN (SELECT unhex(value) FROM json_each(?1))",
     "DELETE FROM jobs WHERE id IN (SELECT unhex(value) FROM json_each(?1))",
 ];
@@ -1009,9 +1012,13 @@ impl JobStore for SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<JobEvent>> {
+        // A pruned job's transitions stay (the audit log reads them), but
+        // its event log went with it: the job must still exist.
         let rows = sqlx::query(
             "SELECT id, at, attempt, kind, data FROM job_events
-             WHERE job_id = ?1 AND tenant_id = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+             WHERE job_id = ?1 AND tenant_id = ?2 AND id > ?3
+               AND EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND tenant_id = ?2)
+             ORDER BY id LIMIT ?4",
         )
         .bind(id.as_uuid())
         .bind(tenant_id)
@@ -1967,12 +1974,14 @@ mod tests {
             store.job_events("a", jobs[2].id, 0, 10).await,
             Err(Error::NotFound(_))
         ));
-        let orphans: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = ?1")
-            .bind(jobs[2].id.as_uuid())
-            .fetch_one(&store.pool)
-            .await
-            .expect("count");
-        assert_eq!(orphans, 0, "history leaves with its job");
+        // Its transition stays: it is the audit log's record of the job.
+        let kept: Vec<String> =
+            sqlx::query_scalar("SELECT kind FROM job_events WHERE job_id = ?1 ORDER BY id")
+                .bind(jobs[2].id.as_uuid())
+                .fetch_all(&store.pool)
+                .await
+                .expect("kinds");
+        assert_eq!(kept, ["cancelled"], "the transition outlives its job");
     }
 
     #[tokio::test]

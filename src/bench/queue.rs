@@ -185,6 +185,7 @@ fn pool_config(concurrency: usize) -> PoolConfig {
         queues: vec!["default".into()],
         concurrency,
         claim_batch: concurrency,
+        prefetch: concurrency,
         lease: Duration::from_secs(30),
         poll_interval: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(5),

@@ -92,6 +92,7 @@ async fn bench(scratch: &Scratch, args: &ScanBenchArgs) -> anyhow::Result<serde_
             queues: vec!["scans".into()],
             concurrency: 1,
             claim_batch: 1,
+            prefetch: 0,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(10),
             shutdown_grace: Duration::from_secs(5),

@@ -236,6 +236,7 @@ pub fn pool_config(concurrency: usize) -> PoolConfig {
         queues: vec!["default".into()],
         concurrency,
         claim_batch: concurrency,
+        prefetch: concurrency,
         lease: Duration::from_secs(3),
         poll_interval: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(2),

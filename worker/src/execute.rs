@@ -53,7 +53,13 @@ impl Execution {
             kind = %self.job.kind, attempt = self.job.attempt);
         async move {
             let ctx = JobContext::new(self.job.clone(), store.clone(), self.stop.clone());
-            let ended = self.run_handler(ctx.clone()).await;
+            // A prefetched job stopped while it waited for a slot (cancelled,
+            // handed back at shutdown, lease lost) is recorded without running.
+            let ended = if self.stop.reason().is_some() {
+                Ended::Abandoned
+            } else {
+                self.run_handler(ctx.clone()).await
+            };
             let queued = self.record(ended, &ctx, store.as_ref(), &completions).await;
             if !queued {
                 self.running.remove(self.job.lease());

@@ -5,9 +5,19 @@
 //! The claim loop claims as many jobs as it has free slots whenever work may be
 //! waiting: after a wake-up (NOTIFY or in-process), on every poll tick, and
 //! right after a claim that filled every slot it asked for.
+//!
+//! **Prefetch.** While the pool's jobs are short (a moving average of their
+//! run time under [`SHORT_JOB`]), it claims up to `prefetch` jobs beyond its
+//! free slots and starts them as slots free: a claim is a round trip to the
+//! database, and with slots that free in microseconds, claims as small as
+//! the free slots would cap the drain. Prefetched jobs are leased,
+//! heartbeated, cancellable and handed back at shutdown like running ones;
+//! long jobs are never prefetched (they would sit leased here while other
+//! workers idle).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +44,9 @@ const CLAIM_COOLDOWN: Duration = Duration::from_millis(2);
 /// start, the next is already being served.
 const MAX_CLAIMS_IN_FLIGHT: usize = 2;
 
+/// Jobs whose average run time is under this are prefetched.
+pub const SHORT_JOB: Duration = Duration::from_millis(50);
+
 /// What landing a claim did.
 struct Landed {
     claimed: usize,
@@ -47,6 +60,8 @@ pub struct PoolConfig {
     pub concurrency: usize,
     /// Most jobs taken by one claim.
     pub claim_batch: usize,
+    /// Most jobs claimed ahead of free slots while jobs are short (0: none).
+    pub prefetch: usize,
     pub lease: Duration,
     pub poll_interval: Duration,
     pub shutdown_grace: Duration,
@@ -65,6 +80,7 @@ impl PoolConfig {
             queues: config.worker_queues.clone(),
             concurrency: config.worker_concurrency,
             claim_batch: 64,
+            prefetch: config.worker_concurrency,
             lease: config.lease,
             poll_interval: config.poll_interval,
             shutdown_grace: config.shutdown_grace,
@@ -123,6 +139,34 @@ pub struct WorkerPool {
 struct Slots {
     in_flight: AtomicUsize,
     freed: Notify,
+    /// Moving average of job run times, in microseconds (`u64::MAX` until
+    /// a job has run: nothing is prefetched before the pool knows).
+    average_run_micros: AtomicU64,
+}
+
+impl Slots {
+    fn record_run(&self, took: Duration) {
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let before = self.average_run_micros.load(Ordering::Relaxed);
+        let average = if before == u64::MAX {
+            took
+        } else {
+            // Weight 1/8 for the newest run.
+            before - before / 8 + took / 8
+        };
+        self.average_run_micros.store(average, Ordering::Relaxed);
+    }
+
+    fn jobs_are_short(&self) -> bool {
+        self.average_run_micros.load(Ordering::Relaxed) < SHORT_JOB.as_micros() as u64
+    }
+}
+
+/// A claimed job waiting for a slot (prefetched): already in the running
+/// set, so it is heartbeated and can be cancelled.
+struct Waiting {
+    job: Arc<Job>,
+    stop: Arc<StopSignal>,
 }
 
 impl WorkerPool {
@@ -183,6 +227,7 @@ impl WorkerPool {
         let slots = Arc::new(Slots {
             in_flight: AtomicUsize::new(0),
             freed: Notify::new(),
+            average_run_micros: AtomicU64::new(u64::MAX),
         });
         let mut tasks = JoinSet::new();
         let claimed = self
@@ -237,14 +282,28 @@ impl WorkerPool {
         let mut claims: JoinSet<longhaul_core::Result<Vec<Job>>> = JoinSet::new();
         // Slots promised to the claims in flight, by claim task.
         let mut reserved: HashMap<tokio::task::Id, usize> = HashMap::new();
+        let mut waiting: VecDeque<Waiting> = VecDeque::new();
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
             // Reap finished tasks so the JoinSet does not grow without bound.
             while tasks.try_join_next().is_some() {}
-            let busy = slots.in_flight.load(Ordering::SeqCst) + reserved.values().sum::<usize>();
-            let free = self.config.concurrency.saturating_sub(busy);
+            while slots.in_flight.load(Ordering::SeqCst) < self.config.concurrency {
+                let Some(next) = waiting.pop_front() else {
+                    break;
+                };
+                self.launch(next, running, slots, completions, tasks);
+            }
+            let ahead = if slots.jobs_are_short() {
+                self.config.prefetch
+            } else {
+                0
+            };
+            let busy = slots.in_flight.load(Ordering::SeqCst)
+                + waiting.len()
+                + reserved.values().sum::<usize>();
+            let free = (self.config.concurrency + ahead).saturating_sub(busy);
             if free > 0 && work_may_wait && claims.len() < MAX_CLAIMS_IN_FLIGHT {
                 // A few free slots while others are busy: let more free up, for
                 // at most CLAIM_COOLDOWN, so claims stay batched (a claim per
@@ -266,11 +325,11 @@ impl WorkerPool {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(joined) = claims.join_next_with_id(), if !claims.is_empty() => {
-                    let landed = self.land_claim(joined, &mut reserved, running, slots, completions, tasks);
+                    let landed = self.land_claim(joined, &mut reserved, running, &mut waiting);
                     claimed_total += landed.claimed;
                     work_may_wait = landed.work_may_wait;
                 }
-                _ = slots.freed.notified(), if free == 0 || cooldown_until.is_some() => {}
+                _ = slots.freed.notified(), if free == 0 || cooldown_until.is_some() || !waiting.is_empty() => {}
                 _ = tokio::time::sleep_until(cooldown_until.unwrap_or(next_poll)), if cooldown_until.is_some() => {}
                 _ = claim_wanted.notified() => work_may_wait = true,
                 _ = tokio::time::sleep_until(next_poll) => {
@@ -279,24 +338,28 @@ impl WorkerPool {
                 }
             }
         }
-        // Claims in flight still land: their jobs run (and are drained) like the others.
+        // Claims in flight still land; jobs that never got a slot are handed
+        // back at once (their attempt records itself as released, unrun).
         while let Some(joined) = claims.join_next_with_id().await {
             claimed_total += self
-                .land_claim(joined, &mut reserved, running, slots, completions, tasks)
+                .land_claim(joined, &mut reserved, running, &mut waiting)
                 .claimed;
+        }
+        for next in waiting.drain(..) {
+            next.stop.stop(StopReason::Shutdown);
+            self.launch(next, running, slots, completions, tasks);
         }
         claimed_total
     }
 
-    /// Starts the jobs a claim returned and frees its reservation.
+    /// Queues the jobs a claim returned for a slot (the loop starts them)
+    /// and frees its reservation.
     fn land_claim(
         &self,
         joined: Result<(tokio::task::Id, longhaul_core::Result<Vec<Job>>), tokio::task::JoinError>,
         reserved: &mut HashMap<tokio::task::Id, usize>,
         running: &RunningSet,
-        slots: &Arc<Slots>,
-        completions: &CompletionSender,
-        tasks: &mut JoinSet<()>,
+        waiting: &mut VecDeque<Waiting>,
     ) -> Landed {
         let (id, result) = match joined {
             Ok((id, result)) => (id, result),
@@ -317,7 +380,7 @@ impl WorkerPool {
                     work_may_wait: jobs.len() == asked,
                 };
                 for job in jobs {
-                    self.start(job, running, slots, completions, tasks);
+                    waiting.push_back(admit(job, running));
                 }
                 landed
             }
@@ -346,15 +409,15 @@ impl WorkerPool {
         async move { store.claim(&request, default_cap).await }
     }
 
-    fn start(
+    /// Runs an admitted job in a slot of its own.
+    fn launch(
         &self,
-        job: Job,
+        Waiting { job, stop }: Waiting,
         running: &RunningSet,
         slots: &Arc<Slots>,
         completions: &CompletionSender,
         tasks: &mut JoinSet<()>,
     ) {
-        let job = Arc::new(job);
         let (handler, spec) = match self.registry.lookup(&job.kind) {
             Some((handler, spec)) => (handler, spec.clone()),
             None => (
@@ -362,11 +425,9 @@ impl WorkerPool {
                 longhaul_core::KindSpec::new(job.kind.clone()),
             ),
         };
-        let stop = Arc::new(StopSignal::default());
-        running.insert(job.lease(), stop.clone());
         slots.in_flight.fetch_add(1, Ordering::SeqCst);
         let execution = Execution {
-            job: job.clone(),
+            job,
             handler,
             spec,
             stop,
@@ -376,7 +437,9 @@ impl WorkerPool {
         let completions = completions.clone();
         let slots = slots.clone();
         tasks.spawn(async move {
+            let started = std::time::Instant::now();
             execution.run(store, completions).await;
+            slots.record_run(started.elapsed());
             slots.in_flight.fetch_sub(1, Ordering::SeqCst);
             slots.freed.notify_one();
         });
@@ -431,6 +494,17 @@ impl WorkerPool {
             tasks.abort_all();
         }
         handed_back
+    }
+}
+
+/// A claimed job enters the running set (heartbeats, cancels) at once,
+/// whether it starts now or waits for a slot.
+fn admit(job: Job, running: &RunningSet) -> Waiting {
+    let stop = Arc::new(StopSignal::default());
+    running.insert(job.lease(), stop.clone());
+    Waiting {
+        job: Arc::new(job),
+        stop,
     }
 }
 

@@ -26,6 +26,7 @@ use longhaul_core::kinds::SYSTEM_NOOP;
 use longhaul_core::{Catalogue, JobClient, JobId, JobState, JobStore};
 use longhaul_worker::{
     JobContext, JobError, JobHandler, JobOutput, PoolConfig, Registry, WorkerPool,
+    DEFAULT_CLAIM_BATCH, DEFAULT_PREFETCH,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -184,8 +185,9 @@ fn pool_config(concurrency: usize) -> PoolConfig {
     PoolConfig {
         queues: vec!["default".into()],
         concurrency,
-        claim_batch: concurrency,
-        prefetch: concurrency,
+        // As a `longhaul worker` pool has them.
+        claim_batch: DEFAULT_CLAIM_BATCH,
+        prefetch: DEFAULT_PREFETCH,
         lease: Duration::from_secs(30),
         poll_interval: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(5),

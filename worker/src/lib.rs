@@ -19,5 +19,8 @@ mod stop;
 
 pub use context::JobContext;
 pub use handler::{JobError, JobHandler, JobOutput, PlatformFailure, Registry, RegistryError};
-pub use pool::{default_worker_id, PoolConfig, PoolReport, Shutdown, WorkerPool};
+pub use pool::{
+    default_worker_id, PoolConfig, PoolReport, Shutdown, WorkerPool, DEFAULT_CLAIM_BATCH,
+    DEFAULT_PREFETCH, SHORT_JOB,
+};
 pub use services::JobServices;

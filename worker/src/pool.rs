@@ -47,6 +47,13 @@ const MAX_CLAIMS_IN_FLIGHT: usize = 2;
 /// Jobs whose average run time is under this are prefetched.
 pub const SHORT_JOB: Duration = Duration::from_millis(50);
 
+/// Most jobs one claim takes, by default. Each claim statement has a fixed
+/// cost; with prefetch, claims this large keep even a small pool busy.
+pub const DEFAULT_CLAIM_BATCH: usize = 64;
+
+/// Most short jobs claimed ahead of free slots, by default: one claim's worth.
+pub const DEFAULT_PREFETCH: usize = DEFAULT_CLAIM_BATCH;
+
 /// What landing a claim did.
 struct Landed {
     claimed: usize,
@@ -79,8 +86,8 @@ impl PoolConfig {
         PoolConfig {
             queues: config.worker_queues.clone(),
             concurrency: config.worker_concurrency,
-            claim_batch: 64,
-            prefetch: config.worker_concurrency,
+            claim_batch: DEFAULT_CLAIM_BATCH,
+            prefetch: DEFAULT_PREFETCH,
             lease: config.lease,
             poll_interval: config.poll_interval,
             shutdown_grace: config.shutdown_grace,

@@ -21,6 +21,7 @@ mod freezing_proxy;
 mod lockout;
 mod openapi;
 mod outage;
+mod prefetch;
 mod process;
 mod quotas;
 mod request_ids;

@@ -47,10 +47,6 @@ const CLAIM_SESSION_SETTINGS: [(&str, &str); 2] = [
     ("plan_cache_mode", "force_generic_plan"),
 ];
 
-/// The same settings for one transaction (to explain a claim on any connection).
-const CLAIM_BEGIN: &str =
-    "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_generic_plan";
-
 /// Most claim connections per store: a worker pool has at most a few claims
 /// in flight, and nothing else runs on them.
 const MAX_CLAIM_CONNECTIONS: u32 = 4;
@@ -431,14 +427,15 @@ impl PgStore {
     /// rolled back (nothing is claimed), for benchmarks and for operators
     /// asking why claims slow down.
     pub async fn explain_claim(&self, queues: &[String], limit: i64) -> Result<String> {
-        // A connection of its own, closed afterwards with what was prepared on it.
+        // A claim connection (its session settings are the claim's), taken
+        // out of the pool and closed afterwards with what was prepared on it.
         let mut conn = self
-            .pool
+            .claims
             .acquire()
             .await
             .db("acquiring a connection to explain a claim")?
             .detach();
-        let mut tx = sqlx::Connection::begin_with(&mut conn, CLAIM_BEGIN)
+        let mut tx = sqlx::Connection::begin(&mut conn)
             .await
             .db("starting a claim to explain")?;
         sqlx::raw_sql(&format!(

@@ -13,7 +13,7 @@ use crate::config::validate_queue_name;
 use crate::error::{Error, Result};
 use crate::ids::JobId;
 use crate::job::{Attempt, Enqueued, Job, JobEvent, JobFilter, NewJob};
-use crate::kinds::Catalogue;
+use crate::kinds::{encode_params, Catalogue, JobKind};
 use crate::nul::contains_nul;
 use crate::store::JobStore;
 use crate::usage::{KindUsage, Period};
@@ -52,6 +52,17 @@ impl EnqueueRequest {
             params,
             ..Default::default()
         }
+    }
+
+    /// A job of a typed kind, its params encoded through the kind's type.
+    pub fn of<K: JobKind>(tenant_id: impl Into<String>, params: &K::Params) -> Result<Self> {
+        Ok(Self::new(tenant_id, K::NAME, encode_params::<K>(params)?))
+    }
+
+    /// The same request under an idempotency key.
+    pub fn idempotency_key(mut self, key: Option<String>) -> Self {
+        self.idempotency_key = key;
+        self
     }
 }
 

@@ -26,6 +26,7 @@ use utoipa::ToSchema;
 use crate::error::Error;
 use crate::failure::PublicError;
 use crate::ids::JobId;
+use crate::kinds::JobKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -136,6 +137,38 @@ impl Job {
             job_id: self.id,
             attempt: self.attempt,
         }
+    }
+
+    /// The job's params as its kind's type. A job of another kind, or params
+    /// its kind no longer reads, is an error naming the job.
+    pub fn params_of<K: JobKind>(&self) -> crate::Result<K::Params> {
+        self.expect_kind::<K>()?;
+        K::parse_params(&self.params).map_err(|error| {
+            crate::Error::corrupt("reading job params", format!("{}: {error}", self.id))
+        })
+    }
+
+    /// The result its handler stored, as its kind's type (`None` until the
+    /// job succeeded).
+    pub fn output_of<K: JobKind>(&self) -> crate::Result<Option<K::Output>> {
+        self.expect_kind::<K>()?;
+        self.result
+            .as_ref()
+            .map(K::Output::deserialize)
+            .transpose()
+            .map_err(|error| {
+                crate::Error::corrupt("reading job result", format!("{}: {error}", self.id))
+            })
+    }
+
+    fn expect_kind<K: JobKind>(&self) -> crate::Result<()> {
+        if self.kind == K::NAME {
+            return Ok(());
+        }
+        Err(crate::Error::corrupt(
+            "reading a typed job",
+            format!("{} is a {} job, not {}", self.id, self.kind, K::NAME),
+        ))
     }
 
     /// The error a tenant may see: none once the job succeeded, otherwise

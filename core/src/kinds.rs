@@ -1,15 +1,50 @@
-//! The catalogue of job kinds: for each kind its default queue, timeout,
-//! attempts, back-off and a params validator. The API validates requests
-//! against it; the worker looks up how to run a kind in it. Core holds the
-//! specs; the worker holds the handlers (one file per kind in `worker/src/jobs/`).
+//! Job kinds, typed: a [`JobKind`] ties a kind's name to its params type,
+//! its result type and its defaults (queue, timeout, attempts, back-off), so
+//! the API, the scheduler and the worker read and write a kind's JSON through
+//! the same types. The [`Catalogue`] holds the specs of the kinds a process
+//! knows; the worker crate assembles it from its job modules (core lists no
+//! kinds), and the handlers live there too, one module per kind.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::backoff::Backoff;
+
+/// A job kind: its name, what it takes and what it answers.
+///
+/// `Params` is what `POST /v1/jobs`, schedules and the kind's own endpoints
+/// store as the job's params; `Output` is the small JSON summary the handler
+/// stores on success and the API reads back. Both go through serde, so a
+/// renamed field or a handler written for another kind fails to compile.
+pub trait JobKind: Send + Sync + 'static {
+    /// The kind's name as stored on jobs (`audit.export`).
+    const NAME: &'static str;
+    type Params: Serialize + DeserializeOwned + Send + Sync + 'static;
+    type Output: Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// The kind's defaults, starting from [`KindSpec::new`]'s.
+    fn spec(spec: KindSpec) -> KindSpec {
+        spec
+    }
+
+    /// Reads and checks params (shape, then ranges and limits); the message
+    /// says what is wrong. The API, the scheduler and the worker all use it.
+    fn parse_params(params: &Value) -> Result<Self::Params, String> {
+        serde_json::from_value(params.clone()).map_err(|error| error.to_string())
+    }
+}
+
+/// A kind's params, encoded as stored on its job.
+pub fn encode_params<K: JobKind>(params: &K::Params) -> crate::Result<Value> {
+    serde_json::to_value(params).map_err(|error| {
+        crate::Error::corrupt("encoding job params", format!("{}: {error}", K::NAME))
+    })
+}
 
 /// Checks a kind's params; the message says what is wrong.
 pub type ParamsValidator = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
@@ -99,47 +134,19 @@ impl KindSpec {
     }
 }
 
-/// The kinds Longhaul knows, by name.
+/// The kinds a process knows, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Catalogue {
     kinds: BTreeMap<String, KindSpec>,
 }
 
-pub const SYSTEM_NOOP: &str = "system.noop";
-pub const SYSTEM_SLEEP: &str = "system.sleep";
-
-/// Params of `system.sleep`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SleepParams {
-    /// Total time to sleep, in milliseconds (at most 24 h).
-    pub duration_ms: u64,
-    /// Number of steps; progress and a checkpoint are written after each.
-    #[serde(default = "default_sleep_steps")]
-    pub steps: u32,
-}
-
-fn default_sleep_steps() -> u32 {
-    10
-}
-
-impl SleepParams {
-    pub const MAX_DURATION_MS: u64 = 24 * 3600 * 1000;
-    pub const MAX_STEPS: u32 = 100_000;
-
-    pub fn parse(params: &Value) -> Result<Self, String> {
-        let parsed: SleepParams =
-            serde_json::from_value(params.clone()).map_err(|e| e.to_string())?;
-        if parsed.duration_ms > Self::MAX_DURATION_MS {
-            return Err(format!(
-                "durationMs must be at most {}",
-                Self::MAX_DURATION_MS
-            ));
-        }
-        if parsed.steps == 0 || parsed.steps > Self::MAX_STEPS {
-            return Err(format!("steps must be between 1 and {}", Self::MAX_STEPS));
-        }
-        Ok(parsed)
+impl KindSpec {
+    /// The spec of a typed kind: its name, its defaults, and its params
+    /// parser as the validator.
+    pub fn of<K: JobKind>() -> Self {
+        let mut spec = K::spec(KindSpec::new(K::NAME));
+        spec.name = K::NAME.to_string();
+        spec.validate_with(|params| K::parse_params(params).map(|_| ()))
     }
 }
 
@@ -148,55 +155,12 @@ impl Catalogue {
         Catalogue::default()
     }
 
-    /// The built-in kinds.
-    pub fn builtin() -> Self {
-        let mut catalogue = Catalogue::empty();
-        catalogue.register(
-            KindSpec::new(SYSTEM_NOOP)
-                .timeout(Duration::from_secs(60))
-                .validate_with(|params| match params {
-                    Value::Object(map) if map.is_empty() => Ok(()),
-                    Value::Object(_) => Err("system.noop takes no params: send {}".into()),
-                    _ => Err("params must be a JSON object".into()),
-                }),
-        );
-        catalogue.register(
-            KindSpec::new(crate::audit::export::AUDIT_EXPORT)
-                .queue("exports")
-                .internal()
-                .timeout(Duration::from_secs(6 * 3600))
-                .validate_with(|params| {
-                    crate::audit::export::ExportParams::parse(params).map(|_| ())
-                }),
-        );
-        catalogue.register(
-            KindSpec::new(crate::scans::leakage::LEAKAGE_SCAN)
-                .queue("scans")
-                .internal()
-                .timeout(Duration::from_secs(6 * 3600))
-                .validate_with(|params| {
-                    crate::scans::leakage::LeakageScanParams::parse(params).map(|_| ())
-                }),
-        );
-        catalogue.register(
-            KindSpec::new(crate::scans::classification::CLASSIFICATION_SCAN)
-                .queue("scans")
-                .internal()
-                .timeout(Duration::from_secs(6 * 3600))
-                .validate_with(|params| {
-                    crate::scans::classification::ClassificationScanParams::parse(params)
-                        .map(|_| ())
-                }),
-        );
-        catalogue.register(
-            KindSpec::new(SYSTEM_SLEEP)
-                .timeout(Duration::from_secs(25 * 3600))
-                .validate_with(|params| SleepParams::parse(params).map(|_| ())),
-        );
-        catalogue
+    /// Adds (or replaces) a typed kind.
+    pub fn add<K: JobKind>(&mut self) -> &mut Self {
+        self.register(KindSpec::of::<K>())
     }
 
-    /// Adds or replaces a kind.
+    /// Adds or replaces a kind by its spec (kinds defined at run time, e.g. in tests).
     pub fn register(&mut self, spec: KindSpec) -> &mut Self {
         self.kinds.insert(spec.name.clone(), spec);
         self
@@ -226,23 +190,56 @@ impl Catalogue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
     use serde_json::json;
 
-    #[test]
-    fn builtin_kinds_validate_their_params() {
-        let catalogue = Catalogue::builtin();
-        let noop = catalogue.get(SYSTEM_NOOP).expect("noop");
-        assert!((noop.validate)(&json!({})).is_ok());
-        assert!((noop.validate)(&json!({"x": 1})).is_err());
-        assert!((noop.validate)(&json!([1])).is_err());
+    struct Resize;
 
-        let sleep = catalogue.get(SYSTEM_SLEEP).expect("sleep");
-        assert!((sleep.validate)(&json!({"durationMs": 100, "steps": 4})).is_ok());
-        assert!((sleep.validate)(&json!({"durationMs": 100})).is_ok());
-        assert!((sleep.validate)(&json!({"durationMs": -1})).is_err());
-        assert!((sleep.validate)(&json!({"durationMs": 100, "steps": 0})).is_err());
-        assert!((sleep.validate)(&json!({"duration": 100})).is_err());
-        assert!((sleep.validate)(&json!({"durationMs": 90_000_000})).is_err());
-        assert!(catalogue.get("system.unknown").is_none());
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct ResizeParams {
+        width_px: u32,
+    }
+
+    impl JobKind for Resize {
+        const NAME: &'static str = "test.resize";
+        type Params = ResizeParams;
+        type Output = u32;
+
+        fn spec(mut spec: KindSpec) -> KindSpec {
+            spec.name = "renamed".into();
+            spec.queue("images").max_attempts(2)
+        }
+
+        fn parse_params(params: &Value) -> Result<ResizeParams, String> {
+            let parsed: ResizeParams =
+                serde_json::from_value(params.clone()).map_err(|e| e.to_string())?;
+            if parsed.width_px == 0 {
+                return Err("widthPx must be positive".into());
+            }
+            Ok(parsed)
+        }
+    }
+
+    #[test]
+    fn a_typed_kind_brings_its_name_defaults_and_parser() {
+        let mut catalogue = Catalogue::empty();
+        catalogue.add::<Resize>();
+        assert!(catalogue.get("renamed").is_none(), "the name is the kind's");
+        let spec = catalogue
+            .get("test.resize")
+            .expect("registered by its NAME");
+        assert_eq!(spec.queue, "images");
+        assert_eq!(spec.max_attempts, 2);
+        assert!((spec.validate)(&json!({"widthPx": 10})).is_ok());
+        assert_eq!(
+            (spec.validate)(&json!({"widthPx": 0})),
+            Err("widthPx must be positive".to_string())
+        );
+        assert!((spec.validate)(&json!({"width": 10})).is_err());
+        assert_eq!(
+            encode_params::<Resize>(&ResizeParams { width_px: 3 }).expect("encodes"),
+            json!({"widthPx": 3})
+        );
     }
 }

@@ -29,5 +29,5 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use ids::JobId;
 pub use job::{Job, JobState, NewJob, Progress};
-pub use kinds::{Catalogue, KindSpec};
+pub use kinds::{Catalogue, JobKind, KindSpec};
 pub use store::JobStore;

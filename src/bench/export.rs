@@ -20,7 +20,7 @@ use longhaul_core::audit::export::{ExportFormat, ExportParams, AUDIT_EXPORT};
 use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::tenancy::{connect_stores, NewTenant, Stores};
-use longhaul_core::{Catalogue, JobClient, JobState};
+use longhaul_core::{JobClient, JobState};
 use longhaul_worker::{JobServices, PoolConfig, Registry, WorkerPool};
 use serde_json::json;
 use sqlx::Connection;
@@ -272,7 +272,10 @@ async fn export(
         to,
         filters: Default::default(),
     };
-    let client = JobClient::new(job_store.clone(), Arc::new(Catalogue::builtin()));
+    let client = JobClient::new(
+        job_store.clone(),
+        Arc::new(longhaul_worker::jobs::catalogue()),
+    );
     let started = Instant::now();
     let id = client
         .enqueue(EnqueueRequest::new(

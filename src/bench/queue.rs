@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use clap::Args;
 use longhaul_core::client::EnqueueRequest;
-use longhaul_core::kinds::SYSTEM_NOOP;
-use longhaul_core::{Catalogue, JobClient, JobId, JobState, JobStore};
+use longhaul_core::JobKind;
+use longhaul_core::{JobClient, JobId, JobState, JobStore};
+use longhaul_worker::jobs::noop::Noop;
 use longhaul_worker::{
     JobContext, JobError, JobHandler, JobOutput, PoolConfig, Registry, WorkerPool,
     DEFAULT_CLAIM_BATCH, DEFAULT_PREFETCH,
@@ -91,7 +92,7 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
     )
     .await?;
     let store = scratch.store.clone();
-    let catalogue = Arc::new(Catalogue::builtin());
+    let catalogue = Arc::new(longhaul_worker::jobs::catalogue());
     let client = JobClient::new(store.clone(), catalogue.clone());
 
     if args.backlog > 0 {
@@ -113,7 +114,7 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
     let mut registry = Registry::new(catalogue);
     let ran = Arc::new(AtomicUsize::new(0));
     registry.register(
-        SYSTEM_NOOP,
+        Noop::NAME,
         StartProbe {
             starts,
             drained: ran.clone(),
@@ -160,7 +161,7 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.latency_samples {
         let enqueued_at = Instant::now();
         client
-            .enqueue(EnqueueRequest::new(TENANT, SYSTEM_NOOP, json!({})))
+            .enqueue(EnqueueRequest::new(TENANT, Noop::NAME, json!({})))
             .await?;
         enqueue_calls.push(enqueued_at.elapsed().as_secs_f64() * 1000.0);
         let (_, started_at) = tokio::time::timeout(Duration::from_secs(10), started.recv())
@@ -230,7 +231,7 @@ async fn trickle(
         }
         let at = Instant::now();
         let job = client
-            .enqueue(EnqueueRequest::new(OTHER_TENANT, SYSTEM_NOOP, json!({})))
+            .enqueue(EnqueueRequest::new(OTHER_TENANT, Noop::NAME, json!({})))
             .await?;
         enqueued.insert(job.id, at);
     }
@@ -238,7 +239,7 @@ async fn trickle(
 
 async fn bulk_enqueue(client: &JobClient, tenant: &str, jobs: usize) -> anyhow::Result<f64> {
     let requests: Vec<EnqueueRequest> = (0..jobs)
-        .map(|_| EnqueueRequest::new(tenant, SYSTEM_NOOP, json!({})))
+        .map(|_| EnqueueRequest::new(tenant, Noop::NAME, json!({})))
         .collect();
     let started = Instant::now();
     let mut stored = 0;

@@ -19,7 +19,7 @@ use longhaul_core::scans::classification::{
 };
 use longhaul_core::scans::leakage::{LeakageScanParams, Source, LEAKAGE_SCAN};
 use longhaul_core::tenancy::NewTenant;
-use longhaul_core::{Catalogue, JobClient, JobState};
+use longhaul_core::{JobClient, JobState};
 use longhaul_worker::{JobServices, PoolConfig, Registry, WorkerPool};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -129,7 +129,10 @@ async fn bench(scratch: &Scratch, args: &ScanBenchArgs) -> anyhow::Result<serde_
             })?,
         ),
     };
-    let client = JobClient::new(job_store.clone(), Arc::new(Catalogue::builtin()));
+    let client = JobClient::new(
+        job_store.clone(),
+        Arc::new(longhaul_worker::jobs::catalogue()),
+    );
     let started = Instant::now();
     let id = client
         .enqueue(EnqueueRequest::new(&tenant.id, kind, params))

@@ -15,7 +15,6 @@ use longhaul_core::audit::Actor;
 use longhaul_core::job::JobFilter;
 use longhaul_core::schedule::{MisfirePolicy, NewSchedule, OverlapPolicy, DEFAULT_MAX_SCHEDULES};
 use longhaul_core::tenancy::{NewTenant, Stores};
-use longhaul_core::Catalogue;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +92,7 @@ pub async fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let scheduler = tokio::spawn(longhaul_scheduler::run(
         stores.clone(),
-        Arc::new(Catalogue::builtin()),
+        Arc::new(longhaul_worker::jobs::catalogue()),
         longhaul_scheduler::SchedulerConfig {
             ticker: longhaul_scheduler::TickerConfig::default(),
             rescue_interval: Duration::from_secs(15),

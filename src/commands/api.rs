@@ -9,7 +9,7 @@ use longhaul_api::rate_limit::{self, MemoryRateLimiter, RateLimiter, RedisRateLi
 use longhaul_api::AppState;
 use longhaul_core::artifacts::ArtifactStores;
 use longhaul_core::tenancy::Stores;
-use longhaul_core::{Catalogue, Config};
+use longhaul_core::Config;
 
 use crate::runtime;
 
@@ -46,15 +46,17 @@ pub async fn app_state(
 ) -> anyhow::Result<AppState> {
     let (lockout, rate_limiter) = counters(config).await?;
     let relay = event_relay(config).await?;
-    Ok(AppState::new(stores, Arc::new(Catalogue::builtin()))
-        .with_event_streams(config.event_streams, relay)
-        .with_artifacts(artifacts)
-        .with_scan_config(config.scans.clone())
-        .with_lockout(lockout)
-        .with_rate_limiter(rate_limiter)
-        .with_trust_forwarded_for(config.trust_forwarded_for)
-        .with_auth_cache(config.auth_cache_ttl)
-        .with_job_status_cache(config.job_status_cache_ttl))
+    Ok(
+        AppState::new(stores, Arc::new(longhaul_worker::jobs::catalogue()))
+            .with_event_streams(config.event_streams, relay)
+            .with_artifacts(artifacts)
+            .with_scan_config(config.scans.clone())
+            .with_lockout(lockout)
+            .with_rate_limiter(rate_limiter)
+            .with_trust_forwarded_for(config.trust_forwarded_for)
+            .with_auth_cache(config.auth_cache_ttl)
+            .with_job_status_cache(config.job_status_cache_ttl),
+    )
 }
 
 /// The brute-force lockout and creation-rate counters: in Redis when

@@ -124,7 +124,7 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     let scheduler_store: Arc<dyn longhaul_scheduler::SchedulerStore> = stores.clone();
     let scheduler = tokio::spawn(longhaul_scheduler::run(
         scheduler_store,
-        Arc::new(longhaul_core::Catalogue::builtin()),
+        Arc::new(longhaul_worker::jobs::catalogue()),
         longhaul_scheduler::SchedulerConfig::from_config(&config),
         Some(artifacts),
         shutdown.stop.clone(),

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use longhaul_api::routes::jobs::JobView;
 use longhaul_core::client::EnqueueRequest;
-use longhaul_core::{Catalogue, Config, JobClient, JobId};
+use longhaul_core::{Config, JobClient, JobId};
 use serde_json::{json, Value};
 
 use crate::runtime;
@@ -64,7 +64,10 @@ pub enum JobsCommand {
 
 pub async fn run(config: Config, command: JobsCommand) -> anyhow::Result<()> {
     let store: std::sync::Arc<dyn longhaul_core::JobStore> = runtime::connect(&config).await?;
-    let client = JobClient::new(store.clone(), std::sync::Arc::new(Catalogue::builtin()));
+    let client = JobClient::new(
+        store.clone(),
+        std::sync::Arc::new(longhaul_worker::jobs::catalogue()),
+    );
     let output = match command {
         JobsCommand::Enqueue {
             tenant,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use longhaul_core::{Catalogue, Config};
+use longhaul_core::Config;
 use longhaul_scheduler::{SchedulerConfig, SchedulerStore};
 
 use crate::runtime;
@@ -15,7 +15,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("scheduler starting");
     longhaul_scheduler::run(
         store,
-        Arc::new(Catalogue::builtin()),
+        Arc::new(longhaul_worker::jobs::catalogue()),
         SchedulerConfig::from_config(&config),
         Some(artifacts),
         runtime::shutdown_on_signal().stop,

@@ -14,10 +14,11 @@ use longhaul_core::artifacts::{
 use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::{ClaimRequest, Finish, Lease};
-use longhaul_core::kinds::SYSTEM_NOOP;
 use longhaul_core::tenancy::{self, NewTenant, Stores};
-use longhaul_core::{Catalogue, JobClient, JobId};
+use longhaul_core::JobKind;
+use longhaul_core::{JobClient, JobId};
 use longhaul_scheduler::{ArtifactSweeper, SweepReport};
+use longhaul_worker::jobs::noop::Noop;
 use serde_json::json;
 
 use crate::harness::TestDb;
@@ -35,7 +36,7 @@ struct Fixture {
 impl Fixture {
     /// A running job on its own queue, with its lease.
     async fn running_job(&self, queue: &str) -> Lease {
-        let mut request = EnqueueRequest::new(&self.tenant, SYSTEM_NOOP, json!({}));
+        let mut request = EnqueueRequest::new(&self.tenant, Noop::NAME, json!({}));
         request.queue = Some(queue.into());
         let id = self.client.enqueue(request).await.expect("enqueue").id;
         let claimed = self
@@ -57,7 +58,7 @@ impl Fixture {
     }
 
     fn key(&self, job: JobId) -> String {
-        artifact_key(&self.tenant, SYSTEM_NOOP, &job.to_string(), "out.csv").unwrap()
+        artifact_key(&self.tenant, Noop::NAME, &job.to_string(), "out.csv").unwrap()
     }
 
     async fn begin(&self, lease: Lease) -> String {
@@ -160,7 +161,7 @@ async fn sweeper_removes_expired_abandoned_and_orphaned_artifacts(db: TestDb) {
     let job_store: Arc<dyn longhaul_core::JobStore> = stores.clone();
     let fx = Fixture {
         stores: stores.clone(),
-        client: JobClient::new(job_store, Arc::new(Catalogue::builtin())),
+        client: JobClient::new(job_store, Arc::new(longhaul_worker::jobs::catalogue())),
         local,
         tenant: tenant.id.clone(),
     };

@@ -18,7 +18,7 @@ use longhaul_core::audit::{Actor, AuditFilter};
 use longhaul_core::job::{ClaimRequest, Finish, JobEvent, Lease};
 use longhaul_core::store::{PgStore, SqliteStore};
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
-use longhaul_core::{Catalogue, JobId};
+use longhaul_core::JobId;
 use serde_json::{json, Value};
 
 use crate::harness::TestDb;
@@ -36,7 +36,7 @@ struct App {
 async fn app(db: &TestDb) -> App {
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+    let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_clock(clock.clone())
         .with_trust_forwarded_for(true);
     App {

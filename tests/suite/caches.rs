@@ -15,7 +15,6 @@ use longhaul_api::AppState;
 use longhaul_core::audit::Actor;
 use longhaul_core::job::ClaimRequest;
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Role, Stores, Tenant, TenantStatus};
-use longhaul_core::Catalogue;
 use serde_json::{json, Value};
 
 use crate::harness::TestDb;
@@ -33,7 +32,7 @@ struct App {
 async fn app(db: &TestDb) -> App {
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+    let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_clock(clock.clone())
         .with_auth_cache(AUTH_TTL)
         .with_job_status_cache(STATUS_TTL);

@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use longhaul_core::client::{EnqueueRequest, MAX_PARAMS_BYTES};
 use longhaul_core::failure::FailureCode;
 use longhaul_core::job::{AttemptOutcome, ClaimRequest, Finish, Lease, Progress};
-use longhaul_core::kinds::{SYSTEM_NOOP, SYSTEM_SLEEP};
 use longhaul_core::store::{Rescued, Wake, WakeReceiver};
-use longhaul_core::{Catalogue, Error, Job, JobClient, JobId, JobState, KindSpec};
+use longhaul_core::JobKind;
+use longhaul_core::{Error, Job, JobClient, JobId, JobState, KindSpec};
+use longhaul_worker::jobs::{noop::Noop, sleep::Sleep};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -42,7 +43,7 @@ fn client(db: &TestDb) -> JobClient {
 
 /// The built-in catalogue plus extra kinds.
 fn client_with(db: &TestDb, kinds: impl IntoIterator<Item = KindSpec>) -> JobClient {
-    let mut catalogue = Catalogue::builtin();
+    let mut catalogue = longhaul_worker::jobs::catalogue();
     for kind in kinds {
         catalogue.register(kind);
     }
@@ -50,13 +51,13 @@ fn client_with(db: &TestDb, kinds: impl IntoIterator<Item = KindSpec>) -> JobCli
 }
 
 fn noop(tenant: &str) -> EnqueueRequest {
-    EnqueueRequest::new(tenant, SYSTEM_NOOP, json!({}))
+    EnqueueRequest::new(tenant, Noop::NAME, json!({}))
 }
 
 fn sleep_job(tenant: &str, duration_ms: u64) -> EnqueueRequest {
     EnqueueRequest::new(
         tenant,
-        SYSTEM_SLEEP,
+        Sleep::NAME,
         json!({"durationMs": duration_ms, "steps": 2}),
     )
 }
@@ -396,7 +397,7 @@ async fn enqueue_one_stores_defaults(db: TestDb) {
     let job = get(&db, TENANT, answer.id).await;
     assert_eq!(job.id, answer.id);
     assert_eq!(job.tenant_id, TENANT);
-    assert_eq!(job.kind, SYSTEM_NOOP);
+    assert_eq!(job.kind, Noop::NAME);
     assert_eq!(job.queue, "default", "the queue comes from the kind");
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(job.priority, 5);
@@ -447,7 +448,7 @@ async fn enqueue_honours_explicit_fields(db: TestDb) {
     };
     let id = enqueue(&client, request).await;
     let job = get(&db, TENANT, id).await;
-    assert_eq!(job.kind, SYSTEM_SLEEP);
+    assert_eq!(job.kind, Sleep::NAME);
     assert_eq!(job.queue, "reports");
     assert_eq!(job.priority, 2);
     assert_eq!(job.run_at.timestamp_millis(), run_at.timestamp_millis());
@@ -602,23 +603,23 @@ async fn invalid_requests_are_refused(db: TestDb) {
         (on_queue("Bad Queue", noop(TENANT)), "queue"),
         (on_queue("", noop(TENANT)), "queue"),
         (
-            EnqueueRequest::new(TENANT, SYSTEM_SLEEP, json!({"durationMs": -1})),
+            EnqueueRequest::new(TENANT, Sleep::NAME, json!({"durationMs": -1})),
             "params",
         ),
         (
-            EnqueueRequest::new(TENANT, SYSTEM_SLEEP, json!({"durationMs": 100, "steps": 0})),
+            EnqueueRequest::new(TENANT, Sleep::NAME, json!({"durationMs": 100, "steps": 0})),
             "params",
         ),
         (
-            EnqueueRequest::new(TENANT, SYSTEM_SLEEP, json!({"durationMs": 90_000_000u64})),
+            EnqueueRequest::new(TENANT, Sleep::NAME, json!({"durationMs": 90_000_000u64})),
             "params",
         ),
         (
-            EnqueueRequest::new(TENANT, SYSTEM_SLEEP, json!({"duration": 100})),
+            EnqueueRequest::new(TENANT, Sleep::NAME, json!({"duration": 100})),
             "params",
         ),
         (
-            EnqueueRequest::new(TENANT, SYSTEM_NOOP, json!({"x": 1})),
+            EnqueueRequest::new(TENANT, Noop::NAME, json!({"x": 1})),
             "params",
         ),
         (
@@ -2589,10 +2590,10 @@ async fn list_jobs_filters_alone_and_combined(db: TestDb) {
         &fixture,
         "kind",
         JobFilter {
-            kind: Some(SYSTEM_SLEEP.into()),
+            kind: Some(Sleep::NAME.into()),
             ..filter()
         },
-        |job| job.kind == SYSTEM_SLEEP,
+        |job| job.kind == Sleep::NAME,
     )
     .await;
     assert_filter(
@@ -2646,14 +2647,14 @@ async fn list_jobs_filters_alone_and_combined(db: TestDb) {
         "queued noop jobs on bulk created from the second batch",
         JobFilter {
             states: vec![JobState::Queued],
-            kind: Some(SYSTEM_NOOP.into()),
+            kind: Some(Noop::NAME.into()),
             queue: Some("bulk".into()),
             created_from: Some(second),
             created_to: Some(third + chrono::Duration::seconds(1)),
         },
         |job| {
             job.state == JobState::Queued
-                && job.kind == SYSTEM_NOOP
+                && job.kind == Noop::NAME
                 && job.queue == "bulk"
                 && job.created_at >= second
         },
@@ -2665,13 +2666,13 @@ async fn list_jobs_filters_alone_and_combined(db: TestDb) {
         "queued or cancelled noop jobs of the default queue",
         JobFilter {
             states: vec![JobState::Queued, JobState::Cancelled],
-            kind: Some(SYSTEM_NOOP.into()),
+            kind: Some(Noop::NAME.into()),
             queue: Some("default".into()),
             ..filter()
         },
         |job| {
             matches!(job.state, JobState::Queued | JobState::Cancelled)
-                && job.kind == SYSTEM_NOOP
+                && job.kind == Noop::NAME
                 && job.queue == "default"
         },
     )
@@ -2719,7 +2720,7 @@ async fn list_jobs_never_shows_another_tenants_jobs(db: TestDb) {
             OTHER,
             &JobFilter {
                 states: JobState::ALL.to_vec(),
-                kind: Some(SYSTEM_NOOP.into()),
+                kind: Some(Noop::NAME.into()),
                 queue: Some("default".into()),
                 ..JobFilter::default()
             },

@@ -32,7 +32,7 @@ use longhaul_core::job::{
 use longhaul_core::store::{Backend, JobStore, Rescued, WakeReceiver};
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Role, Stores, Tenant};
 use longhaul_core::usage::{KindUsage, Period};
-use longhaul_core::{Catalogue, JobClient, JobId, JobState};
+use longhaul_core::{JobClient, JobId, JobState};
 use longhaul_worker::{Registry, WorkerPool};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -166,7 +166,7 @@ fn streams_config(max_per_key: usize, max_per_process: usize) -> EventStreamConf
 }
 
 async fn enqueue(store: &Arc<dyn JobStore>, tenant: &Tenant, queue: Option<&str>) -> JobId {
-    let client = JobClient::new(store.clone(), Arc::new(Catalogue::builtin()));
+    let client = JobClient::new(store.clone(), Arc::new(longhaul_worker::jobs::catalogue()));
     let mut request = EnqueueRequest::new(tenant.id.clone(), "system.noop", json!({}));
     request.queue = queue.map(str::to_string);
     client.enqueue(request).await.expect("enqueue").id
@@ -237,10 +237,13 @@ async fn a_client_follows_a_job_to_its_end(db: TestDb) {
     let (_, other_key) = tenant_and_key(stores.as_ref(), "globex", Role::Admin).await;
     let router = longhaul_api::router(AppState::new(
         stores.clone(),
-        Arc::new(Catalogue::builtin()),
+        Arc::new(longhaul_worker::jobs::catalogue()),
     ));
 
-    let client = JobClient::new(db.store.clone(), Arc::new(Catalogue::builtin()));
+    let client = JobClient::new(
+        db.store.clone(),
+        Arc::new(longhaul_worker::jobs::catalogue()),
+    );
     let id = client
         .enqueue(EnqueueRequest::new(
             tenant.id.clone(),
@@ -312,7 +315,7 @@ async fn a_client_follows_a_job_to_its_end(db: TestDb) {
 async fn a_resumed_stream_catches_up_then_follows(db: TestDb) {
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
     let (tenant, key) = tenant_and_key(stores.as_ref(), "acme", Role::Viewer).await;
-    let state_ = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+    let state_ = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_event_streams(streams_config(20, 100), None);
     let hub = state_.event_hub.clone();
     let router = longhaul_api::router(state_);
@@ -556,8 +559,11 @@ async fn many_streams_cost_one_poll_per_tick(db: TestDb) {
         inner: stores.clone().job_store(),
         calls: AtomicU64::new(0),
     });
-    let mut state_ = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()));
-    state_.jobs = JobClient::new(counting.clone(), Arc::new(Catalogue::builtin()));
+    let mut state_ = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()));
+    state_.jobs = JobClient::new(
+        counting.clone(),
+        Arc::new(longhaul_worker::jobs::catalogue()),
+    );
     let state_ = state_.with_event_streams(streams_config(STREAMS, STREAMS), None);
     let hub = state_.event_hub.clone();
     let router = longhaul_api::router(state_);
@@ -622,7 +628,7 @@ async fn streams_are_capped_per_key_and_per_process(db: TestDb) {
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
     let (tenant, first_key) = tenant_and_key(stores.as_ref(), "acme", Role::Viewer).await;
     let second_key = another_key(stores.as_ref(), &tenant, Role::Viewer).await;
-    let state_ = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+    let state_ = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_event_streams(streams_config(2, 3), None);
     let slots = state_.event_streams.clone();
     let router = longhaul_api::router(state_);
@@ -679,7 +685,7 @@ async fn relay(url: &str, namespace: &str) -> Arc<JobEventRelay> {
 /// shared database, polling through `relay`.
 async fn replica(db: &TestDb, relay: Arc<JobEventRelay>) -> (Router, JobEventHub, Arc<dyn Stores>) {
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
-    let state_ = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+    let state_ = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_event_streams(streams_config(20, 100), Some(relay));
     let hub = state_.event_hub.clone();
     (longhaul_api::router(state_), hub, stores)

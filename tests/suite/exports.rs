@@ -25,7 +25,7 @@ use longhaul_core::artifacts::{
 use longhaul_core::audit::{check_ingest, Actor, AuditEvent, AuditFilter, NewAuditEvent, Order};
 use longhaul_core::job::{ClaimRequest, Finish};
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
-use longhaul_core::{Catalogue, JobId, JobState};
+use longhaul_core::{JobId, JobState};
 use longhaul_worker::jobs::audit_export::PAGE_ROWS;
 use longhaul_worker::{JobServices, PoolConfig, Registry, WorkerPool};
 use serde_json::{json, Value};
@@ -186,8 +186,8 @@ struct Rig {
 
 async fn rig(db: &TestDb, artifacts: Arc<ArtifactStores>) -> Rig {
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
-    let state =
-        AppState::new(stores.clone(), Arc::new(Catalogue::builtin())).with_artifacts(artifacts);
+    let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
+        .with_artifacts(artifacts);
     Rig {
         router: longhaul_api::router(state),
         stores,

@@ -13,7 +13,6 @@ use longhaul_api::clock::ManualClock;
 use longhaul_api::AppState;
 use longhaul_core::artifacts::{ArtifactStores, DownloadSigner};
 use longhaul_core::tenancy::{self, Stores};
-use longhaul_core::Catalogue;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -29,7 +28,7 @@ pub struct TestApp {
 pub async fn test_app(db: &TestDb) -> TestApp {
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+    let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_clock(clock.clone())
         .with_artifacts(Arc::new(local_artifacts()));
     TestApp {

@@ -17,7 +17,6 @@ use longhaul_api::lockout::{LockKey, Lockout, RedisLockout, LOCKOUT};
 use longhaul_api::AppState;
 use longhaul_core::audit::Actor;
 use longhaul_core::tenancy::{self, parse_token, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
-use longhaul_core::Catalogue;
 use serde_json::json;
 
 use crate::harness::{redis_url, TestDb};
@@ -136,7 +135,7 @@ fn malformed() -> String {
 }
 
 fn memory_api(stores: Arc<dyn Stores>, clock: Arc<ManualClock>, trust: bool) -> Router {
-    let state = AppState::new(stores, Arc::new(Catalogue::builtin()))
+    let state = AppState::new(stores, Arc::new(longhaul_worker::jobs::catalogue()))
         .with_clock(clock)
         .with_trust_forwarded_for(trust);
     longhaul_api::router(state)
@@ -296,7 +295,7 @@ async fn redis_replicas_share_the_lockout(db: TestDb) {
     for _ in 0..2 {
         let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
         let lockout = redis_lockout(&namespace).await;
-        let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+        let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
             .with_lockout(lockout.clone());
         replicas.push((longhaul_api::router(state), stores));
         lockouts.push(lockout);

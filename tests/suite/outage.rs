@@ -16,7 +16,6 @@ use longhaul_api::clock::ManualClock;
 use longhaul_api::AppState;
 use longhaul_core::store::PoolSettings;
 use longhaul_core::tenancy::{self, Stores};
-use longhaul_core::Catalogue;
 use serde_json::json;
 use sqlx::Connection;
 use tokio::net::{TcpListener, TcpStream};
@@ -100,7 +99,7 @@ async fn api_over(url: &str) -> (axum::Router, Arc<dyn Stores>) {
     let stores = tenancy::connect_stores_pool(url, pool)
         .await
         .expect("stores");
-    let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+    let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_clock(Arc::new(ManualClock::new(Utc::now())));
     (longhaul_api::router(state), stores)
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::{AttemptOutcome, Finish, Lease, Progress};
-use longhaul_core::kinds::SYSTEM_SLEEP;
-use longhaul_core::{Catalogue, Error, JobClient, JobState};
+use longhaul_core::JobKind;
+use longhaul_core::{Error, JobClient, JobState};
+use longhaul_worker::jobs::sleep::Sleep;
 use serde_json::json;
 
 use crate::harness::TestDb;
@@ -44,14 +45,17 @@ fn longhaul(db: &TestDb) -> Command {
 }
 
 fn client(db: &TestDb) -> JobClient {
-    JobClient::new(db.store.clone(), std::sync::Arc::new(Catalogue::builtin()))
+    JobClient::new(
+        db.store.clone(),
+        std::sync::Arc::new(longhaul_worker::jobs::catalogue()),
+    )
 }
 
 async fn sigkill_mid_job_resumes_from_checkpoint_and_fences_the_old_attempt(db: TestDb) {
     let id = client(&db)
         .enqueue(EnqueueRequest::new(
             "t",
-            SYSTEM_SLEEP,
+            Sleep::NAME,
             json!({ "durationMs": 6000, "steps": 30 }),
         ))
         .await
@@ -146,7 +150,7 @@ async fn sigterm_hands_the_running_job_back(db: TestDb) {
     let id = client(&db)
         .enqueue(EnqueueRequest::new(
             "t",
-            SYSTEM_SLEEP,
+            Sleep::NAME,
             json!({ "durationMs": 30_000, "steps": 300 }),
         ))
         .await
@@ -210,7 +214,7 @@ async fn bad_input_on_the_command_line_writes_nothing(db: TestDb) {
             "--tenant",
             "t",
             "--kind",
-            SYSTEM_SLEEP,
+            Sleep::NAME,
             "--params",
             &oversize,
         ])
@@ -305,7 +309,7 @@ async fn a_second_ctrl_c_hands_running_jobs_back_at_once(db: TestDb) {
     let id = client(&db)
         .enqueue(EnqueueRequest::new(
             "t",
-            SYSTEM_SLEEP,
+            Sleep::NAME,
             json!({ "durationMs": 300_000, "steps": 3000 }),
         ))
         .await
@@ -362,7 +366,7 @@ async fn cli_prints_jobs_as_the_api_does_and_counts_per_tenant(db: TestDb) {
     let mine = client
         .enqueue(EnqueueRequest::new(
             "t",
-            SYSTEM_SLEEP,
+            Sleep::NAME,
             json!({"durationMs": 10}),
         ))
         .await
@@ -371,7 +375,7 @@ async fn cli_prints_jobs_as_the_api_does_and_counts_per_tenant(db: TestDb) {
     client
         .enqueue(EnqueueRequest::new(
             "u",
-            SYSTEM_SLEEP,
+            Sleep::NAME,
             json!({"durationMs": 10}),
         ))
         .await

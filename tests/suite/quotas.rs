@@ -17,7 +17,7 @@ use longhaul_api::AppState;
 use longhaul_core::audit::Actor;
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use longhaul_core::usage::Period;
-use longhaul_core::{Catalogue, JobState};
+use longhaul_core::JobState;
 use serde_json::{json, Value};
 
 use crate::harness::{redis_url, TestDb};
@@ -374,7 +374,7 @@ async fn redis_replicas_share_the_creation_counter(db: TestDb) {
             .unwrap_or_else(|e| {
                 panic!("Redis must be reachable for the test suite at {url} (set LONGHAUL_TEST_REDIS_URL): {e}")
             });
-        let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+        let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
             .with_clock(clock.clone())
             .with_rate_limiter(Arc::new(limiter));
         replicas.push(Api {
@@ -451,7 +451,10 @@ async fn usage_meters_created_jobs_per_kind_and_month(db: TestDb) {
     api.create(&other, None, noop_job())
         .await
         .assert_status(StatusCode::ACCEPTED);
-    let client = longhaul_core::JobClient::new(db.store.clone(), Arc::new(Catalogue::builtin()));
+    let client = longhaul_core::JobClient::new(
+        db.store.clone(),
+        Arc::new(longhaul_worker::jobs::catalogue()),
+    );
     client
         .enqueue(longhaul_core::client::EnqueueRequest::new(
             acme.id.clone(),

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::AttemptOutcome;
-use longhaul_core::kinds::{SYSTEM_NOOP, SYSTEM_SLEEP};
+use longhaul_core::JobKind;
 use longhaul_core::{JobClient, JobState};
+use longhaul_worker::jobs::{noop::Noop, sleep::Sleep};
 use longhaul_worker::{PoolReport, Shutdown, WorkerPool};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -300,7 +301,7 @@ async fn a_panic_is_a_failed_attempt_and_the_pool_lives_on(db: TestDb) {
         job.last_error
     );
     let after = client
-        .enqueue(EnqueueRequest::new("t", SYSTEM_NOOP, json!({})))
+        .enqueue(EnqueueRequest::new("t", Noop::NAME, json!({})))
         .await
         .expect("enqueue")
         .id;
@@ -355,7 +356,7 @@ async fn cancel_stops_a_running_job(db: TestDb) {
     let id = client
         .enqueue(EnqueueRequest::new(
             "t",
-            SYSTEM_SLEEP,
+            Sleep::NAME,
             json!({ "durationMs": 20_000, "steps": 200 }),
         ))
         .await
@@ -399,7 +400,7 @@ async fn delayed_jobs_start_when_due(db: TestDb) {
     let id = client
         .enqueue(EnqueueRequest {
             run_at: Some(run_at),
-            ..EnqueueRequest::new("t", SYSTEM_NOOP, json!({}))
+            ..EnqueueRequest::new("t", Noop::NAME, json!({}))
         })
         .await
         .expect("enqueue")
@@ -426,13 +427,7 @@ async fn delayed_jobs_start_when_due(db: TestDb) {
 async fn graceful_shutdown_loses_nothing(db: TestDb) {
     let client = client(&db);
     let sleepers: Vec<_> = (0..4)
-        .map(|_| {
-            EnqueueRequest::new(
-                "t",
-                SYSTEM_SLEEP,
-                json!({ "durationMs": 6000, "steps": 30 }),
-            )
-        })
+        .map(|_| EnqueueRequest::new("t", Sleep::NAME, json!({ "durationMs": 6000, "steps": 30 })))
         .collect();
     let sleepers: Vec<_> = client
         .enqueue_many(sleepers)
@@ -508,7 +503,7 @@ async fn a_second_stop_hands_running_jobs_back_before_the_grace_ends(db: TestDb)
     let id = client(&db)
         .enqueue(EnqueueRequest::new(
             "t",
-            SYSTEM_SLEEP,
+            Sleep::NAME,
             json!({ "durationMs": 600_000, "steps": 6000 }),
         ))
         .await
@@ -554,14 +549,14 @@ async fn a_second_stop_hands_running_jobs_back_before_the_grace_ends(db: TestDb)
 async fn maintenance_prunes_finished_jobs_past_retention(db: TestDb) {
     let client = client(&db);
     let done = client
-        .enqueue(EnqueueRequest::new("t", SYSTEM_NOOP, json!({})))
+        .enqueue(EnqueueRequest::new("t", Noop::NAME, json!({})))
         .await
         .expect("enqueue")
         .id;
     let later = client
         .enqueue(EnqueueRequest {
             run_at: Some(Utc::now() + chrono::Duration::seconds(60)),
-            ..EnqueueRequest::new("t", SYSTEM_NOOP, json!({}))
+            ..EnqueueRequest::new("t", Noop::NAME, json!({}))
         })
         .await
         .expect("enqueue")

@@ -30,7 +30,7 @@ use longhaul_core::config::{GitHost, ScanConfig};
 use longhaul_core::job::{ClaimRequest, Lease};
 use longhaul_core::scans::leakage::NewFinding;
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Role, Stores, Tenant};
-use longhaul_core::{Catalogue, JobId, JobState};
+use longhaul_core::{JobId, JobState};
 use longhaul_scan::Severity;
 use longhaul_worker::{JobServices, PoolConfig, Registry, WorkerPool};
 use serde_json::{json, Value};
@@ -96,7 +96,7 @@ async fn rig(db: &TestDb, dirs: &Dirs) -> Rig {
 
 async fn rig_with(db: &TestDb, dirs: &Dirs, scans: ScanConfig) -> Rig {
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
-    let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+    let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_artifacts(dirs.artifacts())
         .with_scan_config(scans);
     Rig {
@@ -1477,8 +1477,10 @@ async fn scan_writes_are_fenced_and_idempotent(db: TestDb) {
         .create_tenant(NewTenant::new("acme", REGION, "standard"), &Actor::system())
         .await
         .expect("tenant");
-    let client =
-        longhaul_core::JobClient::new(stores.clone().job_store(), Arc::new(Catalogue::builtin()));
+    let client = longhaul_core::JobClient::new(
+        stores.clone().job_store(),
+        Arc::new(longhaul_worker::jobs::catalogue()),
+    );
     client
         .enqueue(EnqueueRequest {
             tenant_id: tenant.id.clone(),
@@ -1746,7 +1748,7 @@ async fn s3_data_buckets_are_scanned() {
             .await,
     );
     let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
-    let state = AppState::new(stores.clone(), Arc::new(Catalogue::builtin()))
+    let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_artifacts(artifacts.clone())
         .with_scan_config(dirs.scan_config());
     let rig = Rig {

@@ -14,7 +14,7 @@ use longhaul_core::audit::Actor;
 use longhaul_core::job::{ClaimRequest, Finish, Lease};
 use longhaul_core::schedule::{MisfirePolicy, NewSchedule, OverlapPolicy, Schedule};
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
-use longhaul_core::{Catalogue, JobState};
+use longhaul_core::JobState;
 use longhaul_scheduler::{CatalogueJobs, Ticker, TickerConfig};
 use serde_json::{json, Value};
 
@@ -57,7 +57,7 @@ fn schedule(name: &str, cron: &str, zone: &str) -> NewSchedule {
 }
 
 fn jobs() -> CatalogueJobs {
-    CatalogueJobs::new(Arc::new(Catalogue::builtin()))
+    CatalogueJobs::new(Arc::new(longhaul_worker::jobs::catalogue()))
 }
 
 fn at(text: &str) -> DateTime<Utc> {

@@ -12,7 +12,7 @@ use longhaul_core::audit::Actor;
 use longhaul_core::client::{EnqueueRequest, JobClient};
 use longhaul_core::schedule::{MisfirePolicy, NewSchedule, OverlapPolicy};
 use longhaul_core::tenancy::{self, NewTenant};
-use longhaul_core::{store, Catalogue, JobState};
+use longhaul_core::{store, JobState};
 use longhaul_scheduler::CatalogueJobs;
 use longhaul_worker::WorkerPool;
 use serde_json::json;
@@ -154,7 +154,9 @@ async fn a_scheduler_frozen_mid_fire_does_not_stop_its_schedules() {
         )
         .await
         .expect("schedule");
-    let jobs = Arc::new(CatalogueJobs::new(Arc::new(Catalogue::builtin())));
+    let jobs = Arc::new(CatalogueJobs::new(Arc::new(
+        longhaul_worker::jobs::catalogue(),
+    )));
 
     // The frozen replica: its batch of due schedules is locked, nothing after.
     let proxy = proxy_for(&db, b"FOR UPDATE OF s SKIP LOCKED").await;

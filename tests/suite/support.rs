@@ -201,7 +201,7 @@ pub fn test_catalogue() -> Arc<Catalogue> {
         max: Duration::from_secs(5),
         jitter: 0.1,
     };
-    let mut catalogue = Catalogue::builtin();
+    let mut catalogue = longhaul_worker::jobs::catalogue();
     catalogue.register(KindSpec::new(RECORD).max_attempts(3).backoff(backoff));
     catalogue.register(KindSpec::new(FLAKY).max_attempts(3).backoff(backoff));
     catalogue.register(KindSpec::new(PANIC).max_attempts(1));

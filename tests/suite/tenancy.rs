@@ -11,12 +11,13 @@ use chrono::{DateTime, Utc};
 use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::ClaimRequest;
-use longhaul_core::kinds::SYSTEM_NOOP;
 use longhaul_core::tenancy::{
     connect_stores, parse_token, ApiKey, IssuedKey, KeyMode, NewTenant, Quotas, Role, Stores,
     Tenant, TenantPatch, TenantStatus,
 };
-use longhaul_core::{Catalogue, Error, Job, JobClient, JobState};
+use longhaul_core::JobKind;
+use longhaul_core::{Error, Job, JobClient, JobState};
+use longhaul_worker::jobs::noop::Noop;
 use serde_json::json;
 
 use crate::harness::TestDb;
@@ -988,7 +989,10 @@ async fn running_jobs_of(stores: &Arc<dyn Stores>, tenant_id: String) -> i64 {
 
 async fn tenant_max_running_caps_the_claim(db: TestDb) {
     let stores = stores(&db).await;
-    let client = JobClient::new(stores.clone().job_store(), Arc::new(Catalogue::builtin()));
+    let client = JobClient::new(
+        stores.clone().job_store(),
+        Arc::new(longhaul_worker::jobs::catalogue()),
+    );
     let tenant = stores
         .create_tenant(
             NewTenant {
@@ -1006,8 +1010,8 @@ async fn tenant_max_running_caps_the_claim(db: TestDb) {
     client
         .enqueue_many(
             (0..5)
-                .map(|_| EnqueueRequest::new(&tenant.id, SYSTEM_NOOP, json!({})))
-                .chain((0..3).map(|_| EnqueueRequest::new(&uncapped.id, SYSTEM_NOOP, json!({}))))
+                .map(|_| EnqueueRequest::new(&tenant.id, Noop::NAME, json!({})))
+                .chain((0..3).map(|_| EnqueueRequest::new(&uncapped.id, Noop::NAME, json!({}))))
                 .collect(),
         )
         .await

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use longhaul_core::failure::{FailureCode, PublicError};
-use longhaul_core::{Catalogue, KindSpec};
+use longhaul_core::{Catalogue, JobKind, KindSpec};
 
 use crate::context::JobContext;
 
@@ -143,11 +143,51 @@ impl From<longhaul_core::artifacts::StorageError> for JobError {
     }
 }
 
+/// A kind's handler, typed: it gets its kind's params already parsed and
+/// answers its kind's output, so the API reads the result through the type
+/// the handler wrote it with.
 #[async_trait]
-pub trait JobHandler: Send + Sync + 'static {
+pub trait KindHandler: Send + Sync + 'static {
+    type Kind: JobKind;
+
     /// Does the job's work. Long handlers watch `ctx.cancelled()`, report
     /// progress and save checkpoints so a later attempt can resume.
+    async fn run(&self, ctx: JobContext, params: Params<Self>) -> Result<Output<Self>, JobError>;
+}
+
+/// The params type of a handler's kind.
+pub type Params<H> = <<H as KindHandler>::Kind as JobKind>::Params;
+/// The output type of a handler's kind.
+pub type Output<H> = <<H as KindHandler>::Kind as JobKind>::Output;
+
+/// A handler as the registry runs it: params and output as JSON. Typed
+/// handlers ([`KindHandler`]) are wrapped into it; tests and kinds defined at
+/// run time implement it directly.
+#[async_trait]
+pub trait JobHandler: Send + Sync + 'static {
+    /// Does the job's work (see [`KindHandler::run`]).
     async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError>;
+}
+
+/// A typed handler behind the JSON contract: params its kind cannot read
+/// fail the job for good; an output that cannot be encoded is an internal
+/// failure.
+pub(crate) struct Typed<H>(pub H);
+
+#[async_trait]
+impl<H: KindHandler> JobHandler for Typed<H> {
+    async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
+        let params =
+            <H::Kind as JobKind>::parse_params(&ctx.job().params).map_err(JobError::permanent)?;
+        let output = self.0.run(ctx, params).await?;
+        serde_json::to_value(&output).map_err(|error| {
+            JobError::Platform(PlatformFailure {
+                code: FailureCode::InternalError,
+                detail: format!("encoding the {} result: {error}", H::Kind::NAME),
+                permanent: true,
+            })
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,33 +219,46 @@ impl Registry {
         }
     }
 
-    /// The built-in catalogue with the handlers of the kinds that need no
-    /// services; add the others with [`Registry::with_services`].
+    /// Every kind this worker knows ([`crate::jobs::catalogue`]) with the
+    /// handlers of the kinds that need no services; add the others with
+    /// [`Registry::with_services`].
     pub fn builtin() -> Self {
-        Self::with_builtin_handlers(Arc::new(Catalogue::builtin()))
+        Self::with_builtin_handlers(Arc::new(crate::jobs::catalogue()))
     }
 
     /// A catalogue (the built-in one plus more kinds, say) with the built-in
-    /// handlers of the kinds it contains.
+    /// handlers, among the kinds that need no services, that it contains.
     pub fn with_builtin_handlers(catalogue: Arc<Catalogue>) -> Self {
         let mut registry = Registry::new(catalogue);
-        for (kind, handler) in crate::jobs::builtin_handlers() {
-            if registry.catalogue.get(kind).is_some() {
-                registry.handlers.insert(kind.to_string(), handler);
+        for kind in crate::jobs::kinds() {
+            if let Some(handler) = kind.standalone_handler() {
+                registry.insert(&kind.spec.name, handler);
             }
         }
         registry
     }
 
-    /// Adds the handlers of the built-in kinds that read or write tenant data
-    /// (audit exports), for the kinds the catalogue contains.
+    /// Adds the handlers of the built-in kinds that read or write tenant
+    /// data (exports, scans), for the kinds the catalogue contains.
     pub fn with_services(mut self, services: &crate::JobServices) -> Self {
-        for (kind, handler) in crate::jobs::data_handlers(services) {
-            if self.catalogue.get(kind).is_some() {
-                self.handlers.insert(kind.to_string(), handler);
+        for kind in crate::jobs::kinds() {
+            if let Some(handler) = kind.handler_with(services) {
+                self.insert(&kind.spec.name, handler);
             }
         }
         self
+    }
+
+    fn insert(&mut self, kind: &str, handler: Arc<dyn JobHandler>) {
+        if self.catalogue.get(kind).is_some() {
+            self.handlers.insert(kind.to_string(), handler);
+        }
+    }
+
+    /// Adds a typed handler under its kind's name (the kind must be in the
+    /// catalogue).
+    pub fn add<H: KindHandler>(&mut self, handler: H) -> Result<&mut Self, RegistryError> {
+        self.register(H::Kind::NAME, Typed(handler))
     }
 
     /// Adds the handler of a kind the catalogue knows.

@@ -18,7 +18,9 @@ mod services;
 mod stop;
 
 pub use context::JobContext;
-pub use handler::{JobError, JobHandler, JobOutput, PlatformFailure, Registry, RegistryError};
+pub use handler::{
+    JobError, JobHandler, JobOutput, KindHandler, PlatformFailure, Registry, RegistryError,
+};
 pub use pool::{
     default_worker_id, PoolConfig, PoolReport, Shutdown, WorkerPool, DEFAULT_CLAIM_BATCH,
     DEFAULT_PREFETCH, SHORT_JOB,

@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::Job;
 use longhaul_core::scans::classification::{
-    ClassificationScanParams, ClassificationScanRequest, CLASSIFICATION_SCAN, SCAN_PREFIX,
+    ClassificationScan, ClassificationScanParams, ClassificationScanRequest, CLASSIFICATION_SCAN,
+    SCAN_PREFIX,
 };
 use longhaul_core::scans::leakage::{data_buckets, SourceRules};
 use longhaul_core::scans::{scan_id, ClassificationStats, ObjectClassification, PolicyFamily};
@@ -74,10 +75,12 @@ pub struct ClassificationScanView {
 
 impl ClassificationScanView {
     fn of(job: Job, objects_classified: u64) -> Result<Self, ApiError> {
-        let params = ClassificationScanParams::parse(&job.params).map_err(|error| {
-            tracing::error!(job_id = %job.id, %error, "a classification scan with unreadable params");
+        let unreadable = |error: longhaul_core::Error| {
+            tracing::error!(job_id = %job.id, %error, "an unreadable classification scan job");
             ApiError::internal()
-        })?;
+        };
+        let params = job.params_of::<ClassificationScan>().map_err(unreadable)?;
+        let output = job.output_of::<ClassificationScan>().map_err(unreadable)?;
         let estimate =
             chrono::Duration::seconds(60 * (params.buckets.len() * params.prefixes.len()) as i64);
         let estimated_completion_at = match job.state {
@@ -90,7 +93,7 @@ impl ClassificationScanView {
             scan_id: scan_id(SCAN_PREFIX, job.id),
             job_id: job.id,
             status: job.state,
-            progress: ScanProgress::of(&job),
+            progress: ScanProgress::of(&job, output.map(|o| (o.bytes, o.objects))),
             policies: snapshot_ids(&params.policies),
             buckets: params.buckets,
             prefixes: params.prefixes,
@@ -184,19 +187,8 @@ async fn create_scan(
         policies,
         request_sha256: Some(request_sha256.clone()),
     };
-    let request = EnqueueRequest {
-        tenant_id: tenant.id.clone(),
-        kind: CLASSIFICATION_SCAN.into(),
-        params: serde_json::to_value(&params).map_err(|error| {
-            tracing::error!(%error, "encoding scan params");
-            ApiError::internal()
-        })?,
-        queue: None,
-        priority: None,
-        run_at: None,
-        max_attempts: None,
-        idempotency_key: key,
-    };
+    let request =
+        EnqueueRequest::of::<ClassificationScan>(tenant.id.clone(), &params)?.idempotency_key(key);
     let (job, created) = admit(&state, &caller, tenant, request).await?;
     // A concurrent request with the same key may have won: it must have been
     // the same request.

@@ -14,14 +14,13 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use longhaul_core::artifacts::records::ArtifactStatus;
 use longhaul_core::audit::export::{
-    ExportFilters, ExportFormat, ExportParams, ExportRequest, AUDIT_EXPORT, EXPORT_ARTIFACT,
+    AuditExport, ExportFilters, ExportFormat, ExportRequest, AUDIT_EXPORT, EXPORT_ARTIFACT,
 };
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::{Job, JobFilter};
 use longhaul_core::tenancy::Role;
 use longhaul_core::{JobId, JobState};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -106,13 +105,13 @@ fn export_job_id(text: &str) -> Result<JobId, ApiError> {
 
 impl ExportView {
     fn of(job: Job) -> Result<Self, ApiError> {
-        let params = ExportParams::parse(&job.params).map_err(|error| {
-            tracing::error!(job_id = %job.id, %error, "an audit export job with unreadable params");
+        let unreadable = |error: longhaul_core::Error| {
+            tracing::error!(job_id = %job.id, %error, "an unreadable audit export job");
             ApiError::internal()
-        })?;
-        let result = job.result.as_ref();
-        let artifact = result.and_then(|r| r.get("artifact"));
-        let number = |value: Option<&Value>| value.and_then(Value::as_u64);
+        };
+        let params = job.params_of::<AuditExport>().map_err(unreadable)?;
+        let output = job.output_of::<AuditExport>().map_err(unreadable)?;
+        let artifact = output.as_ref().map(|output| &output.artifact);
         let rows_done = job.progress.as_ref().map_or(0, |p| p.current);
         let error = job.tenant_error();
         Ok(ExportView {
@@ -126,21 +125,15 @@ impl ExportView {
             file_name: params.file_name(),
             filters: params.filters,
             progress: ExportProgress {
-                rows_done: number(result.and_then(|r| r.get("rows"))).unwrap_or(rows_done),
+                rows_done: output.as_ref().map_or(rows_done, |output| output.rows),
                 rows_estimated: job.progress.as_ref().and_then(|p| p.total),
             },
-            row_count: number(result.and_then(|r| r.get("rows"))),
-            bytes: number(artifact.and_then(|a| a.get("size"))),
-            sha256: artifact
-                .and_then(|a| a.get("sha256"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            row_count: output.as_ref().map(|output| output.rows),
+            bytes: artifact.map(|a| a.size),
+            sha256: artifact.map(|a| a.sha256.clone()),
             download_url: None,
             download_expires_at: None,
-            expires_at: artifact
-                .and_then(|a| a.get("expiresAt"))
-                .and_then(Value::as_str)
-                .and_then(|t| t.parse().ok()),
+            expires_at: artifact.map(|a| a.expires_at),
             created_at: job.created_at,
             started_at: job.started_at,
             finished_at: job.finished_at,
@@ -197,8 +190,9 @@ async fn create(
     // its defaulted range ("until now") would resolve differently today.
     if let Some(key) = &key {
         if let Some(job) = state.jobs.find_by_idempotency_key(&tenant.id, key).await? {
-            let same = job.kind == AUDIT_EXPORT
-                && ExportParams::parse(&job.params).is_ok_and(|params| body.matches(&params));
+            let same = job
+                .params_of::<AuditExport>()
+                .is_ok_and(|params| body.matches(&params));
             if !same {
                 return Err(ApiError::conflict(
                     "the Idempotency-Key was already used for another export or job",
@@ -212,19 +206,8 @@ async fn create(
     let params = body.resolve(state.clock.now(), tenant.audit_log_retention_days())?;
     // Refused up front rather than failing in the worker.
     state.artifact_store(&tenant.region)?;
-    let request = EnqueueRequest {
-        tenant_id: tenant.id.clone(),
-        kind: AUDIT_EXPORT.into(),
-        params: serde_json::to_value(&params).map_err(|error| {
-            tracing::error!(%error, "encoding export params");
-            ApiError::internal()
-        })?,
-        queue: None,
-        priority: None,
-        run_at: None,
-        max_attempts: None,
-        idempotency_key: key,
-    };
+    let request =
+        EnqueueRequest::of::<AuditExport>(tenant.id.clone(), &params)?.idempotency_key(key);
     let (job, created) = admit(&state, &caller, tenant, request).await?;
     if job.kind != AUDIT_EXPORT {
         return Err(ApiError::conflict(

@@ -16,8 +16,8 @@ use longhaul_core::artifacts::{artifact_key, StoredObject};
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::{Job, JobFilter};
 use longhaul_core::scans::leakage::{
-    LeakageScanParams, LeakageScanRequest, PendingSource, Source, SourceRules, INCIDENT_PREFIX,
-    LEAKAGE_SCAN, SCAN_PREFIX,
+    LeakageScan, LeakageScanParams, LeakageScanRequest, PendingSource, Source, SourceRules,
+    INCIDENT_PREFIX, LEAKAGE_SCAN, SCAN_PREFIX,
 };
 use longhaul_core::scans::{
     scan_id, scan_job_id, Incident, IncidentFilter, IncidentStatus, LeakageFinding, LeakageStats,
@@ -141,17 +141,24 @@ pub struct ScanProgress {
 }
 
 impl ScanProgress {
-    pub(crate) fn of(job: &Job) -> Self {
-        let number = |value: Option<&Value>, key: &str| {
-            value.and_then(|v| v.get(key)).and_then(Value::as_u64)
+    /// A scan's progress: `finished` is what its result says (bytes,
+    /// objects) once it succeeded; until then, its progress and checkpoint.
+    pub(crate) fn of(job: &Job, finished: Option<(u64, u64)>) -> Self {
+        let objects_done = || {
+            job.checkpoint
+                .as_ref()
+                .and_then(|checkpoint| checkpoint.get("objectsDone"))
+                .and_then(Value::as_u64)
         };
-        let finished = job.result.as_ref();
         ScanProgress {
-            bytes_scanned: number(finished, "bytes")
-                .unwrap_or_else(|| job.progress.as_ref().map_or(0, |p| p.current)),
+            bytes_scanned: finished.map_or_else(
+                || job.progress.as_ref().map_or(0, |p| p.current),
+                |(bytes, _)| bytes,
+            ),
             bytes_total: job.progress.as_ref().and_then(|p| p.total),
-            objects_scanned: number(finished, "objects")
-                .or_else(|| number(job.checkpoint.as_ref(), "objectsDone"))
+            objects_scanned: finished
+                .map(|(_, objects)| objects)
+                .or_else(objects_done)
                 .unwrap_or(0),
             message: job.progress.as_ref().and_then(|p| p.message.clone()),
         }
@@ -188,10 +195,12 @@ pub struct LeakageScanView {
 
 impl LeakageScanView {
     fn of(job: Job, findings_count: u64) -> Result<Self, ApiError> {
-        let params = LeakageScanParams::parse(&job.params).map_err(|error| {
-            tracing::error!(job_id = %job.id, %error, "a leakage scan with unreadable params");
+        let unreadable = |error: longhaul_core::Error| {
+            tracing::error!(job_id = %job.id, %error, "an unreadable leakage scan job");
             ApiError::internal()
-        })?;
+        };
+        let params = job.params_of::<LeakageScan>().map_err(unreadable)?;
+        let output = job.output_of::<LeakageScan>().map_err(unreadable)?;
         let estimate = chrono::Duration::seconds(estimated_seconds(&params.sources));
         let estimated_completion_at = match job.state {
             JobState::Queued => Some(job.run_at.max(job.created_at) + estimate),
@@ -206,7 +215,7 @@ impl LeakageScanView {
             sources: params.sources.iter().map(Source::label).collect(),
             policies: snapshot_ids(&params.policies),
             builtin_rules: params.builtin_rules,
-            progress: ScanProgress::of(&job),
+            progress: ScanProgress::of(&job, output.map(|o| (o.bytes, o.objects))),
             findings_count,
             estimated_completion_at,
             created_at: job.created_at,
@@ -429,23 +438,12 @@ async fn create_scan(
         policies,
         request_sha256: Some(request_sha256.clone()),
     };
-    let encoded = match serde_json::to_value(&params) {
-        Ok(encoded) => encoded,
+    let request = match EnqueueRequest::of::<LeakageScan>(tenant.id.clone(), &params) {
+        Ok(request) => request.idempotency_key(key),
         Err(error) => {
-            tracing::error!(%error, "encoding scan params");
             unstage(&state, tenant, &params.sources).await;
-            return Err(ApiError::internal());
+            return Err(error.into());
         }
-    };
-    let request = EnqueueRequest {
-        tenant_id: tenant.id.clone(),
-        kind: LEAKAGE_SCAN.into(),
-        params: encoded,
-        queue: None,
-        priority: None,
-        run_at: None,
-        max_attempts: None,
-        idempotency_key: key,
     };
     let (job, created) = match admit(&state, &caller, tenant, request).await {
         Ok(admitted) => admitted,

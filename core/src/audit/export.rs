@@ -10,9 +10,53 @@ use serde_json::Value;
 
 use super::AuditFilter;
 use crate::error::{Error, Result};
+use crate::kinds::{JobKind, KindSpec};
 
 /// The job kind of audit exports.
-pub const AUDIT_EXPORT: &str = "audit.export";
+pub const AUDIT_EXPORT: &str = AuditExport::NAME;
+
+/// The `audit.export` kind: created through `POST /v1/audit/exports` only.
+pub struct AuditExport;
+
+impl JobKind for AuditExport {
+    const NAME: &'static str = "audit.export";
+    type Params = ExportParams;
+    type Output = ExportOutput;
+
+    fn spec(spec: KindSpec) -> KindSpec {
+        spec.queue("exports")
+            .internal()
+            .timeout(std::time::Duration::from_secs(6 * 3600))
+    }
+
+    fn parse_params(params: &Value) -> std::result::Result<ExportParams, String> {
+        ExportParams::parse(params)
+    }
+}
+
+/// What a finished export stores on its job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportOutput {
+    pub rows: u64,
+    /// Where this attempt resumed (0: from the start).
+    pub resumed_from_row: u64,
+    pub artifact: ExportArtifact,
+}
+
+/// The file an export wrote, as its job result names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportArtifact {
+    /// The artifact's name under the job ([`EXPORT_ARTIFACT`]).
+    pub name: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub region: String,
+    pub size: u64,
+    pub sha256: String,
+    pub expires_at: DateTime<Utc>,
+}
 /// The artifact an export writes (the name under the job's key prefix).
 pub const EXPORT_ARTIFACT: &str = "export";
 

@@ -12,9 +12,41 @@ use serde_json::Value;
 use super::leakage::{check_bucket, scope_prefixes, SourceRules};
 use super::policies::PolicySnapshot;
 use crate::error::{Error, Result};
+use crate::kinds::{JobKind, KindSpec};
 use crate::JobId;
 
-pub const CLASSIFICATION_SCAN: &str = "classification.scan";
+pub const CLASSIFICATION_SCAN: &str = ClassificationScan::NAME;
+
+/// The `classification.scan` kind: created through
+/// `POST /v1/classification/scans` only.
+pub struct ClassificationScan;
+
+impl JobKind for ClassificationScan {
+    const NAME: &'static str = "classification.scan";
+    type Params = ClassificationScanParams;
+    type Output = ClassificationScanOutput;
+
+    fn spec(spec: KindSpec) -> KindSpec {
+        spec.queue("scans")
+            .internal()
+            .timeout(std::time::Duration::from_secs(6 * 3600))
+    }
+
+    fn parse_params(params: &Value) -> std::result::Result<ClassificationScanParams, String> {
+        ClassificationScanParams::parse(params)
+    }
+}
+
+/// What a finished classification scan stores on its job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassificationScanOutput {
+    /// Objects with a stored result.
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects an earlier attempt had done when this one resumed.
+    pub resumed_from_object: Option<u64>,
+}
 /// `cls_<hex>` names job `job_<hex>`.
 pub const SCAN_PREFIX: &str = "cls_";
 /// Bytes of one object classified unless the request says otherwise.

@@ -15,9 +15,44 @@ use sha2::{Digest, Sha256};
 
 use super::policies::PolicySnapshot;
 use crate::error::{Error, Result};
+use crate::kinds::{JobKind, KindSpec};
 use crate::JobId;
 
-pub const LEAKAGE_SCAN: &str = "leakage.scan";
+pub const LEAKAGE_SCAN: &str = LeakageScan::NAME;
+
+/// The `leakage.scan` kind: created through `POST /v1/leakage/scans` only.
+pub struct LeakageScan;
+
+impl JobKind for LeakageScan {
+    const NAME: &'static str = "leakage.scan";
+    type Params = LeakageScanParams;
+    type Output = LeakageScanOutput;
+
+    fn spec(spec: KindSpec) -> KindSpec {
+        spec.queue("scans")
+            .internal()
+            .timeout(std::time::Duration::from_secs(6 * 3600))
+    }
+
+    fn parse_params(params: &Value) -> std::result::Result<LeakageScanParams, String> {
+        LeakageScanParams::parse(params)
+    }
+}
+
+/// What a finished leakage scan stores on its job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeakageScanOutput {
+    /// Findings stored for the scan.
+    pub findings: u64,
+    pub sources: u64,
+    pub objects: u64,
+    pub bytes: u64,
+    /// Rules the scan ran.
+    pub rules: u64,
+    /// The source this attempt resumed at, if it resumed.
+    pub resumed_from_source: Option<u64>,
+}
 /// `lks_<hex>` names job `job_<hex>`.
 pub const SCAN_PREFIX: &str = "lks_";
 /// Largest inline text of one target.

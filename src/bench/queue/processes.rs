@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use longhaul_core::client::EnqueueRequest;
-use longhaul_core::kinds::SYSTEM_NOOP;
+use longhaul_core::JobKind;
 use longhaul_core::{JobClient, JobState};
+use longhaul_worker::jobs::noop::Noop;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use tokio::process::{Child, Command};
@@ -86,7 +87,7 @@ async fn measure(
     let mut latencies = Vec::with_capacity(args.latency_samples);
     for _ in 0..args.latency_samples {
         let job = client
-            .enqueue(EnqueueRequest::new(TENANT, SYSTEM_NOOP, json!({})))
+            .enqueue(EnqueueRequest::new(TENANT, Noop::NAME, json!({})))
             .await?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let started = loop {

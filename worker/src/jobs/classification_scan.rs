@@ -16,16 +16,15 @@ use async_trait::async_trait;
 use chrono::Utc;
 use longhaul_core::failure::FailureCode;
 use longhaul_core::scans::classification::{
-    ClassificationScanParams, ObjectClassification, ObjectStatus,
+    self, ClassificationScanOutput, ClassificationScanParams, ObjectClassification, ObjectStatus,
 };
 use longhaul_core::scans::policies::compile_classification;
 use longhaul_core::Progress;
 use longhaul_scan::classify::Outcome;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::context::JobContext;
-use crate::handler::{JobError, JobHandler, JobOutput};
+use crate::handler::{JobError, KindHandler};
 use crate::jobs::scanning::{
     blocking, data_bucket, objects_after, BlockingReader, Ordered, Work, OBJECTS_IN_FLIGHT,
 };
@@ -104,10 +103,14 @@ fn serde_name<T: Serialize>(value: &T) -> String {
 }
 
 #[async_trait]
-impl JobHandler for ClassificationScan {
-    async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
-        let params =
-            ClassificationScanParams::parse(&ctx.job().params).map_err(JobError::permanent)?;
+impl KindHandler for ClassificationScan {
+    type Kind = classification::ClassificationScan;
+
+    async fn run(
+        &self,
+        ctx: JobContext,
+        params: ClassificationScanParams,
+    ) -> Result<ClassificationScanOutput, JobError> {
         let tenant = self.services.stores.get_tenant(ctx.tenant_id()).await?;
         let classifier = Arc::new(
             compile_classification(&params.policies)
@@ -202,11 +205,11 @@ impl JobHandler for ClassificationScan {
             .stores
             .count_classifications(ctx.tenant_id(), ctx.job_id())
             .await?;
-        Ok(json!({
-            "objects": stored,
-            "bytes": state.bytes_done,
-            "resumedFromObject": resumed_from,
-        }))
+        Ok(ClassificationScanOutput {
+            objects: stored,
+            bytes: state.bytes_done,
+            resumed_from_object: resumed_from,
+        })
     }
 }
 
@@ -243,9 +246,4 @@ impl ClassificationScan {
         })
         .await
     }
-}
-
-/// The handler as the registry holds it.
-pub fn handler(services: JobServices) -> Arc<dyn JobHandler> {
-    Arc::new(ClassificationScan::new(services))
 }

@@ -1,5 +1,6 @@
-//! The job kinds this worker runs, one file each, and the list of built-in
-//! handlers that [`crate::Registry`] wires to their catalogue entries.
+//! The job kinds this worker runs, one module each, and [`kinds`]: the one
+//! list that ties each kind to its handler. The catalogue every role uses
+//! (API validation, schedules, the worker) is built from that list.
 
 pub mod audit_export;
 pub mod classification_scan;
@@ -10,32 +11,118 @@ pub mod sleep;
 
 use std::sync::Arc;
 
-use longhaul_core::kinds::{SYSTEM_NOOP, SYSTEM_SLEEP};
+use longhaul_core::{Catalogue, KindSpec};
 
-use crate::handler::JobHandler;
+use crate::handler::{JobHandler, KindHandler, Typed};
+use crate::JobServices;
 
-/// The built-in kinds that need tenant data, with their handlers.
-pub fn data_handlers(services: &crate::JobServices) -> Vec<(&'static str, Arc<dyn JobHandler>)> {
+/// Every kind this worker knows. Adding a kind: write its module (the
+/// `JobKind` and its `KindHandler`), then add one line here.
+pub fn kinds() -> Vec<BuiltinKind> {
     vec![
-        (
-            longhaul_core::audit::export::AUDIT_EXPORT,
-            audit_export::handler(services.clone()),
-        ),
-        (
-            longhaul_core::scans::leakage::LEAKAGE_SCAN,
-            leakage_scan::handler(services.clone()),
-        ),
-        (
-            longhaul_core::scans::classification::CLASSIFICATION_SCAN,
-            classification_scan::handler(services.clone()),
-        ),
+        BuiltinKind::standalone(noop::Noop),
+        BuiltinKind::standalone(sleep::Sleep),
+        BuiltinKind::with_services(audit_export::AuditExport::new),
+        BuiltinKind::with_services(leakage_scan::LeakageScan::new),
+        BuiltinKind::with_services(classification_scan::ClassificationScan::new),
     ]
 }
 
-/// The built-in kinds that need nothing but their job, with their handlers.
-pub fn builtin_handlers() -> Vec<(&'static str, Arc<dyn JobHandler>)> {
-    vec![
-        (SYSTEM_NOOP, Arc::new(noop::Noop)),
-        (SYSTEM_SLEEP, Arc::new(sleep::Sleep)),
-    ]
+/// The specs of every kind in [`kinds`]: what the API, the scheduler and
+/// the worker validate jobs against.
+pub fn catalogue() -> Catalogue {
+    let mut catalogue = Catalogue::empty();
+    for kind in kinds() {
+        catalogue.register(kind.spec);
+    }
+    catalogue
+}
+
+/// A kind's spec and how its handler is built.
+pub struct BuiltinKind {
+    pub spec: KindSpec,
+    build: Build,
+}
+
+type WithServices = Box<dyn Fn(&JobServices) -> Arc<dyn JobHandler> + Send + Sync>;
+
+enum Build {
+    /// Needs nothing but its job.
+    Standalone(Arc<dyn JobHandler>),
+    /// Reads or writes tenant data through the worker's services.
+    WithServices(WithServices),
+}
+
+impl BuiltinKind {
+    /// A kind whose handler needs nothing but its job.
+    pub fn standalone<H: KindHandler>(handler: H) -> Self {
+        BuiltinKind {
+            spec: KindSpec::of::<H::Kind>(),
+            build: Build::Standalone(Arc::new(Typed(handler))),
+        }
+    }
+
+    /// A kind whose handler is built from the worker's services.
+    pub fn with_services<H: KindHandler>(build: fn(JobServices) -> H) -> Self {
+        BuiltinKind {
+            spec: KindSpec::of::<H::Kind>(),
+            build: Build::WithServices(Box::new(move |services| {
+                Arc::new(Typed(build(services.clone())))
+            })),
+        }
+    }
+
+    pub(crate) fn standalone_handler(&self) -> Option<Arc<dyn JobHandler>> {
+        match &self.build {
+            Build::Standalone(handler) => Some(handler.clone()),
+            Build::WithServices(_) => None,
+        }
+    }
+
+    pub(crate) fn handler_with(&self, services: &JobServices) -> Option<Arc<dyn JobHandler>> {
+        match &self.build {
+            Build::Standalone(_) => None,
+            Build::WithServices(build) => Some(build(services)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_catalogue_holds_every_kind_with_its_validator() {
+        let catalogue = catalogue();
+        let names: Vec<_> = catalogue.names().collect();
+        assert_eq!(
+            names,
+            [
+                "audit.export",
+                "classification.scan",
+                "leakage.scan",
+                "system.noop",
+                "system.sleep"
+            ]
+        );
+        let noop = catalogue.get("system.noop").expect("noop");
+        assert!((noop.validate)(&json!({})).is_ok());
+        assert!((noop.validate)(&json!({"x": 1})).is_err());
+        assert!((noop.validate)(&json!([1])).is_err());
+
+        let sleep = catalogue.get("system.sleep").expect("sleep");
+        assert!((sleep.validate)(&json!({"durationMs": 100, "steps": 4})).is_ok());
+        assert!((sleep.validate)(&json!({"durationMs": 100})).is_ok());
+        assert!((sleep.validate)(&json!({"durationMs": -1})).is_err());
+        assert!((sleep.validate)(&json!({"durationMs": 100, "steps": 0})).is_err());
+        assert!((sleep.validate)(&json!({"duration": 100})).is_err());
+        assert!((sleep.validate)(&json!({"durationMs": 90_000_000})).is_err());
+        assert!(catalogue.get("system.unknown").is_none());
+
+        let export = catalogue.get("audit.export").expect("export");
+        assert!(export.internal);
+        assert_eq!(export.queue, "exports");
+        assert_eq!(catalogue.get("leakage.scan").expect("scan").queue, "scans");
+    }
 }

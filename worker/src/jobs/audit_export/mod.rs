@@ -14,24 +14,23 @@
 mod encode;
 mod pages;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::Utc;
 use longhaul_core::artifacts::records::NewArtifact;
 use longhaul_core::artifacts::{
     artifact_key, Bytes, ObjectStore, StorageError, StoredObject, Upload, UploadState,
 };
-use longhaul_core::audit::export::{ExportParams, AUDIT_EXPORT, EXPORT_ARTIFACT};
+use longhaul_core::audit::export::{
+    self, ExportArtifact, ExportOutput, ExportParams, AUDIT_EXPORT, EXPORT_ARTIFACT,
+};
 use longhaul_core::audit::AuditCursor;
 use longhaul_core::Progress;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 pub use encode::{encode_row, header, Packer, CSV_HEADER};
 
 use crate::context::JobContext;
-use crate::handler::{JobError, JobHandler, JobOutput};
+use crate::handler::{JobError, KindHandler};
 use crate::services::JobServices;
 use pages::PageReader;
 
@@ -116,9 +115,10 @@ impl Estimate {
 }
 
 #[async_trait]
-impl JobHandler for AuditExport {
-    async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
-        let params = ExportParams::parse(&ctx.job().params).map_err(JobError::permanent)?;
+impl KindHandler for AuditExport {
+    type Kind = export::AuditExport;
+
+    async fn run(&self, ctx: JobContext, params: ExportParams) -> Result<ExportOutput, JobError> {
         let tenant = self.services.stores.get_tenant(ctx.tenant_id()).await?;
         let store = self
             .services
@@ -339,7 +339,7 @@ impl AuditExport {
         region: &str,
         rows: u64,
         resumed_from_row: u64,
-    ) -> Result<JobOutput, JobError> {
+    ) -> Result<ExportOutput, JobError> {
         let retention = tenant.artifact_retention(self.services.artifact_retention);
         let expires_at =
             Utc::now() + chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
@@ -353,23 +353,18 @@ impl AuditExport {
                 expires_at,
             )
             .await?;
-        Ok(json!({
-            "rows": rows,
-            "resumedFromRow": resumed_from_row,
-            "artifact": {
-                "name": EXPORT_ARTIFACT,
-                "fileName": params.file_name(),
-                "contentType": params.content_type(),
-                "region": region,
-                "size": stored.size,
-                "sha256": stored.sha256,
-                "expiresAt": expires_at,
+        Ok(ExportOutput {
+            rows,
+            resumed_from_row,
+            artifact: ExportArtifact {
+                name: EXPORT_ARTIFACT.to_string(),
+                file_name: params.file_name(),
+                content_type: params.content_type().to_string(),
+                region: region.to_string(),
+                size: stored.size,
+                sha256: stored.sha256.clone(),
+                expires_at,
             },
-        }))
+        })
     }
-}
-
-/// The handler as the registry holds it.
-pub fn handler(services: JobServices) -> Arc<dyn JobHandler> {
-    Arc::new(AuditExport::new(services))
 }

@@ -21,7 +21,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use longhaul_core::artifacts::{ObjectStore, StorageError};
 use longhaul_core::failure::FailureCode;
-use longhaul_core::scans::leakage::{LeakageScanParams, NewFinding, Source, SourceRules};
+use longhaul_core::scans::leakage::{
+    self, LeakageScanOutput, LeakageScanParams, NewFinding, Source, SourceRules,
+};
 use longhaul_core::scans::policies::compile_leakage;
 use longhaul_core::tenancy::Tenant;
 use longhaul_core::Progress;
@@ -29,11 +31,10 @@ use longhaul_scan::custom::Allowlist;
 use longhaul_scan::engine::{is_gzip, Content};
 use longhaul_scan::{Finding, Scanner};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::OnceCell;
 
 use crate::context::JobContext;
-use crate::handler::{JobError, JobHandler, JobOutput};
+use crate::handler::{JobError, KindHandler};
 use crate::jobs::scanning::http::HttpFetcher;
 use crate::jobs::scanning::{
     blocking, data_bucket, objects_after, scan_threads, BlockingReader, Ordered, Work,
@@ -421,9 +422,14 @@ async fn scan_stream(
 }
 
 #[async_trait]
-impl JobHandler for LeakageScan {
-    async fn run(&self, ctx: JobContext) -> Result<JobOutput, JobError> {
-        let params = LeakageScanParams::parse(&ctx.job().params).map_err(JobError::permanent)?;
+impl KindHandler for LeakageScan {
+    type Kind = leakage::LeakageScan;
+
+    async fn run(
+        &self,
+        ctx: JobContext,
+        params: LeakageScanParams,
+    ) -> Result<LeakageScanOutput, JobError> {
         let tenant = self.services.stores.get_tenant(ctx.tenant_id()).await?;
         let result = self.scan(&ctx, &params, tenant.clone()).await;
         // Ends for good: delete the inline texts now. Otherwise (a retry, a
@@ -448,7 +454,7 @@ impl LeakageScan {
         ctx: &JobContext,
         params: &LeakageScanParams,
         tenant: Tenant,
-    ) -> Result<JobOutput, JobError> {
+    ) -> Result<LeakageScanOutput, JobError> {
         let (custom, allowlist) = compile_leakage(&params.policies)
             .map_err(|e| JobError::permanent(format!("the scan's policies: {e}")))?;
         let builtin = if params.builtin_rules {
@@ -514,18 +520,13 @@ impl LeakageScan {
             .stores
             .count_findings(ctx.tenant_id(), ctx.job_id())
             .await?;
-        Ok(json!({
-            "findings": findings,
-            "sources": run.state.sources.len(),
-            "objects": run.state.objects_done,
-            "bytes": run.state.bytes_done,
-            "rules": rule_count,
-            "resumedFromSource": resumed_at.map(|(next, _)| next),
-        }))
+        Ok(LeakageScanOutput {
+            findings,
+            sources: run.state.sources.len() as u64,
+            objects: run.state.objects_done,
+            bytes: run.state.bytes_done,
+            rules: rule_count as u64,
+            resumed_from_source: resumed_at.map(|(next, _)| next as u64),
+        })
     }
-}
-
-/// The handler as the registry holds it.
-pub fn handler(services: JobServices) -> Arc<dyn JobHandler> {
-    Arc::new(LeakageScan::new(services))
 }

@@ -28,6 +28,7 @@ mod request_ids;
 mod running_caps;
 mod runtime;
 mod scans;
+mod schema_parity;
 mod scheduler_processes;
 mod schedules;
 mod stalls;

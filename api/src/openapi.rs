@@ -184,6 +184,10 @@ impl IntoResponses for TooLarge {
 }
 
 /// `GET /openapi.json` and the Swagger UI at `/docs/`, for `spec`.
+#[allow(
+    clippy::expect_used,
+    reason = "a document of strings and maps always serializes; the openapi tests fetch it"
+)]
 pub fn routes(spec: &utoipa::openapi::OpenApi) -> Router<AppState> {
     // Serialized once: the document does not change while the process runs.
     let json = Bytes::from(

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::{Regex, RegexBuilder};
 
 use crate::finding::Finding;
@@ -319,8 +320,10 @@ pub fn shannon_entropy(text: &str) -> f64 {
 /// Findings to drop: by fingerprint (exact) or by path glob on
 /// `Finding.file`.
 ///
-/// Globs: `*` is any characters but '/', `**` any characters including '/',
-/// `?` one character other than '/'. A pattern ending in '/' matches
+/// Globs (the `globset` crate's syntax): `*` is any characters but '/', `**`
+/// any characters including '/', `?` one character other than '/', `[ab]`
+/// and `[!ab]` a character class, `{a,b}` alternatives, `\` escapes the next
+/// character. A pattern ending in '/' matches
 /// everything under that folder. A pattern is matched against the whole path
 /// and against every part of it that starts after a '/', so `*.md` matches
 /// that name in any folder (as in .gitignore) and `tests/**` matches
@@ -330,8 +333,8 @@ pub fn shannon_entropy(text: &str) -> f64 {
 #[derive(Debug, Clone, Default)]
 pub struct Allowlist {
     fingerprints: HashSet<String>,
-    /// All path globs as one regex; None when there are none.
-    paths: Option<Regex>,
+    /// All path globs as one set; None when there are none.
+    paths: Option<GlobSet>,
 }
 
 impl Allowlist {
@@ -349,20 +352,20 @@ impl Allowlist {
             }
             set.insert(fingerprint);
         }
-        let mut alternatives = Vec::new();
+        let mut globs = GlobSetBuilder::new();
+        let mut any = false;
         for glob in paths {
-            alternatives.push(glob_to_regex(&glob)?);
+            globs.add(path_glob(&glob)?);
+            any = true;
         }
-        let paths = if alternatives.is_empty() {
-            None
-        } else {
-            let joined = format!("^(?:{})$", alternatives.join("|"));
+        let paths = if any {
             Some(
-                RegexBuilder::new(&joined)
-                    .size_limit(MAX_KEYWORDS_BYTES)
+                globs
                     .build()
                     .map_err(|error| format!("allowlist paths do not compile: {error}"))?,
             )
+        } else {
+            None
         };
         Ok(Allowlist {
             fingerprints: set,
@@ -389,9 +392,9 @@ impl Allowlist {
     }
 }
 
-/// One glob as a regex alternative (unanchored at folder boundaries unless
-/// it starts with '/').
-fn glob_to_regex(glob: &str) -> Result<String, String> {
+/// One allowlist glob, unanchored at folder boundaries unless it starts
+/// with '/', and covering everything under a folder when it ends in '/'.
+fn path_glob(glob: &str) -> Result<Glob, String> {
     let trimmed = glob.trim();
     if trimmed.is_empty() || trimmed == "/" {
         return Err(format!("allowlist path glob {glob:?} is empty"));
@@ -406,36 +409,17 @@ fn glob_to_regex(glob: &str) -> Result<String, String> {
         Some(rest) => (true, rest),
         None => (false, trimmed.strip_prefix("./").unwrap_or(trimmed)),
     };
-    let owned;
-    let body = if body.ends_with('/') {
-        owned = format!("{body}**");
-        owned.as_str()
+    let folder = if body.ends_with('/') { "**" } else { "" };
+    let pattern = if anchored {
+        format!("{body}{folder}")
     } else {
-        body
+        format!("**/{body}{folder}")
     };
-    let mut out = String::from(if anchored { "" } else { "(?:.*/)?" });
-    let chars: Vec<char> = body.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '*' if chars.get(i + 1) == Some(&'*') => {
-                i += 2;
-                if chars.get(i) == Some(&'/') {
-                    // `**/` is any folders, including none.
-                    out.push_str("(?:.*/)?");
-                    i += 1;
-                } else {
-                    out.push_str(".*");
-                }
-                continue;
-            }
-            '*' => out.push_str("[^/]*"),
-            '?' => out.push_str("[^/]"),
-            c => out.push_str(&regex::escape(c.encode_utf8(&mut [0u8; 4]))),
-        }
-        i += 1;
-    }
-    Ok(out)
+    GlobBuilder::new(&pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|error| format!("allowlist path glob {trimmed:?}: {error}"))
 }
 
 #[cfg(test)]
@@ -446,7 +430,17 @@ mod tests {
     fn globs() {
         let list = Allowlist::new(
             Vec::new(),
-            ["tests/**", "*.md", "fixtures/", "/root/?.txt", "a/**/b.rs"].map(String::from),
+            [
+                "tests/**",
+                "*.md",
+                "fixtures/",
+                "/root/?.txt",
+                "a/**/b.rs",
+                "*.{pem,key}",
+                "vendor/[ab]*/x",
+                "lit\\*eral",
+            ]
+            .map(String::from),
         )
         .unwrap();
         for yes in [
@@ -460,6 +454,11 @@ mod tests {
             "a/b.rs",
             "a/x/y/b.rs",
             "./tests/a.rs",
+            "certs/server.pem",
+            "server.key",
+            "vendor/a1/x",
+            "vendor/b/x",
+            "lit*eral",
         ] {
             assert!(list.allows_path(yes), "{yes}");
         }
@@ -470,10 +469,16 @@ mod tests {
             "x/root/a.txt",
             "root/ab.txt",
             "ab/b.rs",
+            "server.{pem,key}",
+            "server.crt",
+            "vendor/c/x",
+            "vendor/[ab]/x",
+            "litteral",
         ] {
             assert!(!list.allows_path(no), "{no}");
         }
         assert!(Allowlist::new(Vec::new(), [String::new()]).is_err());
+        assert!(Allowlist::new(Vec::new(), ["a/[b".to_string()]).is_err());
         assert!(Allowlist::new(["not hex".to_string()], Vec::new()).is_err());
         assert!(Allowlist::default().is_empty());
     }

@@ -62,6 +62,10 @@ pub struct Detector {
     pub sample: fn(&mut fastrand::Rng) -> String,
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "built-in patterns are constants, and the tests compile every one"
+)]
 fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("built-in pattern")
 }

@@ -532,6 +532,10 @@ fn rule(
 
 /// Compiles a built-in (constant) pattern; `\b` is taken as an ASCII word
 /// boundary.
+#[allow(
+    clippy::expect_used,
+    reason = "built-in patterns are constants, and the tests compile every one"
+)]
 fn compile(pattern: &str) -> Regex {
     Regex::new(&pattern.replace(r"\b", r"(?-u:\b)")).expect("built-in pattern")
 }

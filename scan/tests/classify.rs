@@ -1,6 +1,8 @@
 //! Classification of texts and files: the highest level any validated match
 //! implies, its data types, counts per detector, never the values.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failure
+
 use longhaul_scan::classify::{classify_path, classify_text};
 use longhaul_scan::detectors::{builtin, DataType, Level};
 

@@ -3,6 +3,8 @@
 //! buffer (`scan_bytes`) that must equal the streaming scan, including a
 //! private-key block across a segment border.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failure
+
 use std::collections::BTreeSet;
 
 use longhaul_scan::corpus;

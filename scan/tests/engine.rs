@@ -3,6 +3,8 @@
 //! filler, no finding (nor its JSON) holds a secret, and a secret across a
 //! chunk border is found once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failure
+
 use std::collections::BTreeSet;
 
 use longhaul_scan::corpus::{self, clean_line};

@@ -3,6 +3,8 @@
 //! both found with their commit, path and line; the working-tree scan of the
 //! same repository sees neither.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failure
+
 use std::path::Path;
 use std::process::Command;
 

@@ -2,6 +2,8 @@
 //! scanned as the text they inflate to (lines counted in that text), a
 //! corrupt gzip file and a gzip of binary content are skipped and counted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failure
+
 use std::io::Write;
 
 use flate2::write::GzEncoder;

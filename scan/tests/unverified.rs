@@ -2,6 +2,8 @@
 //! alphabet) check fails is not a finding, unless the scanner reports
 //! unverified matches: then it is one, marked unverified, severity low.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failure
+
 use longhaul_scan::{corpus, Scanner, Severity};
 
 /// A GitHub token with a valid checksum, then the same with its last

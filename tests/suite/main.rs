@@ -2,6 +2,8 @@
 //! area. Every test runs against both PostgreSQL and SQLite through the
 //! `both_stores!` macro; PostgreSQL must be reachable (no silent skips).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failure
+
 #[macro_use]
 mod harness;
 mod http;
@@ -28,9 +30,9 @@ mod request_ids;
 mod running_caps;
 mod runtime;
 mod scans;
-mod schema_parity;
 mod scheduler_processes;
 mod schedules;
+mod schema_parity;
 mod stalls;
 mod support;
 mod tenancy;

@@ -30,7 +30,8 @@ impl Schema {
     fn without_postgres_only(mut self) -> Self {
         for (name, _why) in ONLY_POSTGRES {
             self.tables.remove(*name);
-            self.indexes.retain(|index, (table, _)| index != name && table != name);
+            self.indexes
+                .retain(|index, (table, _)| index != name && table != name);
         }
         self
     }
@@ -100,9 +101,7 @@ async fn sqlite_schema(url: &str) -> Schema {
             .fetch_all(&mut conn)
             .await
             .expect("reading SQLite columns");
-        schema
-            .tables
-            .insert(table, columns.into_iter().collect());
+        schema.tables.insert(table, columns.into_iter().collect());
     }
     // Named indexes only (`sql` is NULL for autoindexes of keys and UNIQUE).
     let indexes = sqlx::query(

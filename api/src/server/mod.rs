@@ -54,21 +54,20 @@ pub fn default_max_connections() -> usize {
         .clamp(1, MAX_CONNECTIONS_CEILING)
 }
 
-#[cfg(unix)]
-fn open_file_limit() -> Option<libc::rlim_t> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct it is handed, which
-    // lives for the whole call.
-    let status = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (status == 0).then_some(limit.rlim_cur)
+/// The soft limit on open files, from `/proc/self/limits` (Linux; `None`
+/// elsewhere or when unlimited).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    soft_open_file_limit(&limits)
 }
 
-#[cfg(not(unix))]
-fn open_file_limit() -> Option<u64> {
-    None
+/// `Max open files  <soft>  <hard>  files` → soft.
+fn soft_open_file_limit(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
 }
 
 /// How long the loop waits after an accept error that is not about one
@@ -148,4 +147,22 @@ fn about_one_connection(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_soft_open_file_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             95698                95698                processes \n\
+                      Max open files            4096                 524288               files     \n";
+        assert_eq!(soft_open_file_limit(limits), Some(4096));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(soft_open_file_limit(unlimited), None);
+        assert_eq!(soft_open_file_limit(""), None);
+        assert!(open_file_limit().is_some(), "Linux has /proc/self/limits");
+    }
 }

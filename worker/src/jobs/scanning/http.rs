@@ -279,23 +279,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Where a redirect's `Location` points, resolved against the request as a
+/// browser would (RFC 3986: protocol-relative, query-only, `../`); the
+/// fragment is dropped and only http(s) targets are followed.
 fn redirect_target(from: &Uri, location: &str) -> Result<Uri, FetchError> {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        return location
-            .parse()
-            .map_err(|e| FetchError::Refused(format!("redirect to {location}: {e}")));
+    let refused = |why: String| FetchError::Refused(format!("redirect to {location}: {why}"));
+    let base = url::Url::parse(&from.to_string()).map_err(|e| refused(e.to_string()))?;
+    let mut target = base.join(location).map_err(|e| refused(e.to_string()))?;
+    if !matches!(target.scheme(), "http" | "https") {
+        return Err(refused(format!("{} is not http(s)", target.scheme())));
     }
-    let scheme = from.scheme_str().unwrap_or("https");
-    let authority = from.authority().map(|a| a.as_str()).unwrap_or_default();
-    let path = if location.starts_with('/') {
-        location.to_string()
-    } else {
-        let base = from.path();
-        format!("{}/{location}", &base[..base.rfind('/').unwrap_or(0)])
-    };
-    format!("{scheme}://{authority}{path}")
+    target.set_fragment(None);
+    target
+        .as_str()
         .parse()
-        .map_err(|e| FetchError::Refused(format!("redirect to {location}: {e}")))
+        .map_err(|e: hyper::http::uri::InvalidUri| refused(e.to_string()))
 }
 
 /// Not loopback, private, link-local (cloud metadata), shared (CGNAT),
@@ -422,5 +420,24 @@ mod tests {
                 .to_string(),
             "http://other.test/e"
         );
+        for (location, expected) in [
+            ("//other.test/f", "https://other.test/f"),
+            ("?y=2", "https://example.com/a/b?y=2"),
+            ("../g", "https://example.com/g"),
+            ("h#part", "https://example.com/a/h"),
+            ("HTTPS://Other.Test/i", "https://other.test/i"),
+        ] {
+            assert_eq!(
+                redirect_target(&from, location).unwrap().to_string(),
+                expected,
+                "{location}"
+            );
+        }
+        for refused in ["ftp://other.test/x", "javascript:alert(1)", "http://"] {
+            assert!(
+                matches!(redirect_target(&from, refused), Err(FetchError::Refused(_))),
+                "{refused}"
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::audit::Actor;
 use crate::config::validate_queue_name;
 use crate::error::{Error, Result};
 use crate::ids::JobId;
-use crate::job::{Attempt, Enqueued, Job, JobEvent, JobFilter, NewJob};
+use crate::job::{Attempt, Enqueued, Job, JobEvent, JobFilter, JobInput, NewJob};
 use crate::kinds::{encode_params, Catalogue, JobKind};
 use crate::nul::contains_nul;
 use crate::store::JobStore;
@@ -42,6 +42,8 @@ pub struct EnqueueRequest {
     pub run_at: Option<DateTime<Utc>>,
     pub max_attempts: Option<i32>,
     pub idempotency_key: Option<String>,
+    /// Files already stored for the job, recorded with it ([`JobInput`]).
+    pub inputs: Vec<JobInput>,
 }
 
 impl EnqueueRequest {
@@ -342,6 +344,7 @@ pub fn prepare_with(catalogue: &Catalogue, request: EnqueueRequest) -> Result<Ne
         run_at: request.run_at,
         max_attempts,
         idempotency_key: request.idempotency_key,
+        inputs: request.inputs,
     })
 }
 

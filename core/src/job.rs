@@ -217,6 +217,27 @@ pub struct NewJob {
     pub run_at: Option<DateTime<Utc>>,
     pub max_attempts: i32,
     pub idempotency_key: Option<String>,
+    /// Files stored for the job before it exists, recorded with it.
+    pub inputs: Vec<JobInput>,
+}
+
+/// A file a job reads that was stored before the job (a scan's inline
+/// text). It is recorded as the job's artifact in the transaction that
+/// creates the job, so the artifact sweeper knows it whatever happens next
+/// (no orphan if the caller dies in between); not recorded when an
+/// idempotency key answers an existing job. Its job and tenant are the job's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInput {
+    /// The artifact's name under the job.
+    pub name: String,
+    pub region: String,
+    pub object_key: String,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub stored_at: DateTime<Utc>,
+    /// When the sweeper removes it if the job has not (the job may never run).
+    pub expires_at: DateTime<Utc>,
 }
 
 /// What enqueue answers for each job: its id, and whether this call created it

@@ -28,6 +28,6 @@ pub use client::JobClient;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use ids::JobId;
-pub use job::{Job, JobState, NewJob, Progress};
+pub use job::{Job, JobInput, JobState, NewJob, Progress};
 pub use kinds::{Catalogue, JobKind, KindSpec};
 pub use store::JobStore;

@@ -33,6 +33,7 @@ impl JobMaker for CatalogueJobs {
             // Names the fire on the job, and is a second guard: the same
             // fire time can never make two jobs of the tenant.
             idempotency_key: Some(fire_key(schedule, fire_time)),
+            inputs: Vec::new(),
         };
         longhaul_core::client::prepare_with(&self.catalogue, request)
     }

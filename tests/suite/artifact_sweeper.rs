@@ -16,7 +16,7 @@ use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::{ClaimRequest, Finish, Lease};
 use longhaul_core::tenancy::{self, NewTenant, Stores};
 use longhaul_core::JobKind;
-use longhaul_core::{JobClient, JobId};
+use longhaul_core::{JobClient, JobId, JobInput};
 use longhaul_scheduler::{ArtifactSweeper, SweepReport};
 use longhaul_worker::jobs::noop::Noop;
 use serde_json::json;
@@ -24,7 +24,10 @@ use serde_json::json;
 use crate::harness::TestDb;
 use crate::http::test_signer;
 
-both_stores!(sweeper_removes_expired_abandoned_and_orphaned_artifacts);
+both_stores!(
+    sweeper_removes_expired_abandoned_and_orphaned_artifacts,
+    inputs_are_recorded_with_their_job_or_not_at_all,
+);
 
 struct Fixture {
     stores: Arc<dyn Stores>,
@@ -279,4 +282,95 @@ async fn sweeper_removes_expired_abandoned_and_orphaned_artifacts(db: TestDb) {
         .unwrap()
         .is_empty());
     let _ = std::fs::remove_dir_all(root);
+}
+
+fn input(name: &str) -> JobInput {
+    let now = Utc::now();
+    JobInput {
+        name: format!("input-{name}"),
+        region: "eu".into(),
+        object_key: format!("tenants/acme/leakage.scan/input-x/{name}"),
+        content_type: "text/plain".into(),
+        size: 3,
+        sha256: "ab".repeat(32),
+        stored_at: now,
+        expires_at: now + chrono::Duration::days(7),
+    }
+}
+
+/// A job's inputs (files stored before it, such as a scan's inline texts)
+/// are recorded in the transaction that creates it: with the job, or not at
+/// all when the job is refused; an idempotent replay records nothing more.
+async fn inputs_are_recorded_with_their_job_or_not_at_all(db: TestDb) {
+    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let tenant = stores
+        .create_tenant(NewTenant::new("acme", "eu", "standard"), &Actor::system())
+        .await
+        .expect("tenant");
+    let client = JobClient::new(
+        stores.clone().job_store(),
+        Arc::new(longhaul_worker::jobs::catalogue()),
+    );
+    let period = longhaul_core::usage::Period::of(Utc::now());
+    let request = |inputs: Vec<JobInput>| EnqueueRequest {
+        inputs,
+        idempotency_key: Some("scan-1".into()),
+        ..EnqueueRequest::new(&tenant.id, Noop::NAME, json!({}))
+    };
+
+    let created = client
+        .enqueue_within_quota(
+            request(vec![input("a"), input("b")]),
+            None,
+            period,
+            &Actor::system(),
+        )
+        .await
+        .expect("enqueue with inputs");
+    assert!(created.created);
+    let recorded = stores
+        .job_artifacts(&tenant.id, created.id)
+        .await
+        .expect("artifacts");
+    let names: Vec<_> = recorded.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["input-a", "input-b"]);
+    assert!(recorded.iter().all(|a| a.status == ArtifactStatus::Stored
+        && a.size == Some(3)
+        && a.object_key.ends_with(&a.name[6..])));
+
+    // A replay of the same key answers the job and records nothing more.
+    let replay = client
+        .enqueue_within_quota(request(vec![input("c")]), None, period, &Actor::system())
+        .await
+        .expect("replay");
+    assert_eq!((replay.id, replay.created), (created.id, false));
+    assert_eq!(
+        stores
+            .job_artifacts(&tenant.id, created.id)
+            .await
+            .expect("artifacts")
+            .len(),
+        2
+    );
+
+    // A job refused by its tenant's quota leaves no input record behind.
+    let refused = client.prepare(EnqueueRequest {
+        inputs: vec![input("d")],
+        ..EnqueueRequest::new(&tenant.id, Noop::NAME, json!({}))
+    });
+    let refused = refused.expect("valid");
+    let refused_id = refused.id;
+    let error = client
+        .admit(refused, Some(1), period, &Actor::system())
+        .await
+        .expect_err("over the queued quota");
+    assert!(
+        matches!(error, longhaul_core::Error::QuotaExceeded { .. }),
+        "{error:?}"
+    );
+    assert!(stores
+        .job_artifacts(&tenant.id, refused_id)
+        .await
+        .expect("artifacts")
+        .is_empty());
 }

@@ -1482,16 +1482,7 @@ async fn scan_writes_are_fenced_and_idempotent(db: TestDb) {
         Arc::new(longhaul_worker::jobs::catalogue()),
     );
     client
-        .enqueue(EnqueueRequest {
-            tenant_id: tenant.id.clone(),
-            kind: "system.noop".into(),
-            params: json!({}),
-            queue: None,
-            priority: None,
-            run_at: None,
-            max_attempts: None,
-            idempotency_key: None,
-        })
+        .enqueue(EnqueueRequest::new(&tenant.id, "system.noop", json!({})))
         .await
         .expect("enqueue");
     let claimed = stores

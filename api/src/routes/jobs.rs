@@ -333,6 +333,7 @@ async fn create(
         run_at: body.run_at,
         max_attempts: body.max_attempts,
         idempotency_key: idempotency_key(&headers)?,
+        inputs: Vec::new(),
     };
     let (job, created) = admit(&state, &caller, tenant, request).await?;
     let location = format!("/v1/jobs/{}", job.id);

@@ -11,10 +11,10 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use longhaul_core::artifacts::records::{NewArtifact, INPUT_PREFIX};
-use longhaul_core::artifacts::{artifact_key, StoredObject};
+use longhaul_core::artifacts::artifact_key;
+use longhaul_core::artifacts::records::INPUT_PREFIX;
 use longhaul_core::client::EnqueueRequest;
-use longhaul_core::job::{Job, JobFilter};
+use longhaul_core::job::{Job, JobFilter, JobInput};
 use longhaul_core::scans::leakage::{
     LeakageScan, LeakageScanParams, LeakageScanRequest, PendingSource, Source, SourceRules,
     INCIDENT_PREFIX, LEAKAGE_SCAN, SCAN_PREFIX,
@@ -232,7 +232,7 @@ async fn stage_sources(
     state: &AppState,
     tenant: &Tenant,
     pending: Vec<PendingSource<'_>>,
-) -> Result<(Vec<Source>, Vec<Staged>), ApiError> {
+) -> Result<(Vec<Source>, Vec<JobInput>), ApiError> {
     let batch = uuid::Uuid::now_v7().simple().to_string();
     let mut sources = Vec::with_capacity(pending.len());
     let mut staged = Vec::new();
@@ -280,9 +280,16 @@ async fn stage_sources(
                         ));
                     }
                 };
-                staged.push(Staged {
+                let now = state.clock.now();
+                staged.push(JobInput {
                     name: format!("{INPUT_PREFIX}inline-{index}"),
-                    stored,
+                    region: tenant.region.clone(),
+                    object_key: stored.key,
+                    content_type: "text/plain".into(),
+                    size: stored.size,
+                    sha256: stored.sha256,
+                    stored_at: now,
+                    expires_at: now + INPUT_RETENTION,
                 });
                 sources.push(Source::Inline {
                     name,
@@ -295,46 +302,10 @@ async fn stage_sources(
     Ok((sources, staged))
 }
 
-/// An inline text stored for a scan.
-struct Staged {
-    name: String,
-    stored: StoredObject,
-}
-
 /// How long an inline text may outlive its scan at most: the scan deletes it
 /// when it ends, and the artifact sweeper when this has passed (a scan
 /// cancelled before it ran) or its job was purged.
 const INPUT_RETENTION: chrono::Duration = chrono::Duration::days(7);
-
-/// Records the inline texts as the job's inputs, so the artifact sweeper
-/// removes what the scan does not.
-async fn record_inputs(state: &AppState, tenant: &Tenant, job: JobId, staged: &[Staged]) {
-    let now = state.clock.now();
-    for input in staged {
-        let artifact = NewArtifact {
-            job_id: job,
-            name: input.name.clone(),
-            tenant_id: tenant.id.clone(),
-            region: tenant.region.clone(),
-            object_key: input.stored.key.clone(),
-            content_type: "text/plain".into(),
-        };
-        let recorded = state
-            .stores
-            .record_job_input(
-                &artifact,
-                input.stored.size,
-                &input.stored.sha256,
-                now,
-                now + INPUT_RETENTION,
-            )
-            .await;
-        if let Err(error) = recorded {
-            // The scan still deletes it when it ends.
-            tracing::error!(%error, job_id = %job, key = %input.stored.key, "recording a scan's inline text");
-        }
-    }
-}
 
 /// Removes inline texts a refused request stored.
 async fn unstage(state: &AppState, tenant: &Tenant, sources: &[Source]) {
@@ -439,7 +410,10 @@ async fn create_scan(
         request_sha256: Some(request_sha256.clone()),
     };
     let request = match EnqueueRequest::of::<LeakageScan>(tenant.id.clone(), &params) {
-        Ok(request) => request.idempotency_key(key),
+        Ok(request) => EnqueueRequest {
+            inputs: staged,
+            ..request.idempotency_key(key)
+        },
         Err(error) => {
             unstage(&state, tenant, &params.sources).await;
             return Err(error.into());
@@ -457,8 +431,6 @@ async fn create_scan(
         // it must have been the same request.
         unstage(&state, tenant, &params.sources).await;
         check_same_scan(&job, LEAKAGE_SCAN, &request_sha256)?;
-    } else {
-        record_inputs(&state, tenant, job.id, &staged).await;
     }
     let view = LeakageScanView::of(job, 0)?;
     let location = format!("/v1/leakage/scans/{}", view.scan_id);

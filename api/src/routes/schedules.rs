@@ -107,6 +107,7 @@ fn check_job(state: &AppState, tenant: &Tenant, new: &NewSchedule) -> Result<(),
         run_at: None,
         max_attempts: None,
         idempotency_key: None,
+        inputs: Vec::new(),
     })?;
     Ok(())
 }

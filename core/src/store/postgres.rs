@@ -578,7 +578,7 @@ impl PgStore {
                 created: false,
             });
         }
-
+        crate::artifacts::records::postgres::insert_job_inputs(conn, jobs, &answers).await?;
         Ok(answers)
     }
 

@@ -325,6 +325,7 @@ pub(crate) async fn enqueue_in(
             answers.push(existing_job(conn, job).await?);
         }
     }
+    crate::artifacts::records::sqlite::insert_job_inputs(conn, jobs, &answers).await?;
     Ok(answers)
 }
 
@@ -1615,6 +1616,7 @@ mod tests {
             run_at: None,
             max_attempts: 3,
             idempotency_key: None,
+            inputs: Vec::new(),
         }
     }
 

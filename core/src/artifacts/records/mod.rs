@@ -4,8 +4,8 @@
 //! `postgres.rs` and `sqlite.rs` hold each backend's SQL; the schema is
 //! `migrations/<backend>/0006_artifacts.sql`.
 
-mod postgres;
-mod sqlite;
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -124,18 +124,6 @@ pub trait ArtifactRecords: Send + Sync {
         name: &str,
         size: u64,
         sha256: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<()>;
-
-    /// Records a file stored for a job before it runs (a scan's inline
-    /// text), kept until `expires_at` or until the job is purged, whichever
-    /// the sweeper sees first; a row already there is kept.
-    async fn record_job_input(
-        &self,
-        artifact: &NewArtifact,
-        size: u64,
-        sha256: &str,
-        now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<()>;
 

@@ -125,37 +125,6 @@ impl ArtifactRecords for SqliteStore {
         tx.commit("committing a stored artifact").await
     }
 
-    async fn record_job_input(
-        &self,
-        artifact: &NewArtifact,
-        size: u64,
-        sha256: &str,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<()> {
-        let mut tx = self.begin_write("starting to record a job's input").await?;
-        sqlx::query(
-            "INSERT INTO artifacts (job_id, name, tenant_id, region, object_key, content_type,
-                                    status, size, sha256, created_at, stored_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'stored', ?7, ?8, ?9, ?9, ?10)
-             ON CONFLICT (job_id, name) DO NOTHING",
-        )
-        .bind(artifact.job_id.as_uuid())
-        .bind(&artifact.name)
-        .bind(&artifact.tenant_id)
-        .bind(&artifact.region)
-        .bind(&artifact.object_key)
-        .bind(&artifact.content_type)
-        .bind(i64::try_from(size).unwrap_or(i64::MAX))
-        .bind(sha256)
-        .bind(now.timestamp_micros())
-        .bind(expires_at.timestamp_micros())
-        .execute(tx.conn())
-        .await
-        .db("recording a job's input")?;
-        tx.commit("committing a job's input").await
-    }
-
     async fn job_artifacts(&self, tenant_id: &str, job_id: JobId) -> Result<Vec<ArtifactRecord>> {
         sqlx::query("SELECT * FROM artifacts WHERE job_id = ?1 AND tenant_id = ?2 ORDER BY name")
             .bind(job_id.as_uuid())
@@ -236,4 +205,39 @@ impl ArtifactRecords for SqliteStore {
         .db("forgetting an artifact")?;
         tx.commit("committing a forgotten artifact").await
     }
+}
+
+/// Records the inputs of the jobs an enqueue created ([`crate::job::JobInput`]),
+/// inside the enqueue's write transaction.
+pub(crate) async fn insert_job_inputs(
+    conn: &mut sqlx::SqliteConnection,
+    jobs: &[crate::job::NewJob],
+    answers: &[crate::job::Enqueued],
+) -> Result<()> {
+    for (job, answer) in jobs.iter().zip(answers) {
+        if !answer.created {
+            continue;
+        }
+        for input in &job.inputs {
+            sqlx::query(
+                "INSERT INTO artifacts (job_id, name, tenant_id, region, object_key, content_type,
+                                        status, size, sha256, created_at, stored_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'stored', ?7, ?8, ?9, ?9, ?10)",
+            )
+            .bind(job.id.as_uuid())
+            .bind(&input.name)
+            .bind(&job.tenant_id)
+            .bind(&input.region)
+            .bind(&input.object_key)
+            .bind(&input.content_type)
+            .bind(i64::try_from(input.size).unwrap_or(i64::MAX))
+            .bind(&input.sha256)
+            .bind(input.stored_at.timestamp_micros())
+            .bind(input.expires_at.timestamp_micros())
+            .execute(&mut *conn)
+            .await
+            .db("recording a job's input")?;
+        }
+    }
+    Ok(())
 }

@@ -244,6 +244,41 @@ clocks AS (
 )
 SELECT ins.id FROM ins, (SELECT count(*) FROM woken) w";
 
+/// [`ENQUEUE_SQL`] for a batch without idempotency keys, where every job is
+/// inserted: no conflict handling, no ids returned (the caller knows them),
+/// the queues notified from the groups. Half the statement's cost per row
+/// went to materialising, re-reading and returning the rows. `$1`–`$8` job
+/// columns, `$9` offsets, `$10` group sizes per job, `$11`–`$13` the groups,
+/// `$14` the channel.
+const ENQUEUE_UNKEYED_SQL: &str = "
+WITH alloc AS (
+    INSERT INTO fair_queues AS f (tenant_id, queue, next_vtime)
+    SELECT g.tenant_id, g.queue, coalesce(c.vtime, 0) + g.n
+    FROM unnest($11::text[], $12::text[], $13::int8[]) AS g(tenant_id, queue, n)
+    LEFT JOIN queue_clocks c ON c.queue = g.queue
+    ON CONFLICT (tenant_id, queue) DO UPDATE
+    SET next_vtime = greatest(
+        f.next_vtime + excluded.next_vtime - coalesce((SELECT vtime FROM queue_clocks WHERE queue = excluded.queue), 0),
+        excluded.next_vtime)
+    RETURNING f.tenant_id, f.queue, f.next_vtime
+),
+ins AS (
+    INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts)
+    SELECT i.id, i.tenant_id, i.kind, i.queue, i.priority, a.next_vtime - i.group_size + i.offset_in_group,
+           i.params::jsonb, coalesce(i.run_at, now()), i.max_attempts
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::timestamptz[],
+                $8::int4[], $9::int8[], $10::int8[])
+         AS i(id, tenant_id, kind, queue, priority, params, run_at, max_attempts, offset_in_group, group_size)
+    JOIN alloc a ON a.tenant_id = i.tenant_id AND a.queue = i.queue
+),
+clocks AS (
+    INSERT INTO queue_clocks (queue, vtime)
+    SELECT DISTINCT g.queue, 0 FROM unnest($12::text[]) AS g(queue)
+    WHERE NOT EXISTS (SELECT 1 FROM queue_clocks c WHERE c.queue = g.queue)
+    ON CONFLICT (queue) DO NOTHING
+)
+SELECT pg_notify($14, q.queue) FROM (SELECT DISTINCT unnest($12::text[]) AS queue) q";
+
 /// Serializes a tenant's quota checks (count + insert) until the transaction
 /// ends. `hashtext` yields an int4, so the key never equals the claim lock's.
 const QUOTA_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtext('quota:' || $1))";
@@ -522,6 +557,35 @@ impl PgStore {
         let (group_keys, group_sizes): (Vec<_>, Vec<i64>) =
             groups.iter().map(|(k, n)| (*k, *n)).unzip();
         let (group_tenants, group_queues): (Vec<&str>, Vec<&str>) = group_keys.into_iter().unzip();
+        if jobs.iter().all(|job| job.idempotency_key.is_none()) {
+            sqlx::query(ENQUEUE_UNKEYED_SQL)
+                .bind(&columns.ids)
+                .bind(&columns.tenant_ids)
+                .bind(&columns.kinds)
+                .bind(&columns.queues)
+                .bind(&columns.priorities)
+                .bind(&columns.params)
+                .bind(&columns.run_ats)
+                .bind(&columns.max_attempts)
+                .bind(&columns.offsets)
+                .bind(&columns.group_sizes)
+                .bind(&group_tenants)
+                .bind(&group_queues)
+                .bind(&group_sizes)
+                .bind(QUEUE_CHANNEL)
+                .execute(&mut *conn)
+                .await
+                .db("inserting jobs")?;
+            let answers: Vec<Enqueued> = jobs
+                .iter()
+                .map(|job| Enqueued {
+                    id: job.id,
+                    created: true,
+                })
+                .collect();
+            crate::artifacts::records::postgres::insert_job_inputs(conn, jobs, &answers).await?;
+            return Ok(answers);
+        }
         let inserted: Vec<Uuid> = sqlx::query(ENQUEUE_SQL)
             .bind(&columns.ids)
             .bind(&columns.tenant_ids)

@@ -21,7 +21,7 @@ use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::tenancy::{connect_stores, NewTenant, Stores};
 use longhaul_core::{JobClient, JobState};
-use longhaul_worker::{JobServices, PoolConfig, Registry, WorkerPool};
+use longhaul_worker::{JobServices, PoolConfig, WorkerPool};
 use serde_json::json;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
@@ -244,7 +244,7 @@ async fn export(
         artifact_retention: Duration::from_secs(86_400),
         scans: Default::default(),
     };
-    let registry = Registry::builtin().with_services(&services);
+    let registry = longhaul_worker::jobs::registry_with_services(&services);
     let job_store: Arc<dyn longhaul_core::JobStore> = stores.clone();
     let pool = WorkerPool::new(
         job_store.clone(),

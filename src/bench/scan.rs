@@ -20,7 +20,7 @@ use longhaul_core::scans::classification::{
 use longhaul_core::scans::leakage::{LeakageScanParams, Source, LEAKAGE_SCAN};
 use longhaul_core::tenancy::NewTenant;
 use longhaul_core::{JobClient, JobState};
-use longhaul_worker::{JobServices, PoolConfig, Registry, WorkerPool};
+use longhaul_worker::{JobServices, PoolConfig, WorkerPool};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -83,7 +83,7 @@ async fn bench(scratch: &Scratch, args: &ScanBenchArgs) -> anyhow::Result<serde_
         artifact_retention: Duration::from_secs(86_400),
         scans: Default::default(),
     };
-    let registry = Registry::builtin().with_services(&services);
+    let registry = longhaul_worker::jobs::registry_with_services(&services);
     let job_store = scratch.store.clone();
     let pool = WorkerPool::new(
         job_store.clone(),

@@ -18,7 +18,7 @@ use clap::Args;
 use longhaul_core::audit::Actor;
 use longhaul_core::tenancy::{NewTenant, Quotas, Stores, Tenant};
 use longhaul_core::{Config, JobStore};
-use longhaul_worker::{PoolConfig, Registry, WorkerPool};
+use longhaul_worker::{PoolConfig, WorkerPool};
 use serde_json::json;
 
 use crate::runtime;
@@ -45,7 +45,7 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     let state = super::api::app_state(&config, stores.clone(), artifacts.clone()).await?;
     let services = runtime::job_services(&config, stores.clone(), artifacts.clone()).await;
 
-    let registry = Registry::builtin().with_services(&services);
+    let registry = longhaul_worker::jobs::registry_with_services(&services);
     let queues: BTreeSet<String> = registry
         .catalogue()
         .names()

@@ -5,7 +5,7 @@
 use clap::Args;
 use longhaul_core::config::parse_queue_list;
 use longhaul_core::Config;
-use longhaul_worker::{PoolConfig, Registry, WorkerPool};
+use longhaul_worker::{PoolConfig, WorkerPool};
 
 use crate::runtime;
 
@@ -43,7 +43,7 @@ pub async fn run(config: Config, args: WorkerArgs) -> anyhow::Result<()> {
         concurrency = pool_config.concurrency, "worker starting");
     let pool = WorkerPool::new(
         store,
-        Registry::builtin().with_services(&services),
+        longhaul_worker::jobs::registry_with_services(&services),
         pool_config,
     );
     let report = pool.run_with(runtime::shutdown_on_signal()).await;

@@ -33,7 +33,7 @@ use longhaul_core::store::{Backend, JobStore, Rescued, WakeReceiver};
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Role, Stores, Tenant};
 use longhaul_core::usage::{KindUsage, Period};
 use longhaul_core::{JobClient, JobId, JobState};
-use longhaul_worker::{Registry, WorkerPool};
+use longhaul_worker::WorkerPool;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -263,7 +263,11 @@ async fn a_client_follows_a_job_to_its_end(db: TestDb) {
 
     let stream = open_stream(&router, id, &key, None).await;
     let stop = CancellationToken::new();
-    let pool = WorkerPool::new(db.store.clone(), Registry::builtin(), pool_config(2));
+    let pool = WorkerPool::new(
+        db.store.clone(),
+        longhaul_worker::jobs::registry(),
+        pool_config(2),
+    );
     let worker = tokio::spawn(pool.run(stop.clone()));
     let frames = stream.await.expect("reader");
     stop.cancel();

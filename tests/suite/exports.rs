@@ -27,7 +27,7 @@ use longhaul_core::job::{ClaimRequest, Finish};
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
 use longhaul_core::{JobId, JobState};
 use longhaul_worker::jobs::audit_export::PAGE_ROWS;
-use longhaul_worker::{JobServices, PoolConfig, Registry, WorkerPool};
+use longhaul_worker::{JobServices, PoolConfig, WorkerPool};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -409,7 +409,7 @@ async fn start_worker(
         artifact_retention: Duration::from_secs(7 * 86_400),
         scans: Default::default(),
     };
-    let registry = Registry::builtin().with_services(&services);
+    let registry = longhaul_worker::jobs::registry_with_services(&services);
     let job_store: Arc<dyn longhaul_core::JobStore> = stores;
     let pool = WorkerPool::new(job_store, registry, exports_pool());
     let token = CancellationToken::new();

@@ -32,7 +32,7 @@ use longhaul_core::scans::leakage::NewFinding;
 use longhaul_core::tenancy::{self, KeyMode, NewTenant, Role, Stores, Tenant};
 use longhaul_core::{JobId, JobState};
 use longhaul_scan::Severity;
-use longhaul_worker::{JobServices, PoolConfig, Registry, WorkerPool};
+use longhaul_worker::{JobServices, PoolConfig, WorkerPool};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -236,7 +236,7 @@ async fn start_worker_with(
         artifact_retention: Duration::from_secs(86_400),
         scans,
     };
-    let registry = Registry::builtin().with_services(&services);
+    let registry = longhaul_worker::jobs::registry_with_services(&services);
     let job_store: Arc<dyn longhaul_core::JobStore> = stores;
     let pool = WorkerPool::new(job_store, registry, scans_pool());
     let token = CancellationToken::new();

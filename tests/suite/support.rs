@@ -216,7 +216,7 @@ pub fn test_catalogue() -> Arc<Catalogue> {
 }
 
 pub fn test_registry(journal: &Journal) -> Registry {
-    let mut registry = Registry::with_builtin_handlers(test_catalogue());
+    let mut registry = longhaul_worker::jobs::registry_for(test_catalogue());
     registry
         .register(RECORD, Record(journal.clone()))
         .expect("record kind");

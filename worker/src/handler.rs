@@ -11,6 +11,7 @@ use longhaul_core::failure::{FailureCode, PublicError};
 use longhaul_core::{Catalogue, JobKind, KindSpec};
 
 use crate::context::JobContext;
+use crate::JobServices;
 
 /// A small JSON summary stored on the job row when it succeeds (artifacts go
 /// to object storage, never here).
@@ -190,6 +191,55 @@ impl<H: KindHandler> JobHandler for Typed<H> {
     }
 }
 
+/// A kind's spec and how its handler is built.
+pub struct BuiltinKind {
+    pub spec: KindSpec,
+    build: Build,
+}
+
+type WithServices = Box<dyn Fn(&JobServices) -> Arc<dyn JobHandler> + Send + Sync>;
+
+enum Build {
+    /// Needs nothing but its job.
+    Standalone(Arc<dyn JobHandler>),
+    /// Reads or writes tenant data through the worker's services.
+    WithServices(WithServices),
+}
+
+impl BuiltinKind {
+    /// A kind whose handler needs nothing but its job.
+    pub fn standalone<H: KindHandler>(handler: H) -> Self {
+        BuiltinKind {
+            spec: KindSpec::of::<H::Kind>(),
+            build: Build::Standalone(Arc::new(Typed(handler))),
+        }
+    }
+
+    /// A kind whose handler is built from the worker's services.
+    pub fn with_services<H: KindHandler>(build: fn(JobServices) -> H) -> Self {
+        BuiltinKind {
+            spec: KindSpec::of::<H::Kind>(),
+            build: Build::WithServices(Box::new(move |services| {
+                Arc::new(Typed(build(services.clone())))
+            })),
+        }
+    }
+
+    pub(crate) fn standalone_handler(&self) -> Option<Arc<dyn JobHandler>> {
+        match &self.build {
+            Build::Standalone(handler) => Some(handler.clone()),
+            Build::WithServices(_) => None,
+        }
+    }
+
+    pub(crate) fn handler_with(&self, services: &JobServices) -> Option<Arc<dyn JobHandler>> {
+        match &self.build {
+            Build::Standalone(_) => None,
+            Build::WithServices(build) => Some(build(services)),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("job kind {0:?} is not in the catalogue: register its KindSpec first")]
@@ -219,18 +269,13 @@ impl Registry {
         }
     }
 
-    /// Every kind this worker knows ([`crate::jobs::catalogue`]) with the
-    /// handlers of the kinds that need no services; add the others with
-    /// [`Registry::with_services`].
-    pub fn builtin() -> Self {
-        Self::with_builtin_handlers(Arc::new(crate::jobs::catalogue()))
-    }
-
-    /// A catalogue (the built-in one plus more kinds, say) with the built-in
-    /// handlers, among the kinds that need no services, that it contains.
-    pub fn with_builtin_handlers(catalogue: Arc<Catalogue>) -> Self {
+    /// A catalogue with the handlers, among `kinds`, of the kinds it
+    /// contains that need no services; add the others with
+    /// [`Registry::with_services`]. The kinds come from the caller (the
+    /// worker's are [`crate::jobs::kinds`]): the runtime knows none itself.
+    pub fn from_kinds(catalogue: Arc<Catalogue>, kinds: &[BuiltinKind]) -> Self {
         let mut registry = Registry::new(catalogue);
-        for kind in crate::jobs::kinds() {
+        for kind in kinds {
             if let Some(handler) = kind.standalone_handler() {
                 registry.insert(&kind.spec.name, handler);
             }
@@ -238,10 +283,10 @@ impl Registry {
         registry
     }
 
-    /// Adds the handlers of the built-in kinds that read or write tenant
-    /// data (exports, scans), for the kinds the catalogue contains.
-    pub fn with_services(mut self, services: &crate::JobServices) -> Self {
-        for kind in crate::jobs::kinds() {
+    /// Adds the handlers, among `kinds`, of the kinds that read or write
+    /// tenant data (exports, scans), for the kinds the catalogue contains.
+    pub fn with_services(mut self, kinds: &[BuiltinKind], services: &crate::JobServices) -> Self {
+        for kind in kinds {
             if let Some(handler) = kind.handler_with(services) {
                 self.insert(&kind.spec.name, handler);
             }

@@ -19,7 +19,8 @@ mod stop;
 
 pub use context::JobContext;
 pub use handler::{
-    JobError, JobHandler, JobOutput, KindHandler, PlatformFailure, Registry, RegistryError,
+    BuiltinKind, JobError, JobHandler, JobOutput, KindHandler, PlatformFailure, Registry,
+    RegistryError,
 };
 pub use pool::{
     default_worker_id, PoolConfig, PoolReport, Shutdown, WorkerPool, DEFAULT_CLAIM_BATCH,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use futures_util::StreamExt;
 use longhaul_core::failure::FailureCode;
 use longhaul_core::scans::classification::{
     self, ClassificationScanOutput, ClassificationScanParams, ObjectClassification, ObjectStatus,
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::JobContext;
 use crate::handler::{JobError, KindHandler};
 use crate::jobs::scanning::{
-    blocking, data_bucket, objects_after, BlockingReader, Ordered, Work, OBJECTS_IN_FLIGHT,
+    blocking, data_bucket, objects_after, ordered, BlockingReader, Work, OBJECTS_IN_FLIGHT,
 };
 use crate::services::JobServices;
 
@@ -177,7 +178,7 @@ impl KindHandler for ClassificationScan {
                     }) as Work<_>
                 })
                 .collect();
-            let mut results = Ordered::new(work, OBJECTS_IN_FLIGHT);
+            let mut results = ordered(work, OBJECTS_IN_FLIGHT);
             let mut batch = Vec::with_capacity(RESULTS_BATCH);
             loop {
                 let next = tokio::select! {

@@ -11,9 +11,9 @@ pub mod sleep;
 
 use std::sync::Arc;
 
-use longhaul_core::{Catalogue, KindSpec};
+use longhaul_core::Catalogue;
 
-use crate::handler::{JobHandler, KindHandler, Typed};
+use crate::handler::{BuiltinKind, Registry};
 use crate::JobServices;
 
 /// Every kind this worker knows. Adding a kind: write its module (the
@@ -28,6 +28,22 @@ pub fn kinds() -> Vec<BuiltinKind> {
     ]
 }
 
+/// Every kind with the handlers that need no services.
+pub fn registry() -> Registry {
+    registry_for(Arc::new(catalogue()))
+}
+
+/// A catalogue (every kind plus test kinds, say) with the handlers, among
+/// [`kinds`], that need no services.
+pub fn registry_for(catalogue: Arc<Catalogue>) -> Registry {
+    Registry::from_kinds(catalogue, &kinds())
+}
+
+/// Every kind with every handler: what a worker process runs.
+pub fn registry_with_services(services: &JobServices) -> Registry {
+    registry().with_services(&kinds(), services)
+}
+
 /// The specs of every kind in [`kinds`]: what the API, the scheduler and
 /// the worker validate jobs against.
 pub fn catalogue() -> Catalogue {
@@ -36,55 +52,6 @@ pub fn catalogue() -> Catalogue {
         catalogue.register(kind.spec);
     }
     catalogue
-}
-
-/// A kind's spec and how its handler is built.
-pub struct BuiltinKind {
-    pub spec: KindSpec,
-    build: Build,
-}
-
-type WithServices = Box<dyn Fn(&JobServices) -> Arc<dyn JobHandler> + Send + Sync>;
-
-enum Build {
-    /// Needs nothing but its job.
-    Standalone(Arc<dyn JobHandler>),
-    /// Reads or writes tenant data through the worker's services.
-    WithServices(WithServices),
-}
-
-impl BuiltinKind {
-    /// A kind whose handler needs nothing but its job.
-    pub fn standalone<H: KindHandler>(handler: H) -> Self {
-        BuiltinKind {
-            spec: KindSpec::of::<H::Kind>(),
-            build: Build::Standalone(Arc::new(Typed(handler))),
-        }
-    }
-
-    /// A kind whose handler is built from the worker's services.
-    pub fn with_services<H: KindHandler>(build: fn(JobServices) -> H) -> Self {
-        BuiltinKind {
-            spec: KindSpec::of::<H::Kind>(),
-            build: Build::WithServices(Box::new(move |services| {
-                Arc::new(Typed(build(services.clone())))
-            })),
-        }
-    }
-
-    pub(crate) fn standalone_handler(&self) -> Option<Arc<dyn JobHandler>> {
-        match &self.build {
-            Build::Standalone(handler) => Some(handler.clone()),
-            Build::WithServices(_) => None,
-        }
-    }
-
-    pub(crate) fn handler_with(&self, services: &JobServices) -> Option<Arc<dyn JobHandler>> {
-        match &self.build {
-            Build::Standalone(_) => None,
-            Build::WithServices(build) => Some(build(services)),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use longhaul_core::artifacts::{ObjectStore, StorageError};
 use longhaul_core::failure::FailureCode;
 use longhaul_core::scans::leakage::{
@@ -37,7 +38,7 @@ use crate::context::JobContext;
 use crate::handler::{JobError, KindHandler};
 use crate::jobs::scanning::http::HttpFetcher;
 use crate::jobs::scanning::{
-    blocking, data_bucket, objects_after, scan_threads, BlockingReader, Ordered, Work,
+    blocking, data_bucket, objects_after, ordered, scan_threads, BlockingReader, Work,
     OBJECTS_IN_FLIGHT,
 };
 use crate::services::JobServices;
@@ -247,7 +248,7 @@ impl LeakageScan {
                         }) as Work<_>
                     })
                     .collect();
-                let mut results = Ordered::new(work, OBJECTS_IN_FLIGHT);
+                let mut results = ordered(work, OBJECTS_IN_FLIGHT);
                 loop {
                     let next = tokio::select! {
                         biased;

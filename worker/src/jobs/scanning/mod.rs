@@ -5,14 +5,15 @@
 
 pub mod http;
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::stream::{self, Stream, StreamExt};
 use longhaul_core::artifacts::{ObjectInfo, ObjectStore};
 use longhaul_core::tenancy::Tenant;
-use tokio::task::JoinHandle;
+use tokio_util::io::SyncIoBridge;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::handler::JobError;
 use crate::services::JobServices;
@@ -57,73 +58,31 @@ pub async fn objects_after(
     Ok(objects)
 }
 
-/// A unit of scan work, not started until [`Ordered`] runs it.
+/// A unit of scan work, not started until [`ordered`] runs it.
 pub type Work<T> = Pin<Box<dyn Future<Output = Result<T, JobError>> + Send>>;
 
-/// Runs work `width` at a time and yields the results in the order the work
-/// came. Dropping it aborts what is still running.
-pub struct Ordered<T> {
-    work: std::vec::IntoIter<Work<T>>,
+/// Runs work `width` at a time, each on a task of its own, and yields the
+/// results in the order the work came (so "every key up to here is done"
+/// holds for what has been yielded). Dropping the stream aborts what is
+/// still running.
+pub fn ordered<T: Send + 'static>(
+    work: Vec<Work<T>>,
     width: usize,
-    running: VecDeque<JoinHandle<Result<T, JobError>>>,
-}
-
-impl<T: Send + 'static> Ordered<T> {
-    pub fn new(work: Vec<Work<T>>, width: usize) -> Self {
-        Ordered {
-            work: work.into_iter(),
-            width: width.max(1),
-            running: VecDeque::new(),
-        }
-    }
-
-    /// The next result in order; None when all are done.
-    pub async fn next(&mut self) -> Option<Result<T, JobError>> {
-        while self.running.len() < self.width {
-            match self.work.next() {
-                Some(work) => self.running.push_back(tokio::spawn(work)),
-                None => break,
-            }
-        }
-        let handle = self.running.pop_front()?;
-        Some(match handle.await {
-            Ok(result) => result,
-            Err(join) => Err(JobError::retryable(format!("a scan task failed: {join}"))),
+) -> impl Stream<Item = Result<T, JobError>> + Unpin + Send {
+    stream::iter(work)
+        .map(|work| AbortOnDropHandle::new(tokio::spawn(work)))
+        .buffered(width.max(1))
+        .map(|joined| {
+            joined.unwrap_or_else(|join| {
+                Err(JobError::retryable(format!("a scan task failed: {join}")))
+            })
         })
-    }
-}
-
-impl<T> Drop for Ordered<T> {
-    fn drop(&mut self) {
-        for handle in &self.running {
-            handle.abort();
-        }
-    }
 }
 
 /// An object's stream read from a blocking thread (the engine's readers are
-/// synchronous): each read waits on the async body.
-pub struct BlockingReader {
-    handle: tokio::runtime::Handle,
-    body: Pin<Box<dyn tokio::io::AsyncRead + Send>>,
-}
-
-impl BlockingReader {
-    /// Must be made on the runtime, then moved to a blocking thread.
-    pub fn new(body: Pin<Box<dyn tokio::io::AsyncRead + Send>>) -> Self {
-        BlockingReader {
-            handle: tokio::runtime::Handle::current(),
-            body,
-        }
-    }
-}
-
-impl std::io::Read for BlockingReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use tokio::io::AsyncReadExt;
-        self.handle.block_on(self.body.read(buf))
-    }
-}
+/// synchronous): each read waits on the async body. Made on the runtime,
+/// then moved to a blocking thread.
+pub type BlockingReader = SyncIoBridge<Pin<Box<dyn tokio::io::AsyncRead + Send>>>;
 
 /// Runs CPU-bound engine work on a blocking thread.
 pub async fn blocking<T: Send + 'static>(
@@ -132,4 +91,61 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| JobError::retryable(format!("a scan thread failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn ordered_yields_in_order_at_most_width_at_once_and_aborts_on_drop() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let work: Vec<Work<usize>> = (0..8usize)
+            .map(|i| {
+                let (running, most, finished) = (running.clone(), most.clone(), finished.clone());
+                Box::pin(async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // Later work finishes first: order must come from the stream.
+                    tokio::time::sleep(Duration::from_millis(40 - 5 * i as u64)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    Ok(i)
+                }) as Work<usize>
+            })
+            .collect();
+        let results: Vec<usize> = ordered(work, 3)
+            .map(|r| r.expect("no failure"))
+            .collect()
+            .await;
+        assert_eq!(results, (0..8).collect::<Vec<_>>());
+        assert_eq!(most.load(Ordering::SeqCst), 3);
+
+        finished.store(0, Ordering::SeqCst);
+        let slow: Vec<Work<usize>> = (0..4)
+            .map(|_| {
+                let finished = finished.clone();
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    Ok(0usize)
+                }) as Work<usize>
+            })
+            .collect();
+        let mut stream = ordered(slow, 2);
+        // Starts the first two, then gives up on them.
+        let _ = tokio::time::timeout(Duration::from_millis(20), stream.next()).await;
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            0,
+            "dropped work was aborted"
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use longhaul_core::artifacts::ArtifactStores;
 use longhaul_core::store::PoolSettings;
-use longhaul_core::tenancy::Stores;
+use longhaul_core::store::Stores;
 use longhaul_core::Config;
 use longhaul_worker::JobServices;
 use longhaul_worker::Shutdown;
@@ -70,7 +70,7 @@ async fn connect_pool(config: &Config, pool: PoolSettings) -> anyhow::Result<Arc
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
     }
-    longhaul_core::tenancy::connect_stores_pool(&config.database_url, pool)
+    longhaul_core::store::connect_stores_pool(&config.database_url, pool)
         .await
         .with_context(|| format!("connecting to {}", redact(&config.database_url)))
 }

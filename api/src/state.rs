@@ -14,7 +14,8 @@ use longhaul_core::artifacts::records::ArtifactRecord;
 use longhaul_core::artifacts::{
     ArtifactStores, DownloadGrant, DownloadLink, ObjectStore, TokenError,
 };
-use longhaul_core::tenancy::{ApiKey, Stores, Tenant};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{ApiKey, Tenant};
 use longhaul_core::{Catalogue, JobClient, JobId};
 
 use crate::cache::TtlCache;

@@ -23,7 +23,7 @@ pub use maintenance::Maintenance;
 pub use ticker::{Ticker, TickerConfig};
 
 /// The store the scheduler uses: jobs and schedules (both backends are).
-pub use longhaul_core::tenancy::Stores as SchedulerStore;
+pub use longhaul_core::store::Stores as SchedulerStore;
 
 /// What the role runs, from the configuration.
 #[derive(Debug, Clone)]

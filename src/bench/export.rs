@@ -19,7 +19,8 @@ use longhaul_core::artifacts::{ArtifactStores, DownloadSigner, LocalStore, Objec
 use longhaul_core::audit::export::{ExportFormat, ExportParams, AUDIT_EXPORT};
 use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
-use longhaul_core::tenancy::{connect_stores, NewTenant, Stores};
+use longhaul_core::store::{connect_stores, Stores};
+use longhaul_core::tenancy::NewTenant;
 use longhaul_core::{JobClient, JobState};
 use longhaul_worker::{JobServices, PoolConfig, WorkerPool};
 use serde_json::json;

@@ -14,7 +14,8 @@ use clap::Args;
 use longhaul_core::audit::Actor;
 use longhaul_core::job::JobFilter;
 use longhaul_core::schedule::{MisfirePolicy, NewSchedule, OverlapPolicy, DEFAULT_MAX_SCHEDULES};
-use longhaul_core::tenancy::{NewTenant, Stores};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::NewTenant;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use longhaul_core::store::JobStore;
-use longhaul_core::tenancy::{connect_stores, Stores};
+use longhaul_core::store::{connect_stores, Stores};
 use sqlx::Connection;
 
 pub struct Scratch {

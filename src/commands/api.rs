@@ -8,7 +8,7 @@ use longhaul_api::lockout::{Lockout, MemoryLockout, RedisLockout, REDIS_NAMESPAC
 use longhaul_api::rate_limit::{self, MemoryRateLimiter, RateLimiter, RedisRateLimiter};
 use longhaul_api::AppState;
 use longhaul_core::artifacts::ArtifactStores;
-use longhaul_core::tenancy::Stores;
+use longhaul_core::store::Stores;
 use longhaul_core::Config;
 
 use crate::runtime;

@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use clap::Args;
 use longhaul_core::audit::Actor;
-use longhaul_core::tenancy::{NewTenant, Quotas, Stores, Tenant};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{NewTenant, Quotas, Tenant};
 use longhaul_core::{Config, JobStore};
 use longhaul_worker::{PoolConfig, WorkerPool};
 use serde_json::json;

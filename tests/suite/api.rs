@@ -9,7 +9,8 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use longhaul_api::clock::ManualClock;
 use longhaul_core::audit::Actor;
-use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role, Tenant};
 use serde_json::{json, Value};
 
 use crate::harness::TestDb;

@@ -14,7 +14,8 @@ use longhaul_core::artifacts::{
 use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::{ClaimRequest, Finish, Lease};
-use longhaul_core::tenancy::{self, NewTenant, Stores};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::NewTenant;
 use longhaul_core::JobKind;
 use longhaul_core::{JobClient, JobId, JobInput};
 use longhaul_scheduler::{ArtifactSweeper, SweepReport};
@@ -150,7 +151,9 @@ fn temp_files(root: &std::path::Path) -> usize {
 }
 
 async fn sweeper_removes_expired_abandoned_and_orphaned_artifacts(db: TestDb) {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let tenant = stores
         .create_tenant(NewTenant::new("acme", "eu", "standard"), &Actor::system())
         .await
@@ -302,7 +305,9 @@ fn input(name: &str) -> JobInput {
 /// are recorded in the transaction that creates it: with the job, or not at
 /// all when the job is refused; an idempotent replay records nothing more.
 async fn inputs_are_recorded_with_their_job_or_not_at_all(db: TestDb) {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let tenant = stores
         .create_tenant(NewTenant::new("acme", "eu", "standard"), &Actor::system())
         .await

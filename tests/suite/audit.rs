@@ -16,8 +16,9 @@ use longhaul_api::clock::{Clock, ManualClock};
 use longhaul_api::AppState;
 use longhaul_core::audit::{Actor, AuditFilter};
 use longhaul_core::job::{ClaimRequest, Finish, JobEvent, Lease};
+use longhaul_core::store::Stores;
 use longhaul_core::store::{PgStore, SqliteStore};
-use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
+use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Tenant};
 use longhaul_core::JobId;
 use serde_json::{json, Value};
 
@@ -34,7 +35,9 @@ struct App {
 
 /// The API behind a trusted proxy, so the tests choose the client IP.
 async fn app(db: &TestDb) -> App {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_clock(clock.clone())

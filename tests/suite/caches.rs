@@ -14,7 +14,8 @@ use longhaul_api::clock::{Clock, ManualClock};
 use longhaul_api::AppState;
 use longhaul_core::audit::Actor;
 use longhaul_core::job::ClaimRequest;
-use longhaul_core::tenancy::{self, KeyMode, NewTenant, Role, Stores, Tenant, TenantStatus};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{KeyMode, NewTenant, Role, Tenant, TenantStatus};
 use serde_json::{json, Value};
 
 use crate::harness::TestDb;
@@ -30,7 +31,9 @@ struct App {
 }
 
 async fn app(db: &TestDb) -> App {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_clock(clock.clone())

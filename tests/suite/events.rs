@@ -29,8 +29,9 @@ use longhaul_core::job::{
     Attempt, ClaimRequest, Enqueued, Finish, HeartbeatReply, Job, JobEvent, JobFilter, Lease,
     NewJob, Progress,
 };
+use longhaul_core::store::Stores;
 use longhaul_core::store::{Backend, JobStore, Rescued, WakeReceiver};
-use longhaul_core::tenancy::{self, KeyMode, NewTenant, Role, Stores, Tenant};
+use longhaul_core::tenancy::{KeyMode, NewTenant, Role, Tenant};
 use longhaul_core::usage::{KindUsage, Period};
 use longhaul_core::{JobClient, JobId, JobState};
 use longhaul_worker::WorkerPool;
@@ -232,7 +233,9 @@ fn logged(kind: &str, id: i64) -> (String, Option<i64>) {
 // ---- the contract ----------------------------------------------------------------
 
 async fn a_client_follows_a_job_to_its_end(db: TestDb) {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let (tenant, key) = tenant_and_key(stores.as_ref(), "acme", Role::Viewer).await;
     let (_, other_key) = tenant_and_key(stores.as_ref(), "globex", Role::Admin).await;
     let router = longhaul_api::router(AppState::new(
@@ -317,7 +320,9 @@ async fn a_client_follows_a_job_to_its_end(db: TestDb) {
 /// database, then follows the hub with a stream that joined live; a resumed
 /// stream of a finished job gets its state and ends.
 async fn a_resumed_stream_catches_up_then_follows(db: TestDb) {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let (tenant, key) = tenant_and_key(stores.as_ref(), "acme", Role::Viewer).await;
     let state_ = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_event_streams(streams_config(20, 100), None);
@@ -557,7 +562,9 @@ impl JobStore for CountingStore {
 /// one per stream and tick; then every stream still gets its job's end.
 async fn many_streams_cost_one_poll_per_tick(db: TestDb) {
     const STREAMS: usize = 50;
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let (tenant, key) = tenant_and_key(stores.as_ref(), "acme", Role::Viewer).await;
     let counting = Arc::new(CountingStore {
         inner: stores.clone().job_store(),
@@ -629,7 +636,9 @@ async fn many_streams_cost_one_poll_per_tick(db: TestDb) {
 /// refused with `429 rate_limited` and `Retry-After`; a closed stream frees
 /// its place at once.
 async fn streams_are_capped_per_key_and_per_process(db: TestDb) {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let (tenant, first_key) = tenant_and_key(stores.as_ref(), "acme", Role::Viewer).await;
     let second_key = another_key(stores.as_ref(), &tenant, Role::Viewer).await;
     let state_ = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
@@ -688,7 +697,9 @@ async fn relay(url: &str, namespace: &str) -> Arc<JobEventRelay> {
 /// An API instance of its own (store pool, Redis connections, hub) over the
 /// shared database, polling through `relay`.
 async fn replica(db: &TestDb, relay: Arc<JobEventRelay>) -> (Router, JobEventHub, Arc<dyn Stores>) {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let state_ = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_event_streams(streams_config(20, 100), Some(relay));
     let hub = state_.event_hub.clone();

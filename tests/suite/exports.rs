@@ -24,7 +24,8 @@ use longhaul_core::artifacts::{
 };
 use longhaul_core::audit::{check_ingest, Actor, AuditEvent, AuditFilter, NewAuditEvent, Order};
 use longhaul_core::job::{ClaimRequest, Finish};
-use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role, Tenant};
 use longhaul_core::{JobId, JobState};
 use longhaul_worker::jobs::audit_export::PAGE_ROWS;
 use longhaul_worker::{JobServices, PoolConfig, WorkerPool};
@@ -185,7 +186,9 @@ struct Rig {
 }
 
 async fn rig(db: &TestDb, artifacts: Arc<ArtifactStores>) -> Rig {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_artifacts(artifacts);
     Rig {
@@ -400,7 +403,7 @@ async fn start_worker(
     url: &str,
     artifacts: Arc<ArtifactStores>,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let stores = tenancy::connect_stores(url, 8)
+    let stores = longhaul_core::store::connect_stores(url, 8)
         .await
         .expect("worker stores");
     let services = JobServices {

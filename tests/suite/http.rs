@@ -12,7 +12,8 @@ use http_body_util::BodyExt;
 use longhaul_api::clock::ManualClock;
 use longhaul_api::AppState;
 use longhaul_core::artifacts::{ArtifactStores, DownloadSigner};
-use longhaul_core::tenancy::{self, Stores};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{self};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -26,7 +27,9 @@ pub struct TestApp {
 }
 
 pub async fn test_app(db: &TestDb) -> TestApp {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_clock(clock.clone())

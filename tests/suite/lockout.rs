@@ -16,7 +16,8 @@ use longhaul_api::clock::ManualClock;
 use longhaul_api::lockout::{LockKey, Lockout, RedisLockout, LOCKOUT};
 use longhaul_api::AppState;
 use longhaul_core::audit::Actor;
-use longhaul_core::tenancy::{self, parse_token, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{parse_token, KeyMode, NewTenant, Quotas, Role, Tenant};
 use serde_json::json;
 
 use crate::harness::{redis_url, TestDb};
@@ -142,7 +143,9 @@ fn memory_api(stores: Arc<dyn Stores>, clock: Arc<ManualClock>, trust: bool) -> 
 }
 
 async fn prefix_then_ip_lockout_and_expiry(db: TestDb) {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let api = memory_api(stores.clone(), clock.clone(), false);
     let acme = tenant(stores.as_ref(), "acme").await;
@@ -206,7 +209,9 @@ async fn prefix_then_ip_lockout_and_expiry(db: TestDb) {
 }
 
 async fn forwarded_ip_lockout_is_per_ip(db: TestDb) {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let api = memory_api(stores.clone(), clock, true);
     let acme = tenant(stores.as_ref(), "acme").await;
@@ -244,7 +249,9 @@ async fn forwarded_ip_lockout_is_per_ip(db: TestDb) {
 }
 
 async fn only_failed_authentications_count(db: TestDb) {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let api = memory_api(stores.clone(), clock, false);
     let acme = tenant(stores.as_ref(), "acme").await;
@@ -293,7 +300,9 @@ async fn redis_replicas_share_the_lockout(db: TestDb) {
     let mut replicas = Vec::new();
     let mut lockouts = Vec::new();
     for _ in 0..2 {
-        let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+        let stores = longhaul_core::store::connect_stores(&db.url, 8)
+            .await
+            .expect("stores");
         let lockout = redis_lockout(&namespace).await;
         let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
             .with_lockout(lockout.clone());

@@ -15,7 +15,7 @@ use chrono::Utc;
 use longhaul_api::clock::ManualClock;
 use longhaul_api::AppState;
 use longhaul_core::store::PoolSettings;
-use longhaul_core::tenancy::{self, Stores};
+use longhaul_core::store::Stores;
 use serde_json::json;
 use sqlx::Connection;
 use tokio::net::{TcpListener, TcpStream};
@@ -96,7 +96,7 @@ impl Relay {
 /// The API over stores whose requests wait at most `ACQUIRE`.
 async fn api_over(url: &str) -> (axum::Router, Arc<dyn Stores>) {
     let pool = PoolSettings::new(4).with_acquire_timeout(ACQUIRE);
-    let stores = tenancy::connect_stores_pool(url, pool)
+    let stores = longhaul_core::store::connect_stores_pool(url, pool)
         .await
         .expect("stores");
     let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
@@ -244,7 +244,7 @@ async fn connecting_to_a_database_that_is_down_names_the_cause() {
     };
     let started = Instant::now();
     let pool = PoolSettings::new(2).with_acquire_timeout(Duration::from_secs(30));
-    let error = match tenancy::connect_stores_pool(
+    let error = match longhaul_core::store::connect_stores_pool(
         &format!("postgres://postgres@127.0.0.1:{port}/longhaul"),
         pool,
     )

@@ -540,7 +540,7 @@ fn stop_dev(mut dev: Dev) {
 /// naming the address.
 async fn dev_mode_keeps_its_key_serves_a_data_bucket_and_names_a_taken_port(db: TestDb) {
     let data_dir = std::env::temp_dir().join(format!("longhaul-dev-{}", uuid::Uuid::now_v7()));
-    let stores = longhaul_core::tenancy::connect_stores(&db.url, 2)
+    let stores = longhaul_core::store::connect_stores(&db.url, 2)
         .await
         .expect("stores");
     let first = start_dev(&db, &data_dir);

@@ -15,7 +15,8 @@ use longhaul_api::clock::{Clock, ManualClock};
 use longhaul_api::rate_limit::RedisRateLimiter;
 use longhaul_api::AppState;
 use longhaul_core::audit::Actor;
-use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role, Tenant};
 use longhaul_core::usage::Period;
 use longhaul_core::JobState;
 use serde_json::{json, Value};
@@ -368,7 +369,9 @@ async fn redis_replicas_share_the_creation_counter(db: TestDb) {
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let mut replicas = Vec::new();
     for _ in 0..2 {
-        let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+        let stores = longhaul_core::store::connect_stores(&db.url, 8)
+            .await
+            .expect("stores");
         let limiter = RedisRateLimiter::connect(&url, &namespace)
             .await
             .unwrap_or_else(|e| {

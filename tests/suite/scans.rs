@@ -29,7 +29,8 @@ use longhaul_core::client::EnqueueRequest;
 use longhaul_core::config::{GitHost, ScanConfig};
 use longhaul_core::job::{ClaimRequest, Lease};
 use longhaul_core::scans::leakage::NewFinding;
-use longhaul_core::tenancy::{self, KeyMode, NewTenant, Role, Stores, Tenant};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{KeyMode, NewTenant, Role, Tenant};
 use longhaul_core::{JobId, JobState};
 use longhaul_scan::Severity;
 use longhaul_worker::{JobServices, PoolConfig, WorkerPool};
@@ -95,7 +96,9 @@ async fn rig(db: &TestDb, dirs: &Dirs) -> Rig {
 }
 
 async fn rig_with(db: &TestDb, dirs: &Dirs, scans: ScanConfig) -> Rig {
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_artifacts(dirs.artifacts())
         .with_scan_config(scans);
@@ -227,7 +230,7 @@ async fn start_worker_with(
     artifacts: Arc<ArtifactStores>,
     scans: ScanConfig,
 ) -> CancellationToken {
-    let stores = tenancy::connect_stores(url, 8)
+    let stores = longhaul_core::store::connect_stores(url, 8)
         .await
         .expect("worker stores");
     let services = JobServices {
@@ -1472,7 +1475,9 @@ async fn hosted_organizations_expand_to_repositories(db: TestDb) {
 }
 
 async fn scan_writes_are_fenced_and_idempotent(db: TestDb) {
-    let stores = tenancy::connect_stores(&db.url, 4).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 4)
+        .await
+        .expect("stores");
     let tenant = stores
         .create_tenant(NewTenant::new("acme", REGION, "standard"), &Actor::system())
         .await
@@ -1738,7 +1743,9 @@ async fn s3_data_buckets_are_scanned() {
             .with_data_bucket("code-bucket", Arc::new(bucket))
             .await,
     );
-    let stores = tenancy::connect_stores(&db.url, 8).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
     let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
         .with_artifacts(artifacts.clone())
         .with_scan_config(dirs.scan_config());

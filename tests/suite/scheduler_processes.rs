@@ -16,7 +16,8 @@ use chrono::{DateTime, DurationRound, Utc};
 use longhaul_core::audit::Actor;
 use longhaul_core::job::JobFilter;
 use longhaul_core::schedule::{MisfirePolicy, NewSchedule, OverlapPolicy, Schedule};
-use longhaul_core::tenancy::{self, NewTenant, Stores};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::NewTenant;
 use serde_json::json;
 
 use crate::harness::{self, TestDb};
@@ -119,7 +120,9 @@ fn stop(child: &mut Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_scheduler_processes_fire_every_time_exactly_once() {
     let db = harness::postgres().await;
-    let stores = tenancy::connect_stores(&db.url, 4).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 4)
+        .await
+        .expect("stores");
     let tenant = stores
         .create_tenant(NewTenant::new("acme", "eu", "standard"), &Actor::system())
         .await
@@ -233,7 +236,9 @@ async fn three_scheduler_processes_fire_every_time_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduler_restarted_after_a_gap_skips_or_fires_once() {
     let db = harness::postgres().await;
-    let stores = tenancy::connect_stores(&db.url, 4).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 4)
+        .await
+        .expect("stores");
     let tenant = stores
         .create_tenant(NewTenant::new("acme", "eu", "standard"), &Actor::system())
         .await

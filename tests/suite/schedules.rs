@@ -13,7 +13,8 @@ use chrono::{DateTime, Duration as Span, TimeZone, Utc};
 use longhaul_core::audit::Actor;
 use longhaul_core::job::{ClaimRequest, Finish, Lease};
 use longhaul_core::schedule::{MisfirePolicy, NewSchedule, OverlapPolicy, Schedule};
-use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Stores, Tenant};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{self, KeyMode, NewTenant, Quotas, Role, Tenant};
 use longhaul_core::JobState;
 use longhaul_scheduler::{CatalogueJobs, Ticker, TickerConfig};
 use serde_json::{json, Value};
@@ -24,7 +25,9 @@ use crate::http::{self, Reply};
 const MINUTE: Duration = Duration::from_secs(60);
 
 async fn stores(db: &TestDb) -> Arc<dyn Stores> {
-    tenancy::connect_stores(&db.url, 8).await.expect("stores")
+    longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores")
 }
 
 async fn tenant(stores: &dyn Stores, quotas: Quotas) -> Tenant {
@@ -157,7 +160,9 @@ async fn concurrent_tickers_fire_each_time_once(db: TestDb) {
 }
 
 async fn stores_of(db: &TestDb) -> Arc<dyn longhaul_scheduler::SchedulerStore> {
-    let stores = tenancy::connect_stores(&db.url, 4).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 4)
+        .await
+        .expect("stores");
     stores
 }
 

@@ -11,7 +11,7 @@ use chrono::Utc;
 use longhaul_core::audit::Actor;
 use longhaul_core::client::{EnqueueRequest, JobClient};
 use longhaul_core::schedule::{MisfirePolicy, NewSchedule, OverlapPolicy};
-use longhaul_core::tenancy::{self, NewTenant};
+use longhaul_core::tenancy::NewTenant;
 use longhaul_core::{store, JobState};
 use longhaul_scheduler::CatalogueJobs;
 use longhaul_worker::WorkerPool;
@@ -126,7 +126,9 @@ async fn a_worker_frozen_mid_claim_does_not_stop_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduler_frozen_mid_fire_does_not_stop_its_schedules() {
     let db = harness::postgres().await;
-    let stores = tenancy::connect_stores(&db.url, 4).await.expect("stores");
+    let stores = longhaul_core::store::connect_stores(&db.url, 4)
+        .await
+        .expect("stores");
     let tenant = stores
         .create_tenant(NewTenant::new("acme", "eu", "standard"), &Actor::system())
         .await
@@ -160,7 +162,7 @@ async fn a_scheduler_frozen_mid_fire_does_not_stop_its_schedules() {
 
     // The frozen replica: its batch of due schedules is locked, nothing after.
     let proxy = proxy_for(&db, b"FOR UPDATE OF s SKIP LOCKED").await;
-    let frozen_stores = tenancy::connect_stores(&proxy.url_through(&db.url), 2)
+    let frozen_stores = longhaul_core::store::connect_stores(&proxy.url_through(&db.url), 2)
         .await
         .expect("connecting through the proxy");
     let frozen_jobs = jobs.clone();

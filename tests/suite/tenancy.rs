@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::job::ClaimRequest;
+use longhaul_core::store::{connect_stores, Stores};
 use longhaul_core::tenancy::{
-    connect_stores, parse_token, ApiKey, IssuedKey, KeyMode, NewTenant, Quotas, Role, Stores,
-    Tenant, TenantPatch, TenantStatus,
+    parse_token, ApiKey, IssuedKey, KeyMode, NewTenant, Quotas, Role, Tenant, TenantPatch,
+    TenantStatus,
 };
 use longhaul_core::JobKind;
 use longhaul_core::{Error, Job, JobClient, JobState};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use longhaul_core::artifacts::ArtifactStores;
 use longhaul_core::config::ScanConfig;
-use longhaul_core::tenancy::Stores;
+use longhaul_core::store::Stores;
 
 #[derive(Clone)]
 pub struct JobServices {

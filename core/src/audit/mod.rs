@@ -28,8 +28,6 @@
 //! same time.
 
 pub mod export;
-mod postgres;
-mod sqlite;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -43,9 +41,6 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::nul::contains_nul;
-
-pub(crate) use postgres::{insert_change as insert_change_pg, insert_changes as insert_changes_pg};
-pub(crate) use sqlite::insert_change as insert_change_sqlite;
 
 /// Most events one ingest request may carry.
 pub const MAX_INGEST_BATCH: usize = 1000;
@@ -101,7 +96,7 @@ impl Actor {
     }
 
     /// The `source` column of the events this actor writes.
-    fn source(&self) -> &'static str {
+    pub(crate) fn source(&self) -> &'static str {
         match self.kind {
             ActorKind::System => "system",
             ActorKind::ApiKey | ActorKind::OperatorKey => "api",

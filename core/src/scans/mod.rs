@@ -8,7 +8,7 @@
 //!   runs, fixed at creation), findings and incidents;
 //! - `classification.rs`: `classification.scan` params and per-object
 //!   results;
-//! - `postgres.rs`, `sqlite.rs`: all of their SQL (schema:
+//! - `store/postgres/scans.rs`, `store/sqlite/scans.rs`: all of their SQL (schema:
 //!   `migrations/<backend>/0007_scans.sql`).
 //!
 //! A scan is its job: `lks_<hex>`/`cls_<hex>` name job `job_<hex>`. Rows a
@@ -19,8 +19,6 @@
 pub mod classification;
 pub mod leakage;
 pub mod policies;
-mod postgres;
-mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -175,7 +173,7 @@ pub trait ScanStore: Send + Sync {
 }
 
 /// A policy changed since the version a caller named.
-fn stale_version(family: PolicyFamily, id: uuid::Uuid, version: i32) -> crate::Error {
+pub(crate) fn stale_version(family: PolicyFamily, id: uuid::Uuid, version: i32) -> crate::Error {
     crate::Error::Conflict(format!(
         "policy {} is at version {version}, not the one this change was made against; \
          read it again",
@@ -183,7 +181,7 @@ fn stale_version(family: PolicyFamily, id: uuid::Uuid, version: i32) -> crate::E
     ))
 }
 
-fn classification_status(text: &str) -> Result<classification::ObjectStatus> {
+pub(crate) fn classification_status(text: &str) -> Result<classification::ObjectStatus> {
     match text {
         "classified" => Ok(classification::ObjectStatus::Classified),
         "skipped" => Ok(classification::ObjectStatus::Skipped),
@@ -196,7 +194,7 @@ fn classification_status(text: &str) -> Result<classification::ObjectStatus> {
 
 /// What an audit event of a policy update says (the fields changed, not the
 /// rules themselves).
-fn patch_details(patch: &PolicyPatch, version: i32) -> serde_json::Value {
+pub(crate) fn patch_details(patch: &PolicyPatch, version: i32) -> serde_json::Value {
     let mut changed = Vec::new();
     for (field, set) in [
         ("name", patch.name.is_some()),
@@ -215,7 +213,10 @@ const SEVERITIES: [&str; 4] = ["critical", "high", "medium", "low"];
 const LEVELS: [&str; 4] = ["public", "internal", "confidential", "restricted"];
 
 /// Stats from (severity, status, count) groups of incidents.
-fn leakage_stats_of(findings: i64, groups: Vec<(String, String, i64)>) -> Result<LeakageStats> {
+pub(crate) fn leakage_stats_of(
+    findings: i64,
+    groups: Vec<(String, String, i64)>,
+) -> Result<LeakageStats> {
     let mut stats = LeakageStats {
         findings: findings.max(0) as u64,
         ..LeakageStats::default()
@@ -244,7 +245,9 @@ fn leakage_stats_of(findings: i64, groups: Vec<(String, String, i64)>) -> Result
 
 /// Stats from per-level groups: (level or None for skipped, [objects,
 /// bytes, pii, phi, pci]).
-fn classification_stats_of(groups: Vec<(Option<String>, [i64; 5])>) -> ClassificationStats {
+pub(crate) fn classification_stats_of(
+    groups: Vec<(Option<String>, [i64; 5])>,
+) -> ClassificationStats {
     let mut stats = ClassificationStats::default();
     for level in LEVELS {
         stats.by_level.insert(level.to_string(), 0);

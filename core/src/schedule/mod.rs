@@ -19,8 +19,6 @@
 //! (`lastSkippedAt`, `lastSkipReason: quota_exceeded`) and the audit log a
 //! `schedule.fire_skipped` event.
 
-mod postgres;
-mod sqlite;
 pub mod timing;
 
 use std::time::Duration;

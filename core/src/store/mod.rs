@@ -1,7 +1,9 @@
-//! The job store: one trait, two backends (PostgreSQL for production, SQLite
-//! for the embedded mode), held to the same behaviour by one conformance suite
-//! (`tests/suite/conformance.rs`). Each backend keeps all of its SQL in its own
-//! module; the schema lives in `migrations/<backend>/`.
+//! The storage layer: the job store trait and the two backends (PostgreSQL
+//! for production, SQLite for the embedded mode) of every domain's store
+//! trait, held to the same behaviour by one conformance suite
+//! (`tests/suite/conformance.rs`). Each backend keeps all of its SQL in its
+//! own folder, one file per domain (`postgres/`, `sqlite/`); the schema lives
+//! in `migrations/<backend>/`. Domain modules never depend on this one.
 //!
 //! Tenant-facing operations take the tenant id and never see another tenant's
 //! rows. Worker operations (claim, heartbeat, progress, checkpoint, finish) are
@@ -12,6 +14,7 @@ mod migrations;
 mod pool;
 mod postgres;
 mod sqlite;
+mod stores;
 mod wake;
 
 use std::collections::BTreeMap;
@@ -33,6 +36,7 @@ pub(crate) use sqlite::{
     enqueue_in as sqlite_enqueue_in, meter_created as sqlite_meter_created,
     queued_count as sqlite_queued_count, time_from_micros as sqlite_time,
 };
+pub use stores::{connect_stores, connect_stores_pool, Stores};
 pub use wake::{Wake, WakeReceiver};
 
 use crate::audit::{Actor, Change};

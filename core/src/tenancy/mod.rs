@@ -1,6 +1,6 @@
 //! Tenancy: tenants (region, plan, quotas, settings, status) and their API
 //! keys, behind one [`TenantStore`] trait that both job stores implement on
-//! their own pools (`postgres.rs` and `sqlite.rs` hold all of each backend's
+//! their own pools (`store/postgres/tenancy.rs` and `store/sqlite/tenancy.rs` hold all of each backend's
 //! tenancy SQL; the schema is `migrations/<backend>/0002_tenancy.sql`).
 //!
 //! This module owns the model, every rule checked before a write (so a refused
@@ -15,15 +15,12 @@
 //! tenant write, so the cap the API shows is the cap the workers keep.
 
 mod merge_patch;
-mod postgres;
-mod sqlite;
 
 pub use merge_patch::merge_patch;
 
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,13 +31,9 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::artifacts::records::ArtifactRecords;
-use crate::audit::{Actor, AuditStore, Change};
+use crate::audit::{Actor, Change};
 use crate::error::{Error, Result};
 use crate::nul::contains_nul;
-use crate::scans::ScanStore;
-use crate::schedule::ScheduleStore;
-use crate::store::{JobStore, PgStore, PoolSettings, SqliteStore};
 
 // ---- model -------------------------------------------------------------------
 
@@ -373,15 +366,15 @@ fn digests_equal(stored: &[u8], computed: &[u8; 32]) -> bool {
 }
 
 /// A new key's id, token, prefix and hash.
-struct KeyMaterial {
-    id: String,
-    prefix: String,
-    token: String,
-    hash: [u8; 32],
+pub(crate) struct KeyMaterial {
+    pub(crate) id: String,
+    pub(crate) prefix: String,
+    pub(crate) token: String,
+    pub(crate) hash: [u8; 32],
 }
 
 impl KeyMaterial {
-    fn generate(mode: KeyMode) -> Result<Self> {
+    pub(crate) fn generate(mode: KeyMode) -> Result<Self> {
         let prefix = random_chars(PREFIX_ALPHABET, KEY_PREFIX_LEN)?;
         let secret = random_chars(SECRET_ALPHABET, KEY_SECRET_LEN)?;
         let token = format!("{}{prefix}_{secret}", mode.token_start());
@@ -420,7 +413,7 @@ fn random_chars(alphabet: &[u8], n: usize) -> Result<String> {
     Ok(out)
 }
 
-fn new_id(prefix: &str) -> String {
+pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", Uuid::now_v7().simple())
 }
 
@@ -431,7 +424,7 @@ fn is_plausible_id(id: &str, prefix: &str) -> bool {
         .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn tenant_id_checked(id: &str) -> Result<&str> {
+pub(crate) fn tenant_id_checked(id: &str) -> Result<&str> {
     if is_plausible_id(id, TENANT_ID_PREFIX) {
         Ok(id)
     } else {
@@ -442,7 +435,7 @@ fn tenant_id_checked(id: &str) -> Result<&str> {
 /// A listing's cursor (the id of the last tenant of the previous page): a
 /// malformed one is refused, as every listing refuses a cursor it did not
 /// hand out.
-fn tenant_cursor_checked(after: Option<&str>) -> Result<Option<&str>> {
+pub(crate) fn tenant_cursor_checked(after: Option<&str>) -> Result<Option<&str>> {
     match after {
         Some(id) if !is_plausible_id(id, TENANT_ID_PREFIX) => Err(Error::validation(
             "cursor",
@@ -453,7 +446,10 @@ fn tenant_cursor_checked(after: Option<&str>) -> Result<Option<&str>> {
 }
 
 /// A tenant's key: a malformed key or tenant id is "api key not found".
-fn key_of_tenant_checked<'a>(tenant_id: &'a str, key_id: &'a str) -> Result<(&'a str, &'a str)> {
+pub(crate) fn key_of_tenant_checked<'a>(
+    tenant_id: &'a str,
+    key_id: &'a str,
+) -> Result<(&'a str, &'a str)> {
     if is_plausible_id(tenant_id, TENANT_ID_PREFIX) && is_plausible_id(key_id, KEY_ID_PREFIX) {
         Ok((tenant_id, key_id))
     } else {
@@ -669,7 +665,7 @@ fn validate_data_buckets(buckets: &Value) -> Result<()> {
 /// The range `settings.artifactRetentionDays` may take.
 pub const ARTIFACT_RETENTION_DAYS: RangeInclusive<i64> = 1..=3650;
 
-fn validate_new_tenant(new: &NewTenant) -> Result<()> {
+pub(crate) fn validate_new_tenant(new: &NewTenant) -> Result<()> {
     validate_text("name", &new.name, MAX_NAME_CHARS)?;
     validate_region(&new.region)?;
     validate_text("plan", &new.plan, MAX_PLAN_CHARS)?;
@@ -677,7 +673,7 @@ fn validate_new_tenant(new: &NewTenant) -> Result<()> {
     validate_settings(&new.settings)
 }
 
-fn validate_patch(patch: &TenantPatch) -> Result<()> {
+pub(crate) fn validate_patch(patch: &TenantPatch) -> Result<()> {
     if let Some(name) = &patch.name {
         validate_text("name", name, MAX_NAME_CHARS)?;
     }
@@ -724,14 +720,14 @@ fn validate_settings_patch(patch: &Value) -> Result<()> {
 
 /// The stored settings with a patch's merge patch applied, checked as a
 /// whole (what a tenant is created with must hold after every change too).
-fn merged_settings(mut stored: Value, patch: &Value) -> Result<Value> {
+pub(crate) fn merged_settings(mut stored: Value, patch: &Value) -> Result<Value> {
     merge_patch(&mut stored, patch);
     validate_settings(&stored)?;
     Ok(stored)
 }
 
 /// The reason stored with a status: kept when suspending, cleared on resume.
-fn reason_for(status: TenantStatus, reason: Option<String>) -> Result<Option<String>> {
+pub(crate) fn reason_for(status: TenantStatus, reason: Option<String>) -> Result<Option<String>> {
     match (status, reason) {
         (TenantStatus::Active, _) => Ok(None),
         (TenantStatus::Suspended, None) => Ok(None),
@@ -743,7 +739,7 @@ fn reason_for(status: TenantStatus, reason: Option<String>) -> Result<Option<Str
 }
 
 /// Operator keys have no tenant; tenant keys are never operators.
-fn validate_key_request(tenant_id: Option<&str>, name: &str, role: Role) -> Result<()> {
+pub(crate) fn validate_key_request(tenant_id: Option<&str>, name: &str, role: Role) -> Result<()> {
     validate_text("name", name, MAX_NAME_CHARS)?;
     match (tenant_id, role) {
         (None, Role::Operator) | (Some(_), Role::Viewer | Role::Developer | Role::Admin) => Ok(()),
@@ -759,7 +755,7 @@ fn validate_key_request(tenant_id: Option<&str>, name: &str, role: Role) -> Resu
 }
 
 /// When a key rotated at `now` stops working.
-fn grace_end(now: DateTime<Utc>, grace: Duration) -> Result<DateTime<Utc>> {
+pub(crate) fn grace_end(now: DateTime<Utc>, grace: Duration) -> Result<DateTime<Utc>> {
     chrono::Duration::from_std(grace)
         .ok()
         .and_then(|grace| now.checked_add_signed(grace))
@@ -767,7 +763,7 @@ fn grace_end(now: DateTime<Utc>, grace: Duration) -> Result<DateTime<Utc>> {
 }
 
 /// A key can be rotated once, while it is valid: rotate its successor next.
-fn check_rotatable(key: &ApiKey) -> Result<()> {
+pub(crate) fn check_rotatable(key: &ApiKey) -> Result<()> {
     if key.revoked_at.is_some() {
         Err(Error::Conflict(format!(
             "cannot rotate api key {}: it is revoked",
@@ -785,7 +781,7 @@ fn check_rotatable(key: &ApiKey) -> Result<()> {
 
 /// Does `key` (found by the token's prefix, stored with `stored_hash`) accept
 /// `token` of `mode` at `now`?
-fn key_accepts(
+pub(crate) fn key_accepts(
     key: &ApiKey,
     stored_hash: &[u8],
     mode: KeyMode,
@@ -799,7 +795,7 @@ fn key_accepts(
 /// If `last_used_at` is due a write at `now`: the time a stored value must be
 /// older than (or absent) for the write to happen (so concurrent requests
 /// write it once).
-fn last_used_due(key: &ApiKey, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn last_used_due(key: &ApiKey, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let threshold = now - chrono::Duration::from_std(LAST_USED_GRANULARITY).ok()?;
     match key.last_used_at {
         Some(last) if last > threshold => None,
@@ -809,23 +805,23 @@ fn last_used_due(key: &ApiKey, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 
 /// A tenant row's column names: as stored, or as renamed (`t_…`) where a key
 /// is read with its tenant (each backend's `AUTHENTICATE_SQL`).
-struct TenantColumns {
-    id: &'static str,
-    name: &'static str,
-    region: &'static str,
-    plan: &'static str,
-    status: &'static str,
-    suspended_reason: &'static str,
-    max_running: &'static str,
-    max_queued: &'static str,
-    creations_per_minute: &'static str,
-    max_schedules: &'static str,
-    settings: &'static str,
-    created_at: &'static str,
-    updated_at: &'static str,
+pub(crate) struct TenantColumns {
+    pub(crate) id: &'static str,
+    pub(crate) name: &'static str,
+    pub(crate) region: &'static str,
+    pub(crate) plan: &'static str,
+    pub(crate) status: &'static str,
+    pub(crate) suspended_reason: &'static str,
+    pub(crate) max_running: &'static str,
+    pub(crate) max_queued: &'static str,
+    pub(crate) creations_per_minute: &'static str,
+    pub(crate) max_schedules: &'static str,
+    pub(crate) settings: &'static str,
+    pub(crate) created_at: &'static str,
+    pub(crate) updated_at: &'static str,
 }
 
-const TENANT: TenantColumns = TenantColumns {
+pub(crate) const TENANT: TenantColumns = TenantColumns {
     id: "id",
     name: "name",
     region: "region",
@@ -841,7 +837,7 @@ const TENANT: TenantColumns = TenantColumns {
     updated_at: "updated_at",
 };
 
-const JOINED_TENANT: TenantColumns = TenantColumns {
+pub(crate) const JOINED_TENANT: TenantColumns = TenantColumns {
     id: "t_id",
     name: "t_name",
     region: "t_region",
@@ -859,7 +855,7 @@ const JOINED_TENANT: TenantColumns = TenantColumns {
 
 // ---- audit events of tenancy changes (both backends write the same) ----------
 
-fn tenant_created(tenant: &Tenant) -> Change {
+pub(crate) fn tenant_created(tenant: &Tenant) -> Change {
     Change::new(
         "tenant.create",
         "tenant",
@@ -868,7 +864,7 @@ fn tenant_created(tenant: &Tenant) -> Change {
     )
 }
 
-fn tenant_updated(id: &str, patch: &TenantPatch) -> Change {
+pub(crate) fn tenant_updated(id: &str, patch: &TenantPatch) -> Change {
     Change::new(
         "tenant.update",
         "tenant",
@@ -877,7 +873,7 @@ fn tenant_updated(id: &str, patch: &TenantPatch) -> Change {
     )
 }
 
-fn tenant_status_set(id: &str, status: TenantStatus, reason: Option<&str>) -> Change {
+pub(crate) fn tenant_status_set(id: &str, status: TenantStatus, reason: Option<&str>) -> Change {
     let action = match status {
         TenantStatus::Suspended => "tenant.suspend",
         TenantStatus::Active => "tenant.resume",
@@ -885,7 +881,7 @@ fn tenant_status_set(id: &str, status: TenantStatus, reason: Option<&str>) -> Ch
     Change::new(action, "tenant", id, serde_json::json!({"reason": reason}))
 }
 
-fn key_issued(key: &ApiKey) -> Change {
+pub(crate) fn key_issued(key: &ApiKey) -> Change {
     Change::new(
         "api_key.create",
         "api_key",
@@ -894,11 +890,15 @@ fn key_issued(key: &ApiKey) -> Change {
     )
 }
 
-fn key_revoked(key: &ApiKey) -> Change {
+pub(crate) fn key_revoked(key: &ApiKey) -> Change {
     Change::new("api_key.revoke", "api_key", &key.id, serde_json::json!({}))
 }
 
-fn key_rotated(old_key_id: &str, successor: &ApiKey, old_expires_at: DateTime<Utc>) -> Change {
+pub(crate) fn key_rotated(
+    old_key_id: &str,
+    successor: &ApiKey,
+    old_expires_at: DateTime<Utc>,
+) -> Change {
     Change::new(
         "api_key.rotate",
         "api_key",
@@ -983,53 +983,6 @@ pub trait TenantStore: Send + Sync {
         grace: Duration,
         actor: &Actor,
     ) -> Result<IssuedKey>;
-}
-
-/// A store that keeps both jobs and tenants (both backends do), so the API can
-/// hold one `Arc<dyn Stores>`.
-pub trait Stores:
-    JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords + ScanStore
-{
-    /// The same store as a job store (for [`crate::JobClient`]): trait
-    /// upcasting needs Rust 1.86 and the workspace supports 1.85.
-    fn job_store(self: Arc<Self>) -> Arc<dyn JobStore>;
-
-    /// The same store as a tenant store.
-    fn tenant_store(self: Arc<Self>) -> Arc<dyn TenantStore>;
-}
-
-impl<T> Stores for T
-where
-    T: JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords + ScanStore,
-{
-    fn job_store(self: Arc<Self>) -> Arc<dyn JobStore> {
-        self
-    }
-
-    fn tenant_store(self: Arc<Self>) -> Arc<dyn TenantStore> {
-        self
-    }
-}
-
-/// Opens the store a URL names (`postgres://…` or `sqlite://…`), as
-/// [`crate::store::connect`] does, with both of its faces.
-pub async fn connect_stores(url: &str, max_connections: u32) -> Result<Arc<dyn Stores>> {
-    connect_stores_pool(url, PoolSettings::new(max_connections)).await
-}
-
-/// [`connect_stores`] with a pool's size and acquire timeout (the API's
-/// requests wait less for a connection than workers do).
-pub async fn connect_stores_pool(url: &str, pool: PoolSettings) -> Result<Arc<dyn Stores>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect_pool(url, pool).await?))
-    } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect_pool(url, pool).await?))
-    } else {
-        Err(Error::validation(
-            "database url",
-            "must start with postgres:// or sqlite://",
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use longhaul_core::audit::Actor;
 use longhaul_core::config::ArtifactBackend;
-use longhaul_core::tenancy::{Stores, Tenant, TenantPatch};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{Tenant, TenantPatch};
 use longhaul_core::Config;
 use serde_json::json;
 

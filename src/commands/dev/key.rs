@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use chrono::Utc;
 use longhaul_core::audit::Actor;
-use longhaul_core::tenancy::{KeyMode, Role, Stores, Tenant};
+use longhaul_core::store::Stores;
+use longhaul_core::tenancy::{KeyMode, Role, Tenant};
 
 /// The file, in the data folder, that holds the key.
 pub const KEY_FILE: &str = "dev-api-key";

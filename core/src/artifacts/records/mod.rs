@@ -1,11 +1,8 @@
 //! The database side of artifacts: one row per file a job writes, from before
 //! its upload starts until the sweeper deletes it. Writes by a job are fenced
 //! by its lease like every other worker write; reads are scoped by tenant.
-//! `postgres.rs` and `sqlite.rs` hold each backend's SQL; the schema is
+//! `store/postgres/artifacts.rs` and `store/sqlite/artifacts.rs` hold each backend's SQL; the schema is
 //! `migrations/<backend>/0006_artifacts.sql`.
-
-pub(crate) mod postgres;
-pub(crate) mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -33,7 +30,7 @@ impl ArtifactStatus {
         }
     }
 
-    fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
         match text {
             "uploading" => Ok(ArtifactStatus::Uploading),
             "stored" => Ok(ArtifactStatus::Stored),
@@ -100,7 +97,7 @@ pub struct SweepCandidate {
     pub reason: SweepReason,
 }
 
-fn sweep_reason(text: &str) -> SweepReason {
+pub(crate) fn sweep_reason(text: &str) -> SweepReason {
     match text {
         "job_gone" => SweepReason::JobGone,
         "expired" => SweepReason::Expired,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use longhaul_core::audit::export::ExportFormat;
 use longhaul_core::audit::{AuditCursor, AuditFilter, Order};
-use longhaul_core::tenancy::Stores;
+use longhaul_core::store::Stores;
 use tokio::task::JoinHandle;
 
 use super::encode::encode_row;

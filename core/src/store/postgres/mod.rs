@@ -6,6 +6,12 @@
 //! caps stay exact). Wake-ups use LISTEN/NOTIFY with identifiers only (queue
 //! names, job ids).
 
+mod artifacts;
+mod audit;
+mod scans;
+mod schedule;
+mod tenancy;
+
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -25,7 +31,7 @@ use super::{
     job_retried, lease_lost, state_conflict, state_counts, validate_max_running, Backend, Created,
     JobStore, Rescued,
 };
-use crate::audit::{insert_change_pg as record, insert_changes_pg, Actor};
+use crate::audit::Actor;
 use crate::error::{DbContext, Error, Result};
 use crate::failure::{FailureCode, PublicError};
 use crate::ids::JobId;
@@ -35,6 +41,7 @@ use crate::job::{
 };
 use crate::nul::{json_without_nul, text_without_nul};
 use crate::usage::{KindUsage, Period};
+use audit::{insert_change as record, insert_changes as insert_changes_pg};
 
 /// The session settings of the claim connections: no sequential scans (the
 /// planner cannot estimate the "not a full tenant" filter and would otherwise
@@ -583,7 +590,7 @@ impl PgStore {
                     created: true,
                 })
                 .collect();
-            crate::artifacts::records::postgres::insert_job_inputs(conn, jobs, &answers).await?;
+            artifacts::insert_job_inputs(conn, jobs, &answers).await?;
             return Ok(answers);
         }
         let inserted: Vec<Uuid> = sqlx::query(ENQUEUE_SQL)
@@ -642,7 +649,7 @@ impl PgStore {
                 created: false,
             });
         }
-        crate::artifacts::records::postgres::insert_job_inputs(conn, jobs, &answers).await?;
+        artifacts::insert_job_inputs(conn, jobs, &answers).await?;
         Ok(answers)
     }
 

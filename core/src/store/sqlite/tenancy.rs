@@ -16,7 +16,11 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use super::{
+use super::audit::insert_change as record;
+use crate::audit::Actor;
+use crate::error::{DbContext, Error, Result};
+use crate::store::SqliteStore;
+use crate::tenancy::{
     check_rotatable, grace_end, key_accepts, key_issued, key_of_tenant_checked, key_revoked,
     key_rotated, last_used_due, merged_settings, new_id, reason_for, tenant_created,
     tenant_cursor_checked, tenant_id_checked, tenant_status_set, tenant_updated,
@@ -24,9 +28,6 @@ use super::{
     KeyMode, NewTenant, Quotas, Role, Tenant, TenantColumns, TenantPatch, TenantStatus,
     TenantStore, JOINED_TENANT, TENANT, TENANT_ID_PREFIX,
 };
-use crate::audit::{insert_change_sqlite as record, Actor};
-use crate::error::{DbContext, Error, Result};
-use crate::store::SqliteStore;
 
 /// A key by its token's prefix, with its tenant's columns renamed `t_…` so
 /// that they do not collide with the key's (see `JOINED_TENANT`).
@@ -373,7 +374,7 @@ impl TenantStore for SqliteStore {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<(ApiKey, Option<Tenant>)>> {
-        let Some((mode, prefix)) = super::parse_token(token) else {
+        let Some((mode, prefix)) = crate::tenancy::parse_token(token) else {
             return Ok(None);
         };
         let Some(row) = sqlx::query(AUTHENTICATE_SQL)

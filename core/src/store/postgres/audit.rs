@@ -7,7 +7,7 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
-use super::{
+use crate::audit::{
     Actor, AuditCursor, AuditEventRef, AuditFilter, AuditStore, AuditVisitor, Change,
     CheckedEvents, Ingested, KeyRange, Order,
 };

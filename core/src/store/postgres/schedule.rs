@@ -13,14 +13,15 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{
+use super::audit::{insert_change as record, insert_changes as insert_changes_pg};
+use crate::audit::{Actor, Change};
+use crate::error::{DbContext, Error, Result};
+use crate::ids::JobId;
+use crate::schedule::{
     change, check_new_schedule, first_fire, parse_schedule_id, plan, same_fire, schedule_id_text,
     FireReport, JobMaker, NewSchedule, PlannedFire, QueuedQuota, QuotaSkip, Schedule,
     SchedulePatch, ScheduleStore, DEFAULT_MAX_SCHEDULES, SKIP_QUOTA_EXCEEDED,
 };
-use crate::audit::{insert_change_pg as record, insert_changes_pg, Actor, Change};
-use crate::error::{DbContext, Error, Result};
-use crate::ids::JobId;
 use crate::store::PgStore;
 use crate::usage::Period;
 
@@ -432,7 +433,7 @@ impl ScheduleStore for PgStore {
         // Overlap `skip`: is the previous run still queued or running?
         let previous: Vec<Uuid> = due
             .iter()
-            .filter(|(s, _, _)| s.overlap_policy == super::OverlapPolicy::Skip)
+            .filter(|(s, _, _)| s.overlap_policy == crate::schedule::OverlapPolicy::Skip)
             .filter_map(|(s, _, _)| s.last_job_id.map(|id| id.as_uuid()))
             .collect();
         let unfinished: std::collections::HashSet<Uuid> = if previous.is_empty() {
@@ -461,7 +462,7 @@ impl ScheduleStore for PgStore {
             if let Some(fire_time) = fire.fire {
                 // A suspended tenant starts no work; its fire times pass by.
                 let busy = *suspended
-                    || schedule.overlap_policy == super::OverlapPolicy::Skip
+                    || schedule.overlap_policy == crate::schedule::OverlapPolicy::Skip
                         && schedule
                             .last_job_id
                             .is_some_and(|id| unfinished.contains(&id.as_uuid()));

@@ -8,7 +8,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use super::{
+use crate::audit::{
     Actor, AuditCursor, AuditEventRef, AuditFilter, AuditStore, AuditVisitor, Change,
     CheckedEvents, Ingested, KeyRange, Order,
 };

@@ -12,14 +12,15 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::{
+use super::audit::insert_change as record;
+use crate::audit::{Actor, Change};
+use crate::error::{DbContext, Error, Result};
+use crate::ids::JobId;
+use crate::schedule::{
     change, check_new_schedule, first_fire, parse_schedule_id, plan, same_fire, schedule_id_text,
     FireReport, JobMaker, NewSchedule, OverlapPolicy, QueuedQuota, QuotaSkip, Schedule,
     SchedulePatch, ScheduleStore, DEFAULT_MAX_SCHEDULES, SKIP_QUOTA_EXCEEDED,
 };
-use crate::audit::{insert_change_sqlite as record, Actor, Change};
-use crate::error::{DbContext, Error, Result};
-use crate::ids::JobId;
 use crate::store::SqliteStore;
 use crate::usage::Period;
 

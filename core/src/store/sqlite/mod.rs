@@ -15,6 +15,12 @@
 //! a batch costs a few statements whatever its size. Wake-ups reach this
 //! process only, sent after the writing transaction commits.
 
+mod artifacts;
+mod audit;
+mod scans;
+mod schedule;
+mod tenancy;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -38,7 +44,7 @@ use super::{
     job_retried, lease_lost, state_conflict, state_counts, validate_max_running, Backend, Created,
     JobStore, Rescued,
 };
-use crate::audit::{insert_change_sqlite as record, Actor};
+use crate::audit::Actor;
 use crate::error::{DbContext, Error, Result};
 use crate::failure::{FailureCode, PublicError};
 use crate::ids::JobId;
@@ -48,6 +54,7 @@ use crate::job::{
 };
 use crate::nul::{json_without_nul, text_without_nul};
 use crate::usage::{KindUsage, Period};
+use audit::insert_change as record;
 
 /// What the rescuer writes as the error of an attempt whose lease expired.
 const LEASE_EXPIRED_ERROR: &str = "lease expired: the worker stopped heartbeating";
@@ -325,7 +332,7 @@ pub(crate) async fn enqueue_in(
             answers.push(existing_job(conn, job).await?);
         }
     }
-    crate::artifacts::records::sqlite::insert_job_inputs(conn, jobs, &answers).await?;
+    artifacts::insert_job_inputs(conn, jobs, &answers).await?;
     Ok(answers)
 }
 

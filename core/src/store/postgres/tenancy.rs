@@ -10,7 +10,11 @@ use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::{
+use super::audit::insert_change as record;
+use crate::audit::Actor;
+use crate::error::{DbContext, Error, Result};
+use crate::store::PgStore;
+use crate::tenancy::{
     check_rotatable, grace_end, key_accepts, key_issued, key_of_tenant_checked, key_revoked,
     key_rotated, last_used_due, merged_settings, new_id, reason_for, tenant_created,
     tenant_cursor_checked, tenant_id_checked, tenant_status_set, tenant_updated,
@@ -18,9 +22,6 @@ use super::{
     KeyMode, NewTenant, Quotas, Role, Tenant, TenantColumns, TenantPatch, TenantStatus,
     TenantStore, JOINED_TENANT, TENANT, TENANT_ID_PREFIX,
 };
-use crate::audit::{insert_change_pg as record, Actor};
-use crate::error::{DbContext, Error, Result};
-use crate::store::PgStore;
 
 /// A key by its token's prefix, with its tenant's columns renamed `t_…` so
 /// that they do not collide with the key's (see `JOINED_TENANT`).
@@ -328,7 +329,7 @@ impl TenantStore for PgStore {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<(ApiKey, Option<Tenant>)>> {
-        let Some((mode, prefix)) = super::parse_token(token) else {
+        let Some((mode, prefix)) = crate::tenancy::parse_token(token) else {
             return Ok(None);
         };
         let Some(row) = sqlx::query(AUTHENTICATE_SQL)

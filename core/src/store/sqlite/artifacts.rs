@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{
+use crate::artifacts::records::{
     ArtifactRecord, ArtifactRecords, ArtifactStatus, NewArtifact, SweepCandidate, SweepCursor,
 };
 use crate::error::{DbContext, Error, Result};
@@ -170,7 +170,7 @@ impl ArtifactRecords for SqliteStore {
             let reason: String = row.try_get("reason").db("reading a sweep reason")?;
             Ok(SweepCandidate {
                 record: record_from_row(row)?,
-                reason: super::sweep_reason(&reason),
+                reason: crate::artifacts::records::sweep_reason(&reason),
             })
         })
         .collect()

@@ -267,16 +267,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn JobStore
 
 /// [`connect`] with a pool's size and acquire timeout.
 pub async fn connect_pool(url: &str, pool: PoolSettings) -> Result<Arc<dyn JobStore>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect_pool(url, pool).await?))
-    } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect_pool(url, pool).await?))
-    } else {
-        Err(Error::validation(
-            "database url",
-            "must start with postgres:// or sqlite://",
-        ))
-    }
+    Ok(connect_stores_pool(url, pool).await?.job_store())
 }
 
 /// Rows of `(state, count)` as both backends' counts read them.

@@ -196,23 +196,50 @@ macro_rules! give_back_slots {
     };
 }
 
-/// Enqueue in one statement: each (tenant, queue) group takes a run of virtual
-/// times from max(its next_vtime, the queue clock); the jobs are inserted with
-/// `base + offset` (idempotency-key duplicates skipped); the queues that got
-/// jobs are notified. `$1`–`$9` job columns, `$10` offsets, `$11` group sizes
-/// per job, `$12`–`$14` the groups (tenant, queue, size), `$15` the channel.
-const ENQUEUE_SQL: &str = "
-WITH alloc AS (
+/// The CTEs both enqueue statements share: `alloc` gives each (tenant,
+/// queue) group a run of virtual times from max(its next_vtime, the queue
+/// clock); `clocks` creates a queue's clock row before its first claim (only
+/// when absent: an existing row may be mid-update by a claim, and a
+/// conflicting insert would wait for that claim's commit). The arguments
+/// are the parameters holding the groups' tenants, queues and sizes.
+macro_rules! enqueue_groups {
+    (alloc: $tenants:literal, $queues:literal, $sizes:literal) => {
+        concat!(
+            "alloc AS (
     INSERT INTO fair_queues AS f (tenant_id, queue, next_vtime)
     SELECT g.tenant_id, g.queue, coalesce(c.vtime, 0) + g.n
-    FROM unnest($12::text[], $13::text[], $14::int8[]) AS g(tenant_id, queue, n)
+    FROM unnest(", $tenants, "::text[], ", $queues, "::text[], ", $sizes, "::int8[]) AS g(tenant_id, queue, n)
     LEFT JOIN queue_clocks c ON c.queue = g.queue
     ON CONFLICT (tenant_id, queue) DO UPDATE
     SET next_vtime = greatest(
         f.next_vtime + excluded.next_vtime - coalesce((SELECT vtime FROM queue_clocks WHERE queue = excluded.queue), 0),
         excluded.next_vtime)
     RETURNING f.tenant_id, f.queue, f.next_vtime
-),
+)"
+        )
+    };
+    (clocks: $queues:literal) => {
+        concat!(
+            "clocks AS (
+    INSERT INTO queue_clocks (queue, vtime)
+    SELECT DISTINCT g.queue, 0 FROM unnest(", $queues, "::text[]) AS g(queue)
+    WHERE NOT EXISTS (SELECT 1 FROM queue_clocks c WHERE c.queue = g.queue)
+    ON CONFLICT (queue) DO NOTHING
+)"
+        )
+    };
+}
+
+/// Enqueue in one statement: each (tenant, queue) group takes a run of virtual
+/// times from max(its next_vtime, the queue clock); the jobs are inserted with
+/// `base + offset` (idempotency-key duplicates skipped); the queues that got
+/// jobs are notified. `$1`–`$9` job columns, `$10` offsets, `$11` group sizes
+/// per job, `$12`–`$14` the groups (tenant, queue, size), `$15` the channel.
+const ENQUEUE_SQL: &str = concat!(
+    "
+WITH ",
+    enqueue_groups!(alloc: "$12", "$13", "$14"),
+    ",
 input AS (
     SELECT i.id, i.tenant_id, i.kind, i.queue, i.priority, a.next_vtime - i.group_size + i.offset_in_group AS vtime,
            i.params::jsonb AS params, coalesce(i.run_at, now()) AS run_at, i.max_attempts, i.idempotency_key
@@ -240,16 +267,11 @@ ins_keyed AS (
 ),
 ins AS (SELECT id, queue FROM ins_plain UNION ALL SELECT id, queue FROM ins_keyed),
 woken AS (SELECT pg_notify($15, q.queue) FROM (SELECT DISTINCT queue FROM ins) q),
--- A queue's clock row exists before its first claim (claims only advance it).
--- Inserted only when absent: an existing row may be mid-update by a claim,
--- and a conflicting insert would wait for that claim's commit.
-clocks AS (
-    INSERT INTO queue_clocks (queue, vtime)
-    SELECT DISTINCT g.queue, 0 FROM unnest($13::text[]) AS g(queue)
-    WHERE NOT EXISTS (SELECT 1 FROM queue_clocks c WHERE c.queue = g.queue)
-    ON CONFLICT (queue) DO NOTHING
-)
-SELECT ins.id FROM ins, (SELECT count(*) FROM woken) w";
+",
+    enqueue_groups!(clocks: "$13"),
+    "
+SELECT ins.id FROM ins, (SELECT count(*) FROM woken) w"
+);
 
 /// [`ENQUEUE_SQL`] for a batch without idempotency keys, where every job is
 /// inserted: no conflict handling, no ids returned (the caller knows them),
@@ -257,18 +279,11 @@ SELECT ins.id FROM ins, (SELECT count(*) FROM woken) w";
 /// went to materialising, re-reading and returning the rows. `$1`–`$8` job
 /// columns, `$9` offsets, `$10` group sizes per job, `$11`–`$13` the groups,
 /// `$14` the channel.
-const ENQUEUE_UNKEYED_SQL: &str = "
-WITH alloc AS (
-    INSERT INTO fair_queues AS f (tenant_id, queue, next_vtime)
-    SELECT g.tenant_id, g.queue, coalesce(c.vtime, 0) + g.n
-    FROM unnest($11::text[], $12::text[], $13::int8[]) AS g(tenant_id, queue, n)
-    LEFT JOIN queue_clocks c ON c.queue = g.queue
-    ON CONFLICT (tenant_id, queue) DO UPDATE
-    SET next_vtime = greatest(
-        f.next_vtime + excluded.next_vtime - coalesce((SELECT vtime FROM queue_clocks WHERE queue = excluded.queue), 0),
-        excluded.next_vtime)
-    RETURNING f.tenant_id, f.queue, f.next_vtime
-),
+const ENQUEUE_UNKEYED_SQL: &str = concat!(
+    "
+WITH ",
+    enqueue_groups!(alloc: "$11", "$12", "$13"),
+    ",
 ins AS (
     INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts)
     SELECT i.id, i.tenant_id, i.kind, i.queue, i.priority, a.next_vtime - i.group_size + i.offset_in_group,
@@ -278,13 +293,11 @@ ins AS (
          AS i(id, tenant_id, kind, queue, priority, params, run_at, max_attempts, offset_in_group, group_size)
     JOIN alloc a ON a.tenant_id = i.tenant_id AND a.queue = i.queue
 ),
-clocks AS (
-    INSERT INTO queue_clocks (queue, vtime)
-    SELECT DISTINCT g.queue, 0 FROM unnest($12::text[]) AS g(queue)
-    WHERE NOT EXISTS (SELECT 1 FROM queue_clocks c WHERE c.queue = g.queue)
-    ON CONFLICT (queue) DO NOTHING
-)
-SELECT pg_notify($14, q.queue) FROM (SELECT DISTINCT unnest($12::text[]) AS queue) q";
+",
+    enqueue_groups!(clocks: "$12"),
+    "
+SELECT pg_notify($14, q.queue) FROM (SELECT DISTINCT unnest($12::text[]) AS queue) q"
+);
 
 /// Serializes a tenant's quota checks (count + insert) until the transaction
 /// ends. `hashtext` yields an int4, so the key never equals the claim lock's.

@@ -10,9 +10,11 @@
 //! fenced by the [`Lease`]: a write from an attempt that lost its lease changes
 //! nothing and answers [`Error::LeaseLost`].
 
+mod artifacts;
 mod migrations;
 mod pool;
 mod postgres;
+mod sql;
 mod sqlite;
 mod stores;
 mod wake;

@@ -6,7 +6,6 @@
 //! caps stay exact). Wake-ups use LISTEN/NOTIFY with identifiers only (queue
 //! names, job ids).
 
-mod artifacts;
 mod audit;
 mod scans;
 mod schedule;
@@ -603,7 +602,8 @@ impl PgStore {
                     created: true,
                 })
                 .collect();
-            artifacts::insert_job_inputs(conn, jobs, &answers).await?;
+            super::artifacts::insert_job_inputs(super::sql::Db::Pg(&mut *conn), jobs, &answers)
+                .await?;
             return Ok(answers);
         }
         let inserted: Vec<Uuid> = sqlx::query(ENQUEUE_SQL)
@@ -662,7 +662,7 @@ impl PgStore {
                 created: false,
             });
         }
-        artifacts::insert_job_inputs(conn, jobs, &answers).await?;
+        super::artifacts::insert_job_inputs(super::sql::Db::Pg(&mut *conn), jobs, &answers).await?;
         Ok(answers)
     }
 

@@ -15,7 +15,6 @@
 //! a batch costs a few statements whatever its size. Wake-ups reach this
 //! process only, sent after the writing transaction commits.
 
-mod artifacts;
 mod audit;
 mod scans;
 mod schedule;
@@ -332,7 +331,7 @@ pub(crate) async fn enqueue_in(
             answers.push(existing_job(conn, job).await?);
         }
     }
-    artifacts::insert_job_inputs(conn, jobs, &answers).await?;
+    super::artifacts::insert_job_inputs(super::sql::Db::Sqlite(&mut *conn), jobs, &answers).await?;
     Ok(answers)
 }
 

@@ -14,6 +14,7 @@ mod artifacts;
 mod migrations;
 mod pool;
 mod postgres;
+mod scans;
 mod sql;
 mod sqlite;
 mod stores;

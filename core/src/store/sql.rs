@@ -33,7 +33,8 @@ pub(crate) enum Arg {
     Uuid(Option<Uuid>),
     Text(Option<String>),
     Int(Option<i64>),
-    Int4(i32),
+    Int4(Option<i32>),
+    Bool(Option<bool>),
     Time(Option<DateTime<Utc>>),
     Json(Option<Value>),
 }
@@ -89,7 +90,49 @@ impl From<u64> for Arg {
 
 impl From<i32> for Arg {
     fn from(value: i32) -> Self {
+        Arg::Int4(Some(value))
+    }
+}
+
+impl From<Option<i32>> for Arg {
+    fn from(value: Option<i32>) -> Self {
         Arg::Int4(value)
+    }
+}
+
+impl From<bool> for Arg {
+    fn from(value: bool) -> Self {
+        Arg::Bool(Some(value))
+    }
+}
+
+impl From<Option<bool>> for Arg {
+    fn from(value: Option<bool>) -> Self {
+        Arg::Bool(value)
+    }
+}
+
+impl From<Option<Uuid>> for Arg {
+    fn from(value: Option<Uuid>) -> Self {
+        Arg::Uuid(value)
+    }
+}
+
+impl From<Option<String>> for Arg {
+    fn from(value: Option<String>) -> Self {
+        Arg::Text(value)
+    }
+}
+
+impl From<&Option<String>> for Arg {
+    fn from(value: &Option<String>) -> Self {
+        Arg::Text(value.clone())
+    }
+}
+
+impl From<Option<&Value>> for Arg {
+    fn from(value: Option<&Value>) -> Self {
+        Arg::Json(value.cloned())
     }
 }
 
@@ -166,6 +209,41 @@ pub(crate) enum Db<'c> {
 }
 
 impl Db<'_> {
+    /// Picks a statement's text by dialect, where the two must differ (a
+    /// row lock PostgreSQL needs and SQLite's write lock makes moot).
+    pub(crate) fn pick(&self, postgres: &'static str, sqlite: &'static str) -> &'static str {
+        match self {
+            Db::Pg(_) => postgres,
+            Db::Sqlite(_) => sqlite,
+        }
+    }
+
+    /// Records an audited change in this transaction (`at`: when, where the
+    /// backend does not read its own clock).
+    pub(crate) async fn record_change(
+        &mut self,
+        tenant_id: &str,
+        actor: &crate::audit::Actor,
+        change: &crate::audit::Change,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        match self {
+            Db::Pg(conn) => {
+                super::postgres::audit::insert_change(conn, tenant_id, actor, change).await
+            }
+            Db::Sqlite(conn) => {
+                super::sqlite::audit::insert_change(
+                    conn,
+                    at.timestamp_micros(),
+                    tenant_id,
+                    actor,
+                    change,
+                )
+                .await
+            }
+        }
+    }
+
     /// Runs a statement; answers the rows it changed.
     pub(crate) async fn execute(&mut self, statement: Sql) -> Result<u64> {
         match self {
@@ -236,6 +314,7 @@ fn pg_query(
             Arg::Text(v) => query.bind(v),
             Arg::Int(v) => query.bind(v),
             Arg::Int4(v) => query.bind(v),
+            Arg::Bool(v) => query.bind(v),
             Arg::Time(v) => query.bind(v),
             Arg::Json(v) => query.bind(v),
         };
@@ -254,6 +333,7 @@ fn sqlite_query<'q>(
             Arg::Text(v) => query.bind(v),
             Arg::Int(v) => query.bind(v),
             Arg::Int4(v) => query.bind(v),
+            Arg::Bool(v) => query.bind(v),
             Arg::Time(v) => query.bind(v.map(|t| t.timestamp_micros())),
             Arg::Json(v) => query.bind(v.map(|j| j.to_string())),
         };
@@ -276,12 +356,35 @@ impl Row {
         self.get(column)
     }
 
+    pub(crate) fn int(&self, column: &str) -> Result<i64> {
+        self.get(column)
+    }
+
     pub(crate) fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        self.get(column)
+    }
+
+    pub(crate) fn int4(&self, column: &str) -> Result<i32> {
+        self.get(column)
+    }
+
+    pub(crate) fn bool(&self, column: &str) -> Result<bool> {
         self.get(column)
     }
 
     pub(crate) fn uuid(&self, column: &str) -> Result<Uuid> {
         self.get(column)
+    }
+
+    pub(crate) fn json(&self, column: &str) -> Result<Value> {
+        match self {
+            Row::Pg(row) => row.try_get(column).db("reading JSON"),
+            Row::Sqlite(row) => {
+                let text: String = row.try_get(column).db("reading JSON")?;
+                serde_json::from_str(&text)
+                    .map_err(|error| Error::corrupt("reading JSON", format!("{column}: {error}")))
+            }
+        }
     }
 
     pub(crate) fn time(&self, column: &str) -> Result<DateTime<Utc>> {

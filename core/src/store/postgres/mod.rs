@@ -6,8 +6,7 @@
 //! caps stay exact). Wake-ups use LISTEN/NOTIFY with identifiers only (queue
 //! names, job ids).
 
-mod audit;
-mod scans;
+pub(crate) mod audit;
 mod schedule;
 mod tenancy;
 

@@ -15,8 +15,7 @@
 //! a batch costs a few statements whatever its size. Wake-ups reach this
 //! process only, sent after the writing transaction commits.
 
-mod audit;
-mod scans;
+pub(crate) mod audit;
 mod schedule;
 mod tenancy;
 

@@ -18,6 +18,7 @@ mod scans;
 mod sql;
 mod sqlite;
 mod stores;
+mod tenancy;
 mod wake;
 
 use std::collections::BTreeMap;

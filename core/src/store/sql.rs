@@ -35,6 +35,7 @@ pub(crate) enum Arg {
     Int(Option<i64>),
     Int4(Option<i32>),
     Bool(Option<bool>),
+    Bytes(Vec<u8>),
     Time(Option<DateTime<Utc>>),
     Json(Option<Value>),
 }
@@ -100,6 +101,30 @@ impl From<Option<i32>> for Arg {
     }
 }
 
+impl From<Option<i64>> for Arg {
+    fn from(value: Option<i64>) -> Self {
+        Arg::Int(value)
+    }
+}
+
+impl From<&[u8]> for Arg {
+    fn from(value: &[u8]) -> Self {
+        Arg::Bytes(value.to_vec())
+    }
+}
+
+impl From<Option<&Value>> for Arg {
+    fn from(value: Option<&Value>) -> Self {
+        Arg::Json(value.cloned())
+    }
+}
+
+impl From<&Option<Value>> for Arg {
+    fn from(value: &Option<Value>) -> Self {
+        Arg::Json(value.clone())
+    }
+}
+
 impl From<bool> for Arg {
     fn from(value: bool) -> Self {
         Arg::Bool(Some(value))
@@ -127,12 +152,6 @@ impl From<Option<String>> for Arg {
 impl From<&Option<String>> for Arg {
     fn from(value: &Option<String>) -> Self {
         Arg::Text(value.clone())
-    }
-}
-
-impl From<Option<&Value>> for Arg {
-    fn from(value: Option<&Value>) -> Self {
-        Arg::Json(value.cloned())
     }
 }
 
@@ -315,6 +334,7 @@ fn pg_query(
             Arg::Int(v) => query.bind(v),
             Arg::Int4(v) => query.bind(v),
             Arg::Bool(v) => query.bind(v),
+            Arg::Bytes(v) => query.bind(v),
             Arg::Time(v) => query.bind(v),
             Arg::Json(v) => query.bind(v),
         };
@@ -334,6 +354,7 @@ fn sqlite_query<'q>(
             Arg::Int(v) => query.bind(v),
             Arg::Int4(v) => query.bind(v),
             Arg::Bool(v) => query.bind(v),
+            Arg::Bytes(v) => query.bind(v),
             Arg::Time(v) => query.bind(v.map(|t| t.timestamp_micros())),
             Arg::Json(v) => query.bind(v.map(|j| j.to_string())),
         };
@@ -365,6 +386,14 @@ impl Row {
     }
 
     pub(crate) fn int4(&self, column: &str) -> Result<i32> {
+        self.get(column)
+    }
+
+    pub(crate) fn opt_int4(&self, column: &str) -> Result<Option<i32>> {
+        self.get(column)
+    }
+
+    pub(crate) fn bytes(&self, column: &str) -> Result<Vec<u8>> {
         self.get(column)
     }
 

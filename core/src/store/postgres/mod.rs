@@ -8,7 +8,6 @@
 
 pub(crate) mod audit;
 mod schedule;
-mod tenancy;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

@@ -17,7 +17,6 @@
 
 pub(crate) mod audit;
 mod schedule;
-mod tenancy;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::str::FromStr;

@@ -25,16 +25,30 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use aho_corasick::AhoCorasick;
 use flate2::read::MultiGzDecoder;
+use rayon::prelude::*;
 
 use crate::classify::{SkipReason, Tracked};
 use crate::custom::{Allowlist, CustomRule};
 use crate::finding::{fingerprint, redact, Finding};
 use crate::rules::{builtin, Rule, Severity};
+
+/// Threads of the CPU pool every scan shares (rayon's global pool: one per
+/// core unless the process sized it, e.g. `longhaul scan --threads`).
+pub fn cpu_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Sizes the CPU pool; once per process, before the first scan.
+pub fn set_cpu_threads(threads: usize) -> Result<(), String> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build_global()
+        .map_err(|error| format!("sizing the scan thread pool: {error}"))
+}
 
 /// Bytes read per step.
 pub const CHUNK: usize = 1 << 20;
@@ -385,24 +399,23 @@ impl Scanner {
         Ok(findings)
     }
 
-    /// Every finding in `data`, scanned in parallel: `data` is split into
-    /// segments of about `len / threads` bytes. The same findings, in the
-    /// same order, as `scan_reader` on the same bytes.
-    pub fn scan_bytes(&self, name: &str, data: &[u8], threads: usize) -> Vec<Finding> {
-        let threads = threads.max(1);
-        let segment = data.len().div_ceil(threads).max(1);
-        self.scan_bytes_segmented(name, data, threads, segment)
+    /// Every finding in `data`, scanned in parallel on the CPU pool
+    /// ([`cpu_threads`]): `data` is split into `parts` segments of about
+    /// `len / parts` bytes. The same findings, in the same order, as
+    /// `scan_reader` on the same bytes.
+    pub fn scan_bytes(&self, name: &str, data: &[u8], parts: usize) -> Vec<Finding> {
+        let segment = data.len().div_ceil(parts.max(1)).max(1);
+        self.scan_bytes_segmented(name, data, segment)
     }
 
     /// `scan_bytes` with segments of `segment_bytes` (each start moved to
-    /// just after a newline), scanned on `threads` threads. Each segment
-    /// scans its bytes and the next `OVERLAP` and reports only the matches
-    /// that start in it.
+    /// just after a newline), scanned on the CPU pool. Each segment scans
+    /// its bytes and the next `OVERLAP` and reports only the matches that
+    /// start in it.
     pub fn scan_bytes_segmented(
         &self,
         name: &str,
         data: &[u8],
-        threads: usize,
         segment_bytes: usize,
     ) -> Vec<Finding> {
         if self.allowlist.allows_path(name) {
@@ -427,31 +440,22 @@ impl Scanner {
             .enumerate()
             .map(|(i, &start)| (start, starts.get(i + 1).copied().unwrap_or(data.len())))
             .collect();
-        // Per segment: its findings and its newline count.
-        let results: Vec<Mutex<(Vec<Finding>, usize)>> =
-            bounds.iter().map(|_| Mutex::new((Vec::new(), 0))).collect();
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..threads.max(1).min(bounds.len()) {
-                scope.spawn(|| loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(start, end)) = bounds.get(index) else {
-                        return;
-                    };
-                    let slice = &data[start..(end + OVERLAP).min(data.len())];
-                    // Reading a byte slice never fails.
-                    let found = self
-                        .scan_stream(name, slice, Some(end - start))
-                        .unwrap_or_default();
-                    let newlines = data[start..end].iter().filter(|&&b| b == b'\n').count();
-                    *results[index].lock().unwrap_or_else(|p| p.into_inner()) = (found, newlines);
-                });
-            }
-        });
+        // Per segment, in order: its findings and its newline count.
+        let results: Vec<(Vec<Finding>, usize)> = bounds
+            .par_iter()
+            .map(|&(start, end)| {
+                let slice = &data[start..(end + OVERLAP).min(data.len())];
+                // Reading a byte slice never fails.
+                let found = self
+                    .scan_stream(name, slice, Some(end - start))
+                    .unwrap_or_default();
+                let newlines = data[start..end].iter().filter(|&&b| b == b'\n').count();
+                (found, newlines)
+            })
+            .collect();
         let mut findings = Vec::new();
         let mut lines_before = 0usize;
-        for result in results {
-            let (found, newlines) = result.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (found, newlines) in results {
             findings.extend(found.into_iter().map(|mut finding| {
                 finding.line += lines_before;
                 finding
@@ -463,48 +467,39 @@ impl Scanner {
     }
 
     /// Scans a file or a folder tree (`.git` folders, binaries and
-    /// allowlisted paths skipped) on `threads` threads.
-    pub fn scan_path(&self, root: &Path, threads: usize) -> std::io::Result<ScanReport> {
+    /// allowlisted paths skipped), files in parallel on the CPU pool.
+    pub fn scan_path(&self, root: &Path) -> std::io::Result<ScanReport> {
         let mut files = collect_files(root)?;
         if !self.allowlist.is_empty() {
             files.retain(|path| !self.allowlist.allows_path(&path.display().to_string()));
         }
-        let next = AtomicUsize::new(0);
         let report = Mutex::new(ScanReport::default());
         let failure: Mutex<Option<std::io::Error>> = Mutex::new(None);
-        std::thread::scope(|scope| {
-            for _ in 0..threads.max(1) {
-                scope.spawn(|| loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = files.get(index) else {
-                        return;
-                    };
-                    match self.scan_file(path) {
-                        Ok((Content::Findings(found), size)) => {
-                            let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
-                            report.files += 1;
-                            report.bytes += size;
-                            report.findings.extend(found);
-                        }
-                        Ok((Content::Skipped(SkipReason::Binary), _)) => {
-                            let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
-                            report.skipped_binary += 1;
-                        }
-                        Ok((Content::Skipped(SkipReason::CorruptGzip), _)) => {
-                            let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
-                            report.skipped_corrupt_gzip += 1;
-                        }
-                        Err(error) => {
-                            let mut failure = failure.lock().unwrap_or_else(|p| p.into_inner());
-                            failure.get_or_insert(std::io::Error::new(
-                                error.kind(),
-                                format!("{}: {error}", path.display()),
-                            ));
-                        }
-                    }
-                });
-            }
-        });
+        files
+            .par_iter()
+            .for_each(|path| match self.scan_file(path) {
+                Ok((Content::Findings(found), size)) => {
+                    let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+                    report.files += 1;
+                    report.bytes += size;
+                    report.findings.extend(found);
+                }
+                Ok((Content::Skipped(SkipReason::Binary), _)) => {
+                    let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+                    report.skipped_binary += 1;
+                }
+                Ok((Content::Skipped(SkipReason::CorruptGzip), _)) => {
+                    let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+                    report.skipped_corrupt_gzip += 1;
+                }
+                Err(error) => {
+                    let mut failure = failure.lock().unwrap_or_else(|p| p.into_inner());
+                    failure.get_or_insert(std::io::Error::new(
+                        error.kind(),
+                        format!("{}: {error}", path.display()),
+                    ));
+                }
+            });
         if let Some(error) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(error);
         }

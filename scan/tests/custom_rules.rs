@@ -177,7 +177,7 @@ fn allowlists_drop_exactly_the_listed_fingerprints_and_paths() {
         std::fs::write(&path, format!("// {file}\n{line}\n")).unwrap();
         secrets.push(secret);
     }
-    let all = Scanner::builtin().scan_path(&dir, 2).unwrap();
+    let all = Scanner::builtin().scan_path(&dir).unwrap();
     assert_eq!(all.findings.len(), files.len(), "{:?}", all.findings);
     let lib = all
         .findings
@@ -193,7 +193,7 @@ fn allowlists_drop_exactly_the_listed_fingerprints_and_paths() {
     assert!(!allowlist.is_empty());
     assert!(allowlist.allows(lib));
     let scanner = Scanner::with_rules(longhaul_scan::rules::builtin(), Vec::new(), allowlist);
-    let report = scanner.scan_path(&dir, 2).unwrap();
+    let report = scanner.scan_path(&dir).unwrap();
     let prefix = format!("{}/", dir.display());
     let kept: BTreeSet<&str> = report
         .findings
@@ -361,7 +361,7 @@ fn parallel_segments_equal_the_streaming_scan() {
     let body = pem_at + "-----BEGIN RSA PRIVATE KEY-----\n".len();
     for segment in [body, body + 10, pem_at, pem_at + 5, 1 << 20] {
         assert_eq!(
-            scanner.scan_bytes_segmented("big.rs", &text, 3, segment),
+            scanner.scan_bytes_segmented("big.rs", &text, segment),
             expected,
             "segment {segment}"
         );
@@ -379,7 +379,7 @@ fn tiny_segments_equal_the_streaming_scan() {
     assert!(expected.iter().any(|f| f.rule == "private-key"));
     for segment in [1, 64, 1000, 4096] {
         assert_eq!(
-            scanner.scan_bytes_segmented("small.rs", &text, 4, segment),
+            scanner.scan_bytes_segmented("small.rs", &text, segment),
             expected,
             "segment {segment}"
         );
@@ -389,7 +389,7 @@ fn tiny_segments_equal_the_streaming_scan() {
     let line = b"x request_id = \"0123abcd-\" y";
     let one = scanner.scan_reader("one", &line[..]).unwrap();
     assert_eq!(one.len(), 1);
-    assert_eq!(scanner.scan_bytes_segmented("one", line, 4, 3), one);
+    assert_eq!(scanner.scan_bytes_segmented("one", line, 3), one);
 }
 
 #[test]
@@ -397,7 +397,7 @@ fn planted_secrets_are_never_in_a_finding() {
     let dir = temp_dir("redaction");
     let scanner = scanner_with_everything();
     let planted = corpus::generate(&dir, scanner.rules(), 2, 64 * 1024, 2, 41).unwrap();
-    let report = scanner.scan_path(&dir, 2).unwrap();
+    let report = scanner.scan_path(&dir).unwrap();
     for finding in &report.findings {
         let json = serde_json::to_string(finding).unwrap();
         for label in &planted {

@@ -30,7 +30,7 @@ fn every_planted_secret_is_found_where_it_was_planted_and_nothing_else() {
     let dir = temp_dir("corpus");
     let planted = corpus::generate(&dir, scanner.rules(), 8, 256 * 1024, 3, 42).unwrap();
     assert_eq!(planted.len(), scanner.rules().len() * 3);
-    let report = scanner.scan_path(&dir, 2).unwrap();
+    let report = scanner.scan_path(&dir).unwrap();
     assert_eq!(report.files, 8);
 
     let prefix = format!("{}/", dir.display());

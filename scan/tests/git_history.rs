@@ -91,7 +91,7 @@ fn secrets_anywhere_in_the_history_are_found_with_commit_path_and_line() {
     assert_eq!(findings.len(), 2, "{seen:?}");
 
     // The files as they are now hold neither.
-    let report = scanner.scan_path(&repo.join("app.py"), 1).unwrap();
+    let report = scanner.scan_path(&repo.join("app.py")).unwrap();
     assert!(report.findings.is_empty());
     std::fs::remove_dir_all(repo).unwrap();
 }

@@ -38,7 +38,7 @@ fn gzip_files_in_a_folder_are_scanned_decompressed() {
     std::fs::write(dir.join("blob.bin.gz"), gzip(&[0u8, 1, 2, 3, 0, 9])).unwrap();
     std::fs::write(dir.join("broken.gz"), [0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5]).unwrap();
 
-    let report = Scanner::builtin().scan_path(&dir, 2).unwrap();
+    let report = Scanner::builtin().scan_path(&dir).unwrap();
     assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
     let finding = &report.findings[0];
     assert_eq!(finding.rule, "github-token");

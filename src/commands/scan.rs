@@ -100,16 +100,17 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
                 eprintln!("{}", json!({"history": target, "findings": findings.len()}));
                 return Ok(!findings.is_empty());
             }
-            let threads = threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-            });
+            if let Some(threads) = threads {
+                longhaul_scan::engine::set_cpu_threads(threads).map_err(anyhow::Error::msg)?;
+            }
+            let threads = longhaul_scan::engine::cpu_threads();
             let started = Instant::now();
             let one_plain_file = path.is_file()
                 && !is_gzip(
                     &read_head(&path).with_context(|| format!("reading {}", path.display()))?,
                 );
             let report = if one_plain_file {
-                // One file: read whole and split over the threads.
+                // One file: read whole and split over the pool's threads.
                 let data =
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 ScanReport {
@@ -120,7 +121,7 @@ pub fn run(command: ScanCommand) -> anyhow::Result<bool> {
                 }
             } else {
                 scanner
-                    .scan_path(&path, threads)
+                    .scan_path(&path)
                     .with_context(|| format!("scanning {}", path.display()))?
             };
             let seconds = started.elapsed().as_secs_f64();

@@ -21,9 +21,10 @@ use crate::services::JobServices;
 /// Objects fetched and scanned at once.
 pub const OBJECTS_IN_FLIGHT: usize = 4;
 
-/// Threads the engine may use for one scan: the worker's cores.
+/// Segments a big object is split into: one per thread of the engine's
+/// CPU pool, which every scan of the worker shares.
 pub fn scan_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    longhaul_scan::engine::cpu_threads()
 }
 
 /// The store of one of the tenant's data buckets, if its settings still name

@@ -287,6 +287,27 @@ fn state_conflict(action: &str, id: JobId, state: JobState) -> Error {
     Error::Conflict(format!("cannot {action} job {id}: it is {state}"))
 }
 
+/// What a cancel answers when its statement changed no row: the job as it
+/// is (`None`: no such job of the tenant). Already cancelled, or running and
+/// already asked to stop, is the cancel done; any other state is a conflict.
+fn cancel_unchanged(id: JobId, job: Option<Job>) -> Result<Job> {
+    let job = job.ok_or(Error::NotFound(id))?;
+    match job.state {
+        JobState::Cancelled => Ok(job),
+        JobState::Running if job.cancel_requested => Ok(job),
+        state => Err(state_conflict("cancel", id, state)),
+    }
+}
+
+/// What a retry answers when its statement changed no row: only failed and
+/// cancelled jobs can be retried (`None`: no such job of the tenant).
+fn retry_unchanged(id: JobId, job: Option<Job>) -> Error {
+    match job {
+        None => Error::NotFound(id),
+        Some(job) => state_conflict("retry", id, job.state),
+    }
+}
+
 /// A running cap is a whole number of jobs, at least 1 (None removes it).
 fn validate_max_running(max_running: Option<i32>) -> Result<()> {
     match max_running {

@@ -24,9 +24,9 @@ use uuid::Uuid;
 use super::pool::{probe_postgres, PoolSettings};
 use super::wake::{Wake, WakeHub, WakeReceiver, CANCEL_CHANNEL, QUEUE_CHANNEL};
 use super::{
-    check_max_queued, count_created, idempotency_conflict, job_cancelled, job_creations,
-    job_retried, lease_lost, state_conflict, state_counts, validate_max_running, Backend, Created,
-    JobStore, Rescued,
+    cancel_unchanged, check_max_queued, count_created, idempotency_conflict, job_cancelled,
+    job_creations, job_retried, lease_lost, retry_unchanged, state_counts, validate_max_running,
+    Backend, Created, JobStore, Rescued,
 };
 use crate::audit::Actor;
 use crate::error::{DbContext, Error, Result};
@@ -413,6 +413,19 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// The tenant's job, if it exists.
+    async fn find_job(&self, tenant_id: &str, id: JobId) -> Result<Option<Job>> {
+        sqlx::query("SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2")
+            .bind(id.as_uuid())
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await
+            .db("reading a job")?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
     /// Connects a pool (`max_connections`) to the database the URL names.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         Self::connect_pool(url, PoolSettings::new(max_connections)).await
@@ -1075,14 +1088,9 @@ impl JobStore for PgStore {
     }
 
     async fn get_job(&self, tenant_id: &str, id: JobId) -> Result<Job> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1 AND tenant_id = $2")
-            .bind(id.as_uuid())
-            .bind(tenant_id)
-            .fetch_optional(&self.pool)
-            .await
-            .db("reading a job")?
-            .ok_or(Error::NotFound(id))?;
-        job_from_row(&row)
+        self.find_job(tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound(id))
     }
 
     async fn find_job_by_idempotency_key(&self, tenant_id: &str, key: &str) -> Result<Option<Job>> {
@@ -1296,13 +1304,7 @@ impl JobStore for PgStore {
         .db("cancelling a job")?;
         let Some(row) = row else {
             drop(tx);
-            let job = self.get_job(tenant_id, id).await?;
-            // Cancelled, or already asked to cancel: nothing more to do.
-            return match job.state {
-                JobState::Cancelled => Ok(job),
-                JobState::Running if job.cancel_requested => Ok(job),
-                state => Err(state_conflict("cancel", id, state)),
-            };
+            return cancel_unchanged(id, self.find_job(tenant_id, id).await?);
         };
         let job = job_from_row(&row)?;
         record(&mut tx, tenant_id, actor, &job_cancelled(&job)).await?;
@@ -1363,8 +1365,7 @@ impl JobStore for PgStore {
         .db("retrying a job")?;
         let Some(row) = row else {
             drop(tx);
-            let job = self.get_job(tenant_id, id).await?;
-            return Err(state_conflict("retry", id, job.state));
+            return Err(retry_unchanged(id, self.find_job(tenant_id, id).await?));
         };
         let job = job_from_row(&row)?;
         if let Some(limit) = max_queued {

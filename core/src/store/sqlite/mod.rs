@@ -37,9 +37,9 @@ use uuid::Uuid;
 use super::pool::PoolSettings;
 use super::wake::{Wake, WakeHub, WakeReceiver};
 use super::{
-    check_max_queued, count_created, idempotency_conflict, job_cancelled, job_creations,
-    job_retried, lease_lost, state_conflict, state_counts, validate_max_running, Backend, Created,
-    JobStore, Rescued,
+    cancel_unchanged, check_max_queued, count_created, idempotency_conflict, job_cancelled,
+    job_creations, job_retried, lease_lost, retry_unchanged, state_counts, validate_max_running,
+    Backend, Created, JobStore, Rescued,
 };
 use crate::audit::Actor;
 use crate::error::{DbContext, Error, Result};
@@ -1105,13 +1105,7 @@ impl JobStore for SqliteStore {
         let Some(row) = row else {
             let job = find_job(w.conn(), tenant_id, id).await?;
             w.rollback().await?;
-            return match job {
-                None => Err(Error::NotFound(id)),
-                // Cancelled, or already asked to cancel: nothing more to do.
-                Some(job) if job.state == JobState::Cancelled => Ok(job),
-                Some(job) if job.state == JobState::Running && job.cancel_requested => Ok(job),
-                Some(job) => Err(state_conflict("cancel", id, job.state)),
-            };
+            return cancel_unchanged(id, job);
         };
         let job = job_from_row(&row)?;
         let event = if job.state == JobState::Cancelled {
@@ -1167,8 +1161,7 @@ impl JobStore for SqliteStore {
         let Some(row) = row else {
             let job = find_job(w.conn(), tenant_id, id).await?;
             w.rollback().await?;
-            let job = job.ok_or(Error::NotFound(id))?;
-            return Err(state_conflict("retry", id, job.state));
+            return Err(retry_unchanged(id, job));
         };
         let job = job_from_row(&row)?;
         if let Some(limit) = max_queued {

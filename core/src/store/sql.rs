@@ -34,6 +34,7 @@ pub(crate) enum Arg {
     Text(Option<String>),
     Int(Option<i64>),
     Int4(Option<i32>),
+    Int2(Option<i16>),
     Bool(Option<bool>),
     Bytes(Vec<u8>),
     Time(Option<DateTime<Utc>>),
@@ -122,6 +123,12 @@ impl From<Option<&Value>> for Arg {
 impl From<&Option<Value>> for Arg {
     fn from(value: &Option<Value>) -> Self {
         Arg::Json(value.clone())
+    }
+}
+
+impl From<Option<i16>> for Arg {
+    fn from(value: Option<i16>) -> Self {
+        Arg::Int2(value)
     }
 }
 
@@ -333,6 +340,7 @@ fn pg_query(
             Arg::Text(v) => query.bind(v),
             Arg::Int(v) => query.bind(v),
             Arg::Int4(v) => query.bind(v),
+            Arg::Int2(v) => query.bind(v),
             Arg::Bool(v) => query.bind(v),
             Arg::Bytes(v) => query.bind(v),
             Arg::Time(v) => query.bind(v),
@@ -353,6 +361,7 @@ fn sqlite_query<'q>(
             Arg::Text(v) => query.bind(v),
             Arg::Int(v) => query.bind(v),
             Arg::Int4(v) => query.bind(v),
+            Arg::Int2(v) => query.bind(v),
             Arg::Bool(v) => query.bind(v),
             Arg::Bytes(v) => query.bind(v),
             Arg::Time(v) => query.bind(v.map(|t| t.timestamp_micros())),
@@ -393,6 +402,10 @@ impl Row {
         self.get(column)
     }
 
+    pub(crate) fn opt_int2(&self, column: &str) -> Result<Option<i16>> {
+        self.get(column)
+    }
+
     pub(crate) fn bytes(&self, column: &str) -> Result<Vec<u8>> {
         self.get(column)
     }
@@ -402,6 +415,10 @@ impl Row {
     }
 
     pub(crate) fn uuid(&self, column: &str) -> Result<Uuid> {
+        self.get(column)
+    }
+
+    pub(crate) fn opt_uuid(&self, column: &str) -> Result<Option<Uuid>> {
         self.get(column)
     }
 

@@ -8,98 +8,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
-use sqlx::postgres::PgRow;
-use sqlx::Row;
+use serde_json::json;
 use uuid::Uuid;
 
-use super::audit::{insert_change as record, insert_changes as insert_changes_pg};
+use super::audit::insert_changes as insert_changes_pg;
 use crate::audit::{Actor, Change};
 use crate::error::{DbContext, Error, Result};
-use crate::ids::JobId;
 use crate::schedule::{
-    change, check_new_schedule, first_fire, parse_schedule_id, plan, same_fire, schedule_id_text,
-    FireReport, JobMaker, NewSchedule, PlannedFire, QueuedQuota, QuotaSkip, Schedule,
-    SchedulePatch, ScheduleStore, DEFAULT_MAX_SCHEDULES, SKIP_QUOTA_EXCEEDED,
+    plan, FireReport, JobMaker, NewSchedule, PlannedFire, QueuedQuota, QuotaSkip, Schedule,
+    SchedulePatch, ScheduleStore, SKIP_QUOTA_EXCEEDED,
 };
+use crate::store::schedule as shared;
+use crate::store::sql::Row as SharedRow;
 use crate::store::PgStore;
 use crate::usage::Period;
-
-fn schedule_from_row(row: &PgRow) -> Result<Schedule> {
-    let id: Uuid = row.try_get("id").db("reading a schedule id")?;
-    let overlap: String = row.try_get("overlap_policy").db("reading a schedule")?;
-    let misfire: String = row.try_get("misfire_policy").db("reading a schedule")?;
-    let jitter: i32 = row.try_get("jitter_seconds").db("reading a schedule")?;
-    let last_job: Option<Uuid> = row.try_get("last_job_id").db("reading a schedule")?;
-    Ok(Schedule {
-        id: schedule_id_text(id),
-        tenant_id: row.try_get("tenant_id").db("reading a schedule")?,
-        name: row.try_get("name").db("reading a schedule")?,
-        cron: row.try_get("cron").db("reading a schedule")?,
-        time_zone: row.try_get("time_zone").db("reading a schedule")?,
-        kind: row.try_get("kind").db("reading a schedule")?,
-        queue: row.try_get("queue").db("reading a schedule")?,
-        params: row.try_get("params").db("reading a schedule")?,
-        priority: row.try_get("priority").db("reading a schedule")?,
-        jitter_seconds: u32::try_from(jitter).unwrap_or(0),
-        overlap_policy: overlap
-            .parse()
-            .map_err(|_| Error::corrupt("schedule overlap policy", &overlap))?,
-        misfire_policy: misfire
-            .parse()
-            .map_err(|_| Error::corrupt("schedule misfire policy", &misfire))?,
-        paused: row.try_get("paused").db("reading a schedule")?,
-        next_fire_at: row.try_get("next_fire_at").db("reading a schedule")?,
-        last_fire_at: row.try_get("last_fire_at").db("reading a schedule")?,
-        last_job_id: last_job.map(JobId::from_uuid),
-        last_skipped_at: row.try_get("last_skipped_at").db("reading a schedule")?,
-        last_skip_reason: row.try_get("last_skip_reason").db("reading a schedule")?,
-        created_at: row.try_get("created_at").db("reading a schedule")?,
-        updated_at: row.try_get("updated_at").db("reading a schedule")?,
-    })
-}
-
-/// A tenant's schedule, read under its row lock until the transaction ends
-/// (`id` is the text the caller named it by, for the not-found error).
-async fn lock_schedule(
-    conn: &mut sqlx::PgConnection,
-    tenant_id: Option<&str>,
-    uuid: Uuid,
-    id: &str,
-) -> Result<Schedule> {
-    let row = sqlx::query(
-        "SELECT * FROM schedules WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 FOR UPDATE",
-    )
-    .bind(uuid)
-    .bind(tenant_id)
-    .fetch_optional(conn)
-    .await
-    .db("reading a schedule")?
-    .ok_or_else(|| Error::no_such("schedule", id))?;
-    schedule_from_row(&row)
-}
-
-/// The audit log is per tenant; system schedules log under the system tenant.
-async fn record_change(
-    conn: &mut sqlx::PgConnection,
-    schedule: &Schedule,
-    actor: &Actor,
-    change: &Change,
-) -> Result<()> {
-    record(conn, schedule.job_tenant(), actor, change).await
-}
-
-fn name_taken(error: sqlx::Error, name: &str) -> Error {
-    match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            Error::Conflict(format!("a schedule named {name:?} already exists"))
-        }
-        _ => Error::Database {
-            context: "writing a schedule",
-            source: error,
-        },
-    }
-}
 
 #[async_trait]
 impl ScheduleStore for PgStore {
@@ -111,86 +33,11 @@ impl ScheduleStore for PgStore {
         now: DateTime<Utc>,
         actor: &Actor,
     ) -> Result<Schedule> {
-        let spec = check_new_schedule(new)?;
-        let id = Uuid::now_v7();
-        let (next_fire_at, next_run_at) = first_fire(&spec, id, new.jitter_seconds, now);
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .db("starting to create a schedule")?;
-        if let Some(tenant_id) = tenant_id {
-            // Serialize a tenant's creations so the limit holds under concurrency.
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('schedules:' || $1))")
-                .bind(tenant_id)
-                .execute(&mut *tx)
-                .await
-                .db("taking a tenant's schedule lock")?;
-            let limit = max_schedules.unwrap_or(DEFAULT_MAX_SCHEDULES);
-            let held: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM schedules WHERE tenant_id = $1")
-                    .bind(tenant_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .db("counting schedules")?;
-            if held >= limit {
-                return Err(Error::LimitReached {
-                    what: "schedules",
-                    limit,
-                    current: held,
-                });
-            }
-        }
-        let row = sqlx::query(
-            "INSERT INTO schedules (id, tenant_id, name, cron, time_zone, kind, queue, params,
-                                    priority, jitter_seconds, overlap_policy, misfire_policy,
-                                    paused, next_fire_at, next_run_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             RETURNING *",
-        )
-        .bind(id)
-        .bind(tenant_id)
-        .bind(&new.name)
-        .bind(spec.expression())
-        .bind(spec.time_zone())
-        .bind(&new.kind)
-        .bind(&new.queue)
-        .bind(&new.params)
-        .bind(new.priority)
-        .bind(i32::try_from(new.jitter_seconds).unwrap_or(i32::MAX))
-        .bind(new.overlap_policy.as_str())
-        .bind(new.misfire_policy.as_str())
-        .bind(new.paused)
-        .bind(next_fire_at)
-        .bind(next_run_at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|error| name_taken(error, &new.name))?;
-        let schedule = schedule_from_row(&row)?;
-        let details = json!({"name": schedule.name, "cron": schedule.cron, "timeZone": schedule.time_zone, "kind": schedule.kind});
-        record_change(
-            &mut tx,
-            &schedule,
-            actor,
-            &change("schedule.create", &schedule, details),
-        )
-        .await?;
-        tx.commit().await.db("committing a new schedule")?;
-        Ok(schedule)
+        shared::create_schedule(self, tenant_id, new, max_schedules, now, actor).await
     }
 
     async fn get_schedule(&self, tenant_id: Option<&str>, id: &str) -> Result<Schedule> {
-        let uuid = parse_schedule_id(id)?;
-        let row = sqlx::query(
-            "SELECT * FROM schedules WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2",
-        )
-        .bind(uuid)
-        .bind(tenant_id)
-        .fetch_optional(self.pool())
-        .await
-        .db("reading a schedule")?
-        .ok_or_else(|| Error::no_such("schedule", id))?;
-        schedule_from_row(&row)
+        shared::get_schedule(self, tenant_id, id).await
     }
 
     async fn list_schedules(
@@ -199,36 +46,7 @@ impl ScheduleStore for PgStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Schedule>> {
-        let after =
-            match after {
-                Some(text) => Some(parse_schedule_id(text).map_err(|_| {
-                    Error::validation("cursor", "is not a cursor this API returned")
-                })?),
-                None => None,
-            };
-        // `tenant_id = $1` (not IS NOT DISTINCT FROM) so that a tenant's page
-        // reads schedules_tenant_idx; system schedules have their own query.
-        let sql = match tenant_id {
-            Some(_) => {
-                "SELECT * FROM schedules WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2)
-                 ORDER BY id LIMIT $3"
-            }
-            None => {
-                "SELECT * FROM schedules
-                 WHERE tenant_id IS NULL AND $1::text IS NULL AND ($2::uuid IS NULL OR id > $2)
-                 ORDER BY id LIMIT $3"
-            }
-        };
-        sqlx::query(sql)
-            .bind(tenant_id)
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(self.pool())
-            .await
-            .db("listing schedules")?
-            .iter()
-            .map(schedule_from_row)
-            .collect()
+        shared::list_schedules(self, tenant_id, after, limit).await
     }
 
     async fn update_schedule(
@@ -239,56 +57,7 @@ impl ScheduleStore for PgStore {
         now: DateTime<Utc>,
         actor: &Actor,
     ) -> Result<Schedule> {
-        let uuid = parse_schedule_id(id)?;
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .db("starting to update a schedule")?;
-        let old = lock_schedule(&mut tx, tenant_id, uuid, id).await?;
-        if patch.is_empty() {
-            return Ok(old);
-        }
-        let new = patch.apply_to(&old);
-        let spec = check_new_schedule(&new)?;
-        let (next_fire_at, next_run_at) = if patch.changes_timing() {
-            first_fire(&spec, uuid, new.jitter_seconds, now)
-        } else {
-            same_fire(uuid, old.next_fire_at, new.jitter_seconds)
-        };
-        let row = sqlx::query(
-            "UPDATE schedules SET name = $2, cron = $3, time_zone = $4, kind = $5, queue = $6,
-                 params = $7, priority = $8, jitter_seconds = $9, overlap_policy = $10,
-                 misfire_policy = $11, next_fire_at = $12, next_run_at = $13, updated_at = now()
-             WHERE id = $1 RETURNING *",
-        )
-        .bind(uuid)
-        .bind(&new.name)
-        .bind(spec.expression())
-        .bind(spec.time_zone())
-        .bind(&new.kind)
-        .bind(&new.queue)
-        .bind(&new.params)
-        .bind(new.priority)
-        .bind(i32::try_from(new.jitter_seconds).unwrap_or(i32::MAX))
-        .bind(new.overlap_policy.as_str())
-        .bind(new.misfire_policy.as_str())
-        .bind(next_fire_at)
-        .bind(next_run_at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|error| name_taken(error, &new.name))?;
-        let schedule = schedule_from_row(&row)?;
-        let details = serde_json::to_value(patch).unwrap_or(Value::Null);
-        record_change(
-            &mut tx,
-            &schedule,
-            actor,
-            &change("schedule.update", &schedule, details),
-        )
-        .await?;
-        tx.commit().await.db("committing a schedule update")?;
-        Ok(schedule)
+        shared::update_schedule(self, tenant_id, id, patch, now, actor).await
     }
 
     async fn set_schedule_paused(
@@ -299,53 +68,7 @@ impl ScheduleStore for PgStore {
         now: DateTime<Utc>,
         actor: &Actor,
     ) -> Result<Schedule> {
-        let uuid = parse_schedule_id(id)?;
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .db("starting to pause a schedule")?;
-        // Read under the row lock: a concurrent PATCH cannot change the cron
-        // between this read and the next fire time computed from it.
-        let old = lock_schedule(&mut tx, tenant_id, uuid, id).await?;
-        if old.paused == paused {
-            // Already so: nothing changes, nothing is recorded.
-            return Ok(old);
-        }
-        let spec = old.spec()?;
-        let (next_fire_at, next_run_at) = if paused {
-            same_fire(uuid, old.next_fire_at, old.jitter_seconds)
-        } else {
-            first_fire(&spec, uuid, old.jitter_seconds, now)
-        };
-        let row = sqlx::query(
-            "UPDATE schedules SET paused = $3, next_fire_at = $4, next_run_at = $5, updated_at = now()
-             WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 RETURNING *",
-        )
-        .bind(uuid)
-        .bind(tenant_id)
-        .bind(paused)
-        .bind(next_fire_at)
-        .bind(next_run_at)
-        .fetch_optional(&mut *tx)
-        .await
-        .db("pausing a schedule")?
-        .ok_or_else(|| Error::no_such("schedule", id))?;
-        let schedule = schedule_from_row(&row)?;
-        let action = if paused {
-            "schedule.pause"
-        } else {
-            "schedule.resume"
-        };
-        record_change(
-            &mut tx,
-            &schedule,
-            actor,
-            &change(action, &schedule, json!({})),
-        )
-        .await?;
-        tx.commit().await.db("committing a schedule pause")?;
-        Ok(schedule)
+        shared::set_schedule_paused(self, tenant_id, id, paused, now, actor).await
     }
 
     async fn delete_schedule(
@@ -354,36 +77,7 @@ impl ScheduleStore for PgStore {
         id: &str,
         actor: &Actor,
     ) -> Result<()> {
-        let uuid = parse_schedule_id(id)?;
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .db("starting to delete a schedule")?;
-        let row = sqlx::query(
-            "DELETE FROM schedules WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 RETURNING *",
-        )
-        .bind(uuid)
-        .bind(tenant_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .db("deleting a schedule")?
-        .ok_or_else(|| Error::no_such("schedule", id))?;
-        let schedule = schedule_from_row(&row)?;
-        sqlx::query("DELETE FROM schedule_fires WHERE schedule_id = $1")
-            .bind(uuid)
-            .execute(&mut *tx)
-            .await
-            .db("deleting a schedule's fires")?;
-        record_change(
-            &mut tx,
-            &schedule,
-            actor,
-            &change("schedule.delete", &schedule, json!({})),
-        )
-        .await?;
-        tx.commit().await.db("committing a schedule deletion")?;
-        Ok(())
+        shared::delete_schedule(self, tenant_id, id, actor).await
     }
 
     async fn fire_due(
@@ -416,15 +110,11 @@ impl ScheduleStore for PgStore {
         };
         let mut due = Vec::with_capacity(rows.len());
         let mut max_queued: HashMap<Uuid, i64> = HashMap::new();
-        for row in &rows {
-            let schedule = schedule_from_row(row)?;
-            let uuid: Uuid = row.try_get("id").db("reading a schedule id")?;
-            let suspended: bool = row
-                .try_get("tenant_suspended")
-                .db("reading a tenant's status")?;
-            let limit: Option<i64> = row
-                .try_get("tenant_max_queued")
-                .db("reading a tenant's quota")?;
+        for row in rows.into_iter().map(SharedRow::Pg) {
+            let schedule = shared::schedule_from_row(&row)?;
+            let uuid = row.uuid("id")?;
+            let suspended = row.bool("tenant_suspended")?;
+            let limit = row.opt_int("tenant_max_queued")?;
             if let Some(limit) = limit {
                 max_queued.insert(uuid, limit);
             }

@@ -5,17 +5,22 @@
 //! lock on SQLite), so a concurrent change cannot slip between the read and
 //! the next fire time computed from it.
 
+use std::time::Duration;
+
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::sql::{sql, Db, Row, SqlStore};
+use super::{PgStore, SqliteStore};
 use crate::audit::{Actor, Change};
 use crate::error::{Error, Result};
 use crate::ids::JobId;
 use crate::schedule::{
     change, check_new_schedule, first_fire, parse_schedule_id, same_fire, schedule_id_text,
-    NewSchedule, Schedule, SchedulePatch, DEFAULT_MAX_SCHEDULES,
+    FireReport, JobMaker, NewSchedule, Schedule, SchedulePatch, ScheduleStore,
+    DEFAULT_MAX_SCHEDULES,
 };
 
 pub(crate) fn schedule_from_row(row: &Row) -> Result<Schedule> {
@@ -92,7 +97,7 @@ async fn locked_schedule(
     schedule_from_row(&row)
 }
 
-pub(crate) async fn create_schedule(
+async fn create_schedule(
     store: &impl SqlStore,
     tenant_id: Option<&str>,
     new: &NewSchedule,
@@ -179,7 +184,7 @@ pub(crate) async fn create_schedule(
     Ok(schedule)
 }
 
-pub(crate) async fn get_schedule(
+async fn get_schedule(
     store: &impl SqlStore,
     tenant_id: Option<&str>,
     id: &str,
@@ -201,7 +206,7 @@ pub(crate) async fn get_schedule(
     schedule_from_row(&row)
 }
 
-pub(crate) async fn list_schedules(
+async fn list_schedules(
     store: &impl SqlStore,
     tenant_id: Option<&str>,
     after: Option<&str>,
@@ -240,7 +245,7 @@ pub(crate) async fn list_schedules(
         .collect()
 }
 
-pub(crate) async fn update_schedule(
+async fn update_schedule(
     store: &impl SqlStore,
     tenant_id: Option<&str>,
     id: &str,
@@ -298,7 +303,7 @@ pub(crate) async fn update_schedule(
     Ok(schedule)
 }
 
-pub(crate) async fn set_schedule_paused(
+async fn set_schedule_paused(
     store: &impl SqlStore,
     tenant_id: Option<&str>,
     id: &str,
@@ -347,7 +352,7 @@ pub(crate) async fn set_schedule_paused(
     Ok(schedule)
 }
 
-pub(crate) async fn delete_schedule(
+async fn delete_schedule(
     store: &impl SqlStore,
     tenant_id: Option<&str>,
     id: &str,
@@ -382,3 +387,89 @@ pub(crate) async fn delete_schedule(
     tx.commit("committing a schedule deletion").await?;
     Ok(())
 }
+
+/// `ScheduleStore` for a backend: the CRUD above, and the backend's own fire
+/// transaction (`dialect_fire_due` and its upkeep in `<backend>/schedule.rs`).
+macro_rules! schedule_store_for {
+    ($store:ty) => {
+        #[async_trait]
+        impl ScheduleStore for $store {
+            async fn create_schedule(
+                &self,
+                tenant_id: Option<&str>,
+                new: &NewSchedule,
+                max_schedules: Option<i64>,
+                now: DateTime<Utc>,
+                actor: &Actor,
+            ) -> Result<Schedule> {
+                create_schedule(self, tenant_id, new, max_schedules, now, actor).await
+            }
+
+            async fn get_schedule(&self, tenant_id: Option<&str>, id: &str) -> Result<Schedule> {
+                get_schedule(self, tenant_id, id).await
+            }
+
+            async fn list_schedules(
+                &self,
+                tenant_id: Option<&str>,
+                after: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<Schedule>> {
+                list_schedules(self, tenant_id, after, limit).await
+            }
+
+            async fn update_schedule(
+                &self,
+                tenant_id: Option<&str>,
+                id: &str,
+                patch: &SchedulePatch,
+                now: DateTime<Utc>,
+                actor: &Actor,
+            ) -> Result<Schedule> {
+                update_schedule(self, tenant_id, id, patch, now, actor).await
+            }
+
+            async fn set_schedule_paused(
+                &self,
+                tenant_id: Option<&str>,
+                id: &str,
+                paused: bool,
+                now: DateTime<Utc>,
+                actor: &Actor,
+            ) -> Result<Schedule> {
+                set_schedule_paused(self, tenant_id, id, paused, now, actor).await
+            }
+
+            async fn delete_schedule(
+                &self,
+                tenant_id: Option<&str>,
+                id: &str,
+                actor: &Actor,
+            ) -> Result<()> {
+                delete_schedule(self, tenant_id, id, actor).await
+            }
+
+            async fn fire_due(
+                &self,
+                now: DateTime<Utc>,
+                limit: u32,
+                misfire_threshold: Duration,
+                jobs: &dyn JobMaker,
+            ) -> Result<FireReport> {
+                self.dialect_fire_due(now, limit, misfire_threshold, jobs)
+                    .await
+            }
+
+            async fn prune_fires(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+                self.dialect_prune_fires(before, limit).await
+            }
+
+            async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+                self.dialect_next_due_at().await
+            }
+        }
+    };
+}
+
+schedule_store_for!(PgStore);
+schedule_store_for!(SqliteStore);

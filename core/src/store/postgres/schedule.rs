@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
@@ -15,72 +14,17 @@ use super::audit::insert_changes as insert_changes_pg;
 use crate::audit::{Actor, Change};
 use crate::error::{DbContext, Error, Result};
 use crate::schedule::{
-    plan, FireReport, JobMaker, NewSchedule, PlannedFire, QueuedQuota, QuotaSkip, Schedule,
-    SchedulePatch, ScheduleStore, SKIP_QUOTA_EXCEEDED,
+    plan, FireReport, JobMaker, PlannedFire, QueuedQuota, QuotaSkip, Schedule, SKIP_QUOTA_EXCEEDED,
 };
 use crate::store::schedule as shared;
 use crate::store::sql::Row as SharedRow;
 use crate::store::PgStore;
 use crate::usage::Period;
 
-#[async_trait]
-impl ScheduleStore for PgStore {
-    async fn create_schedule(
-        &self,
-        tenant_id: Option<&str>,
-        new: &NewSchedule,
-        max_schedules: Option<i64>,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<Schedule> {
-        shared::create_schedule(self, tenant_id, new, max_schedules, now, actor).await
-    }
-
-    async fn get_schedule(&self, tenant_id: Option<&str>, id: &str) -> Result<Schedule> {
-        shared::get_schedule(self, tenant_id, id).await
-    }
-
-    async fn list_schedules(
-        &self,
-        tenant_id: Option<&str>,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<Schedule>> {
-        shared::list_schedules(self, tenant_id, after, limit).await
-    }
-
-    async fn update_schedule(
-        &self,
-        tenant_id: Option<&str>,
-        id: &str,
-        patch: &SchedulePatch,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<Schedule> {
-        shared::update_schedule(self, tenant_id, id, patch, now, actor).await
-    }
-
-    async fn set_schedule_paused(
-        &self,
-        tenant_id: Option<&str>,
-        id: &str,
-        paused: bool,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<Schedule> {
-        shared::set_schedule_paused(self, tenant_id, id, paused, now, actor).await
-    }
-
-    async fn delete_schedule(
-        &self,
-        tenant_id: Option<&str>,
-        id: &str,
-        actor: &Actor,
-    ) -> Result<()> {
-        shared::delete_schedule(self, tenant_id, id, actor).await
-    }
-
-    async fn fire_due(
+/// The fire transaction and its upkeep on PostgreSQL (the rest of
+/// `ScheduleStore` is `store/schedule.rs`).
+impl PgStore {
+    pub(crate) async fn dialect_fire_due(
         &self,
         now: DateTime<Utc>,
         limit: u32,
@@ -328,7 +272,11 @@ impl ScheduleStore for PgStore {
         Ok(report)
     }
 
-    async fn prune_fires(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+    pub(crate) async fn dialect_prune_fires(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64> {
         Ok(sqlx::query(
             "DELETE FROM schedule_fires WHERE ctid = ANY (ARRAY(
                  SELECT ctid FROM schedule_fires WHERE fire_time < $1 LIMIT $2))",
@@ -341,7 +289,7 @@ impl ScheduleStore for PgStore {
         .rows_affected())
     }
 
-    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+    pub(crate) async fn dialect_next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         sqlx::query_scalar(
             "SELECT min(next_run_at) FROM schedules WHERE NOT paused AND next_run_at IS NOT NULL",
         )

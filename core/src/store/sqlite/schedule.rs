@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -13,8 +12,7 @@ use super::audit::insert_change as record;
 use crate::audit::{Actor, Change};
 use crate::error::{DbContext, Error, Result};
 use crate::schedule::{
-    plan, FireReport, JobMaker, NewSchedule, OverlapPolicy, QueuedQuota, QuotaSkip, Schedule,
-    SchedulePatch, ScheduleStore, SKIP_QUOTA_EXCEEDED,
+    plan, FireReport, JobMaker, OverlapPolicy, QueuedQuota, QuotaSkip, SKIP_QUOTA_EXCEEDED,
 };
 use crate::store::schedule as shared;
 use crate::store::sql::Row as SharedRow;
@@ -34,64 +32,10 @@ fn time_of(micros: i64) -> Result<DateTime<Utc>> {
     })
 }
 
-#[async_trait]
-impl ScheduleStore for SqliteStore {
-    async fn create_schedule(
-        &self,
-        tenant_id: Option<&str>,
-        new: &NewSchedule,
-        max_schedules: Option<i64>,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<Schedule> {
-        shared::create_schedule(self, tenant_id, new, max_schedules, now, actor).await
-    }
-
-    async fn get_schedule(&self, tenant_id: Option<&str>, id: &str) -> Result<Schedule> {
-        shared::get_schedule(self, tenant_id, id).await
-    }
-
-    async fn list_schedules(
-        &self,
-        tenant_id: Option<&str>,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<Schedule>> {
-        shared::list_schedules(self, tenant_id, after, limit).await
-    }
-
-    async fn update_schedule(
-        &self,
-        tenant_id: Option<&str>,
-        id: &str,
-        patch: &SchedulePatch,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<Schedule> {
-        shared::update_schedule(self, tenant_id, id, patch, now, actor).await
-    }
-
-    async fn set_schedule_paused(
-        &self,
-        tenant_id: Option<&str>,
-        id: &str,
-        paused: bool,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<Schedule> {
-        shared::set_schedule_paused(self, tenant_id, id, paused, now, actor).await
-    }
-
-    async fn delete_schedule(
-        &self,
-        tenant_id: Option<&str>,
-        id: &str,
-        actor: &Actor,
-    ) -> Result<()> {
-        shared::delete_schedule(self, tenant_id, id, actor).await
-    }
-
-    async fn fire_due(
+/// The fire transaction and its upkeep on SQLite (the rest of
+/// `ScheduleStore` is `store/schedule.rs`).
+impl SqliteStore {
+    pub(crate) async fn dialect_fire_due(
         &self,
         now: DateTime<Utc>,
         limit: u32,
@@ -261,7 +205,11 @@ impl ScheduleStore for SqliteStore {
         Ok(report)
     }
 
-    async fn prune_fires(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+    pub(crate) async fn dialect_prune_fires(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64> {
         let mut w = self.begin_write("starting to prune fire records").await?;
         let pruned = sqlx::query(
             "DELETE FROM schedule_fires WHERE rowid IN (
@@ -277,7 +225,7 @@ impl ScheduleStore for SqliteStore {
         Ok(pruned)
     }
 
-    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+    pub(crate) async fn dialect_next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         let micros: Option<i64> = sqlx::query_scalar(
             "SELECT min(next_run_at) FROM schedules WHERE paused = 0 AND next_run_at IS NOT NULL",
         )

@@ -1,9 +1,12 @@
 //! The storage layer: the job store trait and the two backends (PostgreSQL
 //! for production, SQLite for the embedded mode) of every domain's store
 //! trait, held to the same behaviour by one conformance suite
-//! (`tests/suite/conformance.rs`). Each backend keeps all of its SQL in its
-//! own folder, one file per domain (`postgres/`, `sqlite/`); the schema lives
-//! in `migrations/<backend>/`. Domain modules never depend on this one.
+//! (`tests/suite/conformance.rs`). The CRUD-shaped domains are written once
+//! for both (`tenancy.rs`, `scans.rs`, `artifacts.rs`, `schedule.rs` over
+//! `sql.rs`); what must differ per dialect (the queue engine, the schedule
+//! fire transaction, the audit log) lives in `postgres/` and `sqlite/`; the
+//! schema lives in `migrations/<backend>/`. Domain modules never depend on
+//! this one.
 //!
 //! Tenant-facing operations take the tenant id and never see another tenant's
 //! rows. Worker operations (claim, heartbeat, progress, checkpoint, finish) are

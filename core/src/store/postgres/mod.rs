@@ -1,4 +1,5 @@
-//! The PostgreSQL job store: all of its SQL lives here; the schema lives in
+//! The PostgreSQL job store: the queue engine's SQL (the CRUD-shaped domains
+//! are shared, in `store/<domain>.rs`); the schema lives in
 //! `migrations/postgres/`.
 //!
 //! Claims pick, reserve capped tenants' slots, update and log the jobs in one

@@ -1,4 +1,5 @@
-//! Schedules on PostgreSQL: all of their SQL. A tick locks the due rows with
+//! The schedules' fire transaction on PostgreSQL (their CRUD is shared, in
+//! `store/schedule.rs`). A tick locks the due rows with
 //! `FOR UPDATE SKIP LOCKED` (replicas take different schedules instead of
 //! waiting), and writes the fires, the jobs and the moved schedules in one
 //! transaction, one statement each.

@@ -1,5 +1,6 @@
-//! The SQLite job store (the embedded mode): all of its SQL lives here; the
-//! schema lives in `migrations/sqlite/`. It answers exactly as [`super::PgStore`]
+//! The SQLite job store (the embedded mode): the queue engine's SQL (the
+//! CRUD-shaped domains are shared, in `store/<domain>.rs`); the schema lives
+//! in `migrations/sqlite/`. It answers exactly as [`super::PgStore`]
 //! does, held to that by the conformance suite.
 //!
 //! One writer at a time. Every write holds an in-process mutex, so writers of

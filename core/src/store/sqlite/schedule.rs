@@ -1,4 +1,5 @@
-//! Schedules on SQLite: all of their SQL. Every write holds the store's
+//! The schedules' fire transaction on SQLite (their CRUD is shared, in
+//! `store/schedule.rs`). Every write holds the store's
 //! write lock (`BEGIN IMMEDIATE`), so a tick reads the due schedules and
 //! moves them on with no other writer between.
 

@@ -276,7 +276,7 @@ pub struct LeakagePattern {
 }
 
 /// Findings a policy drops: by fingerprint, or by path glob (`*`, `**`,
-/// `?`; `dir/` for a folder; a name without `/` anywhere).
+/// `?`, `[ab]`, `{a,b}`; `dir/` for a folder; a name without `/` anywhere).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AllowlistSpec {

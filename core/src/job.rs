@@ -161,6 +161,18 @@ impl Job {
             })
     }
 
+    /// Where the job's last attempt stood, as its kind's checkpoint type.
+    pub fn checkpoint_of<K: JobKind>(&self) -> crate::Result<Option<K::Checkpoint>> {
+        self.expect_kind::<K>()?;
+        self.checkpoint
+            .as_ref()
+            .map(K::Checkpoint::deserialize)
+            .transpose()
+            .map_err(|error| {
+                crate::Error::corrupt("reading a job checkpoint", format!("{}: {error}", self.id))
+            })
+    }
+
     fn expect_kind<K: JobKind>(&self) -> crate::Result<()> {
         if self.kind == K::NAME {
             return Ok(());

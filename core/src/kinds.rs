@@ -26,6 +26,9 @@ pub trait JobKind: Send + Sync + 'static {
     const NAME: &'static str;
     type Params: Serialize + DeserializeOwned + Send + Sync + 'static;
     type Output: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// What an attempt saves so a later one resumes (`()` for kinds that
+    /// save none); the API reads progress details from it.
+    type Checkpoint: Serialize + DeserializeOwned + Send + Sync + 'static;
 
     /// The kind's defaults, starting from [`KindSpec::new`]'s.
     fn spec(spec: KindSpec) -> KindSpec {
@@ -205,6 +208,7 @@ mod tests {
         const NAME: &'static str = "test.resize";
         type Params = ResizeParams;
         type Output = u32;
+        type Checkpoint = ();
 
         fn spec(mut spec: KindSpec) -> KindSpec {
             spec.name = "renamed".into();

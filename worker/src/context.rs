@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use longhaul_core::job::{Job, Lease, Progress};
-use longhaul_core::{JobId, JobStore};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use longhaul_core::{JobId, JobKind, JobStore};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -63,14 +61,8 @@ impl JobContext {
         self.job.lease()
     }
 
-    /// The job's params as the handler's type; a mismatch fails the job for good.
-    pub fn params<T: DeserializeOwned>(&self) -> Result<T, JobError> {
-        serde_json::from_value(self.job.params.clone())
-            .map_err(|e| JobError::permanent(format!("invalid params for {}: {e}", self.job.kind)))
-    }
-
     /// The checkpoint a previous attempt saved, if any.
-    pub fn checkpoint<T: DeserializeOwned>(&self) -> Result<Option<T>, JobError> {
+    pub fn checkpoint<K: JobKind>(&self) -> Result<Option<K::Checkpoint>, JobError> {
         self.job
             .checkpoint
             .clone()
@@ -80,7 +72,10 @@ impl JobContext {
     }
 
     /// Saves where the job is, so a retried attempt resumes from here.
-    pub async fn save_checkpoint<T: Serialize>(&self, checkpoint: &T) -> Result<(), JobError> {
+    pub async fn save_checkpoint<K: JobKind>(
+        &self,
+        checkpoint: &K::Checkpoint,
+    ) -> Result<(), JobError> {
         let value = serde_json::to_value(checkpoint)
             .map_err(|e| JobError::permanent(format!("checkpoint: {e}")))?;
         let result = self.store.save_checkpoint(self.lease(), &value).await;

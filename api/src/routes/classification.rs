@@ -81,6 +81,9 @@ impl ClassificationScanView {
         };
         let params = job.params_of::<ClassificationScan>().map_err(unreadable)?;
         let output = job.output_of::<ClassificationScan>().map_err(unreadable)?;
+        let checkpoint = job
+            .checkpoint_of::<ClassificationScan>()
+            .map_err(unreadable)?;
         let estimate =
             chrono::Duration::seconds(60 * (params.buckets.len() * params.prefixes.len()) as i64);
         let estimated_completion_at = match job.state {
@@ -93,7 +96,11 @@ impl ClassificationScanView {
             scan_id: scan_id(SCAN_PREFIX, job.id),
             job_id: job.id,
             status: job.state,
-            progress: ScanProgress::of(&job, output.map(|o| (o.bytes, o.objects))),
+            progress: ScanProgress::of(
+                &job,
+                output.map(|o| (o.bytes, o.objects)),
+                checkpoint.map(|c| c.objects_done),
+            ),
             policies: snapshot_ids(&params.policies),
             buckets: params.buckets,
             prefixes: params.prefixes,

@@ -142,14 +142,9 @@ pub struct ScanProgress {
 
 impl ScanProgress {
     /// A scan's progress: `finished` is what its result says (bytes,
-    /// objects) once it succeeded; until then, its progress and checkpoint.
-    pub(crate) fn of(job: &Job, finished: Option<(u64, u64)>) -> Self {
-        let objects_done = || {
-            job.checkpoint
-                .as_ref()
-                .and_then(|checkpoint| checkpoint.get("objectsDone"))
-                .and_then(Value::as_u64)
-        };
+    /// objects) once it succeeded; until then, its progress and the objects
+    /// its checkpoint says are done.
+    pub(crate) fn of(job: &Job, finished: Option<(u64, u64)>, objects_done: Option<u64>) -> Self {
         ScanProgress {
             bytes_scanned: finished.map_or_else(
                 || job.progress.as_ref().map_or(0, |p| p.current),
@@ -158,7 +153,7 @@ impl ScanProgress {
             bytes_total: job.progress.as_ref().and_then(|p| p.total),
             objects_scanned: finished
                 .map(|(_, objects)| objects)
-                .or_else(objects_done)
+                .or(objects_done)
                 .unwrap_or(0),
             message: job.progress.as_ref().and_then(|p| p.message.clone()),
         }
@@ -201,6 +196,7 @@ impl LeakageScanView {
         };
         let params = job.params_of::<LeakageScan>().map_err(unreadable)?;
         let output = job.output_of::<LeakageScan>().map_err(unreadable)?;
+        let checkpoint = job.checkpoint_of::<LeakageScan>().map_err(unreadable)?;
         let estimate = chrono::Duration::seconds(estimated_seconds(&params.sources));
         let estimated_completion_at = match job.state {
             JobState::Queued => Some(job.run_at.max(job.created_at) + estimate),
@@ -215,7 +211,11 @@ impl LeakageScanView {
             sources: params.sources.iter().map(Source::label).collect(),
             policies: snapshot_ids(&params.policies),
             builtin_rules: params.builtin_rules,
-            progress: ScanProgress::of(&job, output.map(|o| (o.bytes, o.objects))),
+            progress: ScanProgress::of(
+                &job,
+                output.map(|o| (o.bytes, o.objects)),
+                checkpoint.map(|c| c.objects_done),
+            ),
             findings_count,
             estimated_completion_at,
             created_at: job.created_at,

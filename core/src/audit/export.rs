@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AuditFilter;
+use crate::artifacts::UploadState;
 use crate::error::{Error, Result};
 use crate::kinds::{JobKind, KindSpec};
 
@@ -22,6 +23,7 @@ impl JobKind for AuditExport {
     const NAME: &'static str = "audit.export";
     type Params = ExportParams;
     type Output = ExportOutput;
+    type Checkpoint = ExportCheckpoint;
 
     fn spec(spec: KindSpec) -> KindSpec {
         spec.queue("exports")
@@ -32,6 +34,19 @@ impl JobKind for AuditExport {
     fn parse_params(params: &Value) -> std::result::Result<ExportParams, String> {
         ExportParams::parse(params)
     }
+}
+
+/// What the export saves each time a part is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportCheckpoint {
+    /// The last exported row (None: only the header so far).
+    pub cursor: Option<String>,
+    pub rows_done: u64,
+    /// None while the count had not finished.
+    #[serde(default)]
+    pub rows_estimated: Option<u64>,
+    pub upload: UploadState,
 }
 
 /// What a finished export stores on its job.

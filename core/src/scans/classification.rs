@@ -25,6 +25,7 @@ impl JobKind for ClassificationScan {
     const NAME: &'static str = "classification.scan";
     type Params = ClassificationScanParams;
     type Output = ClassificationScanOutput;
+    type Checkpoint = ClassificationCheckpoint;
 
     fn spec(spec: KindSpec) -> KindSpec {
         spec.queue("scans")
@@ -35,6 +36,18 @@ impl JobKind for ClassificationScan {
     fn parse_params(params: &Value) -> std::result::Result<ClassificationScanParams, String> {
         ClassificationScanParams::parse(params)
     }
+}
+
+/// Where a classification scan stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassificationCheckpoint {
+    /// Bucket × prefix pairs done (buckets outer, prefixes inner).
+    pub next: usize,
+    #[serde(default)]
+    pub after_key: Option<String>,
+    pub objects_done: u64,
+    pub bytes_done: u64,
 }
 
 /// What a finished classification scan stores on its job.

@@ -27,6 +27,7 @@ impl JobKind for LeakageScan {
     const NAME: &'static str = "leakage.scan";
     type Params = LeakageScanParams;
     type Output = LeakageScanOutput;
+    type Checkpoint = LeakageCheckpoint;
 
     fn spec(spec: KindSpec) -> KindSpec {
         spec.queue("scans")
@@ -37,6 +38,21 @@ impl JobKind for LeakageScan {
     fn parse_params(params: &Value) -> std::result::Result<LeakageScanParams, String> {
         LeakageScanParams::parse(params)
     }
+}
+
+/// Where a scan stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeakageCheckpoint {
+    /// The sources, organizations expanded.
+    pub sources: Vec<Source>,
+    /// Sources done.
+    pub next: usize,
+    /// In the source `next` (a bucket): the last object done.
+    #[serde(default)]
+    pub after_key: Option<String>,
+    pub bytes_done: u64,
+    pub objects_done: u64,
 }
 
 /// What a finished leakage scan stores on its job.

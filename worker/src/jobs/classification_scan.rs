@@ -17,12 +17,13 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use longhaul_core::failure::FailureCode;
 use longhaul_core::scans::classification::{
-    self, ClassificationScanOutput, ClassificationScanParams, ObjectClassification, ObjectStatus,
+    self, ClassificationCheckpoint, ClassificationScanOutput, ClassificationScanParams,
+    ObjectClassification, ObjectStatus,
 };
 use longhaul_core::scans::policies::compile_classification;
 use longhaul_core::Progress;
 use longhaul_scan::classify::Outcome;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::context::JobContext;
 use crate::handler::{JobError, KindHandler};
@@ -33,17 +34,6 @@ use crate::services::JobServices;
 
 /// Results stored per transaction (and per checkpoint).
 const RESULTS_BATCH: usize = 100;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClassificationCheckpoint {
-    /// Bucket × prefix pairs done (buckets outer, prefixes inner).
-    pub next: usize,
-    #[serde(default)]
-    pub after_key: Option<String>,
-    pub objects_done: u64,
-    pub bytes_done: u64,
-}
 
 pub struct ClassificationScan {
     services: JobServices,
@@ -122,14 +112,14 @@ impl KindHandler for ClassificationScan {
             .iter()
             .flat_map(|bucket| params.prefixes.iter().map(move |prefix| (bucket, prefix)))
             .collect();
-        let mut state =
-            ctx.checkpoint::<ClassificationCheckpoint>()?
-                .unwrap_or(ClassificationCheckpoint {
-                    next: 0,
-                    after_key: None,
-                    objects_done: 0,
-                    bytes_done: 0,
-                });
+        let mut state = ctx
+            .checkpoint::<classification::ClassificationScan>()?
+            .unwrap_or(ClassificationCheckpoint {
+                next: 0,
+                after_key: None,
+                objects_done: 0,
+                bytes_done: 0,
+            });
         let resumed_from = (state.objects_done > 0).then_some(state.objects_done);
         // Every pair still to do is listed first: progress then has a total.
         let mut listings = Vec::with_capacity(pairs.len() - state.next.min(pairs.len()));
@@ -199,7 +189,8 @@ impl KindHandler for ClassificationScan {
             }
             state.next += 1;
             state.after_key = None;
-            ctx.save_checkpoint(&state).await?;
+            ctx.save_checkpoint::<classification::ClassificationScan>(&state)
+                .await?;
         }
         let stored = self
             .services
@@ -237,7 +228,8 @@ impl ClassificationScan {
         }
         state.after_key = batch.last().map(|r| r.key.clone());
         batch.clear();
-        ctx.save_checkpoint(state).await?;
+        ctx.save_checkpoint::<classification::ClassificationScan>(state)
+            .await?;
         ctx.progress(Progress {
             current: state.bytes_done,
             // Objects added since the listing can take it past the total.

@@ -19,6 +19,7 @@ impl JobKind for Noop {
     const NAME: &'static str = "system.noop";
     type Params = Empty;
     type Output = Empty;
+    type Checkpoint = ();
 
     fn spec(spec: longhaul_core::KindSpec) -> longhaul_core::KindSpec {
         spec.timeout(std::time::Duration::from_secs(60))

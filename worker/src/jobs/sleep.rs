@@ -20,6 +20,7 @@ impl JobKind for Sleep {
     const NAME: &'static str = "system.sleep";
     type Params = SleepParams;
     type Output = SleepOutput;
+    type Checkpoint = SleepCheckpoint;
 
     fn spec(spec: KindSpec) -> KindSpec {
         spec.timeout(Duration::from_secs(25 * 3600))
@@ -87,7 +88,7 @@ impl KindHandler for Sleep {
 
     async fn run(&self, ctx: JobContext, params: SleepParams) -> Result<SleepOutput, JobError> {
         let resumed_from = ctx
-            .checkpoint::<SleepCheckpoint>()?
+            .checkpoint::<Sleep>()?
             .map_or(0, |c| c.steps_done.min(params.steps));
         let step = Duration::from_millis(params.duration_ms / u64::from(params.steps));
         for done in resumed_from..params.steps {
@@ -95,7 +96,7 @@ impl KindHandler for Sleep {
                 _ = ctx.cancelled() => return Err(JobError::Cancelled),
                 _ = tokio::time::sleep(step) => {}
             }
-            ctx.save_checkpoint(&SleepCheckpoint {
+            ctx.save_checkpoint::<Sleep>(&SleepCheckpoint {
                 steps_done: done + 1,
             })
             .await?;

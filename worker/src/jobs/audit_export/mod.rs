@@ -18,14 +18,14 @@ use async_trait::async_trait;
 use chrono::Utc;
 use longhaul_core::artifacts::records::NewArtifact;
 use longhaul_core::artifacts::{
-    artifact_key, Bytes, ObjectStore, StorageError, StoredObject, Upload, UploadState,
+    artifact_key, Bytes, ObjectStore, StorageError, StoredObject, Upload,
 };
 use longhaul_core::audit::export::{
-    self, ExportArtifact, ExportOutput, ExportParams, AUDIT_EXPORT, EXPORT_ARTIFACT,
+    self, ExportArtifact, ExportCheckpoint, ExportOutput, ExportParams, AUDIT_EXPORT,
+    EXPORT_ARTIFACT,
 };
 use longhaul_core::audit::AuditCursor;
 use longhaul_core::Progress;
-use serde::{Deserialize, Serialize};
 
 pub use encode::{encode_row, header, Packer, CSV_HEADER};
 
@@ -36,19 +36,6 @@ use pages::PageReader;
 
 /// Rows read per query.
 pub const PAGE_ROWS: u32 = 5000;
-
-/// What the export saves each time a part is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExportCheckpoint {
-    /// The last exported row (None: only the header so far).
-    pub cursor: Option<String>,
-    pub rows_done: u64,
-    /// None while the count had not finished.
-    #[serde(default)]
-    pub rows_estimated: Option<u64>,
-    pub upload: UploadState,
-}
 
 pub struct AuditExport {
     services: JobServices,
@@ -196,7 +183,7 @@ impl AuditExport {
         store: &dyn ObjectStore,
         key: &str,
     ) -> Result<Start, JobError> {
-        if let Some(saved) = ctx.checkpoint::<ExportCheckpoint>()? {
+        if let Some(saved) = ctx.checkpoint::<export::AuditExport>()? {
             if saved.upload.key == key {
                 match store.resume_upload(&saved.upload).await {
                     Ok(upload) => {
@@ -308,7 +295,7 @@ impl AuditExport {
                 estimate = rows_estimated.get(last_page) => estimate,
             };
             if let Some(state) = stored {
-                ctx.save_checkpoint(&ExportCheckpoint {
+                ctx.save_checkpoint::<export::AuditExport>(&ExportCheckpoint {
                     cursor: cursor.map(|c| c.to_string()),
                     rows_done,
                     rows_estimated: estimate,

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use longhaul_core::artifacts::{ObjectStore, StorageError};
 use longhaul_core::failure::FailureCode;
 use longhaul_core::scans::leakage::{
-    self, LeakageScanOutput, LeakageScanParams, NewFinding, Source, SourceRules,
+    self, LeakageCheckpoint, LeakageScanOutput, LeakageScanParams, NewFinding, Source, SourceRules,
 };
 use longhaul_core::scans::policies::compile_leakage;
 use longhaul_core::tenancy::Tenant;
@@ -31,7 +31,6 @@ use longhaul_core::Progress;
 use longhaul_scan::custom::Allowlist;
 use longhaul_scan::engine::{is_gzip, Content};
 use longhaul_scan::{Finding, Scanner};
-use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use crate::context::JobContext;
@@ -54,21 +53,6 @@ pub const MAX_EXPANDED_SOURCES: usize = 1000;
 const FINDINGS_BATCH: usize = 500;
 /// How often (at most) a bucket's position is saved.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
-
-/// Where a scan stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LeakageCheckpoint {
-    /// The sources, organizations expanded.
-    pub sources: Vec<Source>,
-    /// Sources done.
-    pub next: usize,
-    /// In the source `next` (a bucket): the last object done.
-    #[serde(default)]
-    pub after_key: Option<String>,
-    pub bytes_done: u64,
-    pub objects_done: u64,
-}
 
 pub struct LeakageScan {
     services: JobServices,
@@ -356,7 +340,9 @@ impl Run<'_> {
     /// Progress, and the checkpoint when due (or `force`).
     async fn report(&mut self, force: bool) -> Result<(), JobError> {
         if force || self.last_saved.elapsed() >= CHECKPOINT_EVERY {
-            self.ctx.save_checkpoint(&self.state).await?;
+            self.ctx
+                .save_checkpoint::<leakage::LeakageScan>(&self.state)
+                .await?;
             self.last_saved = Instant::now();
         }
         self.ctx
@@ -474,7 +460,7 @@ impl LeakageScan {
             .map_err(JobError::permanent)?
             .map(Arc::new);
         let run_tenant = tenant.clone();
-        let resumed = ctx.checkpoint::<LeakageCheckpoint>()?;
+        let resumed = ctx.checkpoint::<leakage::LeakageScan>()?;
         let resumed_at = resumed.as_ref().map(|s| (s.next, s.objects_done));
         let state = match resumed {
             Some(state) => state,
@@ -487,7 +473,7 @@ impl LeakageScan {
                     bytes_done: 0,
                     objects_done: 0,
                 };
-                ctx.save_checkpoint(&state).await?;
+                ctx.save_checkpoint::<leakage::LeakageScan>(&state).await?;
                 state
             }
         };

@@ -588,25 +588,35 @@ impl PgStore {
         let (group_keys, group_sizes): (Vec<_>, Vec<i64>) =
             groups.iter().map(|(k, n)| (*k, *n)).unzip();
         let (group_tenants, group_queues): (Vec<&str>, Vec<&str>) = group_keys.into_iter().unzip();
-        if jobs.iter().all(|job| job.idempotency_key.is_none()) {
-            sqlx::query(ENQUEUE_UNKEYED_SQL)
-                .bind(&columns.ids)
-                .bind(&columns.tenant_ids)
-                .bind(&columns.kinds)
-                .bind(&columns.queues)
-                .bind(&columns.priorities)
-                .bind(&columns.params)
-                .bind(&columns.run_ats)
-                .bind(&columns.max_attempts)
-                .bind(&columns.offsets)
-                .bind(&columns.group_sizes)
-                .bind(&group_tenants)
-                .bind(&group_queues)
-                .bind(&group_sizes)
-                .bind(QUEUE_CHANNEL)
-                .execute(&mut *conn)
-                .await
-                .db("inserting jobs")?;
+        // Jobs without idempotency keys take the cheaper statement, which
+        // has no key column and answers nothing.
+        let keyed = jobs.iter().any(|job| job.idempotency_key.is_some());
+        let statement = if keyed {
+            ENQUEUE_SQL
+        } else {
+            ENQUEUE_UNKEYED_SQL
+        };
+        let mut query = sqlx::query(statement)
+            .bind(&columns.ids)
+            .bind(&columns.tenant_ids)
+            .bind(&columns.kinds)
+            .bind(&columns.queues)
+            .bind(&columns.priorities)
+            .bind(&columns.params)
+            .bind(&columns.run_ats)
+            .bind(&columns.max_attempts);
+        if keyed {
+            query = query.bind(&columns.idempotency_keys);
+        }
+        let query = query
+            .bind(&columns.offsets)
+            .bind(&columns.group_sizes)
+            .bind(&group_tenants)
+            .bind(&group_queues)
+            .bind(&group_sizes)
+            .bind(QUEUE_CHANNEL);
+        if !keyed {
+            query.execute(&mut *conn).await.db("inserting jobs")?;
             let answers: Vec<Enqueued> = jobs
                 .iter()
                 .map(|job| Enqueued {
@@ -618,22 +628,7 @@ impl PgStore {
                 .await?;
             return Ok(answers);
         }
-        let inserted: Vec<Uuid> = sqlx::query(ENQUEUE_SQL)
-            .bind(&columns.ids)
-            .bind(&columns.tenant_ids)
-            .bind(&columns.kinds)
-            .bind(&columns.queues)
-            .bind(&columns.priorities)
-            .bind(&columns.params)
-            .bind(&columns.run_ats)
-            .bind(&columns.max_attempts)
-            .bind(&columns.idempotency_keys)
-            .bind(&columns.offsets)
-            .bind(&columns.group_sizes)
-            .bind(&group_tenants)
-            .bind(&group_queues)
-            .bind(&group_sizes)
-            .bind(QUEUE_CHANNEL)
+        let inserted: Vec<Uuid> = query
             .fetch_all(&mut *conn)
             .await
             .db("inserting jobs")?

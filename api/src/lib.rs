@@ -55,6 +55,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(routes::scan_policies::routes())
         .merge(routes::leakage::routes())
         .merge(routes::classification::routes())
+        .merge(routes::retention::routes())
         .merge(routes::schedules::routes())
 }
 

@@ -45,7 +45,7 @@ const SMALL_PART: usize = 64 * 1024;
 
 /// Holds writes once `hold_after` parts are stored (until opened), and can
 /// fail the next write: how the tests stop a worker mid-upload.
-struct Gate {
+pub(crate) struct Gate {
     hold_after: usize,
     open: watch::Sender<bool>,
     fail_next: AtomicBool,
@@ -53,7 +53,7 @@ struct Gate {
 }
 
 impl Gate {
-    fn new(hold_after: usize) -> Arc<Self> {
+    pub(crate) fn new(hold_after: usize) -> Arc<Self> {
         Arc::new(Gate {
             hold_after,
             open: watch::channel(false).0,
@@ -62,7 +62,7 @@ impl Gate {
         })
     }
 
-    fn open(&self) {
+    pub(crate) fn open(&self) {
         self.open.send_replace(true);
     }
 }
@@ -158,14 +158,14 @@ impl ObjectStore for GatedStore {
     }
 }
 
-fn stores_of(store: Arc<dyn ObjectStore>) -> Arc<ArtifactStores> {
+pub(crate) fn stores_of(store: Arc<dyn ObjectStore>) -> Arc<ArtifactStores> {
     Arc::new(ArtifactStores::fixed(
         [(REGION.to_string(), store)].into_iter().collect(),
         http::test_signer(),
     ))
 }
 
-fn gated(inner: Arc<dyn ObjectStore>, gate: &Arc<Gate>) -> Arc<ArtifactStores> {
+pub(crate) fn gated(inner: Arc<dyn ObjectStore>, gate: &Arc<Gate>) -> Arc<ArtifactStores> {
     stores_of(Arc::new(GatedStore {
         inner,
         gate: gate.clone(),
@@ -173,7 +173,7 @@ fn gated(inner: Arc<dyn ObjectStore>, gate: &Arc<Gate>) -> Arc<ArtifactStores> {
 }
 
 /// A local folder store with small parts (many checkpoints from little data).
-fn local_store(root: &std::path::Path) -> Arc<dyn ObjectStore> {
+pub(crate) fn local_store(root: &std::path::Path) -> Arc<dyn ObjectStore> {
     Arc::new(longhaul_core::artifacts::LocalStore::at(root).with_part_size(SMALL_PART))
 }
 
@@ -378,7 +378,10 @@ impl Rig {
     }
 }
 
-async fn send_bytes(router: &Router, path: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+pub(crate) async fn send_bytes(
+    router: &Router,
+    path: &str,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let request = axum::http::Request::get(path)
@@ -393,13 +396,14 @@ async fn send_bytes(router: &Router, path: &str) -> (StatusCode, axum::http::Hea
 
 fn exports_pool() -> PoolConfig {
     PoolConfig {
-        queues: vec!["exports".into()],
+        // Retention runs (tests/suite/retention.rs) share these workers.
+        queues: vec!["exports".into(), "maintenance".into()],
         ..pool_config(2)
     }
 }
 
 /// A worker pool over its own connections, until the token fires.
-async fn start_worker(
+pub(crate) async fn start_worker(
     url: &str,
     artifacts: Arc<ArtifactStores>,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
@@ -426,12 +430,12 @@ async fn start_worker(
 /// A worker in a runtime of its own, as a separate process would be: killing
 /// it (dropping the runtime) stops everything it was doing at once, with no
 /// clean-up, its lease left to expire.
-struct KillableWorker {
+pub(crate) struct KillableWorker {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl KillableWorker {
-    fn start(
+    pub(crate) fn start(
         url: String,
         artifacts: impl FnOnce() -> Arc<ArtifactStores> + Send + 'static,
     ) -> Self {
@@ -449,7 +453,7 @@ impl KillableWorker {
         }
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }

@@ -27,6 +27,7 @@ mod prefetch;
 mod process;
 mod quotas;
 mod request_ids;
+mod retention;
 mod running_caps;
 mod runtime;
 mod scans;

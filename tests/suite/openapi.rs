@@ -88,6 +88,20 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("get", "/v1/classification/scans/{id}", Key),
     ("get", "/v1/classification/scans/{id}/results", Key),
     ("get", "/v1/classification/stats", Key),
+    ("post", "/v1/retention/policies", Key),
+    ("get", "/v1/retention/policies", Key),
+    ("get", "/v1/retention/policies/{id}", Key),
+    ("patch", "/v1/retention/policies/{id}", Key),
+    ("delete", "/v1/retention/policies/{id}", Key),
+    ("post", "/v1/retention/preview", Key),
+    ("post", "/v1/retention/cleanup", Key),
+    ("get", "/v1/retention/executions", Key),
+    ("get", "/v1/retention/executions/{id}", Key),
+    ("get", "/v1/retention/metrics", Key),
+    ("post", "/v1/retention/holds", Key),
+    ("get", "/v1/retention/holds", Key),
+    ("get", "/v1/retention/holds/{id}", Key),
+    ("post", "/v1/retention/holds/{id}/release", Key),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];

@@ -36,6 +36,7 @@ pub(crate) const POSTGRES: &[Embedded] = embed!("postgres":
     "0009_schedule_skips.sql",
     "0010_audit_reads_job_events.sql",
     "0011_running_counters.sql",
+    "0012_retention.sql",
 );
 
 /// SQLite's migrations, in order.
@@ -50,6 +51,7 @@ pub(crate) const SQLITE: &[Embedded] = embed!("sqlite":
     "0008_job_error_codes.sql",
     "0009_schedule_skips.sql",
     "0010_audit_reads_job_events.sql",
+    "0011_retention.sql",
 );
 
 /// A list of embedded files as a source sqlx's `Migrator` reads.

@@ -17,6 +17,7 @@ mod artifacts;
 mod migrations;
 mod pool;
 mod postgres;
+mod retention;
 mod scans;
 pub(crate) mod schedule;
 pub(crate) mod sql;

@@ -8,6 +8,7 @@ use super::{JobStore, PgStore, PoolSettings, SqliteStore};
 use crate::artifacts::records::ArtifactRecords;
 use crate::audit::AuditStore;
 use crate::error::{Error, Result};
+use crate::retention::RetentionStore;
 use crate::scans::ScanStore;
 use crate::schedule::ScheduleStore;
 use crate::tenancy::TenantStore;
@@ -15,7 +16,7 @@ use crate::tenancy::TenantStore;
 /// A store that keeps both jobs and tenants (both backends do), so the API can
 /// hold one `Arc<dyn Stores>`.
 pub trait Stores:
-    JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords + ScanStore
+    JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords + ScanStore + RetentionStore
 {
     /// The same store as a job store (for [`crate::JobClient`]): trait
     /// upcasting needs Rust 1.86 and the workspace supports 1.85.
@@ -27,7 +28,13 @@ pub trait Stores:
 
 impl<T> Stores for T
 where
-    T: JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords + ScanStore,
+    T: JobStore
+        + TenantStore
+        + AuditStore
+        + ScheduleStore
+        + ArtifactRecords
+        + ScanStore
+        + RetentionStore,
 {
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore> {
         self

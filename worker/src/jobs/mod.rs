@@ -6,6 +6,7 @@ pub mod audit_export;
 pub mod classification_scan;
 pub mod leakage_scan;
 pub mod noop;
+pub mod retention_cleanup;
 pub mod scanning;
 pub mod sleep;
 
@@ -25,6 +26,7 @@ pub fn kinds() -> Vec<BuiltinKind> {
         BuiltinKind::with_services(audit_export::AuditExport::new),
         BuiltinKind::with_services(leakage_scan::LeakageScan::new),
         BuiltinKind::with_services(classification_scan::ClassificationScan::new),
+        BuiltinKind::with_services(retention_cleanup::RetentionCleanup::new),
     ]
 }
 
@@ -67,6 +69,7 @@ mod tests {
             names,
             [
                 "audit.export",
+                "audit.retention_cleanup",
                 "classification.scan",
                 "leakage.scan",
                 "system.noop",

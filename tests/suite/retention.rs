@@ -1,0 +1,679 @@
+//! Retention end to end on both stores: policies (validation, the plan's
+//! minimum, CRUD, roles, isolation), previews counted from the data, dry
+//! runs that count what real runs then delete, legal holds that win over
+//! every policy (and are audited), job transitions under the same policies,
+//! metrics, and an archiving run killed mid-way that loses no event and
+//! archives none twice.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use axum::Router;
+use chrono::{SecondsFormat, Utc};
+use longhaul_api::AppState;
+use longhaul_core::artifacts::{ArtifactStores, ObjectStore};
+use longhaul_core::audit::{check_ingest, Actor, AuditFilter, NewAuditEvent};
+use longhaul_core::store::{PgStore, SqliteStore, Stores};
+use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role, Tenant};
+use serde_json::{json, Value};
+
+use crate::exports::{
+    gated, local_store, send_bytes, start_worker, stores_of, Gate, KillableWorker,
+};
+use crate::harness::TestDb;
+use crate::http::{self, Reply};
+
+const REGION: &str = "eu";
+const OLD_DAYS: i64 = 200;
+
+struct Rig {
+    router: Router,
+    stores: Arc<dyn Stores>,
+}
+
+async fn rig(db: &TestDb, artifacts: Arc<ArtifactStores>) -> Rig {
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
+    let state = AppState::new(stores.clone(), Arc::new(longhaul_worker::jobs::catalogue()))
+        .with_artifacts(artifacts);
+    Rig {
+        router: longhaul_api::router(state),
+        stores,
+    }
+}
+
+impl Rig {
+    async fn tenant(&self, name: &str) -> (Tenant, String) {
+        let tenant = self
+            .stores
+            .create_tenant(
+                NewTenant {
+                    quotas: Quotas::default(),
+                    ..NewTenant::new(name, REGION, "standard")
+                },
+                &Actor::system(),
+            )
+            .await
+            .expect("tenant");
+        let key = self.key(&tenant, Role::Admin).await;
+        (tenant, key)
+    }
+
+    async fn key(&self, tenant: &Tenant, role: Role) -> String {
+        self.stores
+            .issue_api_key(Some(&tenant.id), "k", role, KeyMode::Test, &Actor::system())
+            .await
+            .expect("key")
+            .secret
+    }
+
+    async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
+        http::call(&self.router, method, path, Some(key), body).await
+    }
+
+    /// `n` application events `days` old: `user.login` and, every third,
+    /// `document.share` of `doc-<i>`.
+    async fn seed(&self, tenant: &str, n: usize, days: i64) {
+        let at = Utc::now() - chrono::Duration::days(days);
+        for start in (0..n).step_by(1000) {
+            let batch: Vec<NewAuditEvent> = (start..n.min(start + 1000))
+                .map(|i| {
+                    serde_json::from_value(json!({
+                        "action": if i % 3 == 0 { "document.share" } else { "user.login" },
+                        "occurredAt": (at + chrono::Duration::milliseconds(i as i64))
+                            .to_rfc3339_opts(SecondsFormat::Micros, true),
+                        "actorId": format!("user-{}", i % 7),
+                        "resourceType": "document",
+                        "resourceId": format!("doc-{i}"),
+                        "details": {"n": i, "padding": "x".repeat(40)},
+                    }))
+                    .expect("an event")
+                })
+                .collect();
+            let checked = check_ingest(batch, Utc::now(), 365).expect("valid events");
+            self.stores
+                .ingest_audit_events(tenant, &Actor::system(), &checked)
+                .await
+                .expect("seeding");
+        }
+    }
+
+    async fn count(&self, tenant: &str) -> u64 {
+        self.stores
+            .count_audit_events(tenant, &AuditFilter::default())
+            .await
+            .expect("count")
+    }
+
+    /// Runs a cleanup through the API and waits for its end.
+    async fn cleanup(&self, key: &str, body: Value) -> Value {
+        let reply = self
+            .call(Method::POST, "/v1/retention/cleanup", key, Some(body))
+            .await;
+        reply.assert_status(StatusCode::ACCEPTED);
+        let id = reply.body["executionId"]
+            .as_str()
+            .expect("executionId")
+            .to_string();
+        self.poll(key, &id).await
+    }
+
+    async fn poll(&self, key: &str, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let reply = self
+                .call(
+                    Method::GET,
+                    &format!("/v1/retention/executions/{id}"),
+                    key,
+                    None,
+                )
+                .await;
+            reply.assert_status(StatusCode::OK);
+            let status = reply.body["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if ["succeeded", "failed", "cancelled"].contains(&status.as_str()) {
+                return reply.body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{}", reply.body);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Moves the tenant's job transitions `days` into the past.
+async fn age_transitions(db: &TestDb, tenant: &str, days: i64) {
+    if db.url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(&db.url, 1).await.expect("store");
+        sqlx::query("UPDATE job_events SET at = at - ?2 WHERE tenant_id = ?1")
+            .bind(tenant)
+            .bind(days * 86_400_000_000)
+            .execute(store.pool())
+            .await
+            .expect("ageing");
+    } else {
+        let store = PgStore::connect(&db.url, 1).await.expect("store");
+        sqlx::query(
+            "UPDATE job_events SET at = at - make_interval(days => $2) WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .bind(days as i32)
+        .execute(store.pool())
+        .await
+        .expect("ageing");
+    }
+}
+
+fn local(dir: &tempdir::Dir) -> Arc<ArtifactStores> {
+    stores_of(local_store(dir.path()))
+}
+
+mod tempdir {
+    pub struct Dir(std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            let path =
+                std::env::temp_dir().join(format!("longhaul-retention-{}", uuid::Uuid::now_v7()));
+            std::fs::create_dir_all(&path).expect("temp dir");
+            Dir(path)
+        }
+        pub fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn policies_are_checked_and_kept_per_tenant(db: TestDb) {
+    let dir = tempdir::Dir::new();
+    let rig = rig(&db, local(&dir)).await;
+    let (tenant, admin) = rig.tenant("acme").await;
+    let (_, other_admin) = rig.tenant("other").await;
+    let viewer = rig.key(&tenant, Role::Viewer).await;
+    let body = json!({"name": "jobs", "retentionPeriod": "P180D",
+                      "scope": {"eventTypes": ["job.*"], "services": ["system"]},
+                      "archiveConfig": {"enabled": true}});
+    rig.call(
+        Method::POST,
+        "/v1/retention/policies",
+        &viewer,
+        Some(body.clone()),
+    )
+    .await
+    .assert_status(StatusCode::FORBIDDEN);
+    let created = rig
+        .call(
+            Method::POST,
+            "/v1/retention/policies",
+            &admin,
+            Some(body.clone()),
+        )
+        .await;
+    created.assert_status(StatusCode::CREATED);
+    let id = created.body["policyId"].as_str().unwrap().to_string();
+    assert!(id.starts_with("rtp_"), "{}", created.body);
+    assert_eq!(created.body["target"], "auditLog");
+    assert_eq!(created.body["archiveConfig"]["destination"], "artifacts");
+    rig.call(Method::POST, "/v1/retention/policies", &admin, Some(body))
+        .await
+        .assert_status(StatusCode::CONFLICT);
+    for (bad, field) in [
+        (
+            json!({"name": "x", "retentionPeriod": "P30D"}),
+            "retentionPeriod",
+        ),
+        (
+            json!({"name": "x", "retentionPeriod": "PT48H"}),
+            "retentionPeriod",
+        ),
+        (
+            json!({"name": "x", "retentionPeriod": "90 days"}),
+            "retentionPeriod",
+        ),
+        (
+            json!({"name": "x", "retentionPeriod": "P1Y", "scope": {"services": ["cron"]}}),
+            "scope.services[0]",
+        ),
+        (
+            json!({"name": "x", "retentionPeriod": "P1Y", "scope": {"buckets": ["nope"]}}),
+            "scope.buckets[0]",
+        ),
+        (
+            json!({"name": "x", "retentionPeriod": "P1Y", "scope": {"eventTypes": ["a[b"]}}),
+            "scope.eventTypes[0]",
+        ),
+        (
+            json!({"name": "x", "retentionPeriod": "P1Y", "archiveConfig": {"enabled": true, "destination": "s3://elsewhere"}}),
+            "archiveConfig.destination",
+        ),
+        (json!({"name": "", "retentionPeriod": "P1Y"}), "name"),
+    ] {
+        let reply = rig
+            .call(
+                Method::POST,
+                "/v1/retention/policies",
+                &admin,
+                Some(bad.clone()),
+            )
+            .await;
+        reply.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            reply.body["error"]["details"]["field"], field,
+            "{bad}: {}",
+            reply.body
+        );
+    }
+    let listed = rig
+        .call(Method::GET, "/v1/retention/policies", &admin, None)
+        .await;
+    listed.assert_status(StatusCode::OK);
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["defaultPolicy"]["policyId"], "default");
+    assert_eq!(listed.body["defaultPolicy"]["retentionPeriod"], "P365D");
+    let path = format!("/v1/retention/policies/{id}");
+    rig.call(Method::GET, &path, &other_admin, None)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
+    let patched = rig
+        .call(
+            Method::PATCH,
+            &path,
+            &admin,
+            Some(json!({"retentionPeriod": "P1Y", "enabled": false})),
+        )
+        .await;
+    patched.assert_status(StatusCode::OK);
+    assert_eq!(patched.body["retentionPeriod"], "P1Y");
+    assert_eq!(patched.body["enabled"], false);
+    assert_eq!(patched.body["scope"]["eventTypes"], json!(["job.*"]));
+    rig.call(
+        Method::PATCH,
+        &path,
+        &admin,
+        Some(json!({"retentionPeriod": "P10D"})),
+    )
+    .await
+    .assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+    rig.call(Method::DELETE, &path, &other_admin, None)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
+    rig.call(Method::DELETE, &path, &admin, None)
+        .await
+        .assert_status(StatusCode::NO_CONTENT);
+    rig.call(Method::GET, &path, &admin, None)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
+    let audited = rig
+        .stores
+        .count_audit_events(
+            &tenant.id,
+            &AuditFilter {
+                resource_id: Some(id.clone()),
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(audited, 3, "create, update and delete are audited");
+}
+
+async fn holds_win_and_dry_runs_count_what_runs_delete(db: TestDb) {
+    let dir = tempdir::Dir::new();
+    let artifacts = local(&dir);
+    let rig = rig(&db, artifacts.clone()).await;
+    let (tenant, admin) = rig.tenant("acme").await;
+    let (other, other_admin) = rig.tenant("other").await;
+    rig.seed(&tenant.id, 600, OLD_DAYS).await;
+    rig.seed(&tenant.id, 90, 10).await;
+    rig.seed(&other.id, 300, OLD_DAYS).await;
+    let other_before = rig.count(&other.id).await;
+    // A job transition, aged past the policy too.
+    let job = rig
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            &admin,
+            Some(json!({"kind": "system.noop", "params": {}})),
+        )
+        .await;
+    job.assert_status(StatusCode::ACCEPTED);
+    let job_id = job.body["id"].as_str().unwrap().to_string();
+    rig.call(
+        Method::POST,
+        &format!("/v1/jobs/{job_id}/cancel"),
+        &admin,
+        None,
+    )
+    .await;
+    age_transitions(&db, &tenant.id, OLD_DAYS).await;
+
+    let policy = rig
+        .call(
+            Method::POST,
+            "/v1/retention/policies",
+            &admin,
+            Some(json!({"name": "six months", "retentionPeriod": "P180D",
+                        "scope": {"eventTypes": ["user.*", "document.*", "job.*"]}})),
+        )
+        .await;
+    policy.assert_status(StatusCode::CREATED);
+    let policy_id = policy.body["policyId"].as_str().unwrap().to_string();
+    // doc-3 and doc-6 are document.share events: held.
+    let hold = rig
+        .call(
+            Method::POST,
+            "/v1/retention/holds",
+            &admin,
+            Some(json!({"name": "case 42", "reason": "litigation",
+                        "scope": {"eventTypes": ["document.*"], "resourceIds": ["doc-3", "doc-6"]}})),
+        )
+        .await;
+    hold.assert_status(StatusCode::CREATED);
+    // Two old events and two recent ones.
+    assert_eq!(hold.body["objectsHeld"], 4, "{}", hold.body);
+    assert_eq!(hold.body["status"], "active");
+    let hold_id = hold.body["holdId"].as_str().unwrap().to_string();
+    rig.call(
+        Method::POST,
+        "/v1/retention/holds",
+        &admin,
+        Some(json!({"name": "empty", "reason": "r", "scope": {}})),
+    )
+    .await
+    .assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+
+    let expired = rig
+        .stores
+        .count_audit_events(
+            &tenant.id,
+            &AuditFilter {
+                to: Some(Utc::now() - chrono::Duration::days(180)),
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        expired > 600,
+        "the job's transitions expired too: {expired}"
+    );
+    let expected = expired - 2;
+    let preview = rig
+        .call(
+            Method::POST,
+            "/v1/retention/preview",
+            &admin,
+            Some(json!({"policyId": policy_id})),
+        )
+        .await;
+    preview.assert_status(StatusCode::OK);
+    assert_eq!(preview.body["eventsAffected"], expected, "{}", preview.body);
+    assert_eq!(preview.body["eventsHeld"], 2);
+    assert!(preview.body["sizeBytes"].as_u64().unwrap() > expected * 40);
+
+    let (token, worker) = start_worker(&db.url, artifacts.clone()).await;
+    let dry = rig
+        .cleanup(&admin, json!({"policyId": policy_id, "dryRun": true}))
+        .await;
+    assert_eq!(dry["status"], "succeeded", "{dry}");
+    assert_eq!(dry["dryRun"], true);
+    assert_eq!(dry["eventsDeleted"], expected, "{dry}");
+    assert_eq!(dry["eventsHeld"], 2);
+    let still_expired = rig
+        .stores
+        .count_audit_events(
+            &tenant.id,
+            &AuditFilter {
+                to: Some(Utc::now() - chrono::Duration::days(180)),
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(still_expired, expired, "a dry run deletes nothing");
+
+    let real = rig.cleanup(&admin, json!({"policyId": policy_id})).await;
+    assert_eq!(real["status"], "succeeded", "{real}");
+    for field in [
+        "eventsProcessed",
+        "eventsDeleted",
+        "eventsHeld",
+        "bytesReclaimed",
+    ] {
+        assert_eq!(real[field], dry[field], "{field}: {real} vs {dry}");
+    }
+    assert_eq!(real["bytesReclaimed"], preview.body["sizeBytes"]);
+    // What is left: the recent events, the two held ones, and the run's own
+    // audit trail (its transitions are recent).
+    let left = rig
+        .stores
+        .list_audit_events(
+            &tenant.id,
+            &AuditFilter {
+                to: Some(Utc::now() - chrono::Duration::days(180)),
+                ..AuditFilter::default()
+            },
+            None,
+            longhaul_core::audit::Order::OldestFirst,
+            100,
+        )
+        .await
+        .unwrap();
+    let left: Vec<_> = left
+        .iter()
+        .map(|e| e.resource_id.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(left, ["doc-3", "doc-6"]);
+    assert_eq!(
+        rig.count(&other.id).await,
+        other_before,
+        "another tenant's log is untouched"
+    );
+    let execution = real["executionId"].as_str().unwrap();
+    rig.call(
+        Method::GET,
+        &format!("/v1/retention/executions/{execution}"),
+        &other_admin,
+        None,
+    )
+    .await
+    .assert_status(StatusCode::NOT_FOUND);
+
+    let metrics = rig
+        .call(Method::GET, "/v1/retention/metrics", &admin, None)
+        .await;
+    metrics.assert_status(StatusCode::OK);
+    assert_eq!(metrics.body["retentionSavings"]["eventsDeleted"], expected);
+    assert_eq!(metrics.body["byAge"]["older"], 2, "{}", metrics.body);
+    assert!(metrics.body["byAge"]["last30Days"].as_u64().unwrap() >= 90);
+
+    // Released, the hold stops protecting; the release is audited.
+    let released = rig
+        .call(
+            Method::POST,
+            &format!("/v1/retention/holds/{hold_id}/release"),
+            &admin,
+            None,
+        )
+        .await;
+    released.assert_status(StatusCode::OK);
+    assert_eq!(released.body["objectsReleased"], 4);
+    rig.call(
+        Method::POST,
+        &format!("/v1/retention/holds/{hold_id}/release"),
+        &admin,
+        None,
+    )
+    .await
+    .assert_status(StatusCode::CONFLICT);
+    let again = rig.cleanup(&admin, json!({"policyId": policy_id})).await;
+    assert_eq!(again["eventsDeleted"], 2, "{again}");
+    let audited = rig
+        .stores
+        .count_audit_events(
+            &tenant.id,
+            &AuditFilter {
+                resource_id: Some(hold_id.clone()),
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(audited, 2, "placing and releasing the hold are audited");
+    let viewer = rig.key(&tenant, Role::Viewer).await;
+    rig.call(
+        Method::POST,
+        "/v1/retention/cleanup",
+        &viewer,
+        Some(json!({"policyId": "default"})),
+    )
+    .await
+    .assert_status(StatusCode::FORBIDDEN);
+    rig.call(
+        Method::POST,
+        "/v1/retention/cleanup",
+        &admin,
+        Some(json!({"policyId": "rtp_00000000000000000000000000000000"})),
+    )
+    .await
+    .assert_status(StatusCode::NOT_FOUND);
+    token.cancel();
+    let _ = worker.await;
+}
+
+/// The events of an archive (gzipped NDJSON): their ids.
+fn archive_ids(bytes: &[u8]) -> Vec<String> {
+    let reader = BufReader::new(flate2::read::MultiGzDecoder::new(bytes));
+    reader
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(&line.expect("a line")).expect("json");
+            event["id"].as_str().expect("id").to_string()
+        })
+        .collect()
+}
+
+async fn an_archiving_run_killed_mid_way_loses_no_event(db: TestDb) {
+    let dir = tempdir::Dir::new();
+    let inner: Arc<dyn ObjectStore> = local_store(dir.path());
+    let rig = rig(&db, stores_of(inner.clone())).await;
+    let (tenant, admin) = rig.tenant("acme").await;
+    rig.seed(&tenant.id, 12_000, OLD_DAYS).await;
+    let old: BTreeSet<String> = rig
+        .stores
+        .list_audit_events(
+            &tenant.id,
+            &AuditFilter::default(),
+            None,
+            longhaul_core::audit::Order::OldestFirst,
+            1000,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(old.len(), 1000);
+    let policy = rig
+        .call(
+            Method::POST,
+            "/v1/retention/policies",
+            &admin,
+            Some(json!({"name": "archive", "retentionPeriod": "P90D",
+                        "archiveConfig": {"enabled": true}})),
+        )
+        .await;
+    policy.assert_status(StatusCode::CREATED);
+    let policy_id = policy.body["policyId"].as_str().unwrap().to_string();
+    // The first worker stops after one stored part of the archive and is
+    // killed there, its lease left to expire.
+    let gate = Gate::new(1);
+    let first = {
+        let (inner, gate) = (inner.clone(), gate.clone());
+        KillableWorker::start(db.url.clone(), move || gated(inner, &gate))
+    };
+    let reply = rig
+        .call(
+            Method::POST,
+            "/v1/retention/cleanup",
+            &admin,
+            Some(json!({"policyId": policy_id})),
+        )
+        .await;
+    reply.assert_status(StatusCode::ACCEPTED);
+    let id = reply.body["executionId"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = rig
+            .call(
+                Method::GET,
+                &format!("/v1/retention/executions/{id}"),
+                &admin,
+                None,
+            )
+            .await;
+        if view.body["eventsArchived"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", view.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    assert_eq!(
+        rig.count(&tenant.id).await - count_recent(&rig, &tenant.id).await,
+        12_000,
+        "nothing deleted before the archive is stored"
+    );
+    let (token, worker) = start_worker(&db.url, stores_of(inner.clone())).await;
+    let done = rig.poll(&admin, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["eventsArchived"], 12_000, "{done}");
+    assert_eq!(done["eventsDeleted"], 12_000, "{done}");
+    let archive = &done["archive"];
+    let url = archive["downloadUrl"].as_str().expect("a link");
+    let at = url.find("/v1/artifacts/").expect("a local link");
+    let (status, _, bytes) = send_bytes(&rig.router, &url[at..]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes.len() as u64, archive["size"].as_u64().unwrap());
+    let ids = archive_ids(&bytes);
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), 12_000, "every event archived");
+    assert_eq!(unique.len(), 12_000, "none archived twice");
+    assert!(old.iter().all(|id| unique.contains(id)));
+    assert_eq!(
+        rig.count(&tenant.id).await - count_recent(&rig, &tenant.id).await,
+        0
+    );
+    token.cancel();
+    let _ = worker.await;
+}
+
+/// Events of the last day (the run's own transitions and audit trail).
+async fn count_recent(rig: &Rig, tenant: &str) -> u64 {
+    rig.stores
+        .count_audit_events(
+            tenant,
+            &AuditFilter {
+                from: Some(Utc::now() - chrono::Duration::days(1)),
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap()
+}
+
+both_stores!(
+    policies_are_checked_and_kept_per_tenant,
+    holds_win_and_dry_runs_count_what_runs_delete,
+    an_archiving_run_killed_mid_way_loses_no_event,
+);

@@ -4,6 +4,7 @@
 
 mod export;
 mod queue;
+mod retention;
 mod scan;
 mod scheduler;
 mod scratch;
@@ -18,6 +19,8 @@ pub enum BenchCommand {
     Queue(queue::QueueBenchArgs),
     /// Many tenant schedules, many due in the same second: fire lag.
     Scheduler(scheduler::SchedulerBenchArgs),
+    /// A retention cleanup of millions of expired audit events beside a writer.
+    Retention(retention::RetentionBenchArgs),
     /// A leakage or classification scan of a folder through the real job.
     Scan(scan::ScanBenchArgs),
 }
@@ -28,5 +31,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Queue(args) => queue::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Scan(args) => scan::run(args).await,
+        BenchCommand::Retention(args) => retention::run(args).await,
     }
 }

@@ -396,8 +396,9 @@ pub(crate) async fn send_bytes(
 
 fn exports_pool() -> PoolConfig {
     PoolConfig {
-        // Retention runs (tests/suite/retention.rs) share these workers.
-        queues: vec!["exports".into(), "maintenance".into()],
+        // Retention runs and the scans they read (tests/suite/retention.rs)
+        // share these workers.
+        queues: vec!["exports".into(), "maintenance".into(), "scans".into()],
         ..pool_config(2)
     }
 }

@@ -672,7 +672,147 @@ async fn count_recent(rig: &Rig, tenant: &str) -> u64 {
         .unwrap()
 }
 
+/// Sets a file's modification time `days` in the past.
+fn age_file(path: &std::path::Path, days: u64) {
+    let when = std::time::SystemTime::now() - Duration::from_secs(days * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("the object's file")
+        .set_modified(when)
+        .expect("setting its modification time");
+}
+
+async fn data_bucket_policies_use_classifications_and_holds(db: TestDb) {
+    let dir = tempdir::Dir::new();
+    let root = dir.path().join("artifacts");
+    let artifacts = Arc::new(ArtifactStores::local(&root, http::test_signer()));
+    let rig = rig(&db, artifacts.clone()).await;
+    let tenant = rig
+        .stores
+        .create_tenant(
+            NewTenant {
+                settings: json!({"dataBuckets": {"files": "files-bucket"}}),
+                ..NewTenant::new("acme", REGION, "standard")
+            },
+            &Actor::system(),
+        )
+        .await
+        .expect("tenant");
+    let admin = rig.key(&tenant, Role::Admin).await;
+    let bucket = root.join(".buckets").join("files-bucket");
+    let put = |key: &str, body: &str, days: u64| {
+        let path = bucket.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, body).unwrap();
+        if days > 0 {
+            age_file(&path, days);
+        }
+    };
+    put("old/cards.csv", "name,card_number\nAlice,4111 1111 1111 1111\nBob,5500 0000 0000 0004\n", 60);
+    put("old/plain.txt", "nothing to see here\n", 60);
+    put("old/held.txt", "kept for the court\n", 60);
+    put("new/cards.csv", "name,card_number\nCarol,4111 1111 1111 1111\n", 0);
+    let (token, worker) = start_worker(&db.url, artifacts.clone()).await;
+    let scan = rig
+        .call(Method::POST, "/v1/classification/scans", &admin, Some(json!({"scope": {"buckets": ["files"]}})))
+        .await;
+    scan.assert_status(StatusCode::ACCEPTED);
+    let scan_id = scan.body["scanId"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = rig
+            .call(Method::GET, &format!("/v1/classification/scans/{scan_id}"), &admin, None)
+            .await;
+        if view.body["status"] == "succeeded" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", view.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let results = rig
+        .call(Method::GET, &format!("/v1/classification/scans/{scan_id}/results"), &admin, None)
+        .await;
+    let level_of = |key: &str| {
+        results.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["objectKey"] == key)
+            .map(|r| r["level"].clone())
+    };
+    assert_eq!(level_of("old/cards.csv"), Some(json!("restricted")), "{}", results.body);
+    assert_ne!(level_of("old/plain.txt"), Some(json!("restricted")));
+
+    let hold = rig
+        .call(
+            Method::POST,
+            "/v1/retention/holds",
+            &admin,
+            Some(json!({"name": "court", "reason": "subpoena",
+                        "scope": {"buckets": ["files"], "objectKeys": ["old/held*"]}})),
+        )
+        .await;
+    hold.assert_status(StatusCode::CREATED);
+    let policy = |body: Value| async {
+        let reply = rig
+            .call(Method::POST, "/v1/retention/policies", &admin, Some(body))
+            .await;
+        reply.assert_status(StatusCode::CREATED);
+        reply.body["policyId"].as_str().unwrap().to_string()
+    };
+    let restricted = policy(json!({"name": "restricted", "retentionPeriod": "P30D",
+        "scope": {"buckets": ["files"], "classifications": ["restricted"]},
+        "actions": {"onExpiry": "delete"}}))
+    .await;
+    let notify = policy(json!({"name": "tell me", "retentionPeriod": "P30D",
+        "scope": {"buckets": ["files"]}, "actions": {"onExpiry": "notify"}}))
+    .await;
+    let archive = policy(json!({"name": "archive", "retentionPeriod": "P30D",
+        "scope": {"buckets": ["files"]}, "actions": {"onExpiry": "archive"}}))
+    .await;
+
+    let run = rig.cleanup(&admin, json!({"policyId": restricted})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["objectsDeleted"], 1, "{run}");
+    assert!(!bucket.join("old/cards.csv").exists());
+    assert!(bucket.join("new/cards.csv").exists(), "not expired");
+    assert!(bucket.join("old/plain.txt").exists(), "not restricted");
+
+    let told = rig.cleanup(&admin, json!({"policyId": notify})).await;
+    assert_eq!(told["objectsNotified"], 1, "{told}");
+    assert_eq!(told["objectsHeld"], 1, "{told}");
+    assert!(bucket.join("old/plain.txt").exists(), "notify touches nothing");
+
+    let dry = rig.cleanup(&admin, json!({"policyId": archive, "dryRun": true})).await;
+    assert_eq!(dry["objectsArchived"], 1, "{dry}");
+    assert!(bucket.join("old/plain.txt").exists(), "a dry run touches nothing");
+    let archived = rig.cleanup(&admin, json!({"policyId": archive})).await;
+    assert_eq!(archived["status"], "succeeded", "{archived}");
+    assert_eq!(archived["objectsArchived"], 1, "{archived}");
+    assert_eq!(archived["objectsDeleted"], 1, "{archived}");
+    assert_eq!(archived["objectsHeld"], 1);
+    assert!(!bucket.join("old/plain.txt").exists());
+    assert!(bucket.join("old/held.txt").exists(), "held");
+    let job = archived["jobId"].as_str().unwrap();
+    let copy = root
+        .join("tenants")
+        .join(&tenant.id)
+        .join("audit.retention_cleanup")
+        .join(job)
+        .join("objects/files/old/plain.txt");
+    assert_eq!(std::fs::read_to_string(&copy).expect("the archived copy"), "nothing to see here\n");
+    let metrics = rig.call(Method::GET, "/v1/retention/metrics", &admin, None).await;
+    assert_eq!(metrics.body["retentionSavings"]["objectsDeleted"], 2, "{}", metrics.body);
+    let stats = rig.call(Method::GET, "/v1/classification/stats", &admin, None).await;
+    stats.assert_status(StatusCode::OK);
+    assert!(!stats.body.to_string().contains("old/cards.csv"));
+    token.cancel();
+    let _ = worker.await;
+}
+
 both_stores!(
+    data_bucket_policies_use_classifications_and_holds,
     policies_are_checked_and_kept_per_tenant,
     holds_win_and_dry_runs_count_what_runs_delete,
     an_archiving_run_killed_mid_way_loses_no_event,

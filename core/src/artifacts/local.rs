@@ -360,8 +360,12 @@ impl ObjectStore for LocalStore {
                         pending.push((entry.path(), key));
                     }
                 } else if kind.is_file() && !name.contains(TEMP_MARKER) && key.starts_with(prefix) {
-                    let size = entry.metadata().await.map_err(io("listing"))?.len();
-                    out.push(ObjectInfo { key, size });
+                    let metadata = entry.metadata().await.map_err(io("listing"))?;
+                    out.push(ObjectInfo {
+                        key,
+                        size: metadata.len(),
+                        last_modified: metadata.modified().ok().map(chrono::DateTime::from),
+                    });
                 }
             }
         }

@@ -111,6 +111,9 @@ pub struct StoredObject {
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// When the object was last written, where the store says (retention
+    /// of data buckets expires objects by it).
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A part already stored by an upload in progress.

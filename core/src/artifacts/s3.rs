@@ -655,6 +655,9 @@ impl ObjectStore for S3Store {
                     out.push(ObjectInfo {
                         key: key.to_string(),
                         size: object.size().unwrap_or(0).max(0) as u64,
+                        last_modified: object.last_modified().and_then(|at| {
+                            chrono::DateTime::from_timestamp(at.secs(), at.subsec_nanos())
+                        }),
                     });
                 }
             }

@@ -930,6 +930,24 @@ pub trait RetentionStore: Send + Sync {
         also: &[String],
     ) -> Result<Deleted>;
 
+    /// The latest classification level of the bucket's objects with keys
+    /// from `first` to `last` (objects never classified are absent).
+    async fn classification_levels(
+        &self,
+        tenant_id: &str,
+        bucket: &str,
+        first: &str,
+        last: &str,
+    ) -> Result<Vec<(String, Option<String>)>>;
+
+    /// Drops what classification scans concluded of deleted objects.
+    async fn forget_classified_objects(
+        &self,
+        tenant_id: &str,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<()>;
+
     /// Adds deleted objects to the tenant's savings.
     async fn add_retention_savings(&self, tenant_id: &str, objects: u64, bytes: u64) -> Result<()>;
 

@@ -797,6 +797,55 @@ async fn savings(store: &impl SqlStore, tenant_id: &str, objects: u64, bytes: u6
     tx.commit("adding retention savings").await
 }
 
+async fn levels(
+    store: &impl SqlStore,
+    tenant_id: &str,
+    bucket: &str,
+    first: &str,
+    last: &str,
+) -> Result<Vec<(String, Option<String>)>> {
+    let mut conn = store.read("reading classification levels").await?;
+    conn.db()
+        .fetch_all(
+            sql(
+                "reading classification levels",
+                "SELECT object_key, level FROM classified_objects
+                 WHERE tenant_id = $1 AND bucket = $2 AND object_key >= $3 AND object_key <= $4",
+            )
+            .bind(tenant_id)
+            .bind(bucket)
+            .bind(first)
+            .bind(last),
+        )
+        .await?
+        .iter()
+        .map(|row| Ok((row.text("object_key")?, row.opt_text("level")?)))
+        .collect()
+}
+
+async fn forget_classified(
+    store: &impl SqlStore,
+    tenant_id: &str,
+    bucket: &str,
+    keys: &[String],
+) -> Result<()> {
+    let mut tx = store.write("starting to forget deleted objects").await?;
+    let mut db = tx.db();
+    for key in keys {
+        db.execute(
+            sql(
+                "forgetting a deleted object's classification",
+                "DELETE FROM classified_objects WHERE tenant_id = $1 AND bucket = $2 AND object_key = $3",
+            )
+            .bind(tenant_id)
+            .bind(bucket)
+            .bind(key),
+        )
+        .await?;
+    }
+    tx.commit("forgetting deleted objects").await
+}
+
 async fn metrics(
     store: &impl SqlStore,
     tenant_id: &str,
@@ -985,6 +1034,25 @@ macro_rules! retention_store_for {
                 also: &[String],
             ) -> Result<Deleted> {
                 delete_events(self, tenant_id, events, now, also).await
+            }
+
+            async fn classification_levels(
+                &self,
+                tenant_id: &str,
+                bucket: &str,
+                first: &str,
+                last: &str,
+            ) -> Result<Vec<(String, Option<String>)>> {
+                levels(self, tenant_id, bucket, first, last).await
+            }
+
+            async fn forget_classified_objects(
+                &self,
+                tenant_id: &str,
+                bucket: &str,
+                keys: &[String],
+            ) -> Result<()> {
+                forget_classified(self, tenant_id, bucket, keys).await
             }
 
             async fn add_retention_savings(

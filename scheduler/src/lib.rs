@@ -3,11 +3,13 @@
 //! whatever the number of replicas, see `longhaul_core::schedule`) and runs
 //! the maintenance loops (`maintenance.rs`: lease rescue and pruning;
 //! `artifact_sweeper.rs`: expired and abandoned artifacts), each safe with
-//! several replicas. It keeps no schedule in memory.
+//! several replicas, and creates the platform's own schedules when they are
+//! missing (`system_schedules.rs`: the nightly retention sweep). It keeps no schedule in memory.
 
 mod artifact_sweeper;
 mod job_maker;
 mod maintenance;
+mod system_schedules;
 mod ticker;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub use artifact_sweeper::{ArtifactSweeper, SweepReport};
 pub use job_maker::CatalogueJobs;
 pub use maintenance::Maintenance;
+pub use system_schedules::{ensure_system_schedules, SYSTEM_SCHEDULES};
 pub use ticker::{Ticker, TickerConfig};
 
 /// The store the scheduler uses: jobs and schedules (both backends are).
@@ -57,6 +60,9 @@ pub async fn run(
     artifacts: Option<Arc<ArtifactStores>>,
     shutdown: CancellationToken,
 ) {
+    if let Err(error) = ensure_system_schedules(store.as_ref(), &catalogue).await {
+        tracing::error!(%error, "creating the system schedules failed; they are created at the next start");
+    }
     let mut maintenance =
         Maintenance::new(store.clone(), config.rescue_interval, config.job_retention);
     if let Some(artifacts) = artifacts {

@@ -709,20 +709,38 @@ async fn data_bucket_policies_use_classifications_and_holds(db: TestDb) {
             age_file(&path, days);
         }
     };
-    put("old/cards.csv", "name,card_number\nAlice,4111 1111 1111 1111\nBob,5500 0000 0000 0004\n", 60);
+    put(
+        "old/cards.csv",
+        "name,card_number\nAlice,4111 1111 1111 1111\nBob,5500 0000 0000 0004\n",
+        60,
+    );
     put("old/plain.txt", "nothing to see here\n", 60);
     put("old/held.txt", "kept for the court\n", 60);
-    put("new/cards.csv", "name,card_number\nCarol,4111 1111 1111 1111\n", 0);
+    put(
+        "new/cards.csv",
+        "name,card_number\nCarol,4111 1111 1111 1111\n",
+        0,
+    );
     let (token, worker) = start_worker(&db.url, artifacts.clone()).await;
     let scan = rig
-        .call(Method::POST, "/v1/classification/scans", &admin, Some(json!({"scope": {"buckets": ["files"]}})))
+        .call(
+            Method::POST,
+            "/v1/classification/scans",
+            &admin,
+            Some(json!({"scope": {"buckets": ["files"]}})),
+        )
         .await;
     scan.assert_status(StatusCode::ACCEPTED);
     let scan_id = scan.body["scanId"].as_str().unwrap().to_string();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let view = rig
-            .call(Method::GET, &format!("/v1/classification/scans/{scan_id}"), &admin, None)
+            .call(
+                Method::GET,
+                &format!("/v1/classification/scans/{scan_id}"),
+                &admin,
+                None,
+            )
             .await;
         if view.body["status"] == "succeeded" {
             break;
@@ -731,17 +749,27 @@ async fn data_bucket_policies_use_classifications_and_holds(db: TestDb) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let results = rig
-        .call(Method::GET, &format!("/v1/classification/scans/{scan_id}/results"), &admin, None)
+        .call(
+            Method::GET,
+            &format!("/v1/classification/scans/{scan_id}/results"),
+            &admin,
+            None,
+        )
         .await;
     let level_of = |key: &str| {
         results.body["data"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| r["objectKey"] == key)
+            .find(|r| r["key"] == key)
             .map(|r| r["level"].clone())
     };
-    assert_eq!(level_of("old/cards.csv"), Some(json!("restricted")), "{}", results.body);
+    assert_eq!(
+        level_of("old/cards.csv"),
+        Some(json!("restricted")),
+        "{}",
+        results.body
+    );
     assert_ne!(level_of("old/plain.txt"), Some(json!("restricted")));
 
     let hold = rig
@@ -782,11 +810,19 @@ async fn data_bucket_policies_use_classifications_and_holds(db: TestDb) {
     let told = rig.cleanup(&admin, json!({"policyId": notify})).await;
     assert_eq!(told["objectsNotified"], 1, "{told}");
     assert_eq!(told["objectsHeld"], 1, "{told}");
-    assert!(bucket.join("old/plain.txt").exists(), "notify touches nothing");
+    assert!(
+        bucket.join("old/plain.txt").exists(),
+        "notify touches nothing"
+    );
 
-    let dry = rig.cleanup(&admin, json!({"policyId": archive, "dryRun": true})).await;
+    let dry = rig
+        .cleanup(&admin, json!({"policyId": archive, "dryRun": true}))
+        .await;
     assert_eq!(dry["objectsArchived"], 1, "{dry}");
-    assert!(bucket.join("old/plain.txt").exists(), "a dry run touches nothing");
+    assert!(
+        bucket.join("old/plain.txt").exists(),
+        "a dry run touches nothing"
+    );
     let archived = rig.cleanup(&admin, json!({"policyId": archive})).await;
     assert_eq!(archived["status"], "succeeded", "{archived}");
     assert_eq!(archived["objectsArchived"], 1, "{archived}");
@@ -796,22 +832,144 @@ async fn data_bucket_policies_use_classifications_and_holds(db: TestDb) {
     assert!(bucket.join("old/held.txt").exists(), "held");
     let job = archived["jobId"].as_str().unwrap();
     let copy = root
+        .join(REGION)
         .join("tenants")
         .join(&tenant.id)
         .join("audit.retention_cleanup")
         .join(job)
         .join("objects/files/old/plain.txt");
-    assert_eq!(std::fs::read_to_string(&copy).expect("the archived copy"), "nothing to see here\n");
-    let metrics = rig.call(Method::GET, "/v1/retention/metrics", &admin, None).await;
-    assert_eq!(metrics.body["retentionSavings"]["objectsDeleted"], 2, "{}", metrics.body);
-    let stats = rig.call(Method::GET, "/v1/classification/stats", &admin, None).await;
+    assert_eq!(
+        std::fs::read_to_string(&copy).expect("the archived copy"),
+        "nothing to see here\n"
+    );
+    let metrics = rig
+        .call(Method::GET, "/v1/retention/metrics", &admin, None)
+        .await;
+    assert_eq!(
+        metrics.body["retentionSavings"]["objectsDeleted"], 2,
+        "{}",
+        metrics.body
+    );
+    let stats = rig
+        .call(Method::GET, "/v1/classification/stats", &admin, None)
+        .await;
     stats.assert_status(StatusCode::OK);
     assert!(!stats.body.to_string().contains("old/cards.csv"));
     token.cancel();
     let _ = worker.await;
 }
 
+async fn the_nightly_sweep_queues_each_run_of_the_day_once(db: TestDb) {
+    use longhaul_core::client::EnqueueRequest;
+    use longhaul_core::retention::sweep::{RetentionSweep, SweepParams, NIGHTLY_SCHEDULE};
+    use longhaul_core::retention::RETENTION_CLEANUP;
+    use longhaul_core::schedule::SYSTEM_TENANT;
+    use longhaul_core::JobClient;
+
+    let dir = tempdir::Dir::new();
+    let artifacts = local(&dir);
+    let rig = rig(&db, artifacts.clone()).await;
+    let catalogue = longhaul_worker::jobs::catalogue();
+    let created = longhaul_scheduler::ensure_system_schedules(rig.stores.as_ref(), &catalogue)
+        .await
+        .expect("system schedules");
+    assert_eq!(created, 1);
+    let again = longhaul_scheduler::ensure_system_schedules(rig.stores.as_ref(), &catalogue)
+        .await
+        .expect("system schedules");
+    assert_eq!(again, 0, "a restart creates nothing twice");
+    let schedules = rig.stores.list_schedules(None, None, 100).await.unwrap();
+    let nightly: Vec<_> = schedules
+        .iter()
+        .filter(|s| s.name == NIGHTLY_SCHEDULE)
+        .collect();
+    assert_eq!(nightly.len(), 1);
+    assert_eq!(nightly[0].kind, "retention.sweep");
+
+    let (a, admin_a) = rig.tenant("a").await;
+    let (b, _) = rig.tenant("b").await;
+    for (name, enabled) in [("kept", true), ("off", false)] {
+        rig.call(
+            Method::POST,
+            "/v1/retention/policies",
+            &admin_a,
+            Some(
+                json!({"name": name, "retentionPeriod": "P2Y", "enabled": enabled,
+                        "scope": {"eventTypes": ["user.*"]}}),
+            ),
+        )
+        .await
+        .assert_status(StatusCode::CREATED);
+    }
+    let (token, worker) = start_worker(&db.url, artifacts).await;
+    let client = JobClient::new(rig.stores.clone().job_store(), Arc::new(catalogue));
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let id = client
+            .enqueue(EnqueueRequest::of::<RetentionSweep>(SYSTEM_TENANT, &SweepParams {}).unwrap())
+            .await
+            .expect("a sweep")
+            .id;
+        let job = crate::support::wait_for_job(
+            rig.stores.as_ref(),
+            SYSTEM_TENANT,
+            id,
+            Duration::from_secs(60),
+            |job| job.state.is_terminal(),
+        )
+        .await;
+        assert_eq!(
+            job.state,
+            longhaul_core::JobState::Succeeded,
+            "{:?}",
+            job.last_error
+        );
+        outputs.push(job.output_of::<RetentionSweep>().unwrap().unwrap());
+    }
+    assert_eq!(
+        (outputs[0].runs_queued, outputs[0].runs_existing),
+        (3, 0),
+        "{outputs:?}"
+    );
+    assert_eq!(
+        (outputs[1].runs_queued, outputs[1].runs_existing),
+        (0, 3),
+        "{outputs:?}"
+    );
+    for (tenant, runs) in [(&a, 2), (&b, 1)] {
+        let jobs = rig
+            .stores
+            .list_jobs(&tenant.id, &Default::default(), None, 100)
+            .await
+            .unwrap();
+        let cleanups: Vec<_> = jobs
+            .iter()
+            .filter(|j| j.kind == RETENTION_CLEANUP)
+            .collect();
+        assert_eq!(cleanups.len(), runs, "{}", tenant.name);
+        for job in cleanups {
+            let done = crate::support::wait_for_job(
+                rig.stores.as_ref(),
+                &tenant.id,
+                job.id,
+                Duration::from_secs(60),
+                |job| job.state.is_terminal(),
+            )
+            .await;
+            assert_eq!(
+                done.state,
+                longhaul_core::JobState::Succeeded,
+                "{:?}",
+                done.last_error
+            );
+        }
+    }
+    token.cancel();
+    let _ = worker.await;
+}
+
 both_stores!(
+    the_nightly_sweep_queues_each_run_of_the_day_once,
     data_bucket_policies_use_classifications_and_holds,
     policies_are_checked_and_kept_per_tenant,
     holds_win_and_dry_runs_count_what_runs_delete,

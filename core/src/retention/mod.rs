@@ -14,6 +14,7 @@
 pub mod matching;
 pub mod period;
 pub mod preview;
+pub mod sweep;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -7,6 +7,8 @@ pub mod classification_scan;
 pub mod leakage_scan;
 pub mod noop;
 pub mod retention_cleanup;
+mod retention_objects;
+pub mod retention_sweep;
 pub mod scanning;
 pub mod sleep;
 
@@ -27,6 +29,7 @@ pub fn kinds() -> Vec<BuiltinKind> {
         BuiltinKind::with_services(leakage_scan::LeakageScan::new),
         BuiltinKind::with_services(classification_scan::ClassificationScan::new),
         BuiltinKind::with_services(retention_cleanup::RetentionCleanup::new),
+        BuiltinKind::with_services(retention_sweep::RetentionSweep::new),
     ]
 }
 
@@ -72,6 +75,7 @@ mod tests {
                 "audit.retention_cleanup",
                 "classification.scan",
                 "leakage.scan",
+                "retention.sweep",
                 "system.noop",
                 "system.sleep"
             ]

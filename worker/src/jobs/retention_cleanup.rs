@@ -1,6 +1,7 @@
 //! `audit.retention_cleanup`: one run of one retention policy over a
 //! tenant's audit log (stored events and job transitions), in bounded
-//! batches, each deleted in its own short transaction.
+//! batches, each deleted in its own short transaction; data-bucket
+//! policies go to `retention_objects.rs`.
 //!
 //! Without archiving, a run walks the expired events by keyset on the
 //! primary key and deletes, per batch of 5,000, those the policy covers and
@@ -35,9 +36,11 @@ use longhaul_core::Progress;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 use super::audit_export::{encode_row, Packer};
+use super::retention_objects::clean_objects;
 use crate::context::JobContext;
 use crate::handler::{JobError, KindHandler};
 use crate::services::JobServices;
@@ -62,11 +65,6 @@ impl KindHandler for RetentionCleanup {
     type Kind = Kind;
 
     async fn run(&self, ctx: JobContext, params: CleanupParams) -> Result<CleanupOutput, JobError> {
-        if params.target != PolicyTarget::AuditLog {
-            return Err(JobError::permanent(
-                "data-bucket policies are not run by this version",
-            ));
-        }
         let selection = params.selection().map_err(JobError::from)?;
         let mut state = match ctx.checkpoint::<Kind>()? {
             Some(saved) => saved,
@@ -93,7 +91,9 @@ impl KindHandler for RetentionCleanup {
             phase = ?state.phase,
             "retention cleanup"
         );
-        if params.dry_run {
+        if params.target == PolicyTarget::DataBuckets {
+            clean_objects(&self.services, &ctx, &params, &mut state).await?;
+        } else if params.dry_run {
             self.walk(&ctx, &params, &selection, &mut state, false)
                 .await?;
             if params.archive {
@@ -198,15 +198,27 @@ impl RetentionCleanup {
         delete: bool,
     ) -> Result<(), JobError> {
         let stores = &self.services.stores;
-        let mut cursor = parse_cursor(state.cursor.as_deref())?;
+        let read = |after: Option<AuditCursor>| {
+            let (stores, tenant, cutoff) =
+                (stores.clone(), ctx.tenant_id().to_string(), params.cutoff);
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                stores
+                    .expired_audit_events(&tenant, cutoff, after, BATCH)
+                    .await
+            }))
+        };
+        // The next batch is read while this one is deleted (disjoint keys).
+        let mut pending = read(parse_cursor(state.cursor.as_deref())?);
         loop {
             if ctx.cancel_requested() {
                 return Err(JobError::Cancelled);
             }
+            let batch = pending
+                .await
+                .map_err(|e| JobError::retryable(format!("reading expired events: {e}")))??;
+            let full = batch.len() == BATCH as usize;
+            pending = read(batch.last().map(|last| last.cursor));
             let holds = self.holds(ctx, state).await?;
-            let batch = stores
-                .expired_audit_events(ctx.tenant_id(), params.cutoff, cursor, BATCH)
-                .await?;
             let doomed = doomed(&batch, selection, &holds, &mut state.counts);
             if delete {
                 let deleted = stores
@@ -220,14 +232,13 @@ impl RetentionCleanup {
                 state.counts.bytes_reclaimed += doomed.iter().map(|e| e.size).sum::<u64>();
             }
             if let Some(last) = batch.last() {
-                cursor = Some(last.cursor);
                 state.cursor = Some(last.cursor.to_string());
             }
             if delete {
                 ctx.save_checkpoint::<Kind>(state).await?;
             }
             self.report(ctx, state, "events").await?;
-            if batch.len() < BATCH as usize {
+            if !full {
                 return Ok(());
             }
         }

@@ -136,8 +136,7 @@ pub(crate) async fn clean_objects(
             if let Some(last) = group.last() {
                 state.cursor = Some(format!("{index}\n{}", last.key));
             }
-            ctx.save_checkpoint::<RetentionCleanup>(state)
-                .await?;
+            ctx.save_checkpoint::<RetentionCleanup>(state).await?;
             ctx.progress(Progress {
                 current: state.counts.objects_processed,
                 total: None,
@@ -206,7 +205,10 @@ async fn archive_object(
             },
         )
         .await?;
-    artifacts.abort_uploads(&key).await.map_err(JobError::from)?;
+    artifacts
+        .abort_uploads(&key)
+        .await
+        .map_err(JobError::from)?;
     let mut upload = artifacts.start_upload(&key).await.map_err(JobError::from)?;
     let mut reader = bucket_store
         .read(&object.key)

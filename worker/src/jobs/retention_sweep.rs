@@ -46,6 +46,7 @@ impl KindHandler for RetentionSweep {
             after_tenant: None,
             progress: SweepProgress::default(),
         });
+        let day_start = state.day.and_time(chrono::NaiveTime::MIN).and_utc();
         loop {
             let tenants = stores
                 .list_tenants(state.after_tenant.as_deref(), TENANT_PAGE)
@@ -59,20 +60,24 @@ impl KindHandler for RetentionSweep {
                     tenant.audit_log_retention_days(),
                     tenant.created_at,
                 );
-                let runs =
-                    std::iter::once(&default).chain(policies.iter().filter(|p| p.enabled));
+                let runs = std::iter::once(&default).chain(policies.iter().filter(|p| p.enabled));
                 for policy in runs {
+                    // The day's runs are the same whichever sweep of the day
+                    // queues them: cutoffs count from the day's start.
                     let params =
-                        CleanupParams::of(policy, &policies, false, Trigger::Scheduled, Utc::now())
+                        CleanupParams::of(policy, &policies, false, Trigger::Scheduled, day_start)
                             .map_err(JobError::from)?;
-                    let request = EnqueueRequest::of::<RetentionCleanup>(tenant.id.clone(), &params)
-                        .map_err(JobError::from)?
-                        .idempotency_key(Some(run_key(&policy.policy_id, state.day)));
-                    let enqueued = client.enqueue(request).await.map_err(JobError::from)?;
-                    if enqueued.created {
-                        state.progress.runs_queued += 1;
-                    } else {
-                        state.progress.runs_existing += 1;
+                    let request =
+                        EnqueueRequest::of::<RetentionCleanup>(tenant.id.clone(), &params)
+                            .map_err(JobError::from)?
+                            .idempotency_key(Some(run_key(&policy.policy_id, state.day)));
+                    match client.enqueue(request).await {
+                        Ok(enqueued) if enqueued.created => state.progress.runs_queued += 1,
+                        Ok(_) => state.progress.runs_existing += 1,
+                        // The policy changed since an earlier sweep of the
+                        // day queued its run: that run stands.
+                        Err(longhaul_core::Error::Conflict(_)) => state.progress.runs_existing += 1,
+                        Err(other) => return Err(other.into()),
                     }
                 }
                 state.progress.tenants += 1;

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::one_job::{run_one_job, JobRun};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
@@ -21,11 +22,9 @@ use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::store::{connect_stores, Stores};
 use longhaul_core::tenancy::NewTenant;
-use longhaul_core::{JobClient, JobState};
-use longhaul_worker::{JobServices, PoolConfig, WorkerPool};
+use longhaul_worker::JobServices;
 use serde_json::json;
 use sqlx::Connection;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum StoreKind {
@@ -245,27 +244,6 @@ async fn export(
         artifact_retention: Duration::from_secs(86_400),
         scans: Default::default(),
     };
-    let registry = longhaul_worker::jobs::registry_with_services(&services);
-    let job_store: Arc<dyn longhaul_core::JobStore> = stores.clone();
-    let pool = WorkerPool::new(
-        job_store.clone(),
-        registry,
-        PoolConfig {
-            queues: vec!["exports".into()],
-            concurrency: 1,
-            claim_batch: 1,
-            prefetch: 0,
-            lease: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(10),
-            shutdown_grace: Duration::from_secs(5),
-            rescue_interval: None,
-            job_retention: Duration::from_secs(86_400),
-            default_max_running_per_tenant: None,
-            worker_id: longhaul_worker::default_worker_id(),
-        },
-    );
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(pool.run(shutdown.clone()));
     let params = ExportParams {
         format: ExportFormat::Csv,
         gzip: false,
@@ -273,32 +251,12 @@ async fn export(
         to,
         filters: Default::default(),
     };
-    let client = JobClient::new(
-        job_store.clone(),
-        Arc::new(longhaul_worker::jobs::catalogue()),
-    );
-    let started = Instant::now();
-    let id = client
-        .enqueue(EnqueueRequest::new(
-            tenant,
-            AUDIT_EXPORT,
-            serde_json::to_value(&params)?,
-        ))
-        .await?
-        .id;
-    let job = loop {
-        let job = job_store.get_job(tenant, id).await?;
-        match job.state {
-            JobState::Succeeded => break job,
-            JobState::Failed | JobState::Cancelled => {
-                bail!("the export ended {}: {:?}", job.state, job.last_error)
-            }
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    shutdown.cancel();
-    worker.await?;
+    let JobRun { seconds, job } = run_one_job(
+        &services,
+        "exports",
+        EnqueueRequest::new(tenant, AUDIT_EXPORT, serde_json::to_value(&params)?),
+    )
+    .await?;
     Ok((seconds, job.result.unwrap_or_default()))
 }
 

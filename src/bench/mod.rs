@@ -3,6 +3,7 @@
 //! numbers and the commands.
 
 mod export;
+mod one_job;
 mod queue;
 mod retention;
 mod scan;

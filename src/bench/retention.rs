@@ -25,12 +25,12 @@ use longhaul_core::retention::{
 };
 use longhaul_core::store::Stores;
 use longhaul_core::tenancy::NewTenant;
-use longhaul_core::{JobClient, JobState};
-use longhaul_worker::{JobServices, PoolConfig, WorkerPool};
+use longhaul_worker::JobServices;
 use serde_json::json;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
+use super::one_job::{run_one_job, JobRun};
 use super::scratch::Scratch;
 
 #[derive(Args, Debug)]
@@ -219,27 +219,6 @@ async fn cleanup(
         artifact_retention: Duration::from_secs(86_400),
         scans: Default::default(),
     };
-    let registry = longhaul_worker::jobs::registry_with_services(&services);
-    let job_store: Arc<dyn longhaul_core::JobStore> = stores.clone();
-    let pool = WorkerPool::new(
-        job_store.clone(),
-        registry,
-        PoolConfig {
-            queues: vec!["maintenance".into()],
-            concurrency: 1,
-            claim_batch: 1,
-            prefetch: 0,
-            lease: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(10),
-            shutdown_grace: Duration::from_secs(5),
-            rescue_interval: None,
-            job_retention: Duration::from_secs(86_400),
-            default_max_running_per_tenant: None,
-            worker_id: longhaul_worker::default_worker_id(),
-        },
-    );
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(pool.run(shutdown.clone()));
     let stop_writer = CancellationToken::new();
     let writer = {
         let (stores, tenant, stop) = (stores.clone(), tenant.to_string(), stop_writer.clone());
@@ -251,30 +230,15 @@ async fn cleanup(
         };
         tokio::spawn(async move { writer_latencies(&stores, &tenant, &args, Some(stop)).await })
     };
-    let client = JobClient::new(
-        job_store.clone(),
-        Arc::new(longhaul_worker::jobs::catalogue()),
-    );
-    let started = Instant::now();
-    let id = client
-        .enqueue(EnqueueRequest::of::<RetentionCleanup>(tenant, &params)?)
-        .await?
-        .id;
-    let job = loop {
-        let job = job_store.get_job(tenant, id).await?;
-        match job.state {
-            JobState::Succeeded => break job,
-            JobState::Failed | JobState::Cancelled => {
-                bail!("the cleanup ended {}: {:?}", job.state, job.last_error)
-            }
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    };
-    let seconds = started.elapsed().as_secs_f64();
+    let run = run_one_job(
+        &services,
+        "maintenance",
+        EnqueueRequest::of::<RetentionCleanup>(tenant, &params)?,
+    )
+    .await;
     stop_writer.cancel();
     let latencies = writer.await??;
-    shutdown.cancel();
-    worker.await?;
+    let JobRun { seconds, job } = run?;
     let output: CleanupOutput = job
         .output_of::<RetentionCleanup>()?
         .context("the cleanup stored no result")?;

@@ -7,7 +7,7 @@
 //! `longhaul scan leakage DIR`, the engine alone.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
@@ -19,11 +19,10 @@ use longhaul_core::scans::classification::{
 };
 use longhaul_core::scans::leakage::{LeakageScanParams, Source, LEAKAGE_SCAN};
 use longhaul_core::tenancy::NewTenant;
-use longhaul_core::{JobClient, JobState};
-use longhaul_worker::{JobServices, PoolConfig, WorkerPool};
+use longhaul_worker::JobServices;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
+use super::one_job::{run_one_job, JobRun};
 use super::scratch::Scratch;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -83,27 +82,6 @@ async fn bench(scratch: &Scratch, args: &ScanBenchArgs) -> anyhow::Result<serde_
         artifact_retention: Duration::from_secs(86_400),
         scans: Default::default(),
     };
-    let registry = longhaul_worker::jobs::registry_with_services(&services);
-    let job_store = scratch.store.clone();
-    let pool = WorkerPool::new(
-        job_store.clone(),
-        registry,
-        PoolConfig {
-            queues: vec!["scans".into()],
-            concurrency: 1,
-            claim_batch: 1,
-            prefetch: 0,
-            lease: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(10),
-            shutdown_grace: Duration::from_secs(5),
-            rescue_interval: None,
-            job_retention: Duration::from_secs(86_400),
-            default_max_running_per_tenant: None,
-            worker_id: longhaul_worker::default_worker_id(),
-        },
-    );
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(pool.run(shutdown.clone()));
     let (kind, params) = match args.kind {
         ScanKind::Leakage => (
             LEAKAGE_SCAN,
@@ -129,28 +107,12 @@ async fn bench(scratch: &Scratch, args: &ScanBenchArgs) -> anyhow::Result<serde_
             })?,
         ),
     };
-    let client = JobClient::new(
-        job_store.clone(),
-        Arc::new(longhaul_worker::jobs::catalogue()),
-    );
-    let started = Instant::now();
-    let id = client
-        .enqueue(EnqueueRequest::new(&tenant.id, kind, params))
-        .await?
-        .id;
-    let job = loop {
-        let job = job_store.get_job(&tenant.id, id).await?;
-        match job.state {
-            JobState::Succeeded => break job,
-            JobState::Failed | JobState::Cancelled => {
-                bail!("the scan ended {}: {:?}", job.state, job.last_error)
-            }
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    shutdown.cancel();
-    worker.await?;
+    let JobRun { seconds, job } = run_one_job(
+        &services,
+        "scans",
+        EnqueueRequest::new(&tenant.id, kind, params),
+    )
+    .await?;
     let _ = std::fs::remove_dir_all(&artifacts_dir);
     let result = job.result.unwrap_or_default();
     let bytes = result["bytes"].as_u64().unwrap_or(0);

@@ -102,6 +102,20 @@ impl Rig {
         }
     }
 
+    /// The tenant's events older than `days`.
+    async fn count_older(&self, tenant: &str, days: i64) -> u64 {
+        self.stores
+            .count_audit_events(
+                tenant,
+                &AuditFilter {
+                    to: Some(Utc::now() - chrono::Duration::days(days)),
+                    ..AuditFilter::default()
+                },
+            )
+            .await
+            .expect("count")
+    }
+
     async fn count(&self, tenant: &str) -> u64 {
         self.stores
             .count_audit_events(tenant, &AuditFilter::default())
@@ -392,17 +406,7 @@ async fn holds_win_and_dry_runs_count_what_runs_delete(db: TestDb) {
     .await
     .assert_status(StatusCode::UNPROCESSABLE_ENTITY);
 
-    let expired = rig
-        .stores
-        .count_audit_events(
-            &tenant.id,
-            &AuditFilter {
-                to: Some(Utc::now() - chrono::Duration::days(180)),
-                ..AuditFilter::default()
-            },
-        )
-        .await
-        .unwrap();
+    let expired = rig.count_older(&tenant.id, 180).await;
     assert!(
         expired > 600,
         "the job's transitions expired too: {expired}"
@@ -429,17 +433,7 @@ async fn holds_win_and_dry_runs_count_what_runs_delete(db: TestDb) {
     assert_eq!(dry["dryRun"], true);
     assert_eq!(dry["eventsDeleted"], expected, "{dry}");
     assert_eq!(dry["eventsHeld"], 2);
-    let still_expired = rig
-        .stores
-        .count_audit_events(
-            &tenant.id,
-            &AuditFilter {
-                to: Some(Utc::now() - chrono::Duration::days(180)),
-                ..AuditFilter::default()
-            },
-        )
-        .await
-        .unwrap();
+    let still_expired = rig.count_older(&tenant.id, 180).await;
     assert_eq!(still_expired, expired, "a dry run deletes nothing");
 
     let real = rig.cleanup(&admin, json!({"policyId": policy_id})).await;

@@ -776,6 +776,7 @@ async fn data_bucket_policies_use_classifications_and_holds(db: TestDb) {
         )
         .await;
     hold.assert_status(StatusCode::CREATED);
+    assert_eq!(hold.body["objectsHeld"], 1, "{}", hold.body);
     let policy = |body: Value| async {
         let reply = rig
             .call(Method::POST, "/v1/retention/policies", &admin, Some(body))
@@ -804,6 +805,9 @@ async fn data_bucket_policies_use_classifications_and_holds(db: TestDb) {
     let told = rig.cleanup(&admin, json!({"policyId": notify})).await;
     assert_eq!(told["objectsNotified"], 1, "{told}");
     assert_eq!(told["objectsHeld"], 1, "{told}");
+    assert_eq!(told["expiring"][0]["key"], "old/plain.txt", "{told}");
+    assert_eq!(told["expiring"][0]["bucket"], "files");
+    assert_eq!(told["expiring"].as_array().unwrap().len(), 1);
     assert!(
         bucket.join("old/plain.txt").exists(),
         "notify touches nothing"

@@ -12,12 +12,12 @@ use longhaul_core::artifacts::records::ArtifactStatus;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::failure::PublicError;
 use longhaul_core::job::Job;
-use longhaul_core::retention::preview::{events_covered, preview};
+use longhaul_core::retention::preview::{covered, preview};
 use longhaul_core::retention::{
     execution_id, parse_execution_id, parse_hold_id, parse_policy_id, CleanupArchive,
-    CleanupCounts, CleanupParams, LegalHold, NewLegalHold, NewRetentionPolicy, RetentionCleanup,
-    RetentionMetrics, RetentionPolicy, RetentionPolicyPatch, RetentionPreview, Trigger,
-    DEFAULT_POLICY_ID, EXECUTION_PREFIX, RETENTION_CLEANUP,
+    CleanupCounts, CleanupParams, ExpiringObject, LegalHold, NewLegalHold, NewRetentionPolicy,
+    RetentionCleanup, RetentionMetrics, RetentionPolicy, RetentionPolicyPatch, RetentionPreview,
+    Trigger, DEFAULT_POLICY_ID, EXECUTION_PREFIX, RETENTION_CLEANUP,
 };
 use longhaul_core::scans::leakage::data_buckets;
 use longhaul_core::tenancy::{Role, Tenant};
@@ -463,6 +463,9 @@ pub struct ExecutionView {
     #[serde(flatten)]
     pub counts: CleanupCounts,
     pub archive: Option<ArchiveView>,
+    /// Objects a `notify` data-bucket policy (or a dry run) found expired,
+    /// the first 1,000; nothing was done to them.
+    pub expiring: Vec<ExpiringObject>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -480,12 +483,14 @@ impl ExecutionView {
         let checkpoint = job
             .checkpoint_of::<RetentionCleanup>()
             .map_err(unreadable)?;
-        let (counts, archive): (CleanupCounts, Option<CleanupArchive>) = match (output, checkpoint)
-        {
-            (Some(output), _) => (output.counts, output.archive),
-            (None, Some(checkpoint)) => (checkpoint.counts, checkpoint.archive),
-            (None, None) => (CleanupCounts::default(), None),
-        };
+        let (counts, archive, expiring): (CleanupCounts, Option<CleanupArchive>, _) =
+            match (output, checkpoint) {
+                (Some(output), _) => (output.counts, output.archive, output.expiring),
+                (None, Some(checkpoint)) => {
+                    (checkpoint.counts, checkpoint.archive, checkpoint.expiring)
+                }
+                (None, None) => (CleanupCounts::default(), None, Vec::new()),
+            };
         Ok(ExecutionView {
             execution_id: execution_id(job.id),
             job_id: job.id,
@@ -511,6 +516,7 @@ impl ExecutionView {
                 download_url: None,
                 download_expires_at: None,
             }),
+            expiring,
             created_at: job.created_at,
             started_at: job.started_at,
             completed_at: job.finished_at,
@@ -758,7 +764,7 @@ async fn create_hold(
     let tenant = caller.tenant_writer(Role::Admin)?;
     let now = state.clock.now();
     body.check(now)?;
-    let covered = events_covered(state.stores.as_ref(), &tenant.id, &body.scope).await?;
+    let covered = covered(state.stores.as_ref(), &tenant.id, &body.scope).await?;
     let hold = state
         .stores
         .create_legal_hold(&tenant.id, &body, covered, now, &caller.actor())
@@ -848,7 +854,7 @@ async fn get_hold(
 pub struct Released {
     pub hold_id: String,
     pub released_at: DateTime<Utc>,
-    /// Audit events the hold covered when released.
+    /// Audit events and objects the hold covered when released.
     pub objects_released: u64,
 }
 
@@ -882,7 +888,7 @@ async fn release_hold(
         .get_legal_hold(&tenant.id, uuid, now)
         .await
         .map_err(map_hold_error(&id))?;
-    let covered = events_covered(state.stores.as_ref(), &tenant.id, &hold.scope).await?;
+    let covered = covered(state.stores.as_ref(), &tenant.id, &hold.scope).await?;
     let released = state
         .stores
         .release_legal_hold(&tenant.id, uuid, covered, now, &caller.actor())

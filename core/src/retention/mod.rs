@@ -542,7 +542,8 @@ pub struct LegalHold {
     pub reason: String,
     pub scope: HoldScope,
     pub status: HoldStatus,
-    /// Audit events and objects the hold covered when it was placed.
+    /// Audit events and objects (those classification scans know of) the
+    /// hold covered when it was placed.
     pub objects_held: u64,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -940,6 +941,15 @@ pub trait RetentionStore: Send + Sync {
         first: &str,
         last: &str,
     ) -> Result<Vec<(String, Option<String>)>>;
+
+    /// The tenant's objects classification scans know of, by `(bucket,
+    /// key)` after `after` (keyset pagination).
+    async fn classified_objects_after(
+        &self,
+        tenant_id: &str,
+        after: Option<(String, String)>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>>;
 
     /// Drops what classification scans concluded of deleted objects.
     async fn forget_classified_objects(

@@ -1,11 +1,12 @@
 //! Reading what a policy or a hold covers from the data itself: a policy's
-//! preview (what a cleanup would delete now) and the events a hold covers.
-//! Both walk the tenant's audit log by keyset, in pages.
+//! preview (what a cleanup would delete now) and the events and objects a
+//! hold covers. Both walk the tenant's audit log (and, for objects, what
+//! classification scans know of its data buckets) by keyset, in pages.
 
 use chrono::{DateTime, Utc};
 
 use super::matching::HoldMatcher;
-use super::{CleanupParams, HoldScope, Holds, RetentionPreview, RetentionStore};
+use super::{CleanupParams, HoldScope, Holds, ObjectFacts, RetentionPreview, RetentionStore};
 use crate::error::Result;
 
 /// Events read per page.
@@ -79,4 +80,49 @@ pub async fn events_covered(
             _ => return Ok(covered),
         }
     }
+}
+
+/// The tenant's objects a hold with `scope` covers, among those the
+/// classification scans have seen (the platform knows no other list of a
+/// tenant's objects without reading its buckets).
+pub async fn objects_covered(
+    store: &dyn RetentionStore,
+    tenant_id: &str,
+    scope: &HoldScope,
+) -> Result<u64> {
+    if scope.buckets.is_empty() && scope.object_keys.is_empty() {
+        return Ok(0);
+    }
+    let matcher = HoldMatcher::new("", scope)?;
+    let mut covered = 0;
+    let mut after = None;
+    loop {
+        let page = store
+            .classified_objects_after(tenant_id, after, PAGE)
+            .await?;
+        covered += page
+            .iter()
+            .filter(|(bucket, key)| {
+                matcher.holds_object(&ObjectFacts {
+                    bucket,
+                    key,
+                    classification: None,
+                })
+            })
+            .count() as u64;
+        match page.last() {
+            Some(last) if page.len() == PAGE as usize => after = Some(last.clone()),
+            _ => return Ok(covered),
+        }
+    }
+}
+
+/// Events and objects a hold with `scope` covers.
+pub async fn covered(
+    store: &dyn RetentionStore,
+    tenant_id: &str,
+    scope: &HoldScope,
+) -> Result<u64> {
+    Ok(events_covered(store, tenant_id, scope).await?
+        + objects_covered(store, tenant_id, scope).await?)
 }

@@ -823,6 +823,34 @@ async fn levels(
         .collect()
 }
 
+async fn classified_after(
+    store: &impl SqlStore,
+    tenant_id: &str,
+    after: Option<(String, String)>,
+    limit: u32,
+) -> Result<Vec<(String, String)>> {
+    let (bucket, key) = after.unwrap_or_default();
+    let mut conn = store.read("listing classified objects").await?;
+    conn.db()
+        .fetch_all(
+            sql(
+                "listing classified objects",
+                "SELECT bucket, object_key FROM classified_objects
+                 WHERE (tenant_id, bucket, object_key) > ($1, $2, $3)
+                   AND tenant_id = $1
+                 ORDER BY tenant_id, bucket, object_key LIMIT $4",
+            )
+            .bind(tenant_id)
+            .bind(&bucket)
+            .bind(&key)
+            .bind(i64::from(limit)),
+        )
+        .await?
+        .iter()
+        .map(|row| Ok((row.text("bucket")?, row.text("object_key")?)))
+        .collect()
+}
+
 async fn forget_classified(
     store: &impl SqlStore,
     tenant_id: &str,
@@ -1044,6 +1072,15 @@ macro_rules! retention_store_for {
                 last: &str,
             ) -> Result<Vec<(String, Option<String>)>> {
                 levels(self, tenant_id, bucket, first, last).await
+            }
+
+            async fn classified_objects_after(
+                &self,
+                tenant_id: &str,
+                after: Option<(String, String)>,
+                limit: u32,
+            ) -> Result<Vec<(String, String)>> {
+                classified_after(self, tenant_id, after, limit).await
             }
 
             async fn forget_classified_objects(

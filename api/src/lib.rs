@@ -56,6 +56,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(routes::leakage::routes())
         .merge(routes::classification::routes())
         .merge(routes::retention::routes())
+        .merge(routes::workers::routes())
         .merge(routes::schedules::routes())
 }
 

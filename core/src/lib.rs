@@ -24,6 +24,7 @@ pub mod schedule;
 pub mod store;
 pub mod tenancy;
 pub mod usage;
+pub mod workers;
 
 pub use client::JobClient;
 pub use config::Config;

@@ -59,8 +59,8 @@ impl Maintenance {
         }
     }
 
-    /// Prunes finished jobs and fire records past retention; answers how many
-    /// rows.
+    /// Prunes finished jobs and fire records past retention, and worker pools
+    /// long gone; answers how many rows.
     pub async fn prune(&self) -> longhaul_core::Result<u64> {
         let before = Utc::now()
             - chrono::Duration::from_std(self.job_retention).unwrap_or(chrono::Duration::zero());
@@ -78,9 +78,12 @@ impl Maintenance {
             let pruned = self.store.prune_fires(before, BATCH).await?;
             total += pruned;
             if pruned < u64::from(BATCH) {
-                return Ok(total);
+                break;
             }
         }
+        // Worker pools gone or stopped for a day.
+        total += self.store.prune_workers(Utc::now()).await?;
+        Ok(total)
     }
 
     pub async fn run(self, shutdown: CancellationToken) {

@@ -120,7 +120,8 @@ pub async fn run(config: Config, args: DevArgs) -> anyhow::Result<()> {
     );
 
     let job_store: Arc<dyn JobStore> = stores.clone();
-    let pool = WorkerPool::new(job_store, registry, pool_config);
+    let presence: Arc<dyn longhaul_core::workers::WorkerStore> = stores.clone();
+    let pool = WorkerPool::new(job_store, registry, pool_config).with_presence(presence);
     let worker = tokio::spawn(pool.run_with(shutdown.clone()));
     let scheduler_store: Arc<dyn longhaul_scheduler::SchedulerStore> = stores.clone();
     let scheduler = tokio::spawn(longhaul_scheduler::run(

@@ -31,6 +31,7 @@ pub async fn run(config: Config, args: WorkerArgs) -> anyhow::Result<()> {
     let stores = runtime::connect(&config).await?;
     let artifacts = runtime::artifact_stores(&config).await?;
     let services = runtime::job_services(&config, stores.clone(), artifacts).await;
+    let presence: std::sync::Arc<dyn longhaul_core::workers::WorkerStore> = stores.clone();
     let store: std::sync::Arc<dyn longhaul_core::JobStore> = stores;
     let mut pool_config = PoolConfig::from_config(&config);
     if let Some(QueueList(queues)) = args.queues {
@@ -45,7 +46,8 @@ pub async fn run(config: Config, args: WorkerArgs) -> anyhow::Result<()> {
         store,
         longhaul_worker::jobs::registry_with_services(&services),
         pool_config,
-    );
+    )
+    .with_presence(presence);
     let report = pool.run_with(runtime::shutdown_on_signal()).await;
     tracing::info!(
         claimed = report.claimed,

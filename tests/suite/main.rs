@@ -39,3 +39,4 @@ mod support;
 mod tenancy;
 mod transport;
 mod validation;
+mod workers;

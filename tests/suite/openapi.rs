@@ -102,6 +102,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("get", "/v1/retention/holds", Key),
     ("get", "/v1/retention/holds/{id}", Key),
     ("post", "/v1/retention/holds/{id}/release", Key),
+    ("get", "/v1/workers", Key),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];

@@ -14,6 +14,7 @@ mod handler;
 mod heartbeat;
 pub mod jobs;
 mod pool;
+mod presence;
 mod services;
 mod stop;
 

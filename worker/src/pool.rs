@@ -33,8 +33,10 @@ use crate::completer::{run_completer, CompletionSender};
 use crate::execute::{Execution, STOP_GRACE};
 use crate::handler::{JobError, JobHandler, JobOutput, Registry};
 use crate::heartbeat::{run_heartbeat, RunningSet};
+use crate::presence::{host_name, run_presence};
 use crate::stop::{StopReason, StopSignal};
 use crate::JobContext;
+use longhaul_core::workers::{WorkerInfo, WorkerStore};
 
 /// How long a pool with only a few free slots waits for more before claiming.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(2);
@@ -140,6 +142,8 @@ pub struct WorkerPool {
     store: Arc<dyn JobStore>,
     registry: Arc<Registry>,
     config: PoolConfig,
+    /// Where the pool shows itself to operators (`GET /v1/workers`).
+    presence: Option<Arc<dyn WorkerStore>>,
 }
 
 /// State shared by the claim loop and the job tasks.
@@ -182,7 +186,15 @@ impl WorkerPool {
             store,
             registry: Arc::new(registry),
             config,
+            presence: None,
         }
+    }
+
+    /// Registers the pool in the worker table, heartbeats its running count
+    /// and marks it stopped at the end (see `presence.rs`).
+    pub fn with_presence(mut self, store: Arc<dyn WorkerStore>) -> Self {
+        self.presence = Some(store);
+        self
     }
 
     /// Runs until `shutdown` fires, then stops claiming, lets running jobs
@@ -203,6 +215,20 @@ impl WorkerPool {
         let companions = CancellationToken::new();
         let claim_wanted = Arc::new(Notify::new());
 
+        let presence = self.presence.clone().map(|store| {
+            tokio::spawn(run_presence(
+                store,
+                WorkerInfo {
+                    id: self.config.worker_id.clone(),
+                    host: host_name(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    queues: self.config.queues.clone(),
+                    concurrency: u32::try_from(self.config.concurrency).unwrap_or(u32::MAX),
+                },
+                running.clone(),
+                companions.clone(),
+            ))
+        });
         let heartbeat = tokio::spawn(run_heartbeat(
             self.store.clone(),
             running.clone(),
@@ -258,6 +284,9 @@ impl WorkerPool {
         companions.cancel();
         let _ = heartbeat.await;
         let _ = dispatcher.await;
+        if let Some(presence) = presence {
+            let _ = presence.await;
+        }
         if let Some(maintenance) = maintenance {
             let _ = maintenance.await;
         }

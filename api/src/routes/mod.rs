@@ -14,6 +14,7 @@ pub mod scan_policies;
 pub mod schedules;
 pub mod tenants;
 pub mod usage;
+pub mod workers;
 
 /// A page read with one row more than `limit` (keyset paging): drops the
 /// extra row and answers the last row kept when there was one, i.e. when a

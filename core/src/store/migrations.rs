@@ -37,6 +37,7 @@ pub(crate) const POSTGRES: &[Embedded] = embed!("postgres":
     "0010_audit_reads_job_events.sql",
     "0011_running_counters.sql",
     "0012_retention.sql",
+    "0013_workers.sql",
 );
 
 /// SQLite's migrations, in order.
@@ -52,6 +53,7 @@ pub(crate) const SQLITE: &[Embedded] = embed!("sqlite":
     "0009_schedule_skips.sql",
     "0010_audit_reads_job_events.sql",
     "0011_retention.sql",
+    "0012_workers.sql",
 );
 
 /// A list of embedded files as a source sqlx's `Migrator` reads.

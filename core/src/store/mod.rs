@@ -25,6 +25,7 @@ mod sqlite;
 mod stores;
 mod tenancy;
 mod wake;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -12,11 +12,19 @@ use crate::retention::RetentionStore;
 use crate::scans::ScanStore;
 use crate::schedule::ScheduleStore;
 use crate::tenancy::TenantStore;
+use crate::workers::WorkerStore;
 
 /// A store that keeps both jobs and tenants (both backends do), so the API can
 /// hold one `Arc<dyn Stores>`.
 pub trait Stores:
-    JobStore + TenantStore + AuditStore + ScheduleStore + ArtifactRecords + ScanStore + RetentionStore
+    JobStore
+    + TenantStore
+    + AuditStore
+    + ScheduleStore
+    + ArtifactRecords
+    + ScanStore
+    + RetentionStore
+    + WorkerStore
 {
     /// The same store as a job store (for [`crate::JobClient`]): trait
     /// upcasting needs Rust 1.86 and the workspace supports 1.85.
@@ -34,7 +42,8 @@ where
         + ScheduleStore
         + ArtifactRecords
         + ScanStore
-        + RetentionStore,
+        + RetentionStore
+        + WorkerStore,
 {
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore> {
         self

@@ -65,7 +65,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    runtime::init_logging(&config.log);
+    runtime::init_logging(&config.log, config.log_format);
     let tokio = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use longhaul_core::artifacts::ArtifactStores;
+use longhaul_core::config::LogFormat;
 use longhaul_core::store::PoolSettings;
 use longhaul_core::store::Stores;
 use longhaul_core::Config;
@@ -14,19 +15,28 @@ use longhaul_worker::Shutdown;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// Logs to stderr, in colour only when stderr is a terminal and `NO_COLOR`
-/// is unset or empty (no-color.org): files, pipes and CI logs get plain text.
-pub fn init_logging(filter: &str) {
+/// Logs to stderr: as text, in colour only when stderr is a terminal and
+/// `NO_COLOR` is unset or empty (no-color.org), so files, pipes and CI logs
+/// get plain text; or as JSON, one object per line with the fields of the
+/// current span and its parents (`LONGHAUL_LOG_FORMAT=json`).
+pub fn init_logging(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let colour = colour_wanted(
-        std::io::stderr().is_terminal(),
-        std::env::var_os("NO_COLOR").as_deref(),
-    );
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(colour_wanted(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .init(),
+    }
 }
 
 /// Colour for a terminal, unless `NO_COLOR` is set to anything but "".

@@ -33,6 +33,10 @@ pub struct Config {
     pub job_retention: Duration,
     /// `tracing` filter, e.g. `info` or `longhaul=debug,sqlx=warn`.
     pub log: String,
+    /// `text` (default) or `json`: one JSON object per line, with the
+    /// fields of the current span and its parents (tenant, job, kind,
+    /// attempt, request id).
+    pub log_format: LogFormat,
     /// Where the API listens.
     pub api_addr: std::net::SocketAddr,
     /// Most connections the API holds open at once; past it a new connection
@@ -69,6 +73,13 @@ pub struct Config {
     pub scans: ScanConfig,
     /// How the API serves `GET /v1/jobs/{id}/events` streams.
     pub event_streams: EventStreamConfig,
+}
+
+/// How logs are written (`LONGHAUL_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Server-Sent Event streams of jobs in an API process: one read of the
@@ -280,6 +291,10 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "LONGHAUL_LOG",
         help: "tracing filter (default info)",
+    },
+    Setting {
+        name: "LONGHAUL_LOG_FORMAT",
+        help: "text (default) or json: one JSON object per line with the span fields",
     },
     Setting {
         name: "LONGHAUL_API_ADDR",
@@ -494,6 +509,14 @@ impl Config {
             };
         let retention_days = reader.number("LONGHAUL_JOB_RETENTION_DAYS", 14u64, 1, 3650);
         let log = reader.text("LONGHAUL_LOG").unwrap_or("info").to_string();
+        let log_format = match reader.text("LONGHAUL_LOG_FORMAT") {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                reader.problem("LONGHAUL_LOG_FORMAT", other, "must be text or json");
+                LogFormat::Text
+            }
+        };
         let default_api_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
         let api_addr = match reader.text("LONGHAUL_API_ADDR") {
             None => default_api_addr,
@@ -567,6 +590,7 @@ impl Config {
             default_max_running_per_tenant,
             job_retention: Duration::from_secs(retention_days * 86_400),
             log,
+            log_format,
             api_addr,
             api_max_connections,
             api_header_read_timeout,
@@ -887,6 +911,18 @@ mod tests {
             config.api_database_acquire_timeout,
             Duration::from_millis(3000)
         );
+    }
+
+    #[test]
+    fn reads_the_log_format_and_refuses_others() {
+        let text = Config::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(text.log_format, LogFormat::Text);
+        let json = Config::from_vars(vars(&[("LONGHAUL_LOG_FORMAT", "json")])).expect("json");
+        assert_eq!(json.log_format, LogFormat::Json);
+        let error = Config::from_vars(vars(&[("LONGHAUL_LOG_FORMAT", "xml")]))
+            .expect_err("xml is no log format")
+            .to_string();
+        assert!(error.contains("LONGHAUL_LOG_FORMAT"), "{error}");
     }
 
     #[test]

@@ -183,6 +183,70 @@ async fn sigterm_hands_the_running_job_back(db: TestDb) {
     );
 }
 
+/// `LONGHAUL_LOG_FORMAT=json`: every line a JSON object; a job's lines carry
+/// its span (tenant, job, kind, attempt) inside the pool's (worker id).
+async fn json_logs_carry_the_job_span(db: TestDb) {
+    let id = client(&db)
+        .enqueue(EnqueueRequest::new(
+            "t",
+            Sleep::NAME,
+            json!({ "durationMs": 30_000, "steps": 300 }),
+        ))
+        .await
+        .expect("enqueue")
+        .id;
+    let mut worker = longhaul(&db)
+        .args(["worker", "--queues", "default", "--concurrency", "1"])
+        .env("LONGHAUL_LOG", "info")
+        .env("LONGHAUL_LOG_FORMAT", "json")
+        .env("LONGHAUL_SHUTDOWN_GRACE_SECONDS", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning longhaul worker");
+    let stderr = worker.stderr.take().expect("stderr");
+    wait_for_job(db.store.as_ref(), "t", id, Duration::from_secs(20), |job| {
+        job.checkpoint.is_some()
+    })
+    .await;
+    signal(&worker, "TERM");
+    let exited =
+        wait_exit(&mut worker, Duration::from_secs(15)).expect("the worker exits after SIGTERM");
+    assert!(exited.success(), "worker exit status {exited}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut { stderr }, &mut text).expect("stderr");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["fields"].is_object()));
+    let handed_back = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "job handed back for another worker")
+        .unwrap_or_else(|| panic!("no hand-back line in {text}"));
+    let job_span = &handed_back["span"];
+    assert_eq!(job_span["name"], "job");
+    assert_eq!(job_span["job_id"], id.to_string());
+    assert_eq!(job_span["tenant_id"], "t");
+    assert_eq!(job_span["kind"], Sleep::NAME);
+    assert_eq!(job_span["attempt"], 1);
+    assert!(
+        job_span["worker_id"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("worker-")),
+        "{handed_back}"
+    );
+    // The pool's own lines carry its span too.
+    assert!(
+        lines.iter().any(|l| l["span"]["name"] == "pool"
+            && l["span"]["worker_id"] == job_span["worker_id"]),
+        "{text}"
+    );
+}
+
 fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + within;
     while std::time::Instant::now() < deadline {
@@ -692,6 +756,7 @@ async fn dev_mode_keeps_its_key_serves_a_data_bucket_and_names_a_taken_port(db: 
 both_stores!(
     sigkill_mid_job_resumes_from_checkpoint_and_fences_the_old_attempt,
     sigterm_hands_the_running_job_back,
+    json_logs_carry_the_job_span,
     bad_input_on_the_command_line_writes_nothing,
     a_second_ctrl_c_hands_running_jobs_back_at_once,
     cli_prints_jobs_as_the_api_does_and_counts_per_tenant,

@@ -49,8 +49,11 @@ impl Execution {
     /// Runs the attempt and records how it ended. The attempt leaves the
     /// running set here, or, for a success, once the completer wrote it.
     pub(crate) async fn run(self, store: Arc<dyn JobStore>, completions: CompletionSender) {
+        // Jobs run on tasks of their own, outside the pool's span: the
+        // worker id is one of the job span's fields.
         let span = tracing::info_span!("job", tenant_id = %self.job.tenant_id, job_id = %self.job.id,
-            kind = %self.job.kind, attempt = self.job.attempt);
+            kind = %self.job.kind, attempt = self.job.attempt,
+            worker_id = self.job.worker_id.as_deref().unwrap_or_default());
         async move {
             let ctx = JobContext::new(self.job.clone(), store.clone(), self.stop.clone());
             // A prefetched job stopped while it waited for a slot (cancelled,

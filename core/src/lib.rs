@@ -18,6 +18,7 @@ pub mod ids;
 pub mod job;
 pub mod kinds;
 pub mod nul;
+pub mod queue_stats;
 pub mod retention;
 pub mod scans;
 pub mod schedule;

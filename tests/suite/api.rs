@@ -876,12 +876,16 @@ both_stores!(
     jobs_list_is_open_to_viewers_only_within_a_tenant,
 );
 
-async fn metrics_count_jobs_and_requests_by_route(db: TestDb) {
+async fn metrics_show_queues_and_requests_by_route(db: TestDb) {
     let api = api(&db).await;
     let (_, key) = api.tenant("acme").await;
     let operator = api.operator().await;
     let first = api.create_job(&key, sleep_job()).await;
     api.create_job(&key, sleep_job()).await;
+    // Due in an hour: scheduled, not part of the depth.
+    let mut later = sleep_job();
+    later["runAt"] = json!((chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339());
+    api.create_job(&key, later).await;
     let id = first.body["id"].as_str().expect("id").to_string();
     api.call(Method::GET, &format!("/v1/jobs/{id}"), Some(&key), None)
         .await;
@@ -905,9 +909,11 @@ async fn metrics_count_jobs_and_requests_by_route(db: TestDb) {
         .expect("ascii")
         .starts_with("text/plain"));
     for line in [
-        "longhaul_jobs{state=\"queued\"} 2",
-        "longhaul_jobs{state=\"running\"} 0",
-        "longhaul_http_requests_total{method=\"POST\",route=\"/v1/jobs\",status=\"202\"} 2",
+        "longhaul_queue_depth{queue=\"default\"} 2",
+        "longhaul_queue_scheduled{queue=\"default\"} 1",
+        "longhaul_queue_running{queue=\"default\"} 0",
+        "longhaul_queue_depth_by_kind{queue=\"default\",kind=\"system.sleep\"} 2",
+        "longhaul_http_requests_total{method=\"POST\",route=\"/v1/jobs\",status=\"202\"} 3",
         "longhaul_http_requests_total{method=\"GET\",route=\"/v1/jobs/{id}\",status=\"200\"} 1",
         "longhaul_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"403\"} 1",
         "longhaul_http_requests_total{method=\"other\",route=\"/healthz\",status=\"405\"} 2",
@@ -917,11 +923,18 @@ async fn metrics_count_jobs_and_requests_by_route(db: TestDb) {
             "missing {line:?} in:\n{text}"
         );
     }
+    let age: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("longhaul_queue_oldest_age_seconds{queue=\"default\"} "))
+        .expect("the oldest due job's age")
+        .parse()
+        .expect("a number");
+    assert!((0.0..60.0).contains(&age), "{age}");
     assert!(!text.contains(&id), "a raw path leaked into the labels");
     assert!(!text.contains("FOO1"), "an invented method became a label");
 }
 
-both_stores!(metrics_count_jobs_and_requests_by_route);
+both_stores!(metrics_show_queues_and_requests_by_route);
 
 async fn a_run_at_outside_the_supported_years_is_refused(db: TestDb) {
     let api = api(&db).await;

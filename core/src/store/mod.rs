@@ -17,6 +17,7 @@ mod artifacts;
 mod migrations;
 mod pool;
 mod postgres;
+mod queue_stats;
 mod retention;
 mod scans;
 pub(crate) mod schedule;

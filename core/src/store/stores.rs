@@ -8,6 +8,7 @@ use super::{JobStore, PgStore, PoolSettings, SqliteStore};
 use crate::artifacts::records::ArtifactRecords;
 use crate::audit::AuditStore;
 use crate::error::{Error, Result};
+use crate::queue_stats::QueueStatsStore;
 use crate::retention::RetentionStore;
 use crate::scans::ScanStore;
 use crate::schedule::ScheduleStore;
@@ -25,6 +26,7 @@ pub trait Stores:
     + ScanStore
     + RetentionStore
     + WorkerStore
+    + QueueStatsStore
 {
     /// The same store as a job store (for [`crate::JobClient`]): trait
     /// upcasting needs Rust 1.86 and the workspace supports 1.85.
@@ -43,7 +45,8 @@ where
         + ArtifactRecords
         + ScanStore
         + RetentionStore
-        + WorkerStore,
+        + WorkerStore
+        + QueueStatsStore,
 {
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore> {
         self

@@ -3,6 +3,7 @@
 //! numbers and the commands.
 
 mod export;
+mod metrics;
 mod one_job;
 mod queue;
 mod retention;
@@ -20,6 +21,8 @@ pub enum BenchCommand {
     Queue(queue::QueueBenchArgs),
     /// Many tenant schedules, many due in the same second: fire lag.
     Scheduler(scheduler::SchedulerBenchArgs),
+    /// What a /metrics scrape costs with millions of jobs stored.
+    Metrics(metrics::MetricsBenchArgs),
     /// A retention cleanup of millions of expired audit events beside a writer.
     Retention(retention::RetentionBenchArgs),
     /// A leakage or classification scan of a folder through the real job.
@@ -33,5 +36,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Scan(args) => scan::run(args).await,
         BenchCommand::Retention(args) => retention::run(args).await,
+        BenchCommand::Metrics(args) => metrics::run(args).await,
     }
 }

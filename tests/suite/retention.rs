@@ -652,6 +652,189 @@ async fn an_archiving_run_killed_mid_way_loses_no_event(db: TestDb) {
     let _ = worker.await;
 }
 
+/// An object store whose reads stop after `pass` bytes until opened: how
+/// the test holds a run in its delete phase (which reads the archive back).
+struct SlowReads {
+    inner: Arc<dyn ObjectStore>,
+    pass: usize,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for SlowReads {
+    async fn start_upload(
+        &self,
+        key: &str,
+    ) -> Result<Box<dyn longhaul_core::artifacts::Upload>, longhaul_core::artifacts::StorageError>
+    {
+        self.inner.start_upload(key).await
+    }
+    async fn resume_upload(
+        &self,
+        state: &longhaul_core::artifacts::UploadState,
+    ) -> Result<Box<dyn longhaul_core::artifacts::Upload>, longhaul_core::artifacts::StorageError>
+    {
+        self.inner.resume_upload(state).await
+    }
+    async fn abort_uploads(&self, key: &str) -> Result<(), longhaul_core::artifacts::StorageError> {
+        self.inner.abort_uploads(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<longhaul_core::artifacts::Bytes, longhaul_core::artifacts::StorageError> {
+        self.inner.get_range(key, range).await
+    }
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<longhaul_core::artifacts::Bytes, longhaul_core::artifacts::StorageError> {
+        self.inner.get(key).await
+    }
+    async fn read(
+        &self,
+        key: &str,
+    ) -> Result<longhaul_core::artifacts::ObjectReader, longhaul_core::artifacts::StorageError>
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut source = self.inner.read(key).await?;
+        let size = source.size;
+        let (mut writer, reader) = tokio::io::duplex(16 * 1024);
+        let (pass, mut open) = (self.pass, self.open.subscribe());
+        tokio::spawn(async move {
+            let mut head = vec![0u8; pass];
+            let n = source.body.read(&mut head).await.unwrap_or(0);
+            let mut sent = n;
+            let _ = writer.write_all(&head[..n]).await;
+            while sent < pass {
+                let n = source
+                    .body
+                    .read(&mut head[..pass - sent])
+                    .await
+                    .unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                let _ = writer.write_all(&head[..n]).await;
+                sent += n;
+            }
+            let _ = open.wait_for(|open| *open).await;
+            let _ = tokio::io::copy(&mut source.body, &mut writer).await;
+        });
+        Ok(longhaul_core::artifacts::ObjectReader {
+            size,
+            body: Box::pin(reader),
+        })
+    }
+    async fn delete(&self, key: &str) -> Result<(), longhaul_core::artifacts::StorageError> {
+        self.inner.delete(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<longhaul_core::artifacts::ObjectInfo>, longhaul_core::artifacts::StorageError>
+    {
+        self.inner.list(prefix).await
+    }
+    async fn presigned_url(
+        &self,
+        key: &str,
+        expires_in: Duration,
+    ) -> Result<Option<String>, longhaul_core::artifacts::StorageError> {
+        self.inner.presigned_url(key, expires_in).await
+    }
+}
+
+async fn an_archiving_run_killed_while_deleting_deletes_each_event_once(db: TestDb) {
+    let dir = tempdir::Dir::new();
+    let inner: Arc<dyn ObjectStore> = local_store(dir.path());
+    let rig = rig(&db, stores_of(inner.clone())).await;
+    let (tenant, admin) = rig.tenant("acme").await;
+    rig.seed(&tenant.id, 24_000, OLD_DAYS).await;
+    let policy = rig
+        .call(
+            Method::POST,
+            "/v1/retention/policies",
+            &admin,
+            Some(json!({"name": "archive", "retentionPeriod": "P90D",
+                        "archiveConfig": {"enabled": true}})),
+        )
+        .await;
+    policy.assert_status(StatusCode::CREATED);
+    let policy_id = policy.body["policyId"].as_str().unwrap().to_string();
+    // The first worker reads the first 256 KiB of the archive back (one or
+    // two batches of the 24,000 events), deletes them, then stalls there
+    // and is killed.
+    let first = {
+        let inner = inner.clone();
+        KillableWorker::start(db.url.clone(), move || {
+            stores_of(Arc::new(SlowReads {
+                inner,
+                pass: 256 * 1024,
+                open: tokio::sync::watch::channel(false).0,
+            }))
+        })
+    };
+    let reply = rig
+        .call(
+            Method::POST,
+            "/v1/retention/cleanup",
+            &admin,
+            Some(json!({"policyId": policy_id})),
+        )
+        .await;
+    reply.assert_status(StatusCode::ACCEPTED);
+    let id = reply.body["executionId"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = rig
+            .call(
+                Method::GET,
+                &format!("/v1/retention/executions/{id}"),
+                &admin,
+                None,
+            )
+            .await;
+        if view.body["archive"].is_object() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", view.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    loop {
+        if rig.count_older(&tenant.id, 90).await < 24_000 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no batch was deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.kill();
+    let left = rig.count_older(&tenant.id, 90).await;
+    assert!(left > 0 && left < 24_000, "killed mid-delete: {left} left");
+    let (token, worker) = start_worker(&db.url, stores_of(inner.clone())).await;
+    let done = rig.poll(&admin, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["eventsArchived"], 24_000, "{done}");
+    assert_eq!(done["eventsDeleted"], 24_000, "{done}");
+    assert_eq!(rig.count_older(&tenant.id, 90).await, 0);
+    let job = rig
+        .stores
+        .get_job(&tenant.id, done["jobId"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        job.attempt, 2,
+        "the second attempt resumed the delete phase"
+    );
+    token.cancel();
+    let _ = worker.await;
+}
+
 /// Events of the last day (the run's own transitions and audit trail).
 async fn count_recent(rig: &Rig, tenant: &str) -> u64 {
     rig.stores
@@ -972,4 +1155,5 @@ both_stores!(
     policies_are_checked_and_kept_per_tenant,
     holds_win_and_dry_runs_count_what_runs_delete,
     an_archiving_run_killed_mid_way_loses_no_event,
+    an_archiving_run_killed_while_deleting_deletes_each_event_once,
 );

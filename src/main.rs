@@ -77,6 +77,13 @@ fn main() -> std::process::ExitCode {
         }
     };
     let outcome = tokio.block_on(async move {
+        let serves = matches!(
+            cli.command,
+            Command::Dev(_) | Command::Api | Command::Worker(_) | Command::Scheduler
+        );
+        if serves {
+            runtime::install_metrics(config.metrics_addr)?;
+        }
         match cli.command {
             Command::Dev(args) => commands::dev::run(config, args).await,
             Command::Api => commands::api::run(config).await,

@@ -12,6 +12,7 @@ use longhaul_core::store::Stores;
 use longhaul_core::Config;
 use longhaul_worker::JobServices;
 use longhaul_worker::Shutdown;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -37,6 +38,54 @@ pub fn init_logging(filter: &str, format: LogFormat) {
             ))
             .init(),
     }
+}
+
+/// Histogram buckets, in seconds: from a no-op job's wait to an hour-long
+/// export.
+const BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    3600.0,
+];
+
+static METRICS: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+
+/// Installs the process's Prometheus recorder (what the `metrics` facade
+/// records is rendered by the API's `/metrics`), and, given `listen`
+/// (`LONGHAUL_METRICS_ADDR`), serves it on that address too: how worker and
+/// scheduler processes, which serve no API, are scraped. Call inside the
+/// runtime.
+pub fn install_metrics(listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets(BUCKETS)
+        .context("histogram buckets")?;
+    if let Some(addr) = listen {
+        builder = builder.with_http_listener(addr);
+    }
+    let (recorder, exporter) = builder.build().context("building the metrics recorder")?;
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
+    if listen.is_some() {
+        tokio::spawn(async move {
+            if let Err(error) = exporter.await {
+                tracing::error!(?error, "the metrics listener stopped");
+            }
+        });
+    }
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let _ = METRICS.set(handle);
+    Ok(())
+}
+
+/// The recorder [`install_metrics`] installed, if it did.
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    METRICS.get().cloned()
 }
 
 /// Colour for a terminal, unless `NO_COLOR` is set to anything but "".

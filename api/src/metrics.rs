@@ -71,12 +71,13 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = Instant::now();
     let response = next.run(request).await;
-    state.http_metrics.record(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let seconds = started.elapsed().as_secs_f64();
+    metrics::histogram!("longhaul_http_request_duration_seconds",
+        "method" => method.clone(), "route" => route.clone())
+    .record(seconds);
+    state
+        .http_metrics
+        .record(&method, &route, response.status().as_u16(), seconds);
     response
 }
 
@@ -124,6 +125,12 @@ async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Respon
             "longhaul_http_request_seconds_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {:.6}",
             s.seconds
         );
+    }
+    // What the process recorded through the `metrics` facade (job
+    // attempts, run and wait times, rescues, fencing refusals, fire lag,
+    // request latency), when the binary installed the recorder.
+    if let Some(recorder) = &state.metrics {
+        text.push_str(&recorder.render());
     }
     let mut response = text.into_response();
     response.headers_mut().insert(

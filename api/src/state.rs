@@ -41,6 +41,9 @@ pub struct AppState {
     pub trust_forwarded_for: bool,
     /// Requests served per route, for `/metrics`.
     pub http_metrics: Arc<HttpMetrics>,
+    /// The process's Prometheus recorder, rendered by `/metrics` after the
+    /// queue gauges (none: only those and the request counters).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Authenticated keys by the SHA-256 of their token (disabled by default).
     pub auth_cache: Arc<AuthCache>,
     /// `GET /v1/jobs/{id}` answers (JSON) by tenant and job (disabled by default).
@@ -84,6 +87,7 @@ impl AppState {
             rate_limiter: Arc::new(MemoryRateLimiter::new()),
             trust_forwarded_for: false,
             http_metrics: Arc::new(HttpMetrics::default()),
+            metrics: None,
             auth_cache: Arc::new(TtlCache::disabled()),
             job_status_cache: Arc::new(TtlCache::disabled()),
             artifacts: None,
@@ -199,6 +203,11 @@ impl AppState {
     /// Forgets a job's cached status (changed through this process).
     pub fn forget_job_status(&self, tenant_id: &str, id: JobId) {
         self.job_status_cache.remove(&(tenant_id.to_string(), id));
+    }
+
+    pub fn with_metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

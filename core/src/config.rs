@@ -37,6 +37,10 @@ pub struct Config {
     /// fields of the current span and its parents (tenant, job, kind,
     /// attempt, request id).
     pub log_format: LogFormat,
+    /// Where a worker or scheduler process serves its Prometheus metrics
+    /// (`LONGHAUL_METRICS_ADDR`; none by default: the API serves its own at
+    /// `/metrics`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where the API listens.
     pub api_addr: std::net::SocketAddr,
     /// Most connections the API holds open at once; past it a new connection
@@ -293,6 +297,10 @@ const SETTINGS: &[Setting] = &[
         help: "tracing filter (default info)",
     },
     Setting {
+        name: "LONGHAUL_METRICS_ADDR",
+        help: "address a worker or scheduler process serves Prometheus metrics on (none by default)",
+    },
+    Setting {
         name: "LONGHAUL_LOG_FORMAT",
         help: "text (default) or json: one JSON object per line with the span fields",
     },
@@ -509,6 +517,17 @@ impl Config {
             };
         let retention_days = reader.number("LONGHAUL_JOB_RETENTION_DAYS", 14u64, 1, 3650);
         let log = reader.text("LONGHAUL_LOG").unwrap_or("info").to_string();
+        let metrics_addr = match reader.text("LONGHAUL_METRICS_ADDR") {
+            None => None,
+            Some(text) => text.parse().map(Some).unwrap_or_else(|_| {
+                reader.problem(
+                    "LONGHAUL_METRICS_ADDR",
+                    text,
+                    "must be an address such as 0.0.0.0:9090",
+                );
+                None
+            }),
+        };
         let log_format = match reader.text("LONGHAUL_LOG_FORMAT") {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -591,6 +610,7 @@ impl Config {
             job_retention: Duration::from_secs(retention_days * 86_400),
             log,
             log_format,
+            metrics_addr,
             api_addr,
             api_max_connections,
             api_header_read_timeout,

@@ -53,6 +53,7 @@ impl Maintenance {
                 tracing::info!(tenant_id = %job.tenant_id, job_id = %job.job_id, state = %job.state, "rescued an expired lease");
             }
             total += rescued.len();
+            metrics::counter!("longhaul_lease_rescues_total").increment(rescued.len() as u64);
             if rescued.len() < BATCH as usize {
                 return Ok(total);
             }

@@ -88,8 +88,13 @@ impl Ticker {
                 }
                 Err(error) => return Err(error),
             };
+            let fired_at = Utc::now();
             for (schedule_id, fire_time, job_id) in &report.fired {
                 tracing::debug!(%schedule_id, %fire_time, %job_id, "schedule fired");
+                // From the nominal fire time: a schedule's jitter counts in.
+                let lag = (fired_at - *fire_time).to_std().unwrap_or_default();
+                metrics::histogram!("longhaul_scheduler_fire_lag_seconds")
+                    .record(lag.as_secs_f64());
             }
             total.fired += report.fired.len() as u64;
             if report.over_quota > 0 {

@@ -46,17 +46,19 @@ pub async fn app_state(
 ) -> anyhow::Result<AppState> {
     let (lockout, rate_limiter) = counters(config).await?;
     let relay = event_relay(config).await?;
-    Ok(
-        AppState::new(stores, Arc::new(longhaul_worker::jobs::catalogue()))
-            .with_event_streams(config.event_streams, relay)
-            .with_artifacts(artifacts)
-            .with_scan_config(config.scans.clone())
-            .with_lockout(lockout)
-            .with_rate_limiter(rate_limiter)
-            .with_trust_forwarded_for(config.trust_forwarded_for)
-            .with_auth_cache(config.auth_cache_ttl)
-            .with_job_status_cache(config.job_status_cache_ttl),
-    )
+    let mut state = AppState::new(stores, Arc::new(longhaul_worker::jobs::catalogue()));
+    if let Some(handle) = crate::runtime::metrics_handle() {
+        state = state.with_metrics(handle);
+    }
+    Ok(state
+        .with_event_streams(config.event_streams, relay)
+        .with_artifacts(artifacts)
+        .with_scan_config(config.scans.clone())
+        .with_lockout(lockout)
+        .with_rate_limiter(rate_limiter)
+        .with_trust_forwarded_for(config.trust_forwarded_for)
+        .with_auth_cache(config.auth_cache_ttl)
+        .with_job_status_cache(config.job_status_cache_ttl))
 }
 
 /// The brute-force lockout and creation-rate counters: in Redis when

@@ -36,6 +36,7 @@ mod schedules;
 mod schema_parity;
 mod stalls;
 mod support;
+mod telemetry;
 mod tenancy;
 mod transport;
 mod validation;

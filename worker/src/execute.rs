@@ -56,13 +56,16 @@ impl Execution {
             worker_id = self.job.worker_id.as_deref().unwrap_or_default());
         async move {
             let ctx = JobContext::new(self.job.clone(), store.clone(), self.stop.clone());
+            crate::telemetry::started(&self.job);
             // A prefetched job stopped while it waited for a slot (cancelled,
             // handed back at shutdown, lease lost) is recorded without running.
+            let began = std::time::Instant::now();
             let ended = if self.stop.reason().is_some() {
                 Ended::Abandoned
             } else {
                 self.run_handler(ctx.clone()).await
             };
+            crate::telemetry::ran(&self.job.kind, began.elapsed());
             let queued = self.record(ended, &ctx, store.as_ref(), &completions).await;
             if !queued {
                 self.running.remove(self.job.lease());
@@ -112,6 +115,7 @@ impl Execution {
                 if let Err(error) = ctx.flush_progress().await {
                     tracing::warn!(%error, "could not write the final progress");
                 }
+                crate::telemetry::finished(&self.job.kind, "succeeded");
                 if completions.send((self.job.lease(), output)).is_err() {
                     tracing::error!(
                         "completion queue closed; the job will be rescued when its lease expires"
@@ -126,8 +130,12 @@ impl Execution {
         };
         let finish = self.finish_for(unsuccessful, reason);
         match store.finish(self.job.lease(), &finish).await {
-            Ok(()) => log_finish(&finish),
+            Ok(()) => {
+                crate::telemetry::finished(&self.job.kind, outcome_of(&self.job, &finish));
+                log_finish(&finish)
+            }
             Err(longhaul_core::Error::LeaseLost { .. }) => {
+                crate::telemetry::fenced();
                 tracing::warn!("finish fenced: the attempt had lost its lease")
             }
             Err(error) => {
@@ -197,6 +205,20 @@ fn ended_from(joined: Result<Result<JobOutput, JobError>, JoinError>) -> Ended {
             Ended::Panicked(message)
         }
         Err(_) => Ended::Abandoned,
+    }
+}
+
+/// The outcome label of a recorded finish: a failure is `retried` while
+/// the job has attempts left (as the store decides), else `failed`.
+fn outcome_of(job: &longhaul_core::Job, finish: &Finish) -> &'static str {
+    match finish {
+        Finish::Failed {
+            permanent: false, ..
+        } if job.failed_attempts + 1 < job.max_attempts => "retried",
+        Finish::Failed { .. } => "failed",
+        Finish::Cancelled => "cancelled",
+        Finish::Released => "released",
+        Finish::Succeeded { .. } => "succeeded",
     }
 }
 

@@ -17,6 +17,7 @@ mod pool;
 mod presence;
 mod services;
 mod stop;
+pub mod telemetry;
 
 pub use context::JobContext;
 pub use handler::{

@@ -624,6 +624,7 @@ async fn run_maintenance(
         }
         match store.rescue_expired(1000).await {
             Ok(rescued) => {
+                crate::telemetry::rescued(rescued.len());
                 for job in rescued {
                     tracing::warn!(tenant_id = %job.tenant_id, job_id = %job.job_id, state = %job.state,
                         "rescued a job whose lease expired");

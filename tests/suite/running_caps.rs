@@ -49,6 +49,10 @@ async fn four_pools_of_eight_slots_never_exceed_a_cap(db: TestDb) {
         let mut config = pool_config(SLOTS);
         // Tenants without a cap of their own get 4.
         config.default_max_running_per_tenant = Some(4);
+        // A lease long enough that a machine loaded by the rest of the suite
+        // cannot starve a heartbeat into a rescue (which reruns a job, as it
+        // should, and would fail "no job ran twice" below for no cap's fault).
+        config.lease = Duration::from_secs(15);
         let stop = CancellationToken::new();
         tokio::spawn(WorkerPool::new(store, test_registry(&journal), config).run(stop.clone()));
         stops.push(stop);

@@ -40,6 +40,7 @@ async fn four_pools_of_eight_slots_never_exceed_a_cap(db: TestDb) {
             requests.push(EnqueueRequest::new(tenant, RECORD, json!({"ms": 15})));
         }
     }
+    let requests_tenants: Vec<String> = requests.iter().map(|r| r.tenant_id.clone()).collect();
     let enqueued = client.enqueue_many(requests).await.expect("enqueue");
 
     let journal = Journal::default();
@@ -89,6 +90,13 @@ async fn four_pools_of_eight_slots_never_exceed_a_cap(db: TestDb) {
     let runs = journal.runs_per_job();
     assert_eq!(runs.len(), enqueued.len(), "every job ran");
     assert!(runs.values().all(|n| *n == 1), "no job ran twice");
+    // No job waited for a rescue: a claim that lost jobs it had committed
+    // (a failed second claim round, a deadlock between claims and finishes
+    // on the counter rows) left them running unrun until their lease expired.
+    for (request, enqueued) in requests_tenants.iter().zip(&enqueued) {
+        let job = db.store.get_job(request, enqueued.id).await.expect("job");
+        assert_eq!(job.attempt, 1, "job {} of {request} was rescued", job.id);
+    }
 }
 
 async fn count_of(db: &TestDb, wanted: JobState) -> i64 {

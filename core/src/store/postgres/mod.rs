@@ -123,11 +123,21 @@ capped AS MATERIALIZED (
     WHERE coalesce(l.max_running, $5) IS NOT NULL
     GROUP BY c.tenant_id
 ),
+-- Counter rows locked in tenant order, as finishes lock them
+-- (give_back_slots!): two statements touching the same tenants never wait
+-- on each other in a cycle.
+counter_rows AS MATERIALIZED (
+    SELECT r.tenant_id FROM tenant_running r
+    WHERE r.tenant_id IN (SELECT tenant_id FROM capped)
+    ORDER BY r.tenant_id
+    FOR UPDATE
+),
 reserved AS (
     UPDATE tenant_running r SET granted = least(w.wanted, w.cap - r.running),
                                 running = r.running + least(w.wanted, w.cap - r.running)
     FROM capped w
     WHERE r.tenant_id = w.tenant_id AND r.running < w.cap
+      AND r.tenant_id IN (SELECT tenant_id FROM counter_rows)
     RETURNING r.tenant_id, r.granted
 ),
 first_reserved AS (
@@ -178,18 +188,28 @@ dropped AS (
 SELECT d.n AS capped_out, c.* FROM dropped d LEFT JOIN claimed c ON true
 ORDER BY c.priority, c.vtime";
 
-/// Gives finished attempts' slots back to their capped tenants: a CTE for a
+/// Gives finished attempts' slots back to their capped tenants: CTEs for a
 /// statement whose CTE `$ended` returns the `tenant_id` of each attempt it
-/// took out of `running` (uncapped tenants have no row: nothing to do).
+/// took out of `running` (uncapped tenants have no row: nothing to do). The
+/// counter rows are locked in tenant order first, as claims lock them, so a
+/// finish and a claim of the same tenants cannot deadlock.
 macro_rules! give_back_slots {
     ($ended:literal) => {
         concat!(
-            "slots AS (
+            "slot_rows AS MATERIALIZED (
+            SELECT r.tenant_id FROM tenant_running r
+            WHERE r.tenant_id IN (SELECT tenant_id FROM ",
+            $ended,
+            ")
+            ORDER BY r.tenant_id
+            FOR UPDATE),
+            slots AS (
             UPDATE tenant_running r SET running = greatest(r.running - e.n, 0)
             FROM (SELECT tenant_id, count(*)::int AS n FROM ",
             $ended,
             " GROUP BY tenant_id) e
-            WHERE r.tenant_id = e.tenant_id)"
+            WHERE r.tenant_id = e.tenant_id
+              AND r.tenant_id IN (SELECT tenant_id FROM slot_rows))"
         )
     };
 }
@@ -1432,11 +1452,22 @@ impl JobStore for PgStore {
         queues.sort();
         queues.dedup();
         let mut jobs = Vec::new();
-        for _ in 0..MAX_CLAIM_ROUNDS {
+        for round in 0..MAX_CLAIM_ROUNDS {
             let limit = request.limit - jobs.len();
-            let capped_out = self
+            let capped_out = match self
                 .claim_round(request, &queues, limit, default_max_running, &mut jobs)
-                .await?;
+                .await
+            {
+                Ok(capped_out) => capped_out,
+                // The jobs of the rounds before are committed as running
+                // with this worker's lease: they are answered, not dropped
+                // (dropped, they would sit unrun until their lease expired).
+                Err(error) if round > 0 => {
+                    tracing::warn!(%error, claimed = jobs.len(), "a further claim round failed; keeping what the first claimed");
+                    break;
+                }
+                Err(error) => return Err(error),
+            };
             if capped_out == 0 || jobs.len() >= request.limit {
                 break;
             }

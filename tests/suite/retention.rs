@@ -123,20 +123,26 @@ impl Rig {
             .expect("count")
     }
 
-    /// Runs a cleanup through the API and waits for its end.
-    async fn cleanup(&self, key: &str, body: Value) -> Value {
+    /// Starts a cleanup through the API; its execution id.
+    async fn start_cleanup(&self, key: &str, body: Value) -> String {
         let reply = self
             .call(Method::POST, "/v1/retention/cleanup", key, Some(body))
             .await;
         reply.assert_status(StatusCode::ACCEPTED);
-        let id = reply.body["executionId"]
+        reply.body["executionId"]
             .as_str()
             .expect("executionId")
-            .to_string();
+            .to_string()
+    }
+
+    /// Runs a cleanup through the API and waits for its end.
+    async fn cleanup(&self, key: &str, body: Value) -> Value {
+        let id = self.start_cleanup(key, body).await;
         self.poll(key, &id).await
     }
 
-    async fn poll(&self, key: &str, id: &str) -> Value {
+    /// Polls a run until `done` holds of its view (60 s at most).
+    async fn wait_for(&self, key: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let reply = self
@@ -148,16 +154,39 @@ impl Rig {
                 )
                 .await;
             reply.assert_status(StatusCode::OK);
-            let status = reply.body["status"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            if ["succeeded", "failed", "cancelled"].contains(&status.as_str()) {
+            if done(&reply.body) {
                 return reply.body;
             }
             assert!(tokio::time::Instant::now() < deadline, "{}", reply.body);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Polls a run until it ends.
+    async fn poll(&self, key: &str, id: &str) -> Value {
+        self.wait_for(key, id, |view| {
+            ["succeeded", "failed", "cancelled"]
+                .contains(&view["status"].as_str().unwrap_or_default())
+        })
+        .await
+    }
+
+    /// A `P90D` policy of everything, archived first; its id.
+    async fn archive_policy(&self, key: &str) -> String {
+        let policy = self
+            .call(
+                Method::POST,
+                "/v1/retention/policies",
+                key,
+                Some(json!({"name": "archive", "retentionPeriod": "P90D",
+                            "archiveConfig": {"enabled": true}})),
+            )
+            .await;
+        policy.assert_status(StatusCode::CREATED);
+        policy.body["policyId"]
+            .as_str()
+            .expect("policyId")
+            .to_string()
     }
 }
 
@@ -578,17 +607,7 @@ async fn an_archiving_run_killed_mid_way_loses_no_event(db: TestDb) {
         .map(|e| e.id)
         .collect();
     assert_eq!(old.len(), 1000);
-    let policy = rig
-        .call(
-            Method::POST,
-            "/v1/retention/policies",
-            &admin,
-            Some(json!({"name": "archive", "retentionPeriod": "P90D",
-                        "archiveConfig": {"enabled": true}})),
-        )
-        .await;
-    policy.assert_status(StatusCode::CREATED);
-    let policy_id = policy.body["policyId"].as_str().unwrap().to_string();
+    let policy_id = rig.archive_policy(&admin).await;
     // The first worker stops after one stored part of the archive and is
     // killed there, its lease left to expire.
     let gate = Gate::new(1);
@@ -596,32 +615,13 @@ async fn an_archiving_run_killed_mid_way_loses_no_event(db: TestDb) {
         let (inner, gate) = (inner.clone(), gate.clone());
         KillableWorker::start(db.url.clone(), move || gated(inner, &gate))
     };
-    let reply = rig
-        .call(
-            Method::POST,
-            "/v1/retention/cleanup",
-            &admin,
-            Some(json!({"policyId": policy_id})),
-        )
+    let id = rig
+        .start_cleanup(&admin, json!({"policyId": policy_id}))
         .await;
-    reply.assert_status(StatusCode::ACCEPTED);
-    let id = reply.body["executionId"].as_str().unwrap().to_string();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let view = rig
-            .call(
-                Method::GET,
-                &format!("/v1/retention/executions/{id}"),
-                &admin,
-                None,
-            )
-            .await;
-        if view.body["eventsArchived"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{}", view.body);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rig.wait_for(&admin, &id, |view| {
+        view["eventsArchived"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
     first.kill();
     assert_eq!(
         rig.count(&tenant.id).await - count_recent(&rig, &tenant.id).await,
@@ -752,17 +752,7 @@ async fn an_archiving_run_killed_while_deleting_deletes_each_event_once(db: Test
     let rig = rig(&db, stores_of(inner.clone())).await;
     let (tenant, admin) = rig.tenant("acme").await;
     rig.seed(&tenant.id, 24_000, OLD_DAYS).await;
-    let policy = rig
-        .call(
-            Method::POST,
-            "/v1/retention/policies",
-            &admin,
-            Some(json!({"name": "archive", "retentionPeriod": "P90D",
-                        "archiveConfig": {"enabled": true}})),
-        )
-        .await;
-    policy.assert_status(StatusCode::CREATED);
-    let policy_id = policy.body["policyId"].as_str().unwrap().to_string();
+    let policy_id = rig.archive_policy(&admin).await;
     // The first worker reads the first 256 KiB of the archive back (one or
     // two batches of the 24,000 events), deletes them, then stalls there
     // and is killed.
@@ -776,32 +766,12 @@ async fn an_archiving_run_killed_while_deleting_deletes_each_event_once(db: Test
             }))
         })
     };
-    let reply = rig
-        .call(
-            Method::POST,
-            "/v1/retention/cleanup",
-            &admin,
-            Some(json!({"policyId": policy_id})),
-        )
+    let id = rig
+        .start_cleanup(&admin, json!({"policyId": policy_id}))
         .await;
-    reply.assert_status(StatusCode::ACCEPTED);
-    let id = reply.body["executionId"].as_str().unwrap().to_string();
+    rig.wait_for(&admin, &id, |view| view["archive"].is_object())
+        .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let view = rig
-            .call(
-                Method::GET,
-                &format!("/v1/retention/executions/{id}"),
-                &admin,
-                None,
-            )
-            .await;
-        if view.body["archive"].is_object() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{}", view.body);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     loop {
         if rig.count_older(&tenant.id, 90).await < 24_000 {
             break;

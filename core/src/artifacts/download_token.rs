@@ -99,8 +99,23 @@ impl DownloadSigner {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                write_owner_only(path, encoded.as_bytes())?;
-                Self::new(encoded).map_err(std::io::Error::other)
+                // Written whole under a name of its own, then linked into
+                // place: processes starting together (an API and a worker on
+                // one data folder) all end up with the one secret that won,
+                // never with a half-written file or "File exists".
+                let mut suffix = [0u8; 8];
+                getrandom::getrandom(&mut suffix).map_err(std::io::Error::other)?;
+                let temp = path.with_extension(format!("{}.tmp", URL_SAFE_NO_PAD.encode(suffix)));
+                write_owner_only(&temp, encoded.as_bytes())?;
+                let linked = std::fs::hard_link(&temp, path);
+                let _ = std::fs::remove_file(&temp);
+                match linked {
+                    Ok(()) => Self::new(encoded).map_err(std::io::Error::other),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::new(std::fs::read(path)?).map_err(std::io::Error::other)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         }
@@ -195,6 +210,39 @@ mod tests {
             region: "eu".into(),
             key: "tenants/t1/audit.export/job_1/export.csv".into(),
             expires_at,
+        }
+    }
+
+    #[test]
+    fn processes_starting_together_share_one_secret() {
+        for round in 0..20 {
+            let dir = std::env::temp_dir().join(format!(
+                "longhaul-signing-{}-{round}-{}",
+                std::process::id(),
+                Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            ));
+            let path = dir.join("download-signing.key");
+            let signers: Vec<DownloadSigner> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| scope.spawn(|| DownloadSigner::load_or_create(&path)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap()
+                            .expect("a signer, whoever created the file")
+                    })
+                    .collect()
+            });
+            let now = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+            let token = signers[0].sign(&grant(now + chrono::Duration::seconds(60)));
+            for signer in &signers[1..] {
+                assert!(signer.verify(&token, now).is_ok(), "round {round}");
+            }
+            let leftovers = std::fs::read_dir(&dir).unwrap().count();
+            assert_eq!(leftovers, 1, "only the secret stays");
+            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 

@@ -805,6 +805,36 @@ async fn an_archiving_run_killed_while_deleting_deletes_each_event_once(db: Test
     let _ = worker.await;
 }
 
+/// The archive's bytes are counted in the process's metrics (the recorder
+/// installed as the binary does; this test's process is its own).
+async fn archived_bytes_are_counted(db: TestDb) {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder of this process");
+    let dir = tempdir::Dir::new();
+    let artifacts = local(&dir);
+    let rig = rig(&db, artifacts.clone()).await;
+    let (tenant, admin) = rig.tenant("acme").await;
+    rig.seed(&tenant.id, 200, OLD_DAYS).await;
+    let policy_id = rig.archive_policy(&admin).await;
+    let (token, worker) = start_worker(&db.url, artifacts).await;
+    let done = rig.cleanup(&admin, json!({"policyId": policy_id})).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let size = done["archive"]["size"].as_u64().expect("an archive");
+    let text = handle.render();
+    let counted = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "longhaul_artifact_bytes_written_total{kind=\"audit.retention_cleanup\"} ",
+            )
+        })
+        .unwrap_or_else(|| panic!("no artifact bytes in {text}"));
+    assert_eq!(counted.parse::<u64>().ok(), Some(size));
+    token.cancel();
+    let _ = worker.await;
+}
+
 /// Events of the last day (the run's own transitions and audit trail).
 async fn count_recent(rig: &Rig, tenant: &str) -> u64 {
     rig.stores
@@ -1125,5 +1155,6 @@ both_stores!(
     policies_are_checked_and_kept_per_tenant,
     holds_win_and_dry_runs_count_what_runs_delete,
     an_archiving_run_killed_mid_way_loses_no_event,
+    archived_bytes_are_counted,
     an_archiving_run_killed_while_deleting_deletes_each_event_once,
 );

@@ -1,7 +1,7 @@
 //! The worker's metrics (the `metrics` facade; the binary installs the
 //! Prometheus recorder): attempts started and finished per kind and outcome,
-//! run time and the wait from due to start per kind, fencing refusals and
-//! lease rescues. Without a recorder (library use, most tests) they cost
+//! run time and the wait from due to start per kind, fencing refusals, lease
+//! rescues and artifact bytes stored. Without a recorder (library use, most tests) they cost
 //! nothing.
 
 use std::time::Duration;
@@ -36,6 +36,12 @@ pub(crate) fn finished(kind: &str, outcome: &'static str) {
 /// A write refused because the attempt had lost its lease.
 pub(crate) fn fenced() {
     metrics::counter!("longhaul_fencing_refusals_total").increment(1);
+}
+
+/// An artifact stored in object storage by a job of `kind`.
+pub(crate) fn artifact_stored(kind: &str, bytes: u64) {
+    metrics::counter!("longhaul_artifact_bytes_written_total", "kind" => kind.to_string())
+        .increment(bytes);
 }
 
 /// Expired leases rescued (by a pool's maintenance or the scheduler's).

@@ -370,6 +370,7 @@ impl RetentionCleanup {
                 expires_at,
             )
             .await?;
+        crate::telemetry::artifact_stored(RETENTION_CLEANUP, stored.size);
         state.archive = Some(CleanupArchive {
             name: ARCHIVE_ARTIFACT.to_string(),
             file_name,

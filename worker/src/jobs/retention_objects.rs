@@ -235,5 +235,6 @@ async fn archive_object(
         .stores
         .store_artifact(ctx.lease(), &name, stored.size, &stored.sha256, expires_at)
         .await?;
+    crate::telemetry::artifact_stored(RETENTION_CLEANUP, stored.size);
     Ok(())
 }

@@ -340,6 +340,7 @@ impl AuditExport {
                 expires_at,
             )
             .await?;
+        crate::telemetry::artifact_stored(AUDIT_EXPORT, stored.size);
         Ok(ExportOutput {
             rows,
             resumed_from_row,

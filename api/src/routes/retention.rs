@@ -14,7 +14,7 @@ use longhaul_core::failure::PublicError;
 use longhaul_core::job::Job;
 use longhaul_core::retention::preview::{covered, preview};
 use longhaul_core::retention::{
-    execution_id, parse_execution_id, parse_hold_id, parse_policy_id, CleanupArchive,
+    all_policies, execution_id, parse_execution_id, parse_hold_id, parse_policy_id, CleanupArchive,
     CleanupCounts, CleanupParams, ExpiringObject, LegalHold, NewLegalHold, NewRetentionPolicy,
     RetentionCleanup, RetentionMetrics, RetentionPolicy, RetentionPolicyPatch, RetentionPreview,
     Trigger, DEFAULT_POLICY_ID, EXECUTION_PREFIX, RETENTION_CLEANUP,
@@ -179,6 +179,13 @@ fn policy_not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("retention policy {id} not found"))
 }
 
+fn map_policy_error(id: &str) -> impl Fn(longhaul_core::Error) -> ApiError + '_ {
+    move |error| match error {
+        longhaul_core::Error::NoSuchResource { .. } => policy_not_found(id),
+        other => other.into(),
+    }
+}
+
 /// The policy `id` names: `default` or one of the tenant's.
 async fn find_policy(
     state: &AppState,
@@ -193,10 +200,7 @@ async fn find_policy(
         .stores
         .get_retention_policy(&tenant.id, uuid)
         .await
-        .map_err(|error| match error {
-            longhaul_core::Error::NoSuchResource { .. } => policy_not_found(id),
-            other => other.into(),
-        })
+        .map_err(map_policy_error(id))
 }
 
 fn stored_policy_id(id: &str) -> Result<Uuid, ApiError> {
@@ -280,10 +284,7 @@ async fn patch_policy(
             &caller.actor(),
         )
         .await
-        .map_err(|error| match error {
-            longhaul_core::Error::NoSuchResource { .. } => policy_not_found(&id),
-            other => other.into(),
-        })?;
+        .map_err(map_policy_error(&id))?;
     Ok(Json(policy))
 }
 
@@ -315,10 +316,7 @@ async fn delete_policy(
         .stores
         .delete_retention_policy(&tenant.id, uuid, state.clock.now(), &caller.actor())
         .await
-        .map_err(|error| match error {
-            longhaul_core::Error::NoSuchResource { .. } => policy_not_found(&id),
-            other => other.into(),
-        })?;
+        .map_err(map_policy_error(&id))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -340,7 +338,7 @@ async fn run_params(
 ) -> Result<CleanupParams, ApiError> {
     let policy = find_policy(state, tenant, policy_id).await?;
     let explicit = if policy.policy_id == DEFAULT_POLICY_ID {
-        all_policies(state, &tenant.id).await?
+        all_policies(state.stores.as_ref(), &tenant.id).await?
     } else {
         Vec::new()
     };
@@ -351,23 +349,6 @@ async fn run_params(
         trigger,
         state.clock.now(),
     )?)
-}
-
-async fn all_policies(state: &AppState, tenant_id: &str) -> Result<Vec<RetentionPolicy>, ApiError> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = state
-            .stores
-            .list_retention_policies(tenant_id, after, 1000)
-            .await?;
-        let done = page.len() < 1000;
-        after = page.last().and_then(|p| parse_policy_id(&p.policy_id).ok());
-        all.extend(page);
-        if done {
-            return Ok(all);
-        }
-    }
 }
 
 /// What a cleanup of the policy would delete now, counted from the data.

@@ -971,6 +971,27 @@ pub trait RetentionStore: Send + Sync {
     ) -> Result<RetentionMetrics>;
 }
 
+/// Every policy of the tenant (what the default policy leaves to the
+/// others, and what the nightly sweep runs), read 1,000 at a time.
+pub async fn all_policies(
+    store: &dyn RetentionStore,
+    tenant_id: &str,
+) -> Result<Vec<RetentionPolicy>> {
+    const PAGE: u32 = 1000;
+    let mut all: Vec<RetentionPolicy> = Vec::new();
+    loop {
+        let after = all.last().and_then(|p| parse_policy_id(&p.policy_id).ok());
+        let page = store
+            .list_retention_policies(tenant_id, after, PAGE)
+            .await?;
+        let done = page.len() < PAGE as usize;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

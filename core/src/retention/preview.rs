@@ -26,30 +26,22 @@ pub async fn preview(
         cutoff: params.cutoff,
         ..RetentionPreview::default()
     };
-    let mut after = None;
-    loop {
-        let page = store
-            .expired_audit_events(tenant_id, params.cutoff, after, PAGE)
-            .await?;
-        for event in &page {
-            if !selection.covers_event(&event.facts()) {
-                continue;
-            }
-            if holds.holds_event(&event.facts()) {
-                preview.events_held += 1;
-                continue;
-            }
-            preview.events_affected += 1;
-            preview.size_bytes += event.size;
-            let at = event.cursor.occurred_at;
-            preview.oldest_event_date = Some(preview.oldest_event_date.map_or(at, |d| d.min(at)));
-            preview.newest_event_date = Some(preview.newest_event_date.map_or(at, |d| d.max(at)));
+    each_event_before(store, tenant_id, params.cutoff, |event| {
+        if !selection.covers_event(&event.facts()) {
+            return;
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE as usize => after = Some(last.cursor),
-            _ => return Ok(preview),
+        if holds.holds_event(&event.facts()) {
+            preview.events_held += 1;
+            return;
         }
-    }
+        preview.events_affected += 1;
+        preview.size_bytes += event.size;
+        let at = event.cursor.occurred_at;
+        preview.oldest_event_date = Some(preview.oldest_event_date.map_or(at, |d| d.min(at)));
+        preview.newest_event_date = Some(preview.newest_event_date.map_or(at, |d| d.max(at)));
+    })
+    .await?;
+    Ok(preview)
 }
 
 /// The tenant's audit events a hold with `scope` covers.
@@ -63,21 +55,34 @@ pub async fn events_covered(
         return Ok(0);
     }
     // Every event, however recent (ingest accepts events up to minutes in
-    // the future).
-    let end = super::latest();
+    // the future): `latest()` is past them all.
     let mut covered = 0;
+    each_event_before(store, tenant_id, super::latest(), |event| {
+        if matcher.holds_event(&event.facts()) {
+            covered += 1;
+        }
+    })
+    .await?;
+    Ok(covered)
+}
+
+/// Hands `visit` each of the tenant's audit events (stored and job
+/// transitions) that occurred before `end`, in key order, a page at a time.
+async fn each_event_before(
+    store: &dyn RetentionStore,
+    tenant_id: &str,
+    end: DateTime<Utc>,
+    mut visit: impl FnMut(&super::ExpiredEvent),
+) -> Result<()> {
     let mut after = None;
     loop {
         let page = store
             .expired_audit_events(tenant_id, end, after, PAGE)
             .await?;
-        covered += page
-            .iter()
-            .filter(|event| matcher.holds_event(&event.facts()))
-            .count() as u64;
+        page.iter().for_each(&mut visit);
         match page.last() {
             Some(last) if page.len() == PAGE as usize => after = Some(last.cursor),
-            _ => return Ok(covered),
+            _ => return Ok(()),
         }
     }
 }

@@ -147,30 +147,27 @@ fn doomed(
     doomed
 }
 
-fn merge_hold_ids(state: &mut CleanupCheckpoint, holds: &Holds) {
+/// The holds in force for the run now (active ones, and those it has
+/// honoured before), remembered in its checkpoint for the rest of the run.
+pub(crate) async fn holds_in_force(
+    services: &JobServices,
+    ctx: &JobContext,
+    state: &mut CleanupCheckpoint,
+) -> Result<Holds, JobError> {
+    let holds = services
+        .stores
+        .legal_holds_in_force(ctx.tenant_id(), Utc::now(), &state.hold_ids)
+        .await?;
+    let holds = Holds::new(&holds).map_err(JobError::from)?;
     for id in holds.ids() {
         if !state.hold_ids.contains(&id) {
             state.hold_ids.push(id);
         }
     }
+    Ok(holds)
 }
 
 impl RetentionCleanup {
-    async fn holds(
-        &self,
-        ctx: &JobContext,
-        state: &mut CleanupCheckpoint,
-    ) -> Result<Holds, JobError> {
-        let holds = self
-            .services
-            .stores
-            .legal_holds_in_force(ctx.tenant_id(), Utc::now(), &state.hold_ids)
-            .await?;
-        let holds = Holds::new(&holds).map_err(JobError::from)?;
-        merge_hold_ids(state, &holds);
-        Ok(holds)
-    }
-
     async fn report(
         &self,
         ctx: &JobContext,
@@ -218,7 +215,7 @@ impl RetentionCleanup {
                 .map_err(|e| JobError::retryable(format!("reading expired events: {e}")))??;
             let full = batch.len() == BATCH as usize;
             pending = read(batch.last().map(|last| last.cursor));
-            let holds = self.holds(ctx, state).await?;
+            let holds = holds_in_force(&self.services, ctx, state).await?;
             let doomed = doomed(&batch, selection, &holds, &mut state.counts);
             if delete {
                 let deleted = stores
@@ -291,7 +288,7 @@ impl RetentionCleanup {
                 if ctx.cancel_requested() {
                     return Err(JobError::Cancelled);
                 }
-                let holds = self.holds(ctx, state).await?;
+                let holds = holds_in_force(&self.services, ctx, state).await?;
                 let cursor = parse_cursor(state.cursor.as_deref())?;
                 let mut bytes = Vec::new();
                 let mut last = None;

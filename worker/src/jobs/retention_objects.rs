@@ -15,13 +15,14 @@ use longhaul_core::artifacts::records::NewArtifact;
 use longhaul_core::artifacts::{job_prefix, validate_key, Bytes, ObjectInfo, ObjectStore};
 use longhaul_core::retention::matching::ScopeMatcher;
 use longhaul_core::retention::{
-    CleanupCheckpoint, CleanupParams, ExpiringObject, Holds, ObjectFacts, OnExpiry,
-    RetentionCleanup, RETENTION_CLEANUP,
+    CleanupCheckpoint, CleanupParams, ExpiringObject, ObjectFacts, OnExpiry, RetentionCleanup,
+    RETENTION_CLEANUP,
 };
 use longhaul_core::tenancy::Tenant;
 use longhaul_core::Progress;
 use sha2::{Digest, Sha256};
 
+use super::retention_cleanup::holds_in_force;
 use super::scanning::{data_bucket, objects_after};
 use crate::context::JobContext;
 use crate::handler::JobError;
@@ -67,15 +68,7 @@ pub(crate) async fn clean_objects(
             if ctx.cancel_requested() {
                 return Err(JobError::Cancelled);
             }
-            let held = stores
-                .legal_holds_in_force(ctx.tenant_id(), Utc::now(), &state.hold_ids)
-                .await?;
-            let holds = Holds::new(&held).map_err(JobError::from)?;
-            for id in holds.ids() {
-                if !state.hold_ids.contains(&id) {
-                    state.hold_ids.push(id);
-                }
-            }
+            let holds = holds_in_force(services, ctx, state).await?;
             let levels = levels_of(services, ctx, name, group).await?;
             let mut gone = Vec::new();
             let mut bytes = 0;

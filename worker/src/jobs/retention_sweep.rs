@@ -11,7 +11,9 @@ use longhaul_core::client::EnqueueRequest;
 use longhaul_core::retention::sweep::{
     run_key, RetentionSweep as Kind, SweepCheckpoint, SweepParams, SweepProgress,
 };
-use longhaul_core::retention::{CleanupParams, RetentionCleanup, RetentionPolicy, Trigger};
+use longhaul_core::retention::{
+    all_policies, CleanupParams, RetentionCleanup, RetentionPolicy, Trigger,
+};
 use longhaul_core::JobClient;
 
 use crate::context::JobContext;
@@ -55,7 +57,9 @@ impl KindHandler for RetentionSweep {
                 if ctx.cancel_requested() {
                     return Err(JobError::Cancelled);
                 }
-                let policies = all_policies(self, &tenant.id).await?;
+                let policies = all_policies(stores.as_ref(), &tenant.id)
+                    .await
+                    .map_err(JobError::from)?;
                 let default = RetentionPolicy::default_for(
                     tenant.audit_log_retention_days(),
                     tenant.created_at,
@@ -93,28 +97,6 @@ impl KindHandler for RetentionSweep {
                 );
                 return Ok(state.progress);
             }
-        }
-    }
-}
-
-async fn all_policies(
-    sweep: &RetentionSweep,
-    tenant_id: &str,
-) -> Result<Vec<RetentionPolicy>, JobError> {
-    let mut all: Vec<RetentionPolicy> = Vec::new();
-    loop {
-        let after = all
-            .last()
-            .and_then(|p| longhaul_core::retention::parse_policy_id(&p.policy_id).ok());
-        let page = sweep
-            .services
-            .stores
-            .list_retention_policies(tenant_id, after, 1000)
-            .await?;
-        let done = page.len() < 1000;
-        all.extend(page);
-        if done {
-            return Ok(all);
         }
     }
 }

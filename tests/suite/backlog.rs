@@ -38,15 +38,33 @@ async fn claims_read_the_claim_index_in_order_whatever_the_backlog() {
         !plan.contains("jobs_queued_tenant_idx") && !plan.contains("Bitmap Heap Scan on jobs"),
         "no read of the whole backlog:\n{plan}"
     );
-    // The candidate scan stops at the claim's limit (24 rows), not 20,000.
-    let scanned: Vec<&str> = plan
+    // Every read of the claim index (the candidates: two stretches per queue;
+    // the next claim's floor) stops at the claim's limit, not at 20,000.
+    let reads: Vec<f64> = plan
         .lines()
         .filter(|l| l.contains("Index Scan using jobs_claim_idx"))
+        .map(rows_read)
         .collect();
+    assert!(reads.len() >= 2, "candidates and heads:\n{plan}");
     assert!(
-        scanned
-            .iter()
-            .all(|l| l.contains("rows=24 ") || l.contains("rows=24.00")),
-        "the claim index is read up to the limit only:\n{plan}"
+        reads.iter().all(|&rows| rows <= 24.0),
+        "the claim index is read up to the limit only: {reads:?}\n{plan}"
     );
+    assert!(
+        reads.contains(&24.0),
+        "the candidates fill the claim: {reads:?}\n{plan}"
+    );
+}
+
+/// `rows × loops` of an `EXPLAIN ANALYZE` node line.
+fn rows_read(line: &str) -> f64 {
+    let field = |name: &str| -> f64 {
+        let start = line.find(name).expect("an analysed node") + name.len();
+        line[start..]
+            .split([' ', ')'])
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a number")
+    };
+    field("rows=") * field("loops=")
 }

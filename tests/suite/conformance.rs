@@ -348,6 +348,8 @@ both_stores!(
     claim_respects_queues,
     claim_skips_jobs_not_yet_due,
     claim_takes_urgent_priorities_first,
+    urgent_job_enqueued_behind_a_claim_is_taken_first,
+    capped_tenants_jobs_left_behind_a_claim_are_still_claimed,
     claimed_job_is_not_claimed_again,
     claim_with_a_queue_named_twice,
     claim_with_a_huge_limit,
@@ -995,6 +997,71 @@ async fn claim_takes_urgent_priorities_first(db: TestDb) {
         let job = claim_exactly(&db, &claim_request(1), id).await;
         assert_eq!(job.priority, priority);
     }
+}
+
+/// Claims start where the last one left off (PostgreSQL's claim floors): a
+/// more urgent job enqueued afterwards is still the first one taken.
+async fn urgent_job_enqueued_behind_a_claim_is_taken_first(db: TestDb) {
+    let client = client(&db);
+    enqueue_noop(&client, TENANT, 10).await;
+    assert_eq!(claim(&db, 2).await.len(), 2);
+    let urgent = enqueue(
+        &client,
+        EnqueueRequest {
+            priority: Some(0),
+            ..noop(OTHER)
+        },
+    )
+    .await;
+    let next = claim(&db, 1).await;
+    assert_eq!(ids(&next), vec![urgent], "the urgent job comes first");
+}
+
+/// A capped tenant's queued jobs sit below where the claims of other tenants
+/// have read on to: once its slot is free they are claimed all the same
+/// (within the floor's full-scan period), each exactly once.
+async fn capped_tenants_jobs_left_behind_a_claim_are_still_claimed(db: TestDb) {
+    let client = client(&db);
+    db.store
+        .set_tenant_max_running("a", Some(1))
+        .await
+        .expect("set cap");
+    let capped = enqueue_noop(&client, "a", 3).await;
+    let first = claim(&db, 1).await;
+    assert_eq!(ids(&first), vec![capped[0]]);
+    // b's jobs start at the queue clock, behind a's two queued ones; claims
+    // skip a (full) and read on past them.
+    let others = enqueue_noop(&client, "b", 6).await;
+    let mut claimed = claim(&db, 2).await;
+    assert!(claimed.iter().all(|job| job.tenant_id == "b"));
+    claimed.extend(first.clone());
+
+    succeed(&db, first[0].lease()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while claimed.iter().filter(|job| job.tenant_id == "a").count() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a's jobs were left unclaimed: {:?}",
+            ids(&claimed)
+        );
+        let got = claim(&db, 1).await;
+        for job in &got {
+            if job.tenant_id == "a" {
+                succeed(&db, job.lease()).await;
+            }
+        }
+        claimed.extend(got);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut expected = capped;
+    expected.extend(others.iter().take(claimed.len() - 3));
+    let claimed_ids: Vec<JobId> = claimed.iter().map(|job| job.id).collect();
+    assert_eq!(
+        claimed_ids.iter().collect::<HashSet<_>>().len(),
+        claimed_ids.len(),
+        "no job claimed twice"
+    );
+    assert!(claimed_ids.iter().all(|id| expected.contains(id)));
 }
 
 async fn claimed_job_is_not_claimed_again(db: TestDb) {

@@ -8,6 +8,7 @@
 //! names, job ids).
 
 pub(crate) mod audit;
+mod claim_floor;
 mod schedule;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, PgConnection, Row};
 use uuid::Uuid;
+
+use claim_floor::{ClaimFloors, NO_FLOOR};
 
 use super::pool::{probe_postgres, PoolSettings};
 use super::wake::{Wake, WakeHub, WakeReceiver, CANCEL_CHANNEL, QUEUE_CHANNEL};
@@ -61,7 +64,13 @@ const MAX_CLAIM_CONNECTIONS: u32 = 4;
 /// claims hold (`FOR UPDATE SKIP LOCKED`); capped tenants' slots reserved on
 /// their `tenant_running` row; the granted jobs marked running with a lease,
 /// logged, and the queue clocks advanced. `$1` queues, `$2` limit, `$3`
-/// worker, `$4` lease seconds, `$5` default cap.
+/// worker, `$4` lease seconds, `$5` default cap, `$6`/`$7` each queue's floor
+/// (priority, vtime): where its read of the claim index starts.
+///
+/// **Floors.** Claimed jobs' entries stay in the claim index until vacuum, so
+/// each claim reads only the stretches of the index from the queue's floor on
+/// and the priorities more urgent than it, and answers the queue's new head
+/// (`head_*` columns, on every row) for the next claim (`claim_floor.rs`).
 ///
 /// **Running caps stay exact.** A capped tenant's slots are reserved by an
 /// `UPDATE … WHERE running < cap` on its counter row: a second claim of the
@@ -103,12 +112,25 @@ WITH full_tenants AS MATERIALIZED (
     FROM tenant_running r LEFT JOIN tenant_limits l ON l.tenant_id = r.tenant_id
     WHERE r.running >= coalesce(l.max_running, $5)
 ),
+-- The stretches of each queue's claim index to read: the priorities more
+-- urgent than the floor's, and from the floor on (no floor: priority 0 and
+-- the smallest vtime, so the first stretch is empty and the second is all).
+stretches AS MATERIALIZED (
+    SELECT q.name, r.low_priority, r.low_vtime, r.below_priority
+    FROM unnest($1::text[], $6::int2[], $7::int8[]) AS q(name, floor_priority, floor_vtime)
+    CROSS JOIN LATERAL (VALUES
+        (0::int2, (-9223372036854775807 - 1)::int8, q.floor_priority),
+        (q.floor_priority, q.floor_vtime, 10::int2)
+    ) AS r(low_priority, low_vtime, below_priority)
+),
 candidates AS MATERIALIZED (
-    SELECT c.* FROM unnest($1::text[]) AS q(name)
+    SELECT c.* FROM stretches q
     CROSS JOIN full_tenants f
     CROSS JOIN LATERAL (
         SELECT j.id, j.tenant_id, j.priority, j.vtime FROM jobs j
-        WHERE j.state = 'queued' AND j.queue = q.name AND j.run_at <= statement_timestamp()
+        WHERE j.state = 'queued' AND j.queue = q.name
+          AND (j.priority, j.vtime) >= (q.low_priority, q.low_vtime) AND j.priority < q.below_priority
+          AND j.run_at <= statement_timestamp()
           AND NOT (f.ids @> ARRAY[j.tenant_id])
         ORDER BY j.priority, j.vtime
         LIMIT $2
@@ -184,8 +206,38 @@ clock AS (
 ),
 dropped AS (
     SELECT (SELECT count(*) FROM candidates) - (SELECT count(*) FROM picked) AS n
+),
+-- The next claim's floor per queue (see `claim_floor.rs`): the first due job
+-- still queued after this claim, of any tenant (full ones and rows other
+-- claims hold included), or the queue clock if lower (a job enqueued now
+-- starts at the clock or later); the clock alone (NULL priority) if none.
+heads AS (
+    SELECT k.queue, h.priority, least(h.vtime, k.vtime) AS vtime
+    FROM queue_clocks k
+    LEFT JOIN LATERAL (
+        SELECT first.priority, first.vtime
+        FROM stretches q
+        CROSS JOIN LATERAL (
+            SELECT j.priority, j.vtime FROM jobs j
+            WHERE j.state = 'queued' AND j.queue = q.name
+              AND (j.priority, j.vtime) >= (q.low_priority, q.low_vtime) AND j.priority < q.below_priority
+              AND j.run_at <= statement_timestamp()
+              AND j.id <> ALL (ARRAY(SELECT id FROM picked))
+            ORDER BY j.priority, j.vtime
+            LIMIT 1
+        ) first
+        WHERE q.name = k.queue
+        ORDER BY first.priority, first.vtime
+        LIMIT 1
+    ) h ON true
+    WHERE k.queue = ANY ($1::text[])
 )
-SELECT d.n AS capped_out, c.* FROM dropped d LEFT JOIN claimed c ON true
+SELECT d.n AS capped_out,
+       (SELECT array_agg(queue) FROM heads) AS head_queues,
+       (SELECT array_agg(priority) FROM heads) AS head_priorities,
+       (SELECT array_agg(vtime) FROM heads) AS head_vtimes,
+       c.*
+FROM dropped d LEFT JOIN claimed c ON true
 ORDER BY c.priority, c.vtime";
 
 /// Gives finished attempts' slots back to their capped tenants: CTEs for a
@@ -427,6 +479,8 @@ pub struct PgStore {
     /// Connections that only claim (see `CLAIM_SESSION_SETTINGS`), opened on
     /// first use with the main pool's options.
     claims: PgPool,
+    /// Where the next claim of each queue starts reading (`claim_floor.rs`).
+    floors: Arc<Mutex<ClaimFloors>>,
     wakes: WakeHub,
     /// Whether the LISTEN task runs; checked and changed under the lock so a
     /// subscriber never arrives just as the task decides to stop.
@@ -499,6 +553,7 @@ impl PgStore {
         PgStore {
             pool,
             claims,
+            floors: Arc::default(),
             wakes: WakeHub::new(),
             listening: Arc::new(Mutex::new(false)),
         }
@@ -508,7 +563,8 @@ impl PgStore {
         &self.pool
     }
 
-    /// The plan of a claim of `limit` jobs from `queues` as it runs now: the
+    /// The plan of a claim of `limit` jobs from `queues` as it runs now, read
+    /// from the start of each queue (no floor, the most a claim reads): the
     /// cached generic plan, `EXPLAIN ANALYZE`d inside a transaction that is
     /// rolled back (nothing is claimed), for benchmarks and for operators
     /// asking why claims slow down.
@@ -525,7 +581,7 @@ impl PgStore {
             .await
             .db("starting a claim to explain")?;
         sqlx::raw_sql(&format!(
-            "PREPARE longhaul_explained_claim (text[], int8, text, float8, int4) AS {CLAIM_SQL}"
+            "PREPARE longhaul_explained_claim (text[], int8, text, float8, int4, int2[], int8[]) AS {CLAIM_SQL}"
         ))
         .execute(&mut *tx)
         .await
@@ -533,10 +589,13 @@ impl PgStore {
         // EXECUTE takes no bind parameters: the server quotes the values in.
         let explain: String = sqlx::query_scalar(
             "SELECT format('EXPLAIN (ANALYZE, COSTS OFF) EXECUTE longhaul_explained_claim \
-                            (%L::text[], %s, ''explain'', 30, NULL)', $1::text[], $2)",
+                            (%L::text[], %s, ''explain'', 30, NULL, %L::int2[], %L::int8[])', \
+                            $1::text[], $2, $3::int2[], $4::int8[])",
         )
         .bind(queues)
         .bind(limit)
+        .bind(vec![NO_FLOOR.0; queues.len()])
+        .bind(vec![NO_FLOOR.1; queues.len()])
         .fetch_one(&mut *tx)
         .await
         .db("writing the claim to explain")?;
@@ -703,26 +762,56 @@ impl PgStore {
         default_max_running: Option<i32>,
         jobs: &mut Vec<Job>,
     ) -> Result<i64> {
+        let (floor_priorities, floor_vtimes) = self
+            .floors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .for_claim(queues, std::time::Instant::now());
         let rows = sqlx::query(CLAIM_SQL)
             .bind(queues)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(&request.worker_id)
             .bind(request.lease.as_secs_f64())
             .bind(default_max_running)
+            .bind(floor_priorities)
+            .bind(floor_vtimes)
             .fetch_all(&self.claims)
             .await
             .db("claiming jobs")?;
         let mut capped_out = 0;
-        for row in &rows {
+        for (nth, row) in rows.iter().enumerate() {
             capped_out = row
                 .try_get("capped_out")
                 .db("reading a claim's capped-out count")?;
+            if nth == 0 {
+                self.record_heads(row)?;
+            }
             let id: Option<Uuid> = row.try_get("id").db("reading a claimed job's id")?;
             if id.is_some() {
                 jobs.push(job_from_row(row)?);
             }
         }
         Ok(capped_out)
+    }
+
+    /// Keeps the queue heads a claim answered for the next claims' floors.
+    fn record_heads(&self, row: &PgRow) -> Result<()> {
+        let names: Option<Vec<String>> = row.try_get("head_queues").db("reading claim heads")?;
+        let priorities: Option<Vec<Option<i16>>> =
+            row.try_get("head_priorities").db("reading claim heads")?;
+        let vtimes: Option<Vec<i64>> = row.try_get("head_vtimes").db("reading claim heads")?;
+        let heads: Vec<claim_floor::Head> = names
+            .unwrap_or_default()
+            .into_iter()
+            .zip(priorities.unwrap_or_default())
+            .zip(vtimes.unwrap_or_default())
+            .map(|((name, priority), vtime)| (name, priority, vtime))
+            .collect();
+        self.floors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record(&heads, std::time::Instant::now());
+        Ok(())
     }
 
     async fn finish_with(

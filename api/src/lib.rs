@@ -57,6 +57,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(routes::classification::routes())
         .merge(routes::retention::routes())
         .merge(routes::workers::routes())
+        .merge(routes::webhooks::routes())
         .merge(routes::schedules::routes())
 }
 

@@ -61,6 +61,7 @@ pub const BEARER: &str = "bearer";
         (name = "classification", description = "Classification of data-bucket objects: policies, scans, per-object results, stats"),
         (name = "retention", description = "Retention policies, previews, cleanup runs, metrics and legal holds (admin)"),
         (name = "workers", description = "Worker pools, live and recently gone (operator keys)"),
+        (name = "webhooks", description = "Endpoints told when jobs end: signed deliveries, retries, delivery logs (admin)"),
         (name = "health", description = "Liveness and readiness (no key)"),
         (name = "metrics", description = "Prometheus metrics (operator keys)"),
     )

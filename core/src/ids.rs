@@ -81,6 +81,15 @@ impl<'de> Deserialize<'de> for JobId {
     }
 }
 
+/// The UUID of an id written `<prefix><32 hex digits>` (`rtp_…`, `wh_…`); any
+/// other text is "no such `kind`", as an unknown id would be.
+pub fn parse_prefixed(kind: &'static str, prefix: &str, text: &str) -> crate::Result<Uuid> {
+    text.strip_prefix(prefix)
+        .filter(|hex| hex.len() == 32)
+        .and_then(|hex| Uuid::try_parse(hex).ok())
+        .ok_or_else(|| crate::Error::no_such(kind, text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,3 +122,4 @@ mod tests {
         assert!(a < b);
     }
 }
+

@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod store;
 pub mod tenancy;
 pub mod usage;
+pub mod webhooks;
 pub mod workers;
 
 pub use client::JobClient;

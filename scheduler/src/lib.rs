@@ -4,13 +4,16 @@
 //! the maintenance loops (`maintenance.rs`: lease rescue and pruning;
 //! `artifact_sweeper.rs`: expired and abandoned artifacts), each safe with
 //! several replicas, and creates the platform's own schedules when they are
-//! missing (`system_schedules.rs`: the nightly retention sweep). It keeps no schedule in memory.
+//! missing (`system_schedules.rs`: the nightly retention sweep), and queues
+//! webhook deliveries for jobs that ended (`webhook_dispatcher.rs`). It keeps
+//! no schedule in memory.
 
 mod artifact_sweeper;
 mod job_maker;
 mod maintenance;
 mod system_schedules;
 mod ticker;
+mod webhook_dispatcher;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,7 @@ pub use job_maker::CatalogueJobs;
 pub use maintenance::Maintenance;
 pub use system_schedules::{ensure_system_schedules, SYSTEM_SCHEDULES};
 pub use ticker::{Ticker, TickerConfig};
+pub use webhook_dispatcher::{DispatchReport, WebhookDispatcher, DISPATCH_INTERVAL, SETTLE};
 
 /// The store the scheduler uses: jobs and schedules (both backends are).
 pub use longhaul_core::store::Stores as SchedulerStore;
@@ -68,6 +72,11 @@ pub async fn run(
     if let Some(artifacts) = artifacts {
         maintenance = maintenance.with_sweeper(ArtifactSweeper::new(store.clone(), artifacts));
     }
+    let dispatcher = WebhookDispatcher::new(store.clone(), catalogue.clone());
     let ticker = Ticker::new(store, CatalogueJobs::new(catalogue), config.ticker);
-    tokio::join!(ticker.run(shutdown.clone()), maintenance.run(shutdown));
+    tokio::join!(
+        ticker.run(shutdown.clone()),
+        maintenance.run(shutdown.clone()),
+        dispatcher.run(shutdown)
+    );
 }

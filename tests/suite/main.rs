@@ -40,4 +40,5 @@ mod telemetry;
 mod tenancy;
 mod transport;
 mod validation;
+mod webhooks;
 mod workers;

@@ -103,6 +103,14 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("get", "/v1/retention/holds/{id}", Key),
     ("post", "/v1/retention/holds/{id}/release", Key),
     ("get", "/v1/workers", Key),
+    ("post", "/v1/webhooks", Key),
+    ("get", "/v1/webhooks", Key),
+    ("get", "/v1/webhooks/{id}", Key),
+    ("patch", "/v1/webhooks/{id}", Key),
+    ("delete", "/v1/webhooks/{id}", Key),
+    ("post", "/v1/webhooks/{id}/rotate-secret", Key),
+    ("post", "/v1/webhooks/{id}/test", Key),
+    ("get", "/v1/webhooks/{id}/deliveries", Key),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];

@@ -13,6 +13,7 @@ mod execute;
 mod handler;
 mod heartbeat;
 pub mod jobs;
+pub mod outbound_http;
 mod pool;
 mod presence;
 mod services;

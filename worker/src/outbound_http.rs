@@ -1,11 +1,11 @@
-//! HTTP(S) GETs for scans: URL targets and the organization listings of git
-//! hosts. Bodies are capped, at most five redirects are followed, and a host
-//! that is or resolves to a private, loopback or link-local address is
-//! refused unless the deployment allows it (a tenant must not make the
-//! worker read cloud metadata or internal services). The check is made by
-//! the connector's own resolver, on the addresses it then connects to, so a
-//! name that changes its answer between a check and the connection (DNS
-//! rebinding) gains nothing.
+//! Outbound HTTP(S) to addresses tenants name: scan GETs (URL targets, the
+//! organization listings of git hosts; bodies capped, at most five redirects)
+//! and webhook POSTs (no redirect followed). A host that is or resolves to a
+//! private, loopback or link-local address is refused unless the deployment
+//! allows it (a tenant must not make the worker reach cloud metadata or
+//! internal services). The check is made by the connector's own resolver, on
+//! the addresses it then connects to, so a name that changes its answer
+//! between a check and the connection (DNS rebinding) gains nothing.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::header::{HeaderValue, AUTHORIZATION, LOCATION, USER_AGENT};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::dns::Name;
@@ -35,6 +35,16 @@ pub fn unreachable_name(host: &str) -> String {
     format!("{host} {NOT_REACHABLE}")
 }
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// How much of a POST's answer is kept.
+pub const ANSWER_EXCERPT: usize = 512;
+
+/// What a POST was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostAnswer {
+    pub status: StatusCode,
+    /// The start of the body, lossily as UTF-8.
+    pub excerpt: String,
+}
 
 /// Resolves names for the connector, keeping only the addresses scans may
 /// reach.
@@ -88,7 +98,7 @@ impl tower_service::Service<Name> for PublicResolver {
 
 #[derive(Clone)]
 pub struct HttpFetcher {
-    client: Client<HttpsConnector<HttpConnector<PublicResolver>>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector<PublicResolver>>, Full<Bytes>>,
     allow_private: bool,
 }
 
@@ -175,7 +185,7 @@ impl HttpFetcher {
             self.check_host(&current).await?;
             let mut request = Request::get(current.clone())
                 .header(USER_AGENT, "longhaul-scan/1")
-                .body(Empty::<Bytes>::new())
+                .body(Full::new(Bytes::new()))
                 .map_err(|e| FetchError::Refused(format!("{url}: {e}")))?;
             let origin = (
                 current.scheme_str().map(str::to_string),
@@ -187,20 +197,7 @@ impl HttpFetcher {
                 })?;
                 request.headers_mut().insert(AUTHORIZATION, value);
             }
-            let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
-                .await
-                .map_err(|_| FetchError::Transient(format!("{current}: no answer in {TIMEOUT:?}")))?
-                .map_err(|e| {
-                    // The chain holds the resolver's words, not the URL the
-                    // tenant wrote.
-                    let chain = error_chain(&e);
-                    let message = format!("{current}: {chain}");
-                    if chain.contains(NOT_REACHABLE) {
-                        FetchError::Refused(message)
-                    } else {
-                        FetchError::Transient(message)
-                    }
-                })?;
+            let response = self.send(&current, request, TIMEOUT).await?;
             let status = response.status();
             if status.is_redirection() {
                 let location = response
@@ -243,6 +240,75 @@ impl HttpFetcher {
         Err(FetchError::Refused(format!(
             "{url}: more than {MAX_REDIRECTS} redirects"
         )))
+    }
+
+    /// Sends a request, waiting at most `timeout` for the answer's head.
+    async fn send(
+        &self,
+        uri: &Uri,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, FetchError> {
+        tokio::time::timeout(timeout, self.client.request(request))
+            .await
+            .map_err(|_| FetchError::Transient(format!("{uri}: no answer in {timeout:?}")))?
+            .map_err(|e| {
+                // The chain holds the resolver's words, not the URL the
+                // tenant wrote.
+                let chain = error_chain(&e);
+                let message = format!("{uri}: {chain}");
+                if chain.contains(NOT_REACHABLE) {
+                    FetchError::Refused(message)
+                } else {
+                    FetchError::Transient(message)
+                }
+            })
+    }
+
+    /// POSTs a JSON body with extra headers; no redirect is followed (a 3xx
+    /// is an answer like any other). Answers the status and the start of
+    /// the answer's body (at most [`ANSWER_EXCERPT`] bytes, for logs).
+    pub async fn post_json(
+        &self,
+        url: &str,
+        headers: &[(HeaderName, String)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<PostAnswer, FetchError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| FetchError::Refused(format!("{url} is not a URL: {e}")))?;
+        self.check_host(&uri).await?;
+        let mut request = Request::post(uri.clone())
+            .header(USER_AGENT, "longhaul-webhooks/1")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| FetchError::Refused(format!("{url}: {e}")))?;
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| FetchError::Refused(format!("{name}: not a header value")))?;
+            request.headers_mut().insert(name.clone(), value);
+        }
+        let started = std::time::Instant::now();
+        let response = self.send(&uri, request, timeout).await?;
+        let status = response.status();
+        let left = timeout.saturating_sub(started.elapsed());
+        // The answer's body is only read for the log: a body that is slow,
+        // large or broken does not change the status that came.
+        let excerpt = match tokio::time::timeout(
+            left,
+            Limited::new(response.into_body(), ANSWER_EXCERPT * 16).collect(),
+        )
+        .await
+        {
+            Ok(Ok(collected)) => {
+                let bytes = collected.to_bytes();
+                let end = bytes.len().min(ANSWER_EXCERPT);
+                String::from_utf8_lossy(&bytes[..end]).into_owned()
+            }
+            _ => String::new(),
+        };
+        Ok(PostAnswer { status, excerpt })
     }
 
     /// Refuses other schemes, and hosts that are addresses tenants must not

@@ -14,6 +14,7 @@ pub mod scan_policies;
 pub mod schedules;
 pub mod tenants;
 pub mod usage;
+pub mod webhooks;
 pub mod workers;
 
 /// A page read with one row more than `limit` (keyset paging): drops the

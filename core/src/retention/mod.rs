@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::artifacts::UploadState;
 use crate::audit::{Actor, AuditCursor};
 use crate::error::{Error, Result};
+use crate::ids::parse_prefixed;
 use crate::kinds::{JobKind, KindSpec};
 use crate::tenancy::AUDIT_LOG_RETENTION_DAYS;
 use crate::JobId;
@@ -74,13 +75,6 @@ pub fn hold_id_text(id: Uuid) -> String {
 
 pub fn execution_id(job: JobId) -> String {
     format!("{EXECUTION_PREFIX}{}", job.as_uuid().simple())
-}
-
-fn parse_prefixed(kind: &'static str, prefix: &str, text: &str) -> Result<Uuid> {
-    text.strip_prefix(prefix)
-        .filter(|hex| hex.len() == 32)
-        .and_then(|hex| Uuid::try_parse(hex).ok())
-        .ok_or_else(|| Error::no_such(kind, text))
 }
 
 pub fn parse_policy_id(text: &str) -> Result<Uuid> {

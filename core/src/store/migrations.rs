@@ -38,6 +38,7 @@ pub(crate) const POSTGRES: &[Embedded] = embed!("postgres":
     "0011_running_counters.sql",
     "0012_retention.sql",
     "0013_workers.sql",
+    "0014_webhooks.sql",
 );
 
 /// SQLite's migrations, in order.
@@ -54,6 +55,7 @@ pub(crate) const SQLITE: &[Embedded] = embed!("sqlite":
     "0010_audit_reads_job_events.sql",
     "0011_retention.sql",
     "0012_workers.sql",
+    "0013_webhooks.sql",
 );
 
 /// A list of embedded files as a source sqlx's `Migrator` reads.

@@ -26,6 +26,7 @@ mod sqlite;
 mod stores;
 mod tenancy;
 mod wake;
+mod webhooks;
 mod workers;
 
 use std::collections::BTreeMap;

@@ -330,7 +330,7 @@ async fn lock_tenant_for(db: &mut Db<'_>, tenant_id: &str, exclusive: bool) -> R
     Ok(())
 }
 
-async fn lock_tenant(db: &mut Db<'_>, tenant_id: &str) -> Result<()> {
+pub(super) async fn lock_tenant(db: &mut Db<'_>, tenant_id: &str) -> Result<()> {
     lock_tenant_for(db, tenant_id, true).await
 }
 

@@ -1,5 +1,6 @@
 //! The umbrella over every store port: one `Arc<dyn Stores>` answers for
-//! jobs, tenants, audit, schedules, artifacts and scans (both backends
+//! jobs, tenants, audit, schedules, artifacts, scans, retention, workers,
+//! queue statistics and webhooks (both backends
 //! implement them all), and `connect_stores` opens the one a URL names.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::retention::RetentionStore;
 use crate::scans::ScanStore;
 use crate::schedule::ScheduleStore;
 use crate::tenancy::TenantStore;
+use crate::webhooks::WebhookStore;
 use crate::workers::WorkerStore;
 
 /// A store that keeps both jobs and tenants (both backends do), so the API can
@@ -27,6 +29,7 @@ pub trait Stores:
     + RetentionStore
     + WorkerStore
     + QueueStatsStore
+    + WebhookStore
 {
     /// The same store as a job store (for [`crate::JobClient`]): trait
     /// upcasting needs Rust 1.86 and the workspace supports 1.85.
@@ -46,7 +49,8 @@ where
         + ScanStore
         + RetentionStore
         + WorkerStore
-        + QueueStatsStore,
+        + QueueStatsStore
+        + WebhookStore,
 {
     fn job_store(self: Arc<Self>) -> Arc<dyn JobStore> {
         self

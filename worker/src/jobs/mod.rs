@@ -11,6 +11,7 @@ mod retention_objects;
 pub mod retention_sweep;
 pub mod scanning;
 pub mod sleep;
+pub mod webhook_delivery;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub fn kinds() -> Vec<BuiltinKind> {
         BuiltinKind::with_services(classification_scan::ClassificationScan::new),
         BuiltinKind::with_services(retention_cleanup::RetentionCleanup::new),
         BuiltinKind::with_services(retention_sweep::RetentionSweep::new),
+        BuiltinKind::with_services(webhook_delivery::WebhookDelivery::new),
     ]
 }
 
@@ -77,7 +79,8 @@ mod tests {
                 "leakage.scan",
                 "retention.sweep",
                 "system.noop",
-                "system.sleep"
+                "system.sleep",
+                "webhook.deliver"
             ]
         );
         let noop = catalogue.get("system.noop").expect("noop");

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::handler::JobError;
 use crate::jobs::scanning::blocking;
-use crate::jobs::scanning::http::{is_public, unreachable_name, FetchError, HttpFetcher};
+use crate::outbound_http::{is_public, unreachable_name, FetchError, HttpFetcher};
 
 /// Most repositories one organization expands to.
 pub const MAX_ORGANIZATION_REPOSITORIES: usize = 1000;

@@ -35,11 +35,11 @@ use tokio::sync::OnceCell;
 
 use crate::context::JobContext;
 use crate::handler::{JobError, KindHandler};
-use crate::jobs::scanning::http::HttpFetcher;
 use crate::jobs::scanning::{
     blocking, data_bucket, objects_after, ordered, scan_threads, BlockingReader, Work,
     OBJECTS_IN_FLIGHT,
 };
+use crate::outbound_http::HttpFetcher;
 use crate::services::JobServices;
 
 /// Largest body of a URL target.

@@ -1,9 +1,7 @@
 //! What the two scan kinds share: walking a data bucket in key order with
 //! several objects in flight but results taken in order (so "every key up
 //! to here is done" is a checkpoint), the engine's CPU work on blocking
-//! threads, and HTTP fetches (`http.rs`).
-
-pub mod http;
+//! threads (HTTP fetches are `crate::outbound_http`).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,6 +1,7 @@
 //! The `longhaul` binary: one program, several roles (see `longhaul --help`).
 //! Each subcommand lives in `commands/`; benchmark programs in `bench/`.
 
+mod api_client;
 mod bench;
 mod commands;
 mod runtime;
@@ -31,12 +32,17 @@ enum Command {
     Scheduler,
     /// Apply the database migrations and exit.
     Migrate,
-    /// Bootstrap: create a tenant with its first admin key, or an operator key.
+    /// Operator tools on the database: bootstrap tenants and operator keys,
+    /// enqueue jobs, count jobs per state.
     #[command(subcommand)]
     Admin(commands::admin::AdminCommand),
-    /// Operator tools: enqueue, inspect, cancel and retry jobs.
+    /// A tenant's jobs through the API (LONGHAUL_URL, LONGHAUL_API_KEY):
+    /// list, get, cancel, retry, watch, enqueue.
     #[command(subcommand)]
     Jobs(commands::jobs::JobsCommand),
+    /// Exports through the API: `export audit --wait --out FILE`.
+    #[command(subcommand)]
+    Export(commands::export::ExportCommand),
     /// Scan local files with the scanning engine (no server needed).
     #[command(subcommand)]
     Scan(commands::scan::ScanCommand),
@@ -91,16 +97,39 @@ fn main() -> std::process::ExitCode {
             Command::Scheduler => commands::scheduler::run(config).await,
             Command::Admin(command) => commands::admin::run(config, command).await,
             Command::Migrate => commands::migrate::run(config).await,
-            Command::Jobs(command) => commands::jobs::run(config, command).await,
+            Command::Jobs(command) => exit_code(commands::jobs::run(command).await),
+            Command::Export(command) => exit_code(commands::export::run(command).await),
             Command::Bench(command) => bench::run(command).await,
             Command::Scan(_) => Err(anyhow::anyhow!("scans run before the runtime starts")),
         }
     });
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) if error.is::<Unsuccessful>() => std::process::ExitCode::from(3),
         Err(error) => {
             eprintln!("longhaul: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// A client command that ran but whose job did not succeed (exit status 3;
+/// what happened is already printed).
+#[derive(Debug)]
+struct Unsuccessful;
+
+impl std::fmt::Display for Unsuccessful {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the job did not succeed")
+    }
+}
+
+impl std::error::Error for Unsuccessful {}
+
+/// A client command's outcome: `true` (the job did not succeed) exits 3.
+fn exit_code(outcome: anyhow::Result<bool>) -> anyhow::Result<()> {
+    match outcome? {
+        true => Err(Unsuccessful.into()),
+        false => Ok(()),
     }
 }

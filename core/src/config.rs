@@ -305,6 +305,14 @@ const SETTINGS: &[Setting] = &[
         help: "text (default) or json: one JSON object per line with the span fields",
     },
     Setting {
+        name: "LONGHAUL_URL",
+        help: "the API's URL for the client commands (`longhaul jobs`, `longhaul export`; default http://127.0.0.1:8080)",
+    },
+    Setting {
+        name: "LONGHAUL_API_KEY",
+        help: "the API key the client commands (`longhaul jobs`, `longhaul export`) call with",
+    },
+    Setting {
         name: "LONGHAUL_API_ADDR",
         help: "address the API listens on (default 127.0.0.1:8080)",
     },

@@ -1,12 +1,16 @@
-//! `longhaul admin …`: bootstrap tenants and operator keys from the command
-//! line (the API needs a key before anyone can call it). Prints JSON; the
-//! secret is shown this once.
+//! `longhaul admin …`: operator tools on the database itself (configured by
+//! LONGHAUL_DATABASE_URL): bootstrap tenants and operator keys (the API needs
+//! a key before anyone can call it; the secret is shown this once), enqueue a
+//! job for any tenant, count jobs per state. Prints JSON. Tenants' own
+//! clients use `longhaul jobs` and `longhaul export`, through the API.
 
+use anyhow::Context;
 use clap::Subcommand;
 use longhaul_core::audit::Actor;
+use longhaul_core::client::EnqueueRequest;
 use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role};
-use longhaul_core::Config;
-use serde_json::json;
+use longhaul_core::{Config, JobClient};
+use serde_json::{json, Value};
 
 use crate::runtime;
 
@@ -22,6 +26,35 @@ pub enum AdminCommand {
     },
     /// Issue an operator key (spans tenants: manages tenants and plans).
     CreateOperatorKey { name: String },
+    /// Enqueue one job for a tenant and print its id.
+    Enqueue {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        kind: String,
+        /// Params as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        #[arg(long)]
+        queue: Option<String>,
+        /// 0 (most urgent) to 9.
+        #[arg(long)]
+        priority: Option<i16>,
+        #[arg(long)]
+        max_attempts: Option<i32>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Jobs per state: one tenant's (--tenant), or the whole store's
+    /// (--all-tenants).
+    #[command(group(clap::ArgGroup::new("whose").required(true).args(["tenant", "all_tenants"])))]
+    Counts {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Every tenant's jobs together.
+        #[arg(long)]
+        all_tenants: bool,
+    },
 }
 
 pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
@@ -56,6 +89,43 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 .issue_api_key(None, &name, Role::Operator, KeyMode::Live, &Actor::system())
                 .await?;
             json!({ "apiKey": issued.secret, "keyId": issued.key.id })
+        }
+        AdminCommand::Enqueue {
+            tenant,
+            kind,
+            params,
+            queue,
+            priority,
+            max_attempts,
+            idempotency_key,
+        } => {
+            let params: Value = serde_json::from_str(&params).context("--params must be JSON")?;
+            let client = JobClient::new(
+                stores.clone().job_store(),
+                std::sync::Arc::new(longhaul_worker::jobs::catalogue()),
+            );
+            let enqueued = client
+                .enqueue(EnqueueRequest {
+                    queue,
+                    priority,
+                    max_attempts,
+                    idempotency_key,
+                    ..EnqueueRequest::new(tenant, kind, params)
+                })
+                .await?;
+            json!({ "id": enqueued.id, "created": enqueued.created })
+        }
+        AdminCommand::Counts { tenant, .. } => {
+            let counts = match &tenant {
+                Some(tenant) => stores.count_by_state_of(tenant).await?,
+                None => stores.count_by_state().await?,
+            };
+            Value::Object(
+                counts
+                    .into_iter()
+                    .map(|(state, n)| (state.to_string(), json!(n)))
+                    .collect(),
+            )
         }
     };
     println!("{output}");

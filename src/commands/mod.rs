@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod api;
 pub mod dev;
+pub mod export;
 pub mod jobs;
 pub mod migrate;
 pub mod scan;

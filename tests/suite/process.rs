@@ -261,7 +261,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
 
 async fn bad_input_on_the_command_line_writes_nothing(db: TestDb) {
     let unknown = longhaul(&db)
-        .args(["jobs", "enqueue", "--tenant", "t", "--kind", "system.nope"])
+        .args(["admin", "enqueue", "--tenant", "t", "--kind", "system.nope"])
         .output()
         .expect("running longhaul");
     assert!(!unknown.status.success());
@@ -273,7 +273,7 @@ async fn bad_input_on_the_command_line_writes_nothing(db: TestDb) {
     );
     let too_big = longhaul(&db)
         .args([
-            "jobs",
+            "admin",
             "enqueue",
             "--tenant",
             "t",
@@ -287,7 +287,7 @@ async fn bad_input_on_the_command_line_writes_nothing(db: TestDb) {
     assert!(String::from_utf8_lossy(&too_big.stderr).contains("larger than the 65536-byte limit"));
 
     let bad_config = longhaul(&db)
-        .args(["jobs", "enqueue", "--tenant", "t", "--kind", "system.noop"])
+        .args(["admin", "enqueue", "--tenant", "t", "--kind", "system.noop"])
         .env("LONGHAUL_WORKER_CONCURRENCY", "0")
         .output()
         .expect("running longhaul");
@@ -423,75 +423,184 @@ async fn a_second_ctrl_c_hands_running_jobs_back_at_once(db: TestDb) {
     );
 }
 
-/// `longhaul jobs` prints a job as the API does (camelCase, the same
-/// object), and counts one tenant's jobs, or all of them when asked.
-async fn cli_prints_jobs_as_the_api_does_and_counts_per_tenant(db: TestDb) {
-    let client = client(&db);
-    let mine = client
-        .enqueue(EnqueueRequest::new(
-            "t",
-            Sleep::NAME,
-            json!({"durationMs": 10}),
-        ))
+/// `longhaul jobs` is a client of the HTTP API (`LONGHAUL_URL`,
+/// `LONGHAUL_API_KEY`, no database setting): it prints what the API answers,
+/// follows a job to its end (exit 0 if it succeeded, 3 if not), and says
+/// the API's errors; `longhaul admin counts` counts one tenant's jobs, or all
+/// of them when asked, on the database.
+async fn cli_follows_jobs_through_the_api_and_admin_counts_per_tenant(db: TestDb) {
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
         .await
-        .expect("enqueue")
-        .id;
+        .expect("stores");
+    let router = longhaul_api::router(longhaul_api::AppState::new(
+        stores.clone(),
+        std::sync::Arc::new(longhaul_worker::jobs::catalogue()),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (tenant, key) = crate::http::tenant_with_admin_key(stores.as_ref(), "t").await;
+    let t = tenant.id.clone();
+    let client = client(&db);
     client
-        .enqueue(EnqueueRequest::new(
-            "u",
-            Sleep::NAME,
-            json!({"durationMs": 10}),
-        ))
+        .enqueue(EnqueueRequest {
+            queue: Some("elsewhere".into()),
+            ..EnqueueRequest::new("u", Sleep::NAME, json!({"durationMs": 10}))
+        })
         .await
         .expect("enqueue");
+
+    // A client run: no database setting at all, only the API's URL and key.
     let run = |args: &[&str]| {
-        let output = longhaul(&db).args(args).output().expect("running longhaul");
+        let mut command = Command::new(BINARY);
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("LONGHAUL_")) {
+            command.env_remove(name);
+        }
+        let output = command
+            .env("LONGHAUL_URL", &url)
+            .env("LONGHAUL_API_KEY", &key)
+            .env("LONGHAUL_LOG", "warn")
+            .args(args)
+            .output()
+            .expect("running longhaul");
         let stdout = String::from_utf8_lossy(&output.stdout).to_string();
         let stderr = String::from_utf8_lossy(&output.stderr).to_string();
         (output.status, stdout, stderr)
     };
-    let id = mine.to_string();
-    let (status, printed, stderr) = run(&["jobs", "get", "--tenant", "t", &id]);
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
+
+    let (status, created, stderr) = run(&[
+        "jobs",
+        "enqueue",
+        "--kind",
+        Sleep::NAME,
+        "--params",
+        r#"{"durationMs": 300, "steps": 3}"#,
+    ]);
     assert!(status.success(), "{stderr}");
-    let printed: serde_json::Value = serde_json::from_str(&printed).expect("JSON");
-    let job = db.store.get_job("t", mine).await.expect("job");
-    let attempts = db.store.job_attempts("t", mine).await.expect("attempts");
+    let created = parse(&created);
+    let id = created["id"].as_str().expect("id").to_string();
+    let mine: longhaul_core::JobId = id.parse().expect("a job id");
+
+    let (status, printed, stderr) = run(&["jobs", "get", &id]);
+    assert!(status.success(), "{stderr}");
+    let printed = parse(&printed);
+    let job = db.store.get_job(&t, mine).await.expect("job");
+    let attempts = db.store.job_attempts(&t, mine).await.expect("attempts");
     assert_eq!(
         printed,
         serde_json::to_value(longhaul_api::routes::jobs::JobView::of(job, Some(attempts)))
-            .expect("JSON")
+            .expect("JSON"),
+        "the API's own view of the job"
     );
-    assert_eq!(printed["maxAttempts"], 5, "{printed}");
     assert_eq!(printed["status"], "queued", "{printed}");
-    let (status, cancelled, stderr) = run(&["jobs", "cancel", "--tenant", "t", &id]);
+
+    let (status, listed, stderr) = run(&["jobs", "list", "--status", "queued", "--limit", "5"]);
     assert!(status.success(), "{stderr}");
-    let cancelled: serde_json::Value = serde_json::from_str(&cancelled).expect("JSON");
-    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
-    assert!(cancelled.get("finishedAt").is_some() && cancelled.get("finished_at").is_none());
+    let listed = parse(&listed);
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("a page")
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![id.as_str()], "the tenant's own queued jobs only");
+
+    // watch follows the job while a worker runs it, then prints its end.
+    let mut worker = spawn_worker(&db);
+    let (status, watched, stderr) = run(&["jobs", "watch", &id]);
+    assert!(status.success(), "{stderr}");
+    let watched = parse(&watched);
+    assert_eq!(watched["status"], "succeeded", "{watched}");
+    assert_eq!(watched["progress"]["current"], 3, "{watched}");
+
+    // A job cancelled while queued: cancel prints it, watch exits 3.
+    client_cancel_watch(&run, &parse, &db, &t).await;
+    worker.kill().expect("stop the worker");
+    worker.wait().expect("reap the worker");
+
+    let (status, _, stderr) = run(&["jobs", "get", "job_0193000000007000800000000000000a"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("404 not_found"), "{stderr}");
+    let (status, _, stderr) = run(&["jobs", "retry", &id]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("409 conflict"),
+        "a succeeded job is not retried: {stderr}"
+    );
 
     let counts = |args: &[&str]| {
-        let (status, out, stderr) = run(args);
-        assert!(status.success(), "{args:?}: {stderr}");
-        serde_json::from_str::<serde_json::Value>(&out).expect("JSON")
+        let output = longhaul(&db).args(args).output().expect("running longhaul");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON")
     };
     assert_eq!(
-        counts(&["jobs", "counts", "--tenant", "t"]),
-        json!({"cancelled": 1})
+        counts(&["admin", "counts", "--tenant", &t]),
+        json!({"cancelled": 1, "succeeded": 1})
     );
     assert_eq!(
-        counts(&["jobs", "counts", "--tenant", "u"]),
-        json!({"queued": 1})
+        counts(&["admin", "counts", "--tenant", "u"]),
+        json!({"queued": 1}),
+        "u's job is on a queue no worker serves"
     );
     assert_eq!(
-        counts(&["jobs", "counts", "--all-tenants"]),
-        json!({"cancelled": 1, "queued": 1})
+        counts(&["admin", "counts", "--all-tenants"]),
+        json!({"cancelled": 1, "queued": 1, "succeeded": 1})
     );
-    let (status, _, stderr) = run(&["jobs", "counts"]);
-    assert_eq!(status.code(), Some(2), "whose counts must be said");
+    let output = longhaul(&db)
+        .args(["admin", "counts"])
+        .output()
+        .expect("running longhaul");
+    assert_eq!(output.status.code(), Some(2), "whose counts must be said");
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("--tenant") && stderr.contains("--all-tenants"),
         "{stderr}"
     );
+}
+
+/// Enqueues a job due in an hour through the CLI, cancels it, and watches it:
+/// the stream ends at once with `cancelled`, and watch exits 3.
+async fn client_cancel_watch(
+    run: &impl Fn(&[&str]) -> (std::process::ExitStatus, String, String),
+    parse: &impl Fn(&str) -> serde_json::Value,
+    db: &TestDb,
+    tenant: &str,
+) {
+    let (status, created, stderr) = run(&[
+        "jobs",
+        "enqueue",
+        "--kind",
+        Sleep::NAME,
+        "--params",
+        r#"{"durationMs": 10}"#,
+        "--priority",
+        "9",
+        "--queue",
+        "elsewhere",
+    ]);
+    assert!(status.success(), "{stderr}");
+    let id = parse(&created)["id"].as_str().expect("id").to_string();
+    let (status, cancelled, stderr) = run(&["jobs", "cancel", &id]);
+    assert!(status.success(), "{stderr}");
+    let cancelled = parse(&cancelled);
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(cancelled.get("finishedAt").is_some() && cancelled.get("finished_at").is_none());
+    let (status, watched, stderr) = run(&["jobs", "watch", &id]);
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert_eq!(parse(&watched)["status"], "cancelled");
+    let job = db
+        .store
+        .get_job(tenant, id.parse().expect("id"))
+        .await
+        .expect("job");
+    assert_eq!(job.state, JobState::Cancelled);
 }
 
 /// One HTTP/1.1 request to a `longhaul dev` process: status and JSON body.
@@ -759,6 +868,6 @@ both_stores!(
     json_logs_carry_the_job_span,
     bad_input_on_the_command_line_writes_nothing,
     a_second_ctrl_c_hands_running_jobs_back_at_once,
-    cli_prints_jobs_as_the_api_does_and_counts_per_tenant,
+    cli_follows_jobs_through_the_api_and_admin_counts_per_tenant,
     dev_mode_keeps_its_key_serves_a_data_bucket_and_names_a_taken_port,
 );

@@ -122,4 +122,3 @@ mod tests {
         assert!(a < b);
     }
 }
-

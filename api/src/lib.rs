@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cache;
 pub mod clock;
+mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod job_event_hub;
@@ -57,6 +58,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(routes::classification::routes())
         .merge(routes::retention::routes())
         .merge(routes::workers::routes())
+        .merge(routes::queues::routes())
         .merge(routes::webhooks::routes())
         .merge(routes::schedules::routes())
 }
@@ -65,6 +67,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (api, spec) = documented_routes().split_for_parts();
     api.merge(openapi::routes(&spec))
+        .merge(dashboard::routes())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -16,6 +16,7 @@ mod audit;
 mod backlog;
 mod caches;
 mod conformance;
+mod dashboard;
 mod events;
 mod exports;
 mod failures;

@@ -103,6 +103,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("get", "/v1/retention/holds/{id}", Key),
     ("post", "/v1/retention/holds/{id}/release", Key),
     ("get", "/v1/workers", Key),
+    ("get", "/v1/queues", Key),
     ("post", "/v1/webhooks", Key),
     ("get", "/v1/webhooks", Key),
     ("get", "/v1/webhooks/{id}", Key),

@@ -9,6 +9,7 @@ pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod leakage;
+pub mod queues;
 pub mod retention;
 pub mod scan_policies;
 pub mod schedules;

@@ -170,14 +170,7 @@ impl ApiClient {
         let response = self.send(request).await?;
         let status = response.status();
         if !status.is_success() {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(api_error(status, &value));
+            return Err(refusal(response).await);
         }
         Ok(EventStream {
             body: response.into_body(),
@@ -205,14 +198,7 @@ impl ApiClient {
                 continue;
             }
             if !status.is_success() {
-                let bytes = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
-                let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                return Err(api_error(status, &value));
+                return Err(refusal(response).await);
             }
             let partial = out.with_extension("part");
             let mut file = tokio::fs::File::create(&partial)
@@ -237,6 +223,19 @@ impl ApiClient {
         }
         bail!("{url}: more than {MAX_REDIRECTS} redirects")
     }
+}
+
+/// The error a non-2xx answer carries (its body read, in the error format).
+async fn refusal(response: Response<Incoming>) -> anyhow::Error {
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    api_error(status, &value)
 }
 
 /// `404 not_found: job … not found`, from an answer in the error format.

@@ -4,7 +4,6 @@
 //! job for any tenant, count jobs per state. Prints JSON. Tenants' own
 //! clients use `longhaul jobs` and `longhaul export`, through the API.
 
-use anyhow::Context;
 use clap::Subcommand;
 use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
@@ -12,6 +11,7 @@ use longhaul_core::tenancy::{KeyMode, NewTenant, Quotas, Role};
 use longhaul_core::{Config, JobClient};
 use serde_json::{json, Value};
 
+use super::jobs::JobArgs;
 use crate::runtime;
 
 #[derive(Subcommand, Debug)]
@@ -30,20 +30,8 @@ pub enum AdminCommand {
     Enqueue {
         #[arg(long)]
         tenant: String,
-        #[arg(long)]
-        kind: String,
-        /// Params as a JSON object.
-        #[arg(long, default_value = "{}")]
-        params: String,
-        #[arg(long)]
-        queue: Option<String>,
-        /// 0 (most urgent) to 9.
-        #[arg(long)]
-        priority: Option<i16>,
-        #[arg(long)]
-        max_attempts: Option<i32>,
-        #[arg(long)]
-        idempotency_key: Option<String>,
+        #[command(flatten)]
+        job: JobArgs,
     },
     /// Jobs per state: one tenant's (--tenant), or the whole store's
     /// (--all-tenants).
@@ -90,27 +78,19 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 .await?;
             json!({ "apiKey": issued.secret, "keyId": issued.key.id })
         }
-        AdminCommand::Enqueue {
-            tenant,
-            kind,
-            params,
-            queue,
-            priority,
-            max_attempts,
-            idempotency_key,
-        } => {
-            let params: Value = serde_json::from_str(&params).context("--params must be JSON")?;
+        AdminCommand::Enqueue { tenant, job } => {
+            let params = job.params()?;
             let client = JobClient::new(
                 stores.clone().job_store(),
                 std::sync::Arc::new(longhaul_worker::jobs::catalogue()),
             );
             let enqueued = client
                 .enqueue(EnqueueRequest {
-                    queue,
-                    priority,
-                    max_attempts,
-                    idempotency_key,
-                    ..EnqueueRequest::new(tenant, kind, params)
+                    queue: job.queue,
+                    priority: job.priority,
+                    max_attempts: job.max_attempts,
+                    idempotency_key: job.idempotency_key,
+                    ..EnqueueRequest::new(tenant, job.kind, params)
                 })
                 .await?;
             json!({ "id": enqueued.id, "created": enqueued.created })

@@ -77,21 +77,34 @@ pub enum JobsCommand {
     Enqueue {
         #[command(flatten)]
         server: Server,
-        #[arg(long)]
-        kind: String,
-        /// Params as a JSON object.
-        #[arg(long, default_value = "{}")]
-        params: String,
-        #[arg(long)]
-        queue: Option<String>,
-        /// 0 (most urgent) to 9.
-        #[arg(long)]
-        priority: Option<i16>,
-        #[arg(long)]
-        max_attempts: Option<i32>,
-        #[arg(long)]
-        idempotency_key: Option<String>,
+        #[command(flatten)]
+        job: JobArgs,
     },
+}
+
+/// A job to create, as `jobs enqueue` and `admin enqueue` take it.
+#[derive(Args, Debug, Clone)]
+pub struct JobArgs {
+    #[arg(long)]
+    pub kind: String,
+    /// Params as a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub params: String,
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// 0 (most urgent) to 9.
+    #[arg(long)]
+    pub priority: Option<i16>,
+    #[arg(long)]
+    pub max_attempts: Option<i32>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+impl JobArgs {
+    pub fn params(&self) -> anyhow::Result<Value> {
+        serde_json::from_str(&self.params).context("--params must be JSON")
+    }
 }
 
 /// Path segments and query values as the API expects them.
@@ -171,27 +184,19 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<bool> {
             println!("{state}");
             return Ok(!succeeded);
         }
-        JobsCommand::Enqueue {
-            server,
-            kind,
-            params,
-            queue,
-            priority,
-            max_attempts,
-            idempotency_key,
-        } => {
-            let params: Value = serde_json::from_str(&params).context("--params must be JSON")?;
-            let mut body = json!({ "kind": kind, "params": params });
-            if let Some(queue) = queue {
+        JobsCommand::Enqueue { server, job } => {
+            let mut body = json!({ "kind": job.kind, "params": job.params()? });
+            if let Some(queue) = &job.queue {
                 body["queue"] = json!(queue);
             }
-            if let Some(priority) = priority {
+            if let Some(priority) = job.priority {
                 body["priority"] = json!(priority);
             }
-            if let Some(max_attempts) = max_attempts {
+            if let Some(max_attempts) = job.max_attempts {
                 body["maxAttempts"] = json!(max_attempts);
             }
-            let headers: Vec<(&'static str, &str)> = idempotency_key
+            let headers: Vec<(&'static str, &str)> = job
+                .idempotency_key
                 .as_deref()
                 .map(|key| vec![("idempotency-key", key)])
                 .unwrap_or_default();

@@ -5,6 +5,11 @@
 //! [`GONE_AFTER`]; its jobs are rescued by the lease machinery as always,
 //! this table only shows it. Rows of pools gone or stopped for a day are
 //! pruned.
+//!
+//! Each heartbeat also adds the attempts the pool ended since the last one
+//! to `job_throughput` (per minute and queue: succeeded, failed), so the
+//! dashboard shows jobs per minute over the last hour without counting the
+//! jobs table; rows older than [`KEPT_FOR`] are pruned with the pools.
 
 use std::time::Duration;
 
@@ -78,6 +83,29 @@ impl WorkerRecord {
     }
 }
 
+/// Attempts a pool ended in one queue: succeeded, and failed (retried or
+/// failed for good).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ended {
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// Attempts ended in one minute, every queue and pool together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThroughputMinute {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// The start of `at`'s minute.
+pub fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(at.timestamp() - at.timestamp().rem_euclid(60), 0).unwrap_or(at)
+}
+
 /// The worker table (both backends, written once).
 #[async_trait]
 pub trait WorkerStore: Send + Sync {
@@ -93,13 +121,30 @@ pub trait WorkerStore: Send + Sync {
     /// Live pools, and those gone or stopped within [`LISTED_FOR`], by id.
     async fn list_workers(&self, now: DateTime<Utc>) -> Result<Vec<WorkerRecord>>;
 
-    /// Deletes pools gone or stopped for [`KEPT_FOR`]; how many.
+    /// Deletes pools gone or stopped for [`KEPT_FOR`], and throughput rows
+    /// as old; how many pools.
     async fn prune_workers(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Adds attempts ended per queue to `minute`'s throughput.
+    async fn add_throughput(&self, minute: DateTime<Utc>, ended: &[(String, Ended)]) -> Result<()>;
+
+    /// Attempts ended per minute from `since` on, oldest first (minutes with
+    /// none are absent).
+    async fn throughput_since(&self, since: DateTime<Utc>) -> Result<Vec<ThroughputMinute>>;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minutes_start_on_the_minute() {
+        let at = DateTime::parse_from_rfc3339("2026-12-03T10:41:59.900Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        assert_eq!(minute_of(at).to_rfc3339(), "2026-12-03T10:41:00+00:00");
+        assert_eq!(minute_of(minute_of(at)), minute_of(at));
+    }
 
     #[test]
     fn a_silent_pool_is_gone_and_a_stopped_one_stopped() {

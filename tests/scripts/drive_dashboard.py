@@ -4,7 +4,10 @@ pipe: no port, no extra package), as a person would: loads the page, enters
 the key, finds the job in the list, opens it, presses Cancel, and waits until
 the page shows it cancelled. Saves a screenshot after each step.
 
-Usage: drive_dashboard.py CHROMIUM URL KEY JOB_ID OUT_DIR
+Then, with an operator key, the operator's side: queues, the throughput
+chart (one column per minute of the hour) and the workers, without an error.
+
+Usage: drive_dashboard.py CHROMIUM URL KEY JOB_ID OUT_DIR OPERATOR_KEY
 Prints one JSON line ({"ok": true, "screenshots": [...]}, or what failed);
 exits 0 only if every step was seen on the page.
 """
@@ -106,7 +109,7 @@ class Browser:
 
 
 def main():
-    chromium, url, key, job_id, out_dir = sys.argv[1:6]
+    chromium, url, key, job_id, out_dir, operator_key = sys.argv[1:7]
     os.makedirs(out_dir, exist_ok=True)
     browser = Browser(chromium)
     shots = []
@@ -144,7 +147,22 @@ def main():
                                  "document.querySelector('#error').textContent")
         if error:
             raise RuntimeError(f"the page shows an error: {error}")
-        print(json.dumps({"ok": True, "screenshots": shots}))
+        step = "the operator's side"
+        browser.evaluate("document.querySelector('#forget-key').click();"
+                         f"document.querySelector('#key').value = {json.dumps(operator_key)};"
+                         "document.querySelector('#use-key').click(); true")
+        browser.wait_for("!document.querySelector('#operator').hidden && "
+                         "document.querySelectorAll('#queues tbody tr').length > 0 && "
+                         "document.querySelectorAll('#throughput > div').length === 60 && "
+                         "document.querySelector('#throughput-total').textContent !== ''",
+                         "queues and the throughput chart")
+        error = browser.evaluate("document.querySelector('#error').hidden ? '' : "
+                                 "document.querySelector('#error').textContent")
+        if error:
+            raise RuntimeError(f"the page shows an error: {error}")
+        total = browser.evaluate("document.querySelector('#throughput-total').textContent")
+        shots.append(browser.screenshot(os.path.join(out_dir, "5-operator.png")))
+        print(json.dumps({"ok": True, "throughput": total, "screenshots": shots}))
     except Exception as failure:  # report which step failed, with what was taken
         try:
             shots.append(browser.screenshot(os.path.join(out_dir, "failed.png")))

@@ -9,9 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::{header, Method, StatusCode};
+use longhaul_api::clock::Clock;
 use longhaul_core::audit::Actor;
 use longhaul_core::client::EnqueueRequest;
 use longhaul_core::tenancy::{KeyMode, Role};
+use longhaul_core::workers::Ended;
 use longhaul_core::{JobClient, JobKind, JobState};
 use longhaul_worker::jobs::noop::Noop;
 use serde_json::json;
@@ -75,6 +77,35 @@ async fn a_browser_lists_a_job_and_cancels_it() {
         .await
         .expect("job")
         .id;
+    // Another one, left queued: the operator's queue table shows it.
+    client
+        .enqueue(EnqueueRequest {
+            queue: Some("dashboard-test".into()),
+            ..EnqueueRequest::new(tenant.id.clone(), Noop::NAME, json!({}))
+        })
+        .await
+        .expect("job");
+    app.clock.advance(chrono::Duration::seconds(1));
+    let operator = app
+        .stores
+        .issue_api_key(None, "ops", Role::Operator, KeyMode::Live, &Actor::system())
+        .await
+        .expect("operator key")
+        .secret;
+    // A pool's report for the throughput chart, this minute.
+    app.stores
+        .add_throughput(
+            longhaul_core::workers::minute_of(app.clock.now()),
+            &[(
+                "default".to_string(),
+                Ended {
+                    succeeded: 12,
+                    failed: 2,
+                },
+            )],
+        )
+        .await
+        .expect("throughput");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -90,7 +121,7 @@ async fn a_browser_lists_a_job_and_cancels_it() {
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .arg(&script)
-            .args([&chromium, &url, &key, &job_text, &shots_text])
+            .args([&chromium, &url, &key, &job_text, &shots_text, &operator])
             .output()
     })
     .await
@@ -104,6 +135,7 @@ async fn a_browser_lists_a_job_and_cancels_it() {
     );
     let report: serde_json::Value = serde_json::from_str(printed.trim()).expect("one JSON line");
     assert_eq!(report["ok"], json!(true), "{report}");
+    assert_eq!(report["throughput"], json!("14 in all"), "{report}");
     for shot in report["screenshots"].as_array().expect("screenshots") {
         let path = shot.as_str().expect("a path");
         let bytes = std::fs::read(path).expect("a screenshot file");
@@ -163,4 +195,39 @@ async fn queues_are_listed_for_operator_keys() {
     assert!(row["oldestAgeSeconds"]
         .as_f64()
         .is_some_and(|age| age >= 0.0));
+    assert_eq!(
+        listed.body["lastHour"],
+        json!([]),
+        "no pool has reported yet"
+    );
+
+    // Two pools' heartbeats in the same minute add up; old minutes are not shown.
+    let now = app.clock.now();
+    let minute = longhaul_core::workers::minute_of(now);
+    let ended = |succeeded, failed| Ended { succeeded, failed };
+    for counts in [ended(3, 1), ended(4, 0)] {
+        app.stores
+            .add_throughput(minute, &[("default".to_string(), counts)])
+            .await
+            .expect("throughput");
+    }
+    app.stores
+        .add_throughput(
+            minute - chrono::Duration::hours(2),
+            &[("default".to_string(), ended(100, 0))],
+        )
+        .await
+        .expect("throughput");
+    let listed = http::call(
+        &app.router,
+        Method::GET,
+        "/v1/queues",
+        Some(&operator),
+        None,
+    )
+    .await;
+    assert_eq!(
+        listed.body["lastHour"],
+        json!([{"minute": minute, "succeeded": 7, "failed": 1}])
+    );
 }

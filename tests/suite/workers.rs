@@ -161,4 +161,77 @@ async fn pools_are_listed_live_stopped_and_gone(db: TestDb) {
     assert_eq!(stores.prune_workers(Utc::now()).await.unwrap(), 1);
 }
 
-both_stores!(pools_are_listed_live_stopped_and_gone);
+both_stores!(
+    pools_are_listed_live_stopped_and_gone,
+    a_pools_ended_attempts_add_up_per_minute
+);
+
+/// A pool's heartbeat (and its stop) adds the attempts it ended to the
+/// throughput figures: successes and failures, each counted once.
+async fn a_pools_ended_attempts_add_up_per_minute(db: TestDb) {
+    let stores = longhaul_core::store::connect_stores(&db.url, 8)
+        .await
+        .expect("stores");
+    let journal = crate::support::Journal::default();
+    let client =
+        longhaul_core::JobClient::new(stores.clone().job_store(), crate::support::test_catalogue());
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            client
+                .enqueue(longhaul_core::client::EnqueueRequest::new(
+                    "t",
+                    "system.noop",
+                    json!({}),
+                ))
+                .await
+                .expect("job")
+                .id,
+        );
+    }
+    ids.push(
+        client
+            .enqueue(longhaul_core::client::EnqueueRequest::new(
+                "t",
+                crate::support::PERMANENT,
+                json!({}),
+            ))
+            .await
+            .expect("job")
+            .id,
+    );
+    let presence: Arc<dyn WorkerStore> = stores.clone();
+    let pool = WorkerPool::new(
+        stores.clone().job_store(),
+        crate::support::test_registry(&journal),
+        pool_config(3),
+    )
+    .with_presence(presence);
+    let token = CancellationToken::new();
+    let run = tokio::spawn(pool.run(token.clone()));
+    for id in &ids {
+        crate::support::wait_for_job(stores.as_ref(), "t", *id, Duration::from_secs(10), |job| {
+            job.state.is_terminal()
+        })
+        .await;
+    }
+    token.cancel();
+    run.await.expect("the pool ends");
+
+    let minutes = stores
+        .throughput_since(Utc::now() - chrono::Duration::hours(1))
+        .await
+        .expect("throughput");
+    let succeeded: u64 = minutes.iter().map(|m| m.succeeded).sum();
+    let failed: u64 = minutes.iter().map(|m| m.failed).sum();
+    assert_eq!((succeeded, failed), (5, 1), "{minutes:?}");
+    assert!(minutes
+        .iter()
+        .all(|m| m.minute == longhaul_core::workers::minute_of(m.minute)));
+    // Nothing more is added once the pool has stopped.
+    let again = stores
+        .throughput_since(Utc::now() - chrono::Duration::hours(1))
+        .await
+        .expect("throughput");
+    assert_eq!(again, minutes);
+}

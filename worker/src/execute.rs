@@ -28,6 +28,8 @@ pub(crate) struct Execution {
     pub(crate) spec: KindSpec,
     pub(crate) stop: Arc<StopSignal>,
     pub(crate) running: RunningSet,
+    /// Where ended attempts are counted for the throughput figures.
+    pub(crate) tally: crate::tally::Tally,
 }
 
 /// The end of a handler run, before it is recorded.
@@ -116,6 +118,7 @@ impl Execution {
                     tracing::warn!(%error, "could not write the final progress");
                 }
                 crate::telemetry::finished(&self.job.kind, "succeeded");
+                self.tally.ended(&self.job.queue, true);
                 if completions.send((self.job.lease(), output)).is_err() {
                     tracing::error!(
                         "completion queue closed; the job will be rescued when its lease expires"
@@ -131,7 +134,11 @@ impl Execution {
         let finish = self.finish_for(unsuccessful, reason);
         match store.finish(self.job.lease(), &finish).await {
             Ok(()) => {
-                crate::telemetry::finished(&self.job.kind, outcome_of(&self.job, &finish));
+                let outcome = outcome_of(&self.job, &finish);
+                crate::telemetry::finished(&self.job.kind, outcome);
+                if matches!(outcome, "failed" | "retried") {
+                    self.tally.ended(&self.job.queue, false);
+                }
                 log_finish(&finish)
             }
             Err(longhaul_core::Error::LeaseLost { .. }) => {

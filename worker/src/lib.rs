@@ -18,6 +18,7 @@ mod pool;
 mod presence;
 mod services;
 mod stop;
+mod tally;
 pub mod telemetry;
 
 pub use context::JobContext;

@@ -153,6 +153,8 @@ struct Slots {
     /// Moving average of job run times, in microseconds (`u64::MAX` until
     /// a job has run: nothing is prefetched before the pool knows).
     average_run_micros: AtomicU64,
+    /// Attempts ended, for the throughput figures (written by presence).
+    tally: crate::tally::Tally,
 }
 
 impl Slots {
@@ -212,6 +214,7 @@ impl WorkerPool {
 
     async fn run_until(self, shutdown: Shutdown) -> PoolReport {
         let running = RunningSet::default();
+        let tally = crate::tally::Tally::default();
         let companions = CancellationToken::new();
         let claim_wanted = Arc::new(Notify::new());
 
@@ -226,6 +229,7 @@ impl WorkerPool {
                     concurrency: u32::try_from(self.config.concurrency).unwrap_or(u32::MAX),
                 },
                 running.clone(),
+                tally.clone(),
                 companions.clone(),
             ))
         });
@@ -261,6 +265,7 @@ impl WorkerPool {
             in_flight: AtomicUsize::new(0),
             freed: Notify::new(),
             average_run_micros: AtomicU64::new(u64::MAX),
+            tally: tally.clone(),
         });
         let mut tasks = JoinSet::new();
         let claimed = self
@@ -468,6 +473,7 @@ impl WorkerPool {
             spec,
             stop,
             running: running.clone(),
+            tally: slots.tally.clone(),
         };
         let store = self.store.clone();
         let completions = completions.clone();

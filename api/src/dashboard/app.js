@@ -89,6 +89,7 @@ async function refreshOperator() {
     (q) => q.running,
     (q) => (q.due ? `${q.oldestAgeSeconds.toFixed(1)} s` : "—"),
   ]);
+  showThroughput(queues.lastHour, new Date(queues.at));
   fillTable("#workers", workers.data, [
     (w) => w.workerId,
     (w) => w.host,
@@ -108,6 +109,34 @@ async function refreshOperator() {
         .map(([k, v]) => `${k} ${v}`)
         .join(", "),
   ]);
+}
+
+// One bar per minute of the last hour (failed attempts stacked in red).
+function showThroughput(minutes, now) {
+  const byMinute = new Map(minutes.map((m) => [new Date(m.minute).getTime(), m]));
+  const end = Math.floor(now.getTime() / 60000) * 60000;
+  const peak = Math.max(1, ...minutes.map((m) => m.succeeded + m.failed));
+  const chart = $("#throughput");
+  chart.replaceChildren();
+  let total = 0;
+  for (let at = end - 59 * 60000; at <= end; at += 60000) {
+    const m = byMinute.get(at) || { succeeded: 0, failed: 0 };
+    total += m.succeeded + m.failed;
+    const column = document.createElement("div");
+    column.style.display = "flex";
+    column.style.flexDirection = "column-reverse";
+    column.style.background = "none";
+    column.title = `${new Date(at).toLocaleTimeString()}: ${m.succeeded} succeeded, ${m.failed} failed`;
+    for (const [count, failed] of [[m.succeeded, false], [m.failed, true]]) {
+      if (!count) continue;
+      const bar = document.createElement("div");
+      bar.style.height = `${Math.max(1, Math.round((56 * count) / peak))}px`;
+      if (failed) bar.className = "failed";
+      column.appendChild(bar);
+    }
+    chart.appendChild(column);
+  }
+  $("#throughput-total").textContent = `${total} in all`;
 }
 
 // ---- tenant --------------------------------------------------------------

@@ -1,11 +1,13 @@
 //! `GET /v1/queues` (operator keys): the queues as JSON, per queue and kind:
 //! jobs due now, scheduled for later, running, and how long the oldest due
-//! job has waited. The same figures as `/metrics` (read from the outstanding
-//! jobs only), for the dashboard and scripts.
+//! job has waited (the figures of `/metrics`, read from the outstanding jobs
+//! only), and the attempts ended per minute over the last hour (added up by
+//! the worker pools' heartbeats), for the dashboard and scripts.
 
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use longhaul_core::workers::{minute_of, ThroughputMinute};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -42,6 +44,10 @@ pub struct QueueView {
 #[serde(rename_all = "camelCase")]
 pub struct QueueList {
     pub data: Vec<QueueView>,
+    /// Attempts ended per minute (every queue), the last 60 minutes, oldest
+    /// first; minutes with none are absent. Written by each pool's heartbeat
+    /// (every 5 s), so the current minute trails by up to that.
+    pub last_hour: Vec<ThroughputMinute>,
     pub at: DateTime<Utc>,
 }
 
@@ -79,5 +85,11 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Queu
             oldest_due_at: gauge.oldest_due_at,
         })
         .collect();
-    Ok(Json(QueueList { data, at: now }))
+    let since = minute_of(now) - chrono::Duration::minutes(59);
+    let last_hour = state.stores.throughput_since(since).await?;
+    Ok(Json(QueueList {
+        data,
+        last_hour,
+        at: now,
+    }))
 }

@@ -39,6 +39,7 @@ pub(crate) const POSTGRES: &[Embedded] = embed!("postgres":
     "0012_retention.sql",
     "0013_workers.sql",
     "0014_webhooks.sql",
+    "0015_throughput.sql",
 );
 
 /// SQLite's migrations, in order.
@@ -56,6 +57,7 @@ pub(crate) const SQLITE: &[Embedded] = embed!("sqlite":
     "0011_retention.sql",
     "0012_workers.sql",
     "0013_webhooks.sql",
+    "0014_throughput.sql",
 );
 
 /// A list of embedded files as a source sqlx's `Migrator` reads.

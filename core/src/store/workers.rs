@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use super::sql::{sql, Row, SqlStore};
 use super::{PgStore, SqliteStore};
 use crate::error::{Error, Result};
-use crate::workers::{WorkerInfo, WorkerRecord, WorkerStore, KEPT_FOR, LISTED_FOR};
+use crate::workers::{
+    Ended, ThroughputMinute, WorkerInfo, WorkerRecord, WorkerStore, KEPT_FOR, LISTED_FOR,
+};
 
 fn worker_from_row(row: &Row, now: DateTime<Utc>) -> Result<WorkerRecord> {
     let queues = serde_json::from_value(row.json("queues")?)
@@ -121,8 +123,73 @@ async fn prune(store: &impl SqlStore, now: DateTime<Utc>) -> Result<u64> {
             .bind(ago(now, KEPT_FOR)),
         )
         .await?;
+    tx.db()
+        .execute(
+            sql(
+                "pruning throughput",
+                "DELETE FROM job_throughput WHERE minute < $1",
+            )
+            .bind(ago(now, KEPT_FOR)),
+        )
+        .await?;
     tx.commit("pruning workers").await?;
     Ok(deleted)
+}
+
+async fn add_throughput(
+    store: &impl SqlStore,
+    minute: DateTime<Utc>,
+    ended: &[(String, Ended)],
+) -> Result<()> {
+    if ended.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.write("starting to add throughput").await?;
+    for (queue, counts) in ended {
+        tx.db()
+            .execute(
+                sql(
+                    "adding throughput",
+                    "INSERT INTO job_throughput (minute, queue, succeeded, failed) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (minute, queue) DO UPDATE SET
+                         succeeded = job_throughput.succeeded + excluded.succeeded,
+                         failed = job_throughput.failed + excluded.failed",
+                )
+                .bind(minute)
+                .bind(queue)
+                .bind(counts.succeeded)
+                .bind(counts.failed),
+            )
+            .await?;
+    }
+    tx.commit("adding throughput").await
+}
+
+async fn throughput_since(
+    store: &impl SqlStore,
+    since: DateTime<Utc>,
+) -> Result<Vec<ThroughputMinute>> {
+    let mut conn = store.read("reading throughput").await?;
+    conn.db()
+        .fetch_all(
+            sql(
+                "reading throughput",
+                "SELECT minute, CAST(sum(succeeded) AS bigint) AS succeeded,
+                        CAST(sum(failed) AS bigint) AS failed
+                 FROM job_throughput WHERE minute >= $1 GROUP BY minute ORDER BY minute",
+            )
+            .bind(since),
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(ThroughputMinute {
+                minute: row.time("minute")?,
+                succeeded: u64::try_from(row.int("succeeded")?).unwrap_or(0),
+                failed: u64::try_from(row.int("failed")?).unwrap_or(0),
+            })
+        })
+        .collect()
 }
 
 /// `WorkerStore` for a backend, through the functions above.
@@ -153,6 +220,21 @@ macro_rules! worker_store_for {
 
             async fn prune_workers(&self, now: DateTime<Utc>) -> Result<u64> {
                 prune(self, now).await
+            }
+
+            async fn add_throughput(
+                &self,
+                minute: DateTime<Utc>,
+                ended: &[(String, Ended)],
+            ) -> Result<()> {
+                add_throughput(self, minute, ended).await
+            }
+
+            async fn throughput_since(
+                &self,
+                since: DateTime<Utc>,
+            ) -> Result<Vec<ThroughputMinute>> {
+                throughput_since(self, since).await
             }
         }
     };

@@ -4,6 +4,8 @@
 mod api_client;
 mod bench;
 mod commands;
+#[cfg(feature = "otel")]
+mod otel;
 mod runtime;
 
 use clap::{Parser, Subcommand};
@@ -71,7 +73,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    runtime::init_logging(&config.log, config.log_format);
+    let _logging = match runtime::init_logging(
+        &config.log,
+        config.log_format,
+        config.otlp_endpoint.as_deref(),
+    ) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("longhaul: {error:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let tokio = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

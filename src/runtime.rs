@@ -14,29 +14,82 @@ use longhaul_worker::JobServices;
 use longhaul_worker::Shutdown;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr: as text, in colour only when stderr is a terminal and
 /// `NO_COLOR` is unset or empty (no-color.org), so files, pipes and CI logs
 /// get plain text; or as JSON, one object per line with the fields of the
-/// current span and its parents (`LONGHAUL_LOG_FORMAT=json`).
-pub fn init_logging(filter: &str, format: LogFormat) {
+/// current span and its parents (`LONGHAUL_LOG_FORMAT=json`). With
+/// `LONGHAUL_OTLP_ENDPOINT` (binaries built with `--features otel`) the
+/// spans are also exported over OTLP; keep the guard until the process ends
+/// (dropping it flushes the export).
+pub fn init_logging(
+    filter: &str,
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<LoggingGuard> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
-        LogFormat::Text => builder
-            .with_ansi(colour_wanted(
-                std::io::stderr().is_terminal(),
-                std::env::var_os("NO_COLOR").as_deref(),
-            ))
-            .init(),
+    #[cfg(feature = "otel")]
+    let (otel, provider) = match otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, provider) = crate::otel::layer(endpoint)?;
+            (Some(layer), Some(provider))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otel"))]
+    let otel: Option<tracing_subscriber::layer::Identity> = match otlp_endpoint {
+        Some(_) => anyhow::bail!(
+            "LONGHAUL_OTLP_ENDPOINT is set, but this binary was built without OpenTelemetry \
+             (cargo build --release --features otel)"
+        ),
+        None => None,
+    };
+    let base = tracing_subscriber::registry().with(otel).with(filter);
+    let installed = match format {
+        LogFormat::Json => base
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => base
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colour_wanted(
+                        std::io::stderr().is_terminal(),
+                        std::env::var_os("NO_COLOR").as_deref(),
+                    ))
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    installed.context("installing the log subscriber")?;
+    Ok(LoggingGuard {
+        #[cfg(feature = "otel")]
+        provider,
+    })
+}
+
+/// Keeps the span export alive; dropping it flushes what is batched.
+pub struct LoggingGuard {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for LoggingGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider.take() {
+            if let Err(error) = provider.shutdown() {
+                eprintln!("longhaul: flushing the span export: {error}");
+            }
+        }
     }
 }
 

@@ -37,6 +37,10 @@ pub struct Config {
     /// fields of the current span and its parents (tenant, job, kind,
     /// attempt, request id).
     pub log_format: LogFormat,
+    /// Where spans are exported as OTLP/HTTP (`LONGHAUL_OTLP_ENDPOINT`, e.g.
+    /// `http://collector:4318/v1/traces`; binaries built with the `otel`
+    /// feature only). None: no export.
+    pub otlp_endpoint: Option<String>,
     /// Where a worker or scheduler process serves its Prometheus metrics
     /// (`LONGHAUL_METRICS_ADDR`; none by default: the API serves its own at
     /// `/metrics`).
@@ -305,6 +309,10 @@ const SETTINGS: &[Setting] = &[
         help: "text (default) or json: one JSON object per line with the span fields",
     },
     Setting {
+        name: "LONGHAUL_OTLP_ENDPOINT",
+        help: "OTLP/HTTP traces URL spans are exported to, e.g. http://collector:4318/v1/traces (binaries built with --features otel; none by default)",
+    },
+    Setting {
         name: "LONGHAUL_URL",
         help: "the API's URL for the client commands (`longhaul jobs`, `longhaul export`; default http://127.0.0.1:8080)",
     },
@@ -536,6 +544,18 @@ impl Config {
                 None
             }),
         };
+        let otlp_endpoint = reader.text("LONGHAUL_OTLP_ENDPOINT").and_then(|text| {
+            if text.starts_with("http://") || text.starts_with("https://") {
+                Some(text.to_string())
+            } else {
+                reader.problem(
+                    "LONGHAUL_OTLP_ENDPOINT",
+                    text,
+                    "must be an http(s) URL such as http://collector:4318/v1/traces",
+                );
+                None
+            }
+        });
         let log_format = match reader.text("LONGHAUL_LOG_FORMAT") {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -618,6 +638,7 @@ impl Config {
             job_retention: Duration::from_secs(retention_days * 86_400),
             log,
             log_format,
+            otlp_endpoint,
             metrics_addr,
             api_addr,
             api_max_connections,

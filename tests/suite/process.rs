@@ -296,6 +296,26 @@ async fn bad_input_on_the_command_line_writes_nothing(db: TestDb) {
         String::from_utf8_lossy(&bad_config.stderr).contains("LONGHAUL_WORKER_CONCURRENCY=\"0\"")
     );
 
+    // Span export asked of a binary built without it: refused, not ignored.
+    let no_otel = longhaul(&db)
+        .args(["admin", "enqueue", "--tenant", "t", "--kind", "system.noop"])
+        .env("LONGHAUL_OTLP_ENDPOINT", "http://127.0.0.1:4318/v1/traces")
+        .output()
+        .expect("running longhaul");
+    assert_eq!(no_otel.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&no_otel.stderr).contains("built without OpenTelemetry"),
+        "{}",
+        String::from_utf8_lossy(&no_otel.stderr)
+    );
+    let bad_endpoint = longhaul(&db)
+        .args(["admin", "enqueue", "--tenant", "t", "--kind", "system.noop"])
+        .env("LONGHAUL_OTLP_ENDPOINT", "collector:4318")
+        .output()
+        .expect("running longhaul");
+    assert_eq!(bad_endpoint.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_endpoint.stderr).contains("LONGHAUL_OTLP_ENDPOINT"));
+
     assert!(
         db.store.count_by_state().await.expect("counts").is_empty(),
         "bad input wrote a job"

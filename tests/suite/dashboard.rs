@@ -159,19 +159,17 @@ async fn queues_are_listed_for_operator_keys() {
         .await
         .expect("operator key")
         .secret;
-    let client = JobClient::new(
-        app.stores.clone().job_store(),
-        Arc::new(longhaul_worker::jobs::catalogue()),
-    );
+    // Through the API, which meters them (one billable operation each).
     for _ in 0..3 {
-        client
-            .enqueue(EnqueueRequest::new(
-                tenant.id.clone(),
-                Noop::NAME,
-                json!({}),
-            ))
-            .await
-            .expect("job");
+        http::call(
+            &app.router,
+            Method::POST,
+            "/v1/jobs",
+            Some(&key),
+            Some(json!({"kind": Noop::NAME, "params": {}})),
+        )
+        .await
+        .assert_status(StatusCode::ACCEPTED);
     }
     // The API's clock started before the jobs were enqueued: now they are due.
     app.clock.advance(chrono::Duration::seconds(1));
@@ -200,6 +198,25 @@ async fn queues_are_listed_for_operator_keys() {
         json!([]),
         "no pool has reported yet"
     );
+
+    // A tenant's usage, for operators (the dashboard's tenants table).
+    let usage_path = format!("/v1/tenants/{}/usage", tenant.id);
+    let usage = http::call(&app.router, Method::GET, &usage_path, Some(&operator), None).await;
+    usage.assert_status(StatusCode::OK);
+    assert_eq!(usage.body["total"], json!(3), "{}", usage.body);
+    assert_eq!(usage.body["data"][0]["kind"], json!(Noop::NAME));
+    http::call(&app.router, Method::GET, &usage_path, Some(&key), None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    http::call(
+        &app.router,
+        Method::GET,
+        "/v1/tenants/tnt_nope/usage",
+        Some(&operator),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::NOT_FOUND, "not_found");
 
     // Two pools' heartbeats in the same minute add up; old minutes are not shown.
     let now = app.clock.now();

@@ -104,6 +104,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("post", "/v1/retention/holds/{id}/release", Key),
     ("get", "/v1/workers", Key),
     ("get", "/v1/queues", Key),
+    ("get", "/v1/tenants/{id}/usage", Key),
     ("post", "/v1/webhooks", Key),
     ("get", "/v1/webhooks", Key),
     ("get", "/v1/webhooks/{id}", Key),

@@ -98,6 +98,10 @@ async function refreshOperator() {
     (w) => `${w.runningJobs} / ${w.concurrency}`,
     (w) => when(w.lastHeartbeatAt),
   ]);
+  const usage = await Promise.all(
+    tenants.data.map((t) => api(`/v1/tenants/${encodeURIComponent(t.id)}/usage`).catch(() => null)),
+  );
+  const totals = new Map(tenants.data.map((t, i) => [t.id, usage[i] ? usage[i].total : ""]));
   fillTable("#tenants", tenants.data, [
     (t) => t.id,
     (t) => t.name,
@@ -108,6 +112,7 @@ async function refreshOperator() {
         .filter(([, v]) => v !== null && v !== undefined)
         .map(([k, v]) => `${k} ${v}`)
         .join(", "),
+    (t) => totals.get(t.id),
   ]);
 }
 

@@ -1,5 +1,6 @@
-//! `/v1/usage`: a tenant's billable operations per job kind in one calendar
-//! month (UTC). One operation per job accepted by `POST /v1/jobs` (idempotent
+//! `/v1/usage` (a tenant's key) and `/v1/tenants/{id}/usage` (operator
+//! keys): a tenant's billable operations per job kind in one calendar month
+//! (UTC). One operation per job accepted by `POST /v1/jobs` (idempotent
 //! replays and refused requests are free), metered in the same transaction as
 //! the job.
 
@@ -14,12 +15,14 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::openapi::{LockedOut, Unauthorized};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(usage))
+    OpenApiRouter::new()
+        .routes(routes!(usage))
+        .routes(routes!(tenant_usage))
 }
 
 /// `GET /v1/usage?period=YYYY-MM` (default: the current month).
@@ -68,11 +71,48 @@ async fn usage(
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Json<UsageView>, ApiError> {
     let tenant = caller.tenant_role(Role::Viewer)?;
+    usage_of(&state, &tenant.id, &query).await
+}
+
+/// A tenant's billable operations per job kind in one month (operators).
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/usage",
+    operation_id = "getTenantUsage",
+    tag = "tenants",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The tenant id"), UsageQuery),
+    responses(
+        (status = 200, description = "Operations per kind and in total", body = UsageView),
+        Unauthorized,
+        (status = 403, description = "`forbidden`: needs an operator key", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such tenant", body = ErrorBody),
+        (status = 422, description = "`validation_error`: `period` is not `YYYY-MM`",
+            body = ErrorBody),
+        LockedOut,
+    )
+)]
+async fn tenant_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<UsageQuery>,
+) -> Result<Json<UsageView>, ApiError> {
+    caller.operator()?;
+    let tenant = state.stores.get_tenant(&id).await?;
+    usage_of(&state, &tenant.id, &query).await
+}
+
+async fn usage_of(
+    state: &AppState,
+    tenant_id: &str,
+    query: &UsageQuery,
+) -> Result<Json<UsageView>, ApiError> {
     let period = match query.period.as_deref() {
         None => Period::of(state.clock.now()),
         Some(text) => text.parse()?,
     };
-    let data = state.jobs.usage(&tenant.id, period).await?;
+    let data = state.jobs.usage(tenant_id, period).await?;
     let total = data.iter().map(|usage| usage.operations).sum();
     Ok(Json(UsageView {
         period,

@@ -64,6 +64,7 @@ impl FromRequestParts<AppState> for Caller {
         let digest = hash_token(token);
         if let Some((key, tenant)) = state.auth_cache.get(&digest, now) {
             if key.is_valid_at(now) {
+                record_tenant(tenant.as_ref().map(|t| t.id.as_str()));
                 return Ok(Caller {
                     key,
                     tenant,
@@ -77,6 +78,7 @@ impl FromRequestParts<AppState> for Caller {
                 state
                     .auth_cache
                     .insert(digest, (key.clone(), tenant.clone()), now);
+                record_tenant(tenant.as_ref().map(|t| t.id.as_str()));
                 Ok(Caller {
                     key,
                     tenant,
@@ -99,6 +101,14 @@ impl FromRequestParts<AppState> for Caller {
                 ))
             }
         }
+    }
+}
+
+/// The request's span (`lib.rs`) names the caller's tenant, so its log
+/// lines and exported spans carry `tenant_id` as the worker's job spans do.
+fn record_tenant(tenant_id: Option<&str>) {
+    if let Some(tenant_id) = tenant_id {
+        tracing::Span::current().record("tenant_id", tenant_id);
     }
 }
 

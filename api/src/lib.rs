@@ -91,7 +91,13 @@ pub fn router(state: AppState) -> Router {
                 } else {
                     path
                 };
-                tracing::info_span!("request", method = %request.method(), path = %path, request_id)
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %path,
+                    request_id,
+                    tenant_id = tracing::field::Empty
+                )
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

@@ -188,3 +188,53 @@ async fn jobs_and_requests_are_counted_and_timed(db: TestDb) {
 }
 
 both_stores!(jobs_and_requests_are_counted_and_timed);
+
+/// A request's span names the caller's tenant (as a job's span does in the
+/// worker), so its JSON log lines and exported spans carry `tenant_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_spans_carry_the_callers_tenant() {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let app = http::test_app(&crate::harness::sqlite().await).await;
+    let (tenant, key) = http::tenant_with_admin_key(app.stores.as_ref(), "acme").await;
+    http::call(
+        &app.router,
+        axum::http::Method::GET,
+        "/v1/jobs",
+        Some(&key),
+        None,
+    )
+    .await
+    .assert_status(StatusCode::OK);
+
+    let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("UTF-8");
+    let tagged = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .any(|line| {
+            line["span"]["name"] == "request"
+                && line["span"]["path"] == "/v1/jobs"
+                && line["span"]["tenant_id"] == json!(tenant.id)
+        });
+    assert!(tagged, "no request line with the tenant:\n{text}");
+}

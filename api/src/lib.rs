@@ -96,7 +96,9 @@ pub fn router(state: AppState) -> Router {
                     method = %request.method(),
                     path = %path,
                     request_id,
-                    tenant_id = tracing::field::Empty
+                    tenant_id = tracing::field::Empty,
+                    job_id = tracing::field::Empty,
+                    kind = tracing::field::Empty
                 )
             }),
         )

@@ -189,8 +189,9 @@ async fn jobs_and_requests_are_counted_and_timed(db: TestDb) {
 
 both_stores!(jobs_and_requests_are_counted_and_timed);
 
-/// A request's span names the caller's tenant (as a job's span does in the
-/// worker), so its JSON log lines and exported spans carry `tenant_id`.
+/// A request's span names the caller's tenant, and the job it created with
+/// its kind (as a job's span does in the worker), so its JSON log lines and
+/// exported spans carry them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_spans_carry_the_callers_tenant() {
     use std::sync::{Arc, Mutex};
@@ -226,8 +227,31 @@ async fn request_spans_carry_the_callers_tenant() {
     )
     .await
     .assert_status(StatusCode::OK);
+    let created = http::call(
+        &app.router,
+        axum::http::Method::POST,
+        "/v1/jobs",
+        Some(&key),
+        Some(json!({"kind": "system.noop", "params": {}})),
+    )
+    .await;
+    created.assert_status(StatusCode::ACCEPTED);
+    let job_id = created.body["id"].clone();
 
     let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("UTF-8");
+    let created_line = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .any(|line| {
+            line["span"]["name"] == "request"
+                && line["span"]["tenant_id"] == json!(tenant.id)
+                && line["span"]["job_id"] == job_id
+                && line["span"]["kind"] == "system.noop"
+        });
+    assert!(
+        created_line,
+        "no creating request line with the job:\n{text}"
+    );
     let tagged = text
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())

@@ -375,6 +375,11 @@ pub(crate) async fn admit(
         )
         .await?;
     let job = state.jobs.get(&tenant.id, enqueued.id).await?;
+    // The request's span names the job it created (see `lib.rs`), as the
+    // worker's span of each attempt does.
+    let span = tracing::Span::current();
+    span.record("job_id", tracing::field::display(job.id));
+    span.record("kind", job.kind.as_str());
     Ok((job, enqueued.created))
 }
 

@@ -1575,9 +1575,13 @@ impl JobStore for PgStore {
         let ids: Vec<Uuid> = leases.iter().map(|l| l.job_id.as_uuid()).collect();
         let attempts: Vec<i32> = leases.iter().map(|l| l.attempt).collect();
         let rows = sqlx::query(
-            "UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3)
+            "WITH locked AS MATERIALIZED (
+                SELECT j.id FROM jobs j WHERE j.id = ANY ($1::uuid[]) ORDER BY j.id FOR UPDATE
+             )
+             UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => $3)
              FROM unnest($1::uuid[], $2::int4[]) AS l(id, attempt)
              WHERE j.id = l.id AND j.attempt = l.attempt AND j.state = 'running'
+               AND j.id IN (SELECT id FROM locked)
              RETURNING j.id, j.cancel_requested",
         )
         .bind(&ids)
@@ -1693,6 +1697,11 @@ impl JobStore for PgStore {
             .collect();
         let applied: Vec<Uuid> = sqlx::query_scalar(concat!(
             "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[]) AS i(id, attempt, result)),
+             -- Rows locked in id order, as heartbeats lock them: a batch and
+             -- a heartbeat of the same pool never wait on each other in a cycle.
+             locked AS MATERIALIZED (
+                SELECT j.id FROM jobs j WHERE j.id = ANY ($1::uuid[]) ORDER BY j.id FOR UPDATE
+             ),
              done AS (
                 UPDATE jobs j SET state = 'succeeded', result = i.result::jsonb, finished_at = now(),
                                   lease_expires_at = NULL,
@@ -1701,6 +1710,7 @@ impl JobStore for PgStore {
                                                   THEN jsonb_set(j.progress, '{current}', j.progress -> 'total')
                                                   ELSE j.progress END
                 FROM input i WHERE j.id = i.id AND j.attempt = i.attempt AND j.state = 'running'
+                  AND j.id IN (SELECT id FROM locked)
                 RETURNING j.id, j.tenant_id, j.attempt, j.worker_id, j.started_at
              ),
              a AS (INSERT INTO job_attempts (job_id, attempt, tenant_id, worker_id, started_at, outcome)

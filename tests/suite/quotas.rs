@@ -646,3 +646,127 @@ async fn a_retry_past_the_queued_cap_is_refused(db: TestDb) {
 }
 
 both_stores!(a_retry_past_the_queued_cap_is_refused);
+
+/// Sets (or changes) the tenant's maxQueued quota, as an operator would.
+async fn give_max_queued(api: &Api, tenant: &Tenant, n: i64) {
+    api.stores
+        .update_tenant(
+            &tenant.id,
+            longhaul_core::tenancy::TenantPatch {
+                quotas: Some(max_queued(n)),
+                ..Default::default()
+            },
+            &Actor::system(),
+        )
+        .await
+        .expect("setting maxQueued");
+}
+
+/// Jobs queued while a tenant had no maxQueued quota are not in the count's
+/// index; giving the tenant a quota must count them all the same.
+async fn a_quota_given_later_counts_the_jobs_already_queued(db: TestDb) {
+    let api = api(&db).await;
+    let (acme, key) = api.tenant("acme", Quotas::default()).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let reply = api.create(&key, None, sleep_job()).await;
+        reply.assert_status(StatusCode::ACCEPTED);
+        ids.push(reply.body["id"].as_str().expect("id").to_string());
+    }
+    give_max_queued(&api, &acme, 3).await;
+    let refused = api.create(&key, None, noop_job()).await;
+    refused.assert_error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+    assert_eq!(
+        refused.body["error"]["details"],
+        json!({ "limit": 3, "queued": 3 })
+    );
+    // A job cancelled and retried while the quota holds is counted again.
+    api.call(
+        Method::POST,
+        &format!("/v1/jobs/{}/cancel", ids[0]),
+        Some(&key),
+        None,
+        None,
+    )
+    .await
+    .assert_status(StatusCode::OK);
+    api.call(
+        Method::POST,
+        &format!("/v1/jobs/{}/retry", ids[0]),
+        Some(&key),
+        None,
+        None,
+    )
+    .await
+    .assert_status(StatusCode::ACCEPTED);
+    api.create(&key, None, noop_job())
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+    // Raising the quota leaves the count as it is: exactly one more fits.
+    give_max_queued(&api, &acme, 4).await;
+    api.create(&key, None, noop_job())
+        .await
+        .assert_status(StatusCode::ACCEPTED);
+    api.create(&key, None, noop_job())
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+}
+
+/// A quota given while batches of the tenant's jobs are being enqueued
+/// concurrently: every job queued before, during and after the change is
+/// counted (an enqueue that read the tenant before the quota committed
+/// cannot slip its jobs in uncounted).
+async fn a_quota_given_during_bulk_enqueues_counts_every_job(db: TestDb) {
+    use longhaul_core::client::{EnqueueRequest, JobClient};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let api = api(&db).await;
+    let (acme, key) = api.tenant("acme", Quotas::default()).await;
+    let client = Arc::new(JobClient::new(
+        db.store.clone(),
+        crate::support::test_catalogue(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for _ in 0..3 {
+        let (client, stop, tenant) = (client.clone(), stop.clone(), acme.id.clone());
+        writers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<_> = (0..200)
+                    .map(|_| EnqueueRequest::new(&tenant, crate::support::RECORD, json!({})))
+                    .collect();
+                client.enqueue_many(batch).await.expect("bulk enqueue");
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    give_max_queued(&api, &acme, 1_000_000_000).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let queued = api
+        .stores
+        .count_by_state()
+        .await
+        .expect("counts")
+        .into_iter()
+        .find(|(state, _)| *state == JobState::Queued)
+        .map(|(_, n)| n)
+        .expect("queued jobs");
+    assert!(queued >= 1_200, "the writers queued {queued} jobs");
+    // A quota of exactly the jobs queued: the count must find them all.
+    give_max_queued(&api, &acme, queued).await;
+    let refused = api.create(&key, None, noop_job()).await;
+    refused.assert_error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+    assert_eq!(
+        refused.body["error"]["details"],
+        json!({ "limit": queued, "queued": queued })
+    );
+}
+
+both_stores!(
+    a_quota_given_later_counts_the_jobs_already_queued,
+    a_quota_given_during_bulk_enqueues_counts_every_job,
+);

@@ -40,6 +40,7 @@ pub(crate) const POSTGRES: &[Embedded] = embed!("postgres":
     "0013_workers.sql",
     "0014_webhooks.sql",
     "0015_throughput.sql",
+    "0016_quota_counted_jobs.sql",
 );
 
 /// SQLite's migrations, in order.
@@ -58,6 +59,7 @@ pub(crate) const SQLITE: &[Embedded] = embed!("sqlite":
     "0012_workers.sql",
     "0013_webhooks.sql",
     "0014_throughput.sql",
+    "0015_quota_counted_jobs.sql",
 );
 
 /// A list of embedded files as a source sqlx's `Migrator` reads.

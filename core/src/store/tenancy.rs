@@ -101,6 +101,52 @@ async fn sync_tenant_limits(
     Ok(())
 }
 
+/// Whether the tenant has a maxQueued quota now (its row locked on
+/// PostgreSQL until the caller's transaction ends).
+async fn max_queued_of(db: &mut Db<'_>, tenant_id: &str) -> Result<bool> {
+    let text = db.pick(
+        "SELECT max_queued FROM tenants WHERE id = $1 FOR UPDATE",
+        "SELECT max_queued FROM tenants WHERE id = $1",
+    );
+    let row = db
+        .fetch_optional(sql("reading a tenant's quota", text).bind(tenant_id))
+        .await?
+        .ok_or_else(|| Error::no_such("tenant", tenant_id))?;
+    Ok(row.opt_int("max_queued")?.is_some())
+}
+
+/// A tenant given a maxQueued quota: its outstanding jobs, queued while it had
+/// none, count from now on (`jobs.counted_in_quota`). On PostgreSQL the
+/// exclusive enqueue lock first waits for the tenant's enqueues in flight,
+/// which read the tenant before the quota committed
+/// (`postgres/enqueue_lock.rs`); the rows are locked in id order, as
+/// completion batches lock them. Reads the tenant's jobs through
+/// `jobs_tenant_idx`: once per quota given, never on the enqueue path.
+async fn count_outstanding_jobs_in_quota(db: &mut Db<'_>, tenant_id: &str) -> Result<()> {
+    if let Db::Pg(conn) = db {
+        super::postgres::enqueue_lock::lock_exclusive(conn, tenant_id).await?;
+    }
+    let text = db.pick(
+        "WITH outstanding AS MATERIALIZED (
+            SELECT id FROM jobs
+            WHERE tenant_id = $1 AND state IN ('queued', 'running') AND NOT counted_in_quota
+            ORDER BY id FOR UPDATE
+         )
+         UPDATE jobs SET counted_in_quota = true WHERE id IN (SELECT id FROM outstanding)",
+        "UPDATE jobs SET counted_in_quota = 1
+         WHERE tenant_id = $1 AND state IN ('queued', 'running') AND counted_in_quota = 0",
+    );
+    db.execute(
+        sql(
+            "counting a tenant's outstanding jobs in its new quota",
+            text,
+        )
+        .bind(tenant_id),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Inserts a key for the tenant (or an operator key); `None` when the tenant
 /// does not exist.
 async fn insert_key(
@@ -260,6 +306,10 @@ async fn update_tenant(
             Some(merged_settings(stored, change)?)
         }
     };
+    let had_max_queued = match patch.quotas {
+        None => None,
+        Some(_) => Some(max_queued_of(&mut db, id).await?),
+    };
     let row = db
         .fetch_optional(
             sql(
@@ -294,6 +344,9 @@ async fn update_tenant(
     let tenant = tenant_from_row(&row, &TENANT)?;
     if patch.quotas.is_some() {
         sync_tenant_limits(&mut db, id, tenant.quotas.max_running).await?;
+    }
+    if had_max_queued == Some(false) && tenant.quotas.max_queued.is_some() {
+        count_outstanding_jobs_in_quota(&mut db, id).await?;
     }
     db.record_change(id, actor, &tenant_updated(id, &patch), now)
         .await?;

@@ -9,6 +9,7 @@
 
 pub(crate) mod audit;
 mod claim_floor;
+pub(crate) mod enqueue_lock;
 mod schedule;
 
 use std::collections::BTreeMap;
@@ -268,7 +269,8 @@ macro_rules! give_back_slots {
 
 /// The CTEs both enqueue statements share: `alloc` gives each (tenant,
 /// queue) group a run of virtual times from max(its next_vtime, the queue
-/// clock); `clocks` creates a queue's clock row before its first claim (only
+/// clock); `quota` names the batch's tenants with a maxQueued quota, whose
+/// jobs are `counted_in_quota` (see [`enqueue_lock`]); `clocks` creates a queue's clock row before its first claim (only
 /// when absent: an existing row may be mid-update by a claim, and a
 /// conflicting insert would wait for that claim's commit). The arguments
 /// are the parameters holding the groups' tenants, queues and sizes.
@@ -285,6 +287,13 @@ macro_rules! enqueue_groups {
         f.next_vtime + excluded.next_vtime - coalesce((SELECT vtime FROM queue_clocks WHERE queue = excluded.queue), 0),
         excluded.next_vtime)
     RETURNING f.tenant_id, f.queue, f.next_vtime
+)"
+        )
+    };
+    (quota: $tenants:literal) => {
+        concat!(
+            "quota AS (
+    SELECT t.id FROM tenants t WHERE t.id = ANY (", $tenants, "::text[]) AND t.max_queued IS NOT NULL
 )"
         )
     };
@@ -310,27 +319,34 @@ const ENQUEUE_SQL: &str = concat!(
 WITH ",
     enqueue_groups!(alloc: "$12", "$13", "$14"),
     ",
+",
+    enqueue_groups!(quota: "$12"),
+    ",
 input AS (
     SELECT i.id, i.tenant_id, i.kind, i.queue, i.priority, a.next_vtime - i.group_size + i.offset_in_group AS vtime,
-           i.params::jsonb AS params, coalesce(i.run_at, now()) AS run_at, i.max_attempts, i.idempotency_key
+           i.params::jsonb AS params, coalesce(i.run_at, now()) AS run_at, i.max_attempts, i.idempotency_key,
+           q.id IS NOT NULL AS counted_in_quota
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::timestamptz[],
                 $8::int4[], $9::text[], $10::int8[], $11::int8[])
          AS i(id, tenant_id, kind, queue, priority, params, run_at, max_attempts, idempotency_key,
               offset_in_group, group_size)
     JOIN alloc a ON a.tenant_id = i.tenant_id AND a.queue = i.queue
+    LEFT JOIN quota q ON q.id = i.tenant_id
 ),
 -- Jobs without an idempotency key cannot conflict: a plain insert spares
 -- them the speculative insertion of ON CONFLICT (a lock and an extra WAL
 -- record per row).
 ins_plain AS (
-    INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts)
-    SELECT id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts
+    INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, counted_in_quota)
+    SELECT id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, counted_in_quota
     FROM input WHERE idempotency_key IS NULL
     RETURNING id, queue
 ),
 ins_keyed AS (
-    INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, idempotency_key)
-    SELECT id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, idempotency_key
+    INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, idempotency_key,
+                      counted_in_quota)
+    SELECT id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, idempotency_key,
+           counted_in_quota
     FROM input WHERE idempotency_key IS NOT NULL
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue
@@ -354,14 +370,18 @@ const ENQUEUE_UNKEYED_SQL: &str = concat!(
 WITH ",
     enqueue_groups!(alloc: "$11", "$12", "$13"),
     ",
+",
+    enqueue_groups!(quota: "$11"),
+    ",
 ins AS (
-    INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts)
+    INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts, counted_in_quota)
     SELECT i.id, i.tenant_id, i.kind, i.queue, i.priority, a.next_vtime - i.group_size + i.offset_in_group,
-           i.params::jsonb, coalesce(i.run_at, now()), i.max_attempts
+           i.params::jsonb, coalesce(i.run_at, now()), i.max_attempts, q.id IS NOT NULL
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[], $7::timestamptz[],
                 $8::int4[], $9::int8[], $10::int8[])
          AS i(id, tenant_id, kind, queue, priority, params, run_at, max_attempts, offset_in_group, group_size)
     JOIN alloc a ON a.tenant_id = i.tenant_id AND a.queue = i.queue
+    LEFT JOIN quota q ON q.id = i.tenant_id
 ),
 ",
     enqueue_groups!(clocks: "$12"),
@@ -376,7 +396,7 @@ const QUOTA_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtext('quota:' || 
 /// Queued jobs per tenant (`jobs_queued_tenant_idx`): `$1` tenants.
 const QUEUED_COUNT_SQL: &str = "
 SELECT tenant_id, count(*) AS n FROM jobs
-WHERE tenant_id = ANY ($1::text[]) AND state = 'queued'
+WHERE tenant_id = ANY ($1::text[]) AND state = 'queued' AND counted_in_quota
 GROUP BY tenant_id";
 
 /// Takes the quota lock of each tenant (sorted, so that two transactions
@@ -642,9 +662,35 @@ impl PgStore {
         Ok(repaired)
     }
 
-    /// Stores jobs inside the caller's transaction (or on any connection): the
-    /// jobs exist exactly when the caller's own writes commit.
+    /// Stores jobs inside the caller's transaction: the jobs exist exactly
+    /// when the caller's own writes commit. Takes the enqueue lock of their
+    /// tenants (held until that commit).
     pub async fn enqueue_in(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
+        enqueue_lock::lock_shared(&mut *conn, jobs.iter().map(|job| job.tenant_id.as_str()))
+            .await?;
+        Self::enqueue_locked_in(conn, jobs).await
+    }
+
+    /// A transaction that holds the enqueue lock of the jobs' tenants from
+    /// its `BEGIN` on (one round trip), for [`Self::enqueue_locked_in`].
+    async fn begin_enqueue(
+        &self,
+        jobs: &[NewJob],
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.pool
+            .begin_with(enqueue_lock::shared_begin(
+                jobs.iter().map(|job| job.tenant_id.as_str()),
+            ))
+            .await
+            .db("starting an enqueue transaction")
+    }
+
+    /// [`Self::enqueue_in`] in a transaction that already holds the enqueue
+    /// lock of the jobs' tenants.
+    async fn enqueue_locked_in(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
@@ -1128,12 +1174,8 @@ impl JobStore for PgStore {
     }
 
     async fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .db("starting an enqueue transaction")?;
-        let answers = Self::enqueue_in(&mut tx, jobs).await?;
+        let mut tx = self.begin_enqueue(jobs).await?;
+        let answers = Self::enqueue_locked_in(&mut tx, jobs).await?;
         tx.commit().await.db("committing enqueued jobs")?;
         Ok(answers)
     }
@@ -1148,11 +1190,7 @@ impl JobStore for PgStore {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .db("starting an enqueue transaction")?;
+        let mut tx = self.begin_enqueue(jobs).await?;
         let queued_before = match max_queued {
             Some(_) => {
                 let tenants = jobs.iter().map(|job| job.tenant_id.as_str()).collect();
@@ -1160,7 +1198,7 @@ impl JobStore for PgStore {
             }
             None => BTreeMap::new(),
         };
-        let answers = Self::enqueue_in(&mut tx, jobs).await?;
+        let answers = Self::enqueue_locked_in(&mut tx, jobs).await?;
         let created = count_created(jobs, &answers);
         if let Some(limit) = max_queued {
             // An error drops the transaction: nothing is written, no NOTIFY sent.
@@ -1432,7 +1470,11 @@ impl JobStore for PgStore {
         max_queued: Option<i64>,
         actor: &Actor,
     ) -> Result<Job> {
-        let mut tx = self.pool.begin().await.db("starting a retry transaction")?;
+        let mut tx = self
+            .pool
+            .begin_with(enqueue_lock::shared_begin([tenant_id]))
+            .await
+            .db("starting a retry transaction")?;
         if max_queued.is_some() {
             sqlx::query(QUOTA_LOCK_SQL)
                 .bind(tenant_id)
@@ -1456,7 +1498,9 @@ impl JobStore for PgStore {
              r AS (
                 UPDATE jobs SET state = 'queued', failed_attempts = 0, run_at = now(), finished_at = NULL,
                                 cancel_requested = false, lease_expires_at = NULL,
-                                vtime = coalesce((SELECT vtime FROM alloc), vtime)
+                                vtime = coalesce((SELECT vtime FROM alloc), vtime),
+                                counted_in_quota = EXISTS (SELECT 1 FROM tenants t
+                                                           WHERE t.id = $2 AND t.max_queued IS NOT NULL)
                 WHERE id = $1 AND tenant_id = $2 AND state IN ('failed', 'cancelled')
                 RETURNING *),
              e AS (INSERT INTO job_events (job_id, tenant_id, attempt, kind)
@@ -1476,7 +1520,7 @@ impl JobStore for PgStore {
         if let Some(limit) = max_queued {
             // After the lock: this snapshot sees every commit made under it.
             let queued: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND state = 'queued'",
+                "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND state = 'queued' AND counted_in_quota",
             )
             .bind(tenant_id)
             .fetch_one(&mut *tx)

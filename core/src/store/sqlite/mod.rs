@@ -304,10 +304,12 @@ pub(crate) async fn enqueue_in(
     }
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO jobs (id, tenant_id, kind, queue, priority, vtime, params, run_at, max_attempts,
-                           idempotency_key, created_at)
+                           idempotency_key, created_at, counted_in_quota)
          SELECT unhex(j.value ->> '$.id'), j.value ->> '$.tenantId', j.value ->> '$.kind', j.value ->> '$.queue',
                 j.value ->> '$.priority', j.value ->> '$.vtime', j.value ->> '$.params',
-                coalesce(j.value ->> '$.runAt', ?2), j.value ->> '$.maxAttempts', j.value ->> '$.idempotencyKey', ?2
+                coalesce(j.value ->> '$.runAt', ?2), j.value ->> '$.maxAttempts', j.value ->> '$.idempotencyKey', ?2,
+                EXISTS (SELECT 1 FROM tenants t
+                        WHERE t.id = j.value ->> '$.tenantId' AND t.max_queued IS NOT NULL)
          FROM json_each(?1) AS j WHERE true
          ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING id",
@@ -350,7 +352,9 @@ async fn queued_counts(
 /// A tenant's queued jobs (delayed ones included), counted inside the
 /// caller's write transaction (the scheduler's fires use it too).
 pub(crate) async fn queued_count(conn: &mut SqliteConnection, tenant: &str) -> Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE tenant_id = ?1 AND state = 'queued'")
+    sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE tenant_id = ?1 AND state = 'queued' AND counted_in_quota = 1",
+    )
         .bind(tenant)
         .fetch_one(&mut *conn)
         .await
@@ -1148,7 +1152,9 @@ impl JobStore for SqliteStore {
         .db("allocating a virtual time for a retry")?;
         let row = sqlx::query(
             "UPDATE jobs SET state = 'queued', failed_attempts = 0, run_at = ?3, finished_at = NULL,
-                             cancel_requested = 0, lease_expires_at = NULL, vtime = coalesce(?4, vtime)
+                             cancel_requested = 0, lease_expires_at = NULL, vtime = coalesce(?4, vtime),
+                             counted_in_quota = EXISTS (SELECT 1 FROM tenants t
+                                                        WHERE t.id = ?2 AND t.max_queued IS NOT NULL)
              WHERE id = ?1 AND tenant_id = ?2 AND state IN ('failed', 'cancelled')
              RETURNING *",
         )
@@ -1166,13 +1172,7 @@ impl JobStore for SqliteStore {
         };
         let job = job_from_row(&row)?;
         if let Some(limit) = max_queued {
-            let queued: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM jobs WHERE tenant_id = ?1 AND state = 'queued'",
-            )
-            .bind(tenant_id)
-            .fetch_one(w.conn())
-            .await
-            .db("counting queued jobs")?;
+            let queued = queued_count(w.conn(), tenant_id).await?;
             if queued > limit {
                 w.rollback().await?;
                 return Err(Error::QuotaExceeded {

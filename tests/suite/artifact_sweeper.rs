@@ -308,8 +308,18 @@ async fn inputs_are_recorded_with_their_job_or_not_at_all(db: TestDb) {
     let stores = longhaul_core::store::connect_stores(&db.url, 8)
         .await
         .expect("stores");
+    // A quota of one queued job, as the API would pass it from the tenant.
     let tenant = stores
-        .create_tenant(NewTenant::new("acme", "eu", "standard"), &Actor::system())
+        .create_tenant(
+            NewTenant {
+                quotas: longhaul_core::tenancy::Quotas {
+                    max_queued: Some(1),
+                    ..Default::default()
+                },
+                ..NewTenant::new("acme", "eu", "standard")
+            },
+            &Actor::system(),
+        )
         .await
         .expect("tenant");
     let client = JobClient::new(

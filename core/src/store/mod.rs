@@ -96,9 +96,14 @@ pub trait JobStore: Send + Sync + fmt::Debug + 'static {
     /// Admits work a tenant submitted (the API's `POST /v1/jobs`): stores the
     /// jobs as [`JobStore::enqueue`] does and, in the same transaction,
     ///
-    /// - when `max_queued` is set, refuses the whole batch with
+    /// - when `max_queued` is set (the tenant's own maxQueued quota, as read
+    ///   from its row), refuses the whole batch with
     ///   [`Error::QuotaExceeded`] (writing nothing) if a tenant of the batch
-    ///   would end with more than `max_queued` jobs in state `queued`. The
+    ///   would end with more than `max_queued` jobs in state `queued`. Only
+    ///   jobs queued while the tenant had a quota in the tenants table are
+    ///   counted (`jobs.counted_in_quota`; giving a tenant a quota marks its
+    ///   outstanding jobs), so a limit passed for a tenant without one in
+    ///   the table counts nothing queued before. The
     ///   count and the insert are serialized per tenant (PostgreSQL: a
     ///   transaction-level advisory lock on the tenant, taken only when a cap
     ///   is set; SQLite: the write lock), so concurrent requests cannot pass
